@@ -1,0 +1,342 @@
+"""Every event body Milepost knows: frozen Structs in one tagged union.
+
+Limits live on the fields (``Meta``) or in ``__post_init__`` for rules that
+span fields, so the codec enforces them on every decode. Evolution rule: only
+add fields with defaults; never change a field's type (bump the schema
+version and add an upcaster instead).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from events.cycles import CYCLE_PATTERN
+
+# --- field types with their declared limits -------------------------------------------
+
+EventId = Annotated[
+    str,
+    Meta(
+        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+        description="A lowercase UUID naming an event (and the item it created).",
+    ),
+]
+PersonId = Annotated[
+    str, Meta(pattern=r"^[a-z][a-z0-9_-]{0,62}$", description="A person's handle, e.g. alice.")
+]
+DeviceId = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+TeamId = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
+Title = Annotated[str, Meta(min_length=1, max_length=200)]
+Note = Annotated[str, Meta(max_length=4000)]
+Text = Annotated[str, Meta(min_length=1, max_length=4000)]
+Unit = Annotated[str, Meta(max_length=40)]
+Cycle = Annotated[str, Meta(pattern=CYCLE_PATTERN)]
+Percent = Annotated[float, Meta(ge=0, le=100)]
+Weight = Annotated[float, Meta(gt=0, le=1000)]
+Measure = Annotated[float, Meta(ge=-1e15, le=1e15)]
+StageIndex = Annotated[int, Meta(ge=0, le=49)]
+Partners = Annotated[tuple[PersonId, ...], Meta(max_length=50)]
+
+Visibility = Literal["private", "partners", "team"]
+Cadence = Literal["weekly", "biweekly", "monthly"]
+Confidence = Literal["on-track", "at-risk", "off-track"]
+KeyResultKind = Literal["increase", "decrease", "stay-above", "stay-below"]
+Polarity = Literal["positive", "negative"]
+
+CADENCE_DAYS: dict[str, int] = {"weekly": 7, "biweekly": 14, "monthly": 30}
+CONFIDENCE_RANK: dict[str, int] = {"on-track": 0, "at-risk": 1, "off-track": 2}
+
+
+class Body(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fields=False):
+    """Base of every event body; the ``type`` tag selects the variant."""
+
+
+def _check_sharing(visibility: str, partners: tuple[str, ...]) -> None:
+    if partners and visibility != "partners":
+        raise ValueError("partners may only be named with visibility 'partners'")
+    if len(set(partners)) != len(partners):
+        raise ValueError("partners must not repeat")
+
+
+# --- objectives and key results -------------------------------------------------------
+
+
+class ObjectiveCreated(Body, frozen=True, tag="objective.created"):
+    """An objective for a cycle; its id is the event id."""
+
+    title: Title
+    cycle: Cycle
+    description: Note = ""
+    cadence: Cadence = "weekly"
+    visibility: Visibility = "private"
+    partners: Partners = ()
+
+    def __post_init__(self) -> None:
+        _check_sharing(self.visibility, self.partners)
+
+
+class KeyResultAdded(Body, frozen=True, tag="key_result.added"):
+    """A measurable result under an objective.
+
+    ``increase``/``decrease`` run from ``start`` to ``target``; ``stay-above``/
+    ``stay-below`` hold ``target`` as a threshold. Without numbers (both None)
+    progress comes from the milestones linked to it.
+    """
+
+    objective: EventId
+    title: Title
+    kind: KeyResultKind = "increase"
+    start: Measure | None = None
+    target: Measure | None = None
+    unit: Unit = ""
+    weight: Weight = 1.0
+    cadence: Cadence | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind in ("increase", "decrease"):
+            if (self.start is None) != (self.target is None):
+                raise ValueError("start and target must be given together")
+            if self.start is not None and self.target is not None:
+                if self.start == self.target:
+                    raise ValueError("target must differ from start")
+                if self.kind == "increase" and self.target < self.start:
+                    raise ValueError("an 'increase' key result needs target above start")
+                if self.kind == "decrease" and self.target > self.start:
+                    raise ValueError("a 'decrease' key result needs target below start")
+        elif self.target is None:
+            raise ValueError(f"a '{self.kind}' key result needs a target threshold")
+
+
+# --- milestones and tasks -------------------------------------------------------------
+
+
+class MilestonePlanned(Body, frozen=True, tag="milestone.planned"):
+    """A delivery with a due date, linked to a key result, an objective, or nothing."""
+
+    title: Title
+    due_on: date | None = None
+    key_result: EventId | None = None
+    objective: EventId | None = None
+    description: Note = ""
+    # Sharing of a standalone milestone; a linked one inherits its objective's.
+    visibility: Visibility = "private"
+    partners: Partners = ()
+
+    def __post_init__(self) -> None:
+        _check_sharing(self.visibility, self.partners)
+
+
+class MilestoneRescheduled(Body, frozen=True, tag="milestone.rescheduled"):
+    milestone: EventId
+    due_on: date | None
+    reason: Note = ""
+
+
+class MilestoneCompleted(Body, frozen=True, tag="milestone.completed"):
+    """A completion with the three answers: what was done, why it mattered, the outcome."""
+
+    milestone: EventId
+    did: Note = ""
+    why: Note = ""
+    outcome: Note = ""
+
+
+class MilestoneReopened(Body, frozen=True, tag="milestone.reopened"):
+    milestone: EventId
+    reason: Note = ""
+
+
+class MilestoneDropped(Body, frozen=True, tag="milestone.dropped"):
+    milestone: EventId
+    reason: Note = ""
+
+
+class MilestoneRestored(Body, frozen=True, tag="milestone.restored"):
+    milestone: EventId
+
+
+class MilestoneRelinked(Body, frozen=True, tag="milestone.relinked"):
+    """Moves a milestone to another key result or objective (both None: unlink)."""
+
+    milestone: EventId
+    key_result: EventId | None = None
+    objective: EventId | None = None
+
+
+class TaskAdded(Body, frozen=True, tag="task.added"):
+    milestone: EventId
+    title: Title
+
+
+class TaskCompleted(Body, frozen=True, tag="task.completed"):
+    task: EventId
+
+
+class TaskReopened(Body, frozen=True, tag="task.reopened"):
+    task: EventId
+
+
+# --- check-ins ------------------------------------------------------------------------
+
+
+class CheckInRecorded(Body, frozen=True, tag="checkin.recorded"):
+    """Progress on a key result (``value``) or a milestone (``percent``)."""
+
+    subject: EventId
+    confidence: Confidence
+    value: Measure | None = None
+    percent: Percent | None = None
+    note: Note = ""
+
+    def __post_init__(self) -> None:
+        if self.value is not None and self.percent is not None:
+            raise ValueError("give a value (key result) or a percent (milestone), not both")
+
+
+# --- qualitative benchmarks -----------------------------------------------------------
+
+
+class IndicatorDefined(Body, frozen=True, tag="indicator.defined"):
+    """A capability with ordered stages, e.g. customer empathy."""
+
+    title: Title
+    stages: Annotated[tuple[Title, ...], Meta(min_length=1, max_length=50)]
+    objective: EventId | None = None
+    description: Note = ""
+    visibility: Visibility = "private"
+    partners: Partners = ()
+
+    def __post_init__(self) -> None:
+        _check_sharing(self.visibility, self.partners)
+        if len({s.casefold() for s in self.stages}) != len(self.stages):
+            raise ValueError("stages must be distinct")
+
+
+class ObservationRecorded(Body, frozen=True, tag="observation.recorded"):
+    """A journal entry; with an indicator (and optionally the stage reached) it is evidence."""
+
+    text: Text
+    polarity: Polarity = "positive"
+    indicator: EventId | None = None
+    stage: StageIndex | None = None
+    impact: Note = ""
+    # Sharing of a bare journal entry; one tied to an indicator inherits the indicator's.
+    visibility: Visibility = "private"
+    partners: Partners = ()
+
+    def __post_init__(self) -> None:
+        _check_sharing(self.visibility, self.partners)
+        if self.stage is not None and self.indicator is None:
+            raise ValueError("a stage needs an indicator")
+
+
+# --- sharing, corrections, pauses, teams ----------------------------------------------
+
+
+class SharingChanged(Body, frozen=True, tag="sharing.changed"):
+    """New visibility for an objective, a standalone milestone or indicator, or an observation."""
+
+    subject: EventId
+    visibility: Visibility
+    partners: Partners = ()
+
+    def __post_init__(self) -> None:
+        _check_sharing(self.visibility, self.partners)
+
+
+class Changes(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """Replacement values carried by a correction; unset fields stay as they were."""
+
+    title: Title | None = None
+    description: Note | None = None
+    note: Note | None = None
+    value: Measure | None = None
+    percent: Percent | None = None
+    confidence: Confidence | None = None
+    start: Measure | None = None
+    target: Measure | None = None
+    unit: Unit | None = None
+    weight: Weight | None = None
+    cadence: Cadence | None = None
+    text: Text | None = None
+    polarity: Polarity | None = None
+    stage: StageIndex | None = None
+    impact: Note | None = None
+    did: Note | None = None
+    why: Note | None = None
+    outcome: Note | None = None
+
+
+class Corrected(Body, frozen=True, tag="correction"):
+    """Fixes fields of an earlier event, which stays in the log untouched."""
+
+    target: EventId
+    changes: Changes
+    reason: Note = ""
+
+    def __post_init__(self) -> None:
+        if all(value is None for value in msgspec.structs.astuple(self.changes)):
+            raise ValueError("a correction must change at least one field")
+
+
+class Retracted(Body, frozen=True, tag="retraction"):
+    """Withdraws an earlier event: projections ignore it from then on."""
+
+    target: EventId
+    reason: Note = ""
+
+
+class PauseDeclared(Body, frozen=True, tag="pause.declared"):
+    """Leave or travel: pace and staleness do not count between the two dates (inclusive)."""
+
+    starts_on: date
+    ends_on: date
+    reason: Note = ""
+
+    def __post_init__(self) -> None:
+        if self.ends_on < self.starts_on:
+            raise ValueError("a pause must end on or after its start")
+
+
+class TeamMemberJoined(Body, frozen=True, tag="team.member_joined"):
+    team: TeamId
+    person: PersonId
+
+
+class TeamMemberLeft(Body, frozen=True, tag="team.member_left"):
+    team: TeamId
+    person: PersonId
+
+
+KnownBody = (
+    ObjectiveCreated
+    | KeyResultAdded
+    | MilestonePlanned
+    | MilestoneRescheduled
+    | MilestoneCompleted
+    | MilestoneReopened
+    | MilestoneDropped
+    | MilestoneRestored
+    | MilestoneRelinked
+    | TaskAdded
+    | TaskCompleted
+    | TaskReopened
+    | CheckInRecorded
+    | IndicatorDefined
+    | ObservationRecorded
+    | SharingChanged
+    | Corrected
+    | Retracted
+    | PauseDeclared
+    | TeamMemberJoined
+    | TeamMemberLeft
+)
+
+BODY_TYPES: dict[str, type[Body]] = {
+    cls.__struct_config__.tag: cls  # type: ignore[misc]
+    for cls in KnownBody.__args__  # type: ignore[attr-defined]
+}
