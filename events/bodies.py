@@ -8,6 +8,7 @@ version and add an upcaster instead).
 
 from __future__ import annotations
 
+import typing
 from datetime import date
 from typing import Annotated, Literal
 
@@ -312,6 +313,16 @@ class TeamMemberLeft(Body, frozen=True, tag="team.member_left"):
     person: PersonId
 
 
+MILESTONE_EVENTS = (
+    MilestoneRescheduled,
+    MilestoneCompleted,
+    MilestoneReopened,
+    MilestoneDropped,
+    MilestoneRestored,
+    MilestoneRelinked,
+)
+"""Bodies that change an existing milestone (each has a ``milestone`` field)."""
+
 KnownBody = (
     ObjectiveCreated
     | KeyResultAdded
@@ -337,6 +348,5 @@ KnownBody = (
 )
 
 BODY_TYPES: dict[str, type[Body]] = {
-    cls.__struct_config__.tag: cls  # type: ignore[misc]
-    for cls in KnownBody.__args__  # type: ignore[attr-defined]
+    str(cls.__struct_config__.tag): cls for cls in typing.get_args(KnownBody)
 }

@@ -1,0 +1,569 @@
+"""The fold: every event lands in one ``ProjectionState`` that all views read.
+
+Conflict rules (SPEC §3), applied here and in ``projections.rules``:
+
+* Every mutable field is a last-writer-wins register keyed by
+  ``(clock, event id)``: the event with the greater HLC stamp wins, ties go to
+  the greater event id. Registers merge commutatively, so any arrival order
+  of the same events yields the same state::
+
+      register = max(writes, key=lambda w: (w.clock, w.id))
+
+* A completion stands until a *later* reopen, a drop until a *later* restore:
+  completion and drop are each one boolean register written by the pair of
+  events that set and clear it.
+* A correction overrides the named fields of the event it targets; several
+  corrections of one event apply in (clock, id) order. A retraction hides the
+  event it names (and, for a creating event, the item) — including a
+  correction or a check-in. A retraction of a retraction is ignored.
+* References may arrive before what they reference (a check-in before its
+  milestone): everything is indexed by the referenced id, so the late
+  creator simply finds what already points at it.
+
+Nothing here does I/O; ``now`` is always an argument of the views.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterable
+from datetime import date, datetime
+from typing import Any
+
+import msgspec
+
+from events import AnyEvent, Event, OpaqueEvent
+from events import bodies as b
+
+Stamp = tuple[int, str]
+"""(clock, event id): the order of last-writer-wins."""
+
+FeedKey = tuple[datetime, str]
+"""(occurred_at, event id): the order of the feed, newest last in storage."""
+
+NO_STAMP: Stamp = (-1, "")
+
+
+def stamp_of(event: Event) -> Stamp:
+    """The last-writer-wins order of an event."""
+    return (event.clock, event.id)
+
+
+class Register(msgspec.Struct, gc=False):
+    """A last-writer-wins register: the value written by the greatest stamp."""
+
+    stamp: Stamp = NO_STAMP
+    value: Any = None
+    source: str = ""  # id of the event that wrote the value
+
+    def write(self, stamp: Stamp, value: Any) -> bool:
+        """Keep ``value`` if ``stamp`` is later than the current one; say whether it was."""
+        if stamp > self.stamp:
+            self.stamp = stamp
+            self.value = value
+            self.source = stamp[1]
+            return True
+        return False
+
+
+class Sharing(msgspec.Struct, frozen=True, gc=False):
+    """Who may see an item besides its owner."""
+
+    visibility: str = "private"
+    partners: tuple[str, ...] = ()
+
+
+PRIVATE = Sharing()
+
+
+class ObjectiveNode(msgspec.Struct):
+    event: Event
+    key_results: list[str] = msgspec.field(default_factory=list)
+    milestones: set[str] = msgspec.field(default_factory=set)  # linked directly
+    indicators: list[str] = msgspec.field(default_factory=list)
+
+
+class KeyResultNode(msgspec.Struct):
+    event: Event
+    milestones: set[str] = msgspec.field(default_factory=set)
+
+
+class MilestoneNode(msgspec.Struct):
+    event: Event
+    due_on: Register
+    link: Register  # value: (key_result id | None, objective id | None)
+    completed: Register  # value: the completing event, or None after a reopen
+    dropped: Register  # value: bool
+    tasks: list[str] = msgspec.field(default_factory=list)
+    # Latest event naming this milestone directly; check-ins and task events are
+    # folded in at read time (they may arrive before the milestone does).
+    touched: Stamp = NO_STAMP
+    touched_at: datetime | None = None
+
+
+class TaskNode(msgspec.Struct, gc=False):
+    event: Event
+    done: Register
+
+
+class IndicatorNode(msgspec.Struct):
+    event: Event
+    observations: list[str] = msgspec.field(default_factory=list)
+
+
+class PersonIndex(msgspec.Struct):
+    """Everything a person owns, by kind, for per-person views."""
+
+    objectives: list[str] = msgspec.field(default_factory=list)
+    milestones: list[str] = msgspec.field(default_factory=list)
+    indicators: list[str] = msgspec.field(default_factory=list)
+    observations: list[str] = msgspec.field(default_factory=list)
+    checkins: list[str] = msgspec.field(default_factory=list)
+    completions: list[str] = msgspec.field(default_factory=list)
+    pauses: list[str] = msgspec.field(default_factory=list)
+
+
+class Feed(msgspec.Struct):
+    """One owner's feed items sorted by (occurred_at, id), oldest first."""
+
+    keys: list[FeedKey] = msgspec.field(default_factory=list)
+
+    def add(self, key: FeedKey) -> None:
+        """Insert keeping order; in-order arrival (the common case) is an append."""
+        keys = self.keys
+        if not keys or key > keys[-1]:
+            keys.append(key)
+        else:
+            index = bisect.bisect_left(keys, key)
+            if index == len(keys) or keys[index] != key:
+                keys.insert(index, key)
+
+
+FEED_TYPES = frozenset(
+    {"milestone.planned", "milestone.completed", "checkin.recorded", "observation.recorded"}
+)
+
+
+class ProjectionState:
+    """All projection state. Mutated only by ``apply``; read by the view modules."""
+
+    __slots__ = (
+        "checkins_by_subject",
+        "corrections",
+        "events",
+        "feeds",
+        "indicators",
+        "key_results",
+        "memberships",
+        "milestones",
+        "objectives",
+        "opaque",
+        "people",
+        "retracted",
+        "sharing",
+        "tasks",
+        "teams_by_person",
+    )
+
+    def __init__(self) -> None:
+        self.events: dict[str, Event] = {}
+        self.opaque: dict[str, OpaqueEvent] = {}
+        self.objectives: dict[str, ObjectiveNode] = {}
+        self.key_results: dict[str, KeyResultNode] = {}
+        self.milestones: dict[str, MilestoneNode] = {}
+        self.tasks: dict[str, TaskNode] = {}
+        self.indicators: dict[str, IndicatorNode] = {}
+        self.checkins_by_subject: dict[str, list[str]] = {}
+        # target event id -> ids of corrections naming it (order fixed at read time)
+        self.corrections: dict[str, list[str]] = {}
+        # target event id -> ids of retractions naming it
+        self.retracted: dict[str, list[str]] = {}
+        self.people: dict[str, PersonIndex] = {}
+        # (team, person) -> register of "is a member"
+        self.memberships: dict[tuple[str, str], Register] = {}
+        self.teams_by_person: dict[str, frozenset[str]] = {}
+        # item id -> every write of its own Sharing (objectives, standalone
+        # milestones, indicators, journal entries): creation and sharing.changed.
+        # Kept whole because only the owner's writes count, and the owner is
+        # known only once the creating event has arrived.
+        self.sharing: dict[str, list[tuple[Stamp, str, Sharing]]] = {}
+        self.feeds: dict[str, Feed] = {}
+
+    # --- reading helpers shared by every view -------------------------------------------
+
+    def is_retracted(self, event_id: str) -> bool:
+        """Whether a retraction by the event's own author names this event.
+
+        A retraction cannot itself be retracted (that would make the rule
+        recursive); withdraw a mistaken retraction by logging the item again.
+        """
+        retractions = self.retracted.get(event_id)
+        if not retractions:
+            return False
+        target = self.events.get(event_id)
+        if target is None:
+            return False
+        return any(self.events[r].actor == target.actor for r in retractions)
+
+    def body(self, event_id: str) -> Any:
+        """The event's body with its corrections applied (in (clock, id) order)."""
+        event = self.events[event_id]
+        correction_ids = self.corrections.get(event_id)
+        if not correction_ids:
+            return event.body
+        # Only the author may correct an event; a retracted correction is void.
+        live = sorted(
+            (
+                self.events[c]
+                for c in correction_ids
+                if self.events[c].actor == event.actor and not self.is_retracted(c)
+            ),
+            key=stamp_of,
+        )
+        body = event.body
+        for correction in live:
+            assert isinstance(correction.body, b.Corrected)
+            changes = correction.body.changes
+            updates = {
+                name: value
+                for name in changes.__struct_fields__
+                if (value := getattr(changes, name)) is not None and hasattr(body, name)
+            }
+            if updates:
+                try:
+                    body = _replace_validated(body, updates)
+                except (msgspec.ValidationError, ValueError, TypeError):
+                    continue  # a correction that would make the item invalid is ignored
+        return body
+
+    def own_sharing(self, item_id: str) -> Sharing:
+        """The item's own sharing: the latest write by its owner (private if unknown)."""
+        item = self.events.get(item_id)
+        writes = self.sharing.get(item_id)
+        if item is None or not writes:
+            return PRIVATE
+        owner = item.actor
+        best: tuple[Stamp, str, Sharing] | None = None
+        for write in writes:
+            if write[1] == owner and (best is None or write[0] > best[0]):
+                best = write
+        return best[2] if best is not None else PRIVATE
+
+    def person(self, person: str) -> PersonIndex:
+        """The index of a person's items (created empty on first use)."""
+        index = self.people.get(person)
+        if index is None:
+            index = self.people[person] = PersonIndex()
+        return index
+
+    def teams_of(self, person: str) -> frozenset[str]:
+        """Teams the person currently belongs to."""
+        return self.teams_by_person.get(person, _NO_TEAMS)
+
+    def members_of(self, team: str) -> set[str]:
+        """People currently in a team."""
+        return {
+            member
+            for (t, member), register in self.memberships.items()
+            if t == team and register.value
+        }
+
+
+def _replace_validated(body: Any, updates: dict[str, Any]) -> Any:
+    """Apply corrected fields and re-run the body's validation (limits, cross-field rules)."""
+    merged = msgspec.structs.asdict(body) | updates
+    return msgspec.convert(
+        {"type": body.__struct_config__.tag, **merged}, b.KnownBody, from_attributes=False
+    )
+
+
+# --- the fold ---------------------------------------------------------------------------
+
+Handler = Callable[[ProjectionState, Event, Any], None]
+
+
+def _touch(node: MilestoneNode, event: Event) -> None:
+    stamp = (event.clock, event.id)
+    if stamp > node.touched:
+        node.touched = stamp
+        node.touched_at = event.recorded_at
+
+
+def _milestone(state: ProjectionState, milestone_id: str) -> MilestoneNode | None:
+    return state.milestones.get(milestone_id)
+
+
+def _write_sharing(state: ProjectionState, item_id: str, event: Event, sharing: Sharing) -> None:
+    writes = state.sharing.get(item_id)
+    if writes is None:
+        state.sharing[item_id] = [(stamp_of(event), event.actor, sharing)]
+    else:
+        writes.append((stamp_of(event), event.actor, sharing))
+
+
+def _on_objective(state: ProjectionState, event: Event, body: b.ObjectiveCreated) -> None:
+    existing = state.objectives.get(event.id)
+    _write_sharing(state, event.id, event, Sharing(body.visibility, body.partners))
+    node = ObjectiveNode(event)
+    if existing is not None:  # placeholders created by children that came first
+        node.key_results = existing.key_results
+        node.milestones = existing.milestones
+        node.indicators = existing.indicators
+    state.objectives[event.id] = node
+    state.person(event.actor).objectives.append(event.id)
+
+
+def _objective_slot(state: ProjectionState, objective_id: str) -> ObjectiveNode:
+    """The objective, or a placeholder collecting children until it arrives."""
+    node = state.objectives.get(objective_id)
+    if node is None:
+        node = state.objectives[objective_id] = ObjectiveNode(PLACEHOLDER)
+    return node
+
+
+def _on_key_result(state: ProjectionState, event: Event, body: b.KeyResultAdded) -> None:
+    existing = state.key_results.get(event.id)
+    node = KeyResultNode(event)
+    if existing is not None:
+        node.milestones = existing.milestones
+    state.key_results[event.id] = node
+    _objective_slot(state, body.objective).key_results.append(event.id)
+
+
+def _key_result_slot(state: ProjectionState, key_result_id: str) -> KeyResultNode:
+    node = state.key_results.get(key_result_id)
+    if node is None:
+        node = state.key_results[key_result_id] = KeyResultNode(PLACEHOLDER)
+    return node
+
+
+def _set_link(state: ProjectionState, node: MilestoneNode, stamp: Stamp, link: Any) -> None:
+    old = node.link.value
+    if node.link.write(stamp, link):
+        milestone_id = node.event.id
+        if old is not None:
+            old_kr, old_objective = old
+            if old_kr is not None:
+                _key_result_slot(state, old_kr).milestones.discard(milestone_id)
+            if old_objective is not None:
+                _objective_slot(state, old_objective).milestones.discard(milestone_id)
+        new_kr, new_objective = link
+        if new_kr is not None:
+            _key_result_slot(state, new_kr).milestones.add(milestone_id)
+        if new_objective is not None:
+            _objective_slot(state, new_objective).milestones.add(milestone_id)
+
+
+def _milestone_slot(state: ProjectionState, milestone_id: str) -> MilestoneNode:
+    node = state.milestones.get(milestone_id)
+    if node is None:
+        node = state.milestones[milestone_id] = MilestoneNode(
+            PLACEHOLDER, Register(), Register(), Register(), Register()
+        )
+    return node
+
+
+def _on_milestone_planned(state: ProjectionState, event: Event, body: b.MilestonePlanned) -> None:
+    node = _milestone_slot(state, event.id)
+    node.event = event
+    stamp = stamp_of(event)
+    node.due_on.write(stamp, body.due_on)
+    _set_link(state, node, stamp, (body.key_result, body.objective))
+    node.completed.write(stamp, None)
+    node.dropped.write(stamp, False)
+    _write_sharing(state, event.id, event, Sharing(body.visibility, body.partners))
+    _touch(node, event)
+    state.person(event.actor).milestones.append(event.id)
+
+
+def _on_rescheduled(state: ProjectionState, event: Event, body: b.MilestoneRescheduled) -> None:
+    node = _milestone_slot(state, body.milestone)
+    node.due_on.write(stamp_of(event), body.due_on)
+    _touch(node, event)
+
+
+def _on_completed(state: ProjectionState, event: Event, body: b.MilestoneCompleted) -> None:
+    node = _milestone_slot(state, body.milestone)
+    node.completed.write(stamp_of(event), event.id)
+    _touch(node, event)
+    state.person(event.actor).completions.append(event.id)
+
+
+def _on_reopened(state: ProjectionState, event: Event, body: b.MilestoneReopened) -> None:
+    node = _milestone_slot(state, body.milestone)
+    node.completed.write(stamp_of(event), None)
+    _touch(node, event)
+
+
+def _on_dropped(state: ProjectionState, event: Event, body: b.MilestoneDropped) -> None:
+    node = _milestone_slot(state, body.milestone)
+    node.dropped.write(stamp_of(event), True)
+    _touch(node, event)
+
+
+def _on_restored(state: ProjectionState, event: Event, body: b.MilestoneRestored) -> None:
+    node = _milestone_slot(state, body.milestone)
+    node.dropped.write(stamp_of(event), False)
+    _touch(node, event)
+
+
+def _on_relinked(state: ProjectionState, event: Event, body: b.MilestoneRelinked) -> None:
+    node = _milestone_slot(state, body.milestone)
+    _set_link(state, node, stamp_of(event), (body.key_result, body.objective))
+    _touch(node, event)
+
+
+def _on_task_added(state: ProjectionState, event: Event, body: b.TaskAdded) -> None:
+    existing = state.tasks.get(event.id)
+    done = existing.done if existing is not None else Register()
+    done.write(stamp_of(event), False)
+    state.tasks[event.id] = TaskNode(event, done)
+    node = _milestone_slot(state, body.milestone)
+    node.tasks.append(event.id)
+    _touch(node, event)
+
+
+def _on_task_done(state: ProjectionState, event: Event, body: Any) -> None:
+    task = state.tasks.get(body.task)
+    if task is None:
+        task = state.tasks[body.task] = TaskNode(PLACEHOLDER, Register())
+    task.done.write(stamp_of(event), isinstance(body, b.TaskCompleted))
+
+
+def _on_checkin(state: ProjectionState, event: Event, body: b.CheckInRecorded) -> None:
+    subject = body.subject
+    checkins = state.checkins_by_subject.get(subject)
+    if checkins is None:
+        state.checkins_by_subject[subject] = [event.id]
+    else:
+        checkins.append(event.id)
+    state.person(event.actor).checkins.append(event.id)
+
+
+def _on_indicator(state: ProjectionState, event: Event, body: b.IndicatorDefined) -> None:
+    existing = state.indicators.get(event.id)
+    _write_sharing(state, event.id, event, Sharing(body.visibility, body.partners))
+    node = IndicatorNode(event)
+    if existing is not None:
+        node.observations = existing.observations
+    state.indicators[event.id] = node
+    state.person(event.actor).indicators.append(event.id)
+    if body.objective is not None:
+        _objective_slot(state, body.objective).indicators.append(event.id)
+
+
+def _on_observation(state: ProjectionState, event: Event, body: b.ObservationRecorded) -> None:
+    state.person(event.actor).observations.append(event.id)
+    if body.indicator is None:
+        _write_sharing(state, event.id, event, Sharing(body.visibility, body.partners))
+    else:
+        node = state.indicators.get(body.indicator)
+        if node is None:
+            node = state.indicators[body.indicator] = IndicatorNode(PLACEHOLDER)
+        node.observations.append(event.id)
+
+
+def _on_sharing(state: ProjectionState, event: Event, body: b.SharingChanged) -> None:
+    # The subject may not have arrived yet: the register waits for it. Whether the
+    # author owns the subject is checked at read time (``sharing_of``).
+    _write_sharing(state, body.subject, event, Sharing(body.visibility, body.partners))
+
+
+def _on_correction(state: ProjectionState, event: Event, body: b.Corrected) -> None:
+    state.corrections.setdefault(body.target, []).append(event.id)
+
+
+def _on_retraction(state: ProjectionState, event: Event, body: b.Retracted) -> None:
+    state.retracted.setdefault(body.target, []).append(event.id)
+
+
+def _on_pause(state: ProjectionState, event: Event, body: b.PauseDeclared) -> None:
+    state.person(event.actor).pauses.append(event.id)
+
+
+def _on_membership(state: ProjectionState, event: Event, body: Any) -> None:
+    key = (body.team, body.person)
+    register = state.memberships.get(key)
+    if register is None:
+        register = state.memberships[key] = Register()
+    if register.write(stamp_of(event), isinstance(body, b.TeamMemberJoined)):
+        person = body.person
+        state.teams_by_person[person] = frozenset(
+            team
+            for (team, member), membership in state.memberships.items()
+            if member == person and membership.value
+        )
+
+
+_NO_TEAMS: frozenset[str] = frozenset()
+
+PLACEHOLDER = Event(
+    id="00000000-0000-0000-0000-000000000000",
+    actor="nobody",
+    device="none",
+    clock=0,
+    recorded_at=datetime(1970, 1, 1).astimezone(),
+    occurred_at=datetime(1970, 1, 1).astimezone(),
+    body=b.PauseDeclared(starts_on=date(1970, 1, 1), ends_on=date(1970, 1, 1)),
+)
+"""Stands in for an item referenced before its creating event arrived."""
+
+
+HANDLERS: dict[type, Handler] = {
+    b.ObjectiveCreated: _on_objective,
+    b.KeyResultAdded: _on_key_result,
+    b.MilestonePlanned: _on_milestone_planned,
+    b.MilestoneRescheduled: _on_rescheduled,
+    b.MilestoneCompleted: _on_completed,
+    b.MilestoneReopened: _on_reopened,
+    b.MilestoneDropped: _on_dropped,
+    b.MilestoneRestored: _on_restored,
+    b.MilestoneRelinked: _on_relinked,
+    b.TaskAdded: _on_task_added,
+    b.TaskCompleted: _on_task_done,
+    b.TaskReopened: _on_task_done,
+    b.CheckInRecorded: _on_checkin,
+    b.IndicatorDefined: _on_indicator,
+    b.ObservationRecorded: _on_observation,
+    b.SharingChanged: _on_sharing,
+    b.Corrected: _on_correction,
+    b.Retracted: _on_retraction,
+    b.PauseDeclared: _on_pause,
+    b.TeamMemberJoined: _on_membership,
+    b.TeamMemberLeft: _on_membership,
+}
+
+
+def apply(state: ProjectionState, event: AnyEvent) -> bool:
+    """Fold one event in; a duplicate (same id) changes nothing. Returns whether it was new."""
+    if type(event) is OpaqueEvent:
+        if event.id in state.opaque:
+            return False
+        state.opaque[event.id] = event
+        return True
+    assert isinstance(event, Event)
+    events = state.events
+    if event.id in events:
+        return False
+    events[event.id] = event
+    body = event.body
+    HANDLERS[type(body)](state, event, body)
+    if body.__struct_config__.tag in FEED_TYPES:
+        feed = state.feeds.get(event.actor)
+        if feed is None:
+            feed = state.feeds[event.actor] = Feed()
+        feed.add((event.occurred_at, event.id))
+    return True
+
+
+def rebuild(events: Iterable[AnyEvent]) -> ProjectionState:
+    """A fresh state with every event folded in."""
+    state = ProjectionState()
+    for event in events:
+        apply(state, event)
+    return state
+
+
+def as_of(state: ProjectionState, moment: datetime) -> ProjectionState:
+    """The state as it was known at ``moment``: only events recorded by then."""
+    return rebuild(e for e in state.events.values() if e.recorded_at <= moment)

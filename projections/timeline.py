@@ -1,0 +1,64 @@
+"""Calendar arithmetic shared by views: elapsed time with pauses taken out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, datetime, timedelta
+
+from events import bodies as b
+from projections.state import ProjectionState
+
+
+def pauses_of(state: ProjectionState, person: str) -> list[tuple[date, date]]:
+    """The person's live pauses as inclusive (start, end) date ranges."""
+    ranges = []
+    for pause_id in state.person(person).pauses:
+        if state.is_retracted(pause_id):
+            continue
+        body = state.events[pause_id].body
+        assert isinstance(body, b.PauseDeclared)
+        ranges.append((body.starts_on, body.ends_on))
+    return ranges
+
+
+def paused_days(start: date, end: date, pauses: Iterable[tuple[date, date]]) -> int:
+    """Days in [start, end) covered by at least one pause (overlaps counted once)."""
+    if end <= start:
+        return 0
+    covered: set[date] = set()
+    for pause_start, pause_end in pauses:
+        day = max(start, pause_start)
+        last = min(end - timedelta(days=1), pause_end)
+        while day <= last:
+            covered.add(day)
+            day += timedelta(days=1)
+    return len(covered)
+
+
+def active_days(start: date, end: date, pauses: Iterable[tuple[date, date]]) -> int:
+    """Days in [start, end) outside every pause."""
+    if end <= start:
+        return 0
+    return (end - start).days - paused_days(start, end, pauses)
+
+
+def expected_percent(
+    start: date, due: date, today: date, pauses: Iterable[tuple[date, date]]
+) -> float:
+    """Share of the active days from ``start`` to ``due`` (inclusive) elapsed by ``today``."""
+    pauses = list(pauses)
+    total = active_days(start, due + timedelta(days=1), pauses)
+    if total <= 0:
+        return 100.0 if today > due else 0.0
+    elapsed = active_days(start, min(today, due + timedelta(days=1)), pauses)
+    return max(0.0, min(100.0, 100.0 * elapsed / total))
+
+
+def in_pause(day: date, pauses: Iterable[tuple[date, date]]) -> bool:
+    """Whether ``day`` falls inside a pause."""
+    return any(start <= day <= end for start, end in pauses)
+
+
+def day_of(moment: datetime) -> date:
+    """The calendar day of an instant (in its own offset; events carry UTC)."""
+    return moment.date()
