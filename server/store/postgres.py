@@ -1,0 +1,406 @@
+"""The scale-out store: PostgreSQL through asyncpg, one transaction per batch.
+
+Positions come from a counter row (``event_positions``) read ``FOR UPDATE`` at
+the start of each append transaction and written at its end. A sequence or
+BIGSERIAL would hand out numbers when rows are inserted, not when they commit:
+with two appenders, 11 could commit before 10, a reader paging ``events_after(10)``
+would move its cursor to 11 and never see 10. Holding the counter row's lock
+until commit makes appenders take turns, so position order is commit order,
+and a rolled back batch never consumed its numbers (positions stay dense). The
+cost is one appender at a time, which batching (hundreds of events per
+transaction, arrays in a few round trips) pays for. An advisory lock would
+serialize just as well, but the row also carries the number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
+
+import asyncpg
+import msgspec
+from asyncpg.pool import PoolConnectionProxy
+
+from server.store.append import (
+    AppendTx,
+    DeadLetterRow,
+    EventRow,
+    ItemRow,
+    LinkRow,
+    SharingRow,
+    TeamRow,
+    append_in_transaction,
+)
+from server.store.protocol import AppendResult, DeadLetter, Incoming, StoredEvent
+
+MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+    (
+        1,
+        "events, dead letters and the access-control indexes",
+        (
+            """CREATE TABLE events (
+                position bigint PRIMARY KEY,
+                id text COLLATE "C" NOT NULL UNIQUE,
+                actor text NOT NULL,
+                type text NOT NULL,
+                ref_id text COLLATE "C",
+                root_id text COLLATE "C",
+                team text,
+                subject text NOT NULL,
+                raw bytea NOT NULL,
+                stored_at timestamptz NOT NULL
+            )""",
+            "CREATE INDEX events_ref ON events(ref_id)",
+            "CREATE INDEX events_waiting ON events(ref_id) WHERE root_id IS NULL",
+            "CREATE INDEX events_root ON events(root_id, position)",
+            "CREATE INDEX events_actor ON events(actor, position)",
+            "CREATE INDEX events_team ON events(team, position) WHERE team IS NOT NULL",
+            """CREATE TABLE event_positions (
+                singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+                last bigint NOT NULL
+            )""",
+            "INSERT INTO event_positions(singleton, last) VALUES (true, 0)",
+            """CREATE TABLE items (
+                item_id text COLLATE "C" PRIMARY KEY,
+                owner text NOT NULL,
+                kind text NOT NULL,
+                root_id text COLLATE "C"
+            )""",
+            "CREATE INDEX items_owner ON items(owner)",
+            """CREATE TABLE links (
+                item_id text COLLATE "C" PRIMARY KEY,
+                parent_id text COLLATE "C",
+                clock bigint NOT NULL,
+                event_id text COLLATE "C" NOT NULL
+            )""",
+            """CREATE TABLE sharing (
+                root_id text COLLATE "C" NOT NULL,
+                actor text NOT NULL,
+                visibility text NOT NULL,
+                partners jsonb NOT NULL,
+                clock bigint NOT NULL,
+                event_id text COLLATE "C" NOT NULL,
+                PRIMARY KEY (root_id, actor)
+            )""",
+            """CREATE TABLE team_members (
+                team text NOT NULL,
+                person text NOT NULL,
+                joined boolean NOT NULL,
+                clock bigint NOT NULL,
+                event_id text COLLATE "C" NOT NULL,
+                PRIMARY KEY (team, person)
+            )""",
+            "CREATE INDEX team_members_person ON team_members(person)",
+            """CREATE TABLE dead_letters (
+                id bigserial PRIMARY KEY,
+                subject text NOT NULL,
+                raw bytea NOT NULL,
+                reason text NOT NULL,
+                digest text NOT NULL UNIQUE,
+                received_at timestamptz NOT NULL
+            )""",
+        ),
+    ),
+)
+"""Numbered schema steps; a step runs once and is recorded in ``schema_migrations``."""
+
+_MIGRATION_LOCK = 0x6D696C65  # "mile": one migrator at a time across processes
+
+_EVENT_COLUMNS = "position, id, actor, type, root_id, team, raw"
+
+_VISIBLE = """
+SELECT e.position, e.id, e.actor, e.type, e.root_id, e.team, e.raw
+FROM events e
+LEFT JOIN items r ON r.item_id = e.root_id
+LEFT JOIN sharing s ON s.root_id = e.root_id AND s.actor = r.owner
+WHERE e.position > $2 AND (
+    e.actor = $1
+    OR r.owner = $1
+    OR (s.visibility = 'partners' AND s.partners ? $1)
+    OR (s.visibility = 'team' AND EXISTS (
+        SELECT 1 FROM team_members mine
+        JOIN team_members theirs ON theirs.team = mine.team
+        WHERE mine.person = $1 AND mine.joined AND theirs.person = r.owner AND theirs.joined))
+    OR (e.team IS NOT NULL AND EXISTS (
+        SELECT 1 FROM team_members m WHERE m.team = e.team AND m.person = $1 AND m.joined))
+)
+ORDER BY e.position
+LIMIT $3
+"""
+
+
+def _stored(row: asyncpg.Record) -> StoredEvent:
+    return StoredEvent(
+        row["position"],
+        row["id"],
+        row["actor"],
+        row["type"],
+        row["root_id"],
+        row["team"],
+        bytes(row["raw"]),
+    )
+
+
+class _PostgresTx(AppendTx):
+    def __init__(self, conn: asyncpg.Connection[Any] | PoolConnectionProxy[Any]) -> None:
+        self._conn = conn
+
+    async def lock_positions(self) -> int:
+        last = await self._conn.fetchval("SELECT last FROM event_positions FOR UPDATE")
+        return int(last)
+
+    async def save_last_position(self, last: int) -> None:
+        await self._conn.execute("UPDATE event_positions SET last = $1", last)
+
+    async def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        rows = await self._conn.fetch("SELECT id FROM events WHERE id = ANY($1::text[])", list(ids))
+        return {row["id"] for row in rows}
+
+    async def roots_of(self, ids: Iterable[str]) -> dict[str, str | None]:
+        rows = await self._conn.fetch(
+            "SELECT id, root_id FROM events WHERE id = ANY($1::text[])", list(ids)
+        )
+        return {row["id"]: row["root_id"] for row in rows}
+
+    async def refs_of(self, ids: Iterable[str]) -> dict[str, str | None]:
+        rows = await self._conn.fetch(
+            "SELECT id, ref_id FROM events WHERE id = ANY($1::text[])", list(ids)
+        )
+        return {row["id"]: row["ref_id"] for row in rows}
+
+    async def upsert_links(self, rows: Sequence[LinkRow]) -> None:
+        await self._conn.executemany(
+            """INSERT INTO links(item_id, parent_id, clock, event_id) VALUES ($1, $2, $3, $4)
+            ON CONFLICT(item_id) DO UPDATE SET parent_id = excluded.parent_id,
+                clock = excluded.clock, event_id = excluded.event_id
+            WHERE (excluded.clock, excluded.event_id) > (links.clock, links.event_id)""",
+            rows,
+        )
+
+    async def links_of(self, milestones: Iterable[str]) -> dict[str, str | None]:
+        rows = await self._conn.fetch(
+            "SELECT item_id, parent_id FROM links WHERE item_id = ANY($1::text[])",
+            list(milestones),
+        )
+        return {row["item_id"]: row["parent_id"] for row in rows}
+
+    async def insert_events(self, rows: Sequence[EventRow]) -> None:
+        columns = list(zip(*rows, strict=True))
+        await self._conn.execute(
+            """INSERT INTO events(position, id, actor, type, ref_id, root_id, team, subject, raw,
+                stored_at)
+            SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                $6::text[], $7::text[], $8::text[], $9::bytea[], $10::timestamptz[])""",
+            *[list(column) for column in columns],
+        )
+
+    async def insert_items(self, rows: Sequence[ItemRow]) -> None:
+        columns = list(zip(*rows, strict=True))
+        await self._conn.execute(
+            """INSERT INTO items(item_id, owner, kind, root_id)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+            ON CONFLICT (item_id) DO NOTHING""",
+            *[list(column) for column in columns],
+        )
+
+    async def insert_dead_letters(self, rows: Sequence[DeadLetterRow]) -> int:
+        columns = list(zip(*rows, strict=True))
+        inserted = await self._conn.fetch(
+            """INSERT INTO dead_letters(subject, raw, reason, digest, received_at)
+            SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[],
+                $5::timestamptz[])
+            ON CONFLICT (digest) DO NOTHING RETURNING id""",
+            *[list(column) for column in columns],
+        )
+        return len(inserted)
+
+    async def upsert_sharing(self, rows: Sequence[SharingRow]) -> None:
+        await self._conn.executemany(
+            """INSERT INTO sharing(root_id, actor, visibility, partners, clock, event_id)
+            VALUES ($1, $2, $3, $4::jsonb, $5, $6)
+            ON CONFLICT(root_id, actor) DO UPDATE SET visibility = excluded.visibility,
+                partners = excluded.partners, clock = excluded.clock, event_id = excluded.event_id
+            WHERE (excluded.clock, excluded.event_id) > (sharing.clock, sharing.event_id)""",
+            rows,
+        )
+
+    async def upsert_team_members(self, rows: Sequence[TeamRow]) -> None:
+        await self._conn.executemany(
+            """INSERT INTO team_members(team, person, joined, clock, event_id)
+            VALUES ($1, $2, $3, $4, $5)
+            ON CONFLICT(team, person) DO UPDATE SET joined = excluded.joined,
+                clock = excluded.clock, event_id = excluded.event_id
+            WHERE (excluded.clock, excluded.event_id)
+                > (team_members.clock, team_members.event_id)""",
+            rows,
+        )
+
+    async def children(self, ids: Iterable[str], unresolved_only: bool) -> list[tuple[str, str]]:
+        sql = "SELECT id, ref_id FROM events WHERE ref_id = ANY($1::text[]) AND id <> ref_id"
+        if unresolved_only:
+            sql += " AND root_id IS NULL"
+        rows = await self._conn.fetch(sql, list(ids))
+        return [(row["id"], row["ref_id"]) for row in rows]
+
+    async def set_roots(self, roots: dict[str, str | None]) -> None:
+        ids, values = list(roots), list(roots.values())
+        await self._conn.execute(
+            """UPDATE events e SET root_id = v.root
+            FROM unnest($1::text[], $2::text[]) AS v(id, root) WHERE e.id = v.id""",
+            ids,
+            values,
+        )
+        await self._conn.execute(
+            """UPDATE items i SET root_id = v.root
+            FROM unnest($1::text[], $2::text[]) AS v(id, root) WHERE i.item_id = v.id""",
+            ids,
+            values,
+        )
+
+    async def set_refs(self, refs: dict[str, str | None]) -> None:
+        await self._conn.execute(
+            """UPDATE events e SET ref_id = v.ref
+            FROM unnest($1::text[], $2::text[]) AS v(id, ref) WHERE e.id = v.id""",
+            list(refs),
+            list(refs.values()),
+        )
+
+
+class PostgresStore:
+    """``ServerStore`` on PostgreSQL; several server processes may share one database."""
+
+    def __init__(self, dsn: str, *, min_connections: int = 1, max_connections: int = 8) -> None:
+        self._dsn = dsn
+        self._min = min_connections
+        self._max = max_connections
+        self._pool: asyncpg.Pool[Any] | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool[Any]:
+        """The connection pool (for tests and tools that need raw access)."""
+        if self._pool is None:
+            raise RuntimeError("the store is not open")
+        return self._pool
+
+    async def open(self) -> None:
+        """Connect and run pending versioned migrations (each exactly once)."""
+        self._pool = await asyncpg.create_pool(self._dsn, min_size=self._min, max_size=self._max)
+        async with self.pool.acquire() as conn, conn.transaction():
+            # Two servers starting together must not both run migration 1.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await conn.execute(
+                """CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version integer PRIMARY KEY, name text NOT NULL,
+                    applied_at timestamptz NOT NULL DEFAULT now())"""
+            )
+            applied = {
+                row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")
+            }
+            for version, name, statements in MIGRATIONS:
+                if version in applied:
+                    continue
+                for statement in statements:
+                    await conn.execute(statement)
+                await conn.execute(
+                    "INSERT INTO schema_migrations(version, name) VALUES ($1, $2)", version, name
+                )
+
+    async def close(self) -> None:
+        """Close the pool; the store can be opened again."""
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def migrations(self) -> list[int]:
+        """Versions of the migrations applied so far, ascending."""
+        rows = await self.pool.fetch("SELECT version FROM schema_migrations ORDER BY version")
+        return [row["version"] for row in rows]
+
+    async def append_batch(self, items: Sequence[Incoming]) -> AppendResult:
+        """Store a batch in one transaction (see ``ServerStore.append_batch``)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            return await append_in_transaction(_PostgresTx(conn), items)
+
+    async def events_after(self, position: int, limit: int) -> list[StoredEvent]:
+        """Up to ``limit`` events with a position greater than ``position``, in order."""
+        rows = await self.pool.fetch(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2",
+            position,
+            limit,
+        )
+        return [_stored(row) for row in rows]
+
+    async def visible_events_after(
+        self, person: str, position: int, limit: int
+    ) -> list[StoredEvent]:
+        """Events ``person`` may see now, after ``position`` (see the Protocol)."""
+        rows = await self.pool.fetch(_VISIBLE, person, position, limit)
+        return [_stored(row) for row in rows]
+
+    async def get(self, event_id: str) -> StoredEvent | None:
+        """The stored event with this id, or None."""
+        row = await self.pool.fetchrow(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = $1", event_id
+        )
+        return _stored(row) if row is not None else None
+
+    async def count(self) -> int:
+        """How many events are stored."""
+        return int(await self.pool.fetchval("SELECT count(*) FROM events"))
+
+    async def max_position(self) -> int:
+        """The highest position assigned so far (0 when empty)."""
+        return int(await self.pool.fetchval("SELECT last FROM event_positions"))
+
+    async def dead_letters(self, after_id: int = 0, limit: int = 100) -> list[DeadLetter]:
+        """Dead letters with an id greater than ``after_id``, oldest first."""
+        rows = await self.pool.fetch(
+            """SELECT id, subject, raw, reason, received_at FROM dead_letters
+            WHERE id > $1 ORDER BY id LIMIT $2""",
+            after_id,
+            limit,
+        )
+        return [
+            DeadLetter(
+                row["id"], row["subject"], bytes(row["raw"]), row["reason"], row["received_at"]
+            )
+            for row in rows
+        ]
+
+    async def audience(self, roots: Collection[str], teams: Collection[str]) -> set[str]:
+        """Everyone who may now see events under these roots or of these teams."""
+        people: set[str] = set()
+        if roots:
+            rows = await self.pool.fetch(
+                """SELECT r.owner, s.visibility, s.partners::text AS partners FROM items r
+                LEFT JOIN sharing s ON s.root_id = r.item_id AND s.actor = r.owner
+                WHERE r.item_id = ANY($1::text[])""",
+                list(roots),
+            )
+            team_owners: set[str] = set()
+            for row in rows:
+                people.add(row["owner"])
+                if row["visibility"] == "partners":
+                    people.update(msgspec.json.decode(row["partners"], type=list[str]))
+                elif row["visibility"] == "team":
+                    team_owners.add(row["owner"])
+            if team_owners:
+                rows = await self.pool.fetch(
+                    """SELECT DISTINCT theirs.person FROM team_members mine
+                    JOIN team_members theirs ON theirs.team = mine.team AND theirs.joined
+                    WHERE mine.joined AND mine.person = ANY($1::text[])""",
+                    list(team_owners),
+                )
+                people.update(row["person"] for row in rows)
+        if teams:
+            rows = await self.pool.fetch(
+                "SELECT DISTINCT person FROM team_members WHERE joined AND team = ANY($1::text[])",
+                list(teams),
+            )
+            people.update(row["person"] for row in rows)
+        return people
+
+    async def item_root(self, item_id: str) -> str | None:
+        """The visibility root of an item or event (None when not known yet)."""
+        root = await self.pool.fetchval("SELECT root_id FROM events WHERE id = $1", item_id)
+        return None if root is None else str(root)

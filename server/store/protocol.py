@@ -1,0 +1,133 @@
+"""The port every server store implements, and the values it speaks in."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+import msgspec
+
+from events import AnyEvent, CodecError, decode
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One message as it arrived: its exact bytes, the decoded event or why it is invalid,
+    and the NATS subject it came on."""
+
+    raw: bytes
+    event: AnyEvent | None
+    error: str | None
+    subject: str
+
+    @classmethod
+    def from_raw(cls, raw: bytes, subject: str) -> Incoming:
+        """Decode ``raw``; a decoding failure becomes the dead-letter reason."""
+        try:
+            return cls(raw, decode(raw), None, subject)
+        except CodecError as exc:
+            return cls(raw, None, str(exc), subject)
+
+    @classmethod
+    def rejected(cls, raw: bytes, reason: str, subject: str) -> Incoming:
+        """A message refused before storage (e.g. actor does not match its subject)."""
+        return cls(raw, None, reason, subject)
+
+
+class StoredEvent(msgspec.Struct, frozen=True):
+    """An event as the store holds it: its global position and its exact bytes."""
+
+    position: int
+    id: str
+    actor: str
+    type: str
+    root_id: str | None
+    team: str | None
+    raw: bytes
+
+
+class AppendResult(msgspec.Struct, frozen=True):
+    """What one ``append_batch`` did: new events (in position order), ids already stored,
+    and how many messages went to the dead letters."""
+
+    stored: tuple[StoredEvent, ...]
+    duplicates: tuple[str, ...]
+    dead_lettered: int
+
+    @property
+    def last_position(self) -> int | None:
+        """The highest position assigned by this batch, if any."""
+        return self.stored[-1].position if self.stored else None
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    """An invalid message kept with its exact bytes and the reason it was refused."""
+
+    id: int
+    subject: str
+    raw: bytes
+    reason: str
+    received_at: datetime
+
+
+class ServerStore(Protocol):
+    """The server's event log plus the small indexes it needs for access control and pull.
+
+    Positions are dense (1, 2, 3, ...) and assigned in commit order, so a reader
+    paging with ``events_after`` never skips an event that committed late.
+    """
+
+    async def open(self) -> None:
+        """Connect and run pending versioned migrations (each exactly once)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; the store can be opened again."""
+        ...
+
+    async def migrations(self) -> list[int]:
+        """Versions of the migrations applied so far, ascending."""
+        ...
+
+    async def append_batch(self, items: Sequence[Incoming]) -> AppendResult:
+        """Store a batch in one transaction: valid new events get positions and update the
+        indexes, ids already stored are duplicates (never errors), invalid ones are
+        dead-lettered; all or nothing."""
+        ...
+
+    async def events_after(self, position: int, limit: int) -> list[StoredEvent]:
+        """Up to ``limit`` events with a position greater than ``position``, in order."""
+        ...
+
+    async def visible_events_after(
+        self, person: str, position: int, limit: int
+    ) -> list[StoredEvent]:
+        """Like ``events_after`` but only events ``person`` may see now: their own, those
+        whose root they own or is shared with them, and team changes of their teams."""
+        ...
+
+    async def get(self, event_id: str) -> StoredEvent | None:
+        """The stored event with this id, or None."""
+        ...
+
+    async def count(self) -> int:
+        """How many events are stored (not counting dead letters)."""
+        ...
+
+    async def max_position(self) -> int:
+        """The highest position assigned so far (0 when empty)."""
+        ...
+
+    async def dead_letters(self, after_id: int = 0, limit: int = 100) -> list[DeadLetter]:
+        """Dead letters with an id greater than ``after_id``, oldest first."""
+        ...
+
+    async def audience(self, roots: Collection[str], teams: Collection[str]) -> set[str]:
+        """Everyone who may now see events under these roots or of these teams."""
+        ...
+
+    async def item_root(self, item_id: str) -> str | None:
+        """The visibility root of an item or event (None when not known yet)."""
+        ...

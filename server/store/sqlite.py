@@ -1,0 +1,399 @@
+"""The embedded store: one SQLite file in WAL mode, through aiosqlite.
+
+SQLite has a single writer: ``BEGIN IMMEDIATE`` takes the write lock before the
+position is read, so positions are assigned in commit order by construction and
+stay dense (a rolled back batch releases its positions with the lock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Collection, Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from server.store.append import (
+    AppendTx,
+    DeadLetterRow,
+    EventRow,
+    ItemRow,
+    LinkRow,
+    SharingRow,
+    TeamRow,
+    append_in_transaction,
+)
+from server.store.protocol import AppendResult, DeadLetter, Incoming, StoredEvent
+
+MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+    (
+        1,
+        "events, dead letters and the access-control indexes",
+        (
+            """CREATE TABLE events (
+                position INTEGER PRIMARY KEY,
+                id TEXT NOT NULL UNIQUE,
+                actor TEXT NOT NULL,
+                type TEXT NOT NULL,
+                ref_id TEXT,
+                root_id TEXT,
+                team TEXT,
+                subject TEXT NOT NULL,
+                raw BLOB NOT NULL,
+                stored_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX events_ref ON events(ref_id)",
+            "CREATE INDEX events_waiting ON events(ref_id) WHERE root_id IS NULL",
+            "CREATE INDEX events_root ON events(root_id, position)",
+            "CREATE INDEX events_actor ON events(actor, position)",
+            "CREATE INDEX events_team ON events(team, position) WHERE team IS NOT NULL",
+            """CREATE TABLE items (
+                item_id TEXT PRIMARY KEY,
+                owner TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                root_id TEXT
+            )""",
+            "CREATE INDEX items_owner ON items(owner)",
+            """CREATE TABLE links (
+                item_id TEXT PRIMARY KEY,
+                parent_id TEXT,
+                clock INTEGER NOT NULL,
+                event_id TEXT NOT NULL
+            )""",
+            """CREATE TABLE sharing (
+                root_id TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                visibility TEXT NOT NULL,
+                partners TEXT NOT NULL,
+                clock INTEGER NOT NULL,
+                event_id TEXT NOT NULL,
+                PRIMARY KEY (root_id, actor)
+            )""",
+            """CREATE TABLE team_members (
+                team TEXT NOT NULL,
+                person TEXT NOT NULL,
+                joined INTEGER NOT NULL,
+                clock INTEGER NOT NULL,
+                event_id TEXT NOT NULL,
+                PRIMARY KEY (team, person)
+            )""",
+            "CREATE INDEX team_members_person ON team_members(person)",
+            """CREATE TABLE dead_letters (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                subject TEXT NOT NULL,
+                raw BLOB NOT NULL,
+                reason TEXT NOT NULL,
+                digest TEXT NOT NULL UNIQUE,
+                received_at TEXT NOT NULL
+            )""",
+        ),
+    ),
+)
+"""Numbered schema steps; a step runs once and is recorded in ``schema_migrations``."""
+
+_EVENT_COLUMNS = "position, id, actor, type, root_id, team, raw"
+
+# Who may see an event now; shared by the pull query. See ServerStore.visible_events_after.
+_VISIBLE = """
+SELECT e.position, e.id, e.actor, e.type, e.root_id, e.team, e.raw
+FROM events e
+LEFT JOIN items r ON r.item_id = e.root_id
+LEFT JOIN sharing s ON s.root_id = e.root_id AND s.actor = r.owner
+WHERE e.position > :after AND (
+    e.actor = :person
+    OR r.owner = :person
+    OR (s.visibility = 'partners'
+        AND EXISTS (SELECT 1 FROM json_each(s.partners) p WHERE p.value = :person))
+    OR (s.visibility = 'team' AND EXISTS (
+        SELECT 1 FROM team_members mine
+        JOIN team_members theirs ON theirs.team = mine.team
+        WHERE mine.person = :person AND mine.joined AND theirs.person = r.owner AND theirs.joined))
+    OR (e.team IS NOT NULL AND EXISTS (
+        SELECT 1 FROM team_members m WHERE m.team = e.team AND m.person = :person AND m.joined))
+)
+ORDER BY e.position
+LIMIT :limit
+"""
+
+
+def _ids(values: Iterable[str]) -> str:
+    """A JSON array parameter, expanded in SQL with ``json_each`` (no parameter limit)."""
+    return json.dumps(list(values))
+
+
+def _stored(row: Any) -> StoredEvent:
+    return StoredEvent(row[0], row[1], row[2], row[3], row[4], row[5], bytes(row[6]))
+
+
+class _SqliteTx(AppendTx):
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def lock_positions(self) -> int:
+        async with self._db.execute("SELECT COALESCE(MAX(position), 0) FROM events") as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async def save_last_position(self, last: int) -> None:
+        return None  # the position is derived from the table under the write lock
+
+    async def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        sql = "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))"
+        async with self._db.execute(sql, (_ids(ids),)) as cur:
+            return {row[0] for row in await cur.fetchall()}
+
+    async def roots_of(self, ids: Iterable[str]) -> dict[str, str | None]:
+        sql = "SELECT id, root_id FROM events WHERE id IN (SELECT value FROM json_each(?))"
+        async with self._db.execute(sql, (_ids(ids),)) as cur:
+            return {row[0]: row[1] for row in await cur.fetchall()}
+
+    async def refs_of(self, ids: Iterable[str]) -> dict[str, str | None]:
+        sql = "SELECT id, ref_id FROM events WHERE id IN (SELECT value FROM json_each(?))"
+        async with self._db.execute(sql, (_ids(ids),)) as cur:
+            return {row[0]: row[1] for row in await cur.fetchall()}
+
+    async def upsert_links(self, rows: Sequence[LinkRow]) -> None:
+        await self._db.executemany(
+            """INSERT INTO links(item_id, parent_id, clock, event_id) VALUES (?, ?, ?, ?)
+            ON CONFLICT(item_id) DO UPDATE SET parent_id = excluded.parent_id,
+                clock = excluded.clock, event_id = excluded.event_id
+            WHERE (excluded.clock, excluded.event_id) > (links.clock, links.event_id)""",
+            rows,
+        )
+
+    async def links_of(self, milestones: Iterable[str]) -> dict[str, str | None]:
+        sql = (
+            "SELECT item_id, parent_id FROM links WHERE item_id IN (SELECT value FROM json_each(?))"
+        )
+        async with self._db.execute(sql, (_ids(milestones),)) as cur:
+            return {row[0]: row[1] for row in await cur.fetchall()}
+
+    async def insert_events(self, rows: Sequence[EventRow]) -> None:
+        await self._db.executemany(
+            """INSERT INTO events(position, id, actor, type, ref_id, root_id, team, subject, raw,
+                stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [(*row[:9], row.stored_at.isoformat()) for row in rows],
+        )
+
+    async def insert_items(self, rows: Sequence[ItemRow]) -> None:
+        await self._db.executemany(
+            "INSERT OR IGNORE INTO items(item_id, owner, kind, root_id) VALUES (?, ?, ?, ?)", rows
+        )
+
+    async def insert_dead_letters(self, rows: Sequence[DeadLetterRow]) -> int:
+        before = self._db.total_changes
+        await self._db.executemany(
+            """INSERT OR IGNORE INTO dead_letters(subject, raw, reason, digest, received_at)
+            VALUES (?, ?, ?, ?, ?)""",
+            [(*row[:4], row.received_at.isoformat()) for row in rows],
+        )
+        return self._db.total_changes - before
+
+    async def upsert_sharing(self, rows: Sequence[SharingRow]) -> None:
+        await self._db.executemany(
+            """INSERT INTO sharing(root_id, actor, visibility, partners, clock, event_id)
+            VALUES (?, ?, ?, ?, ?, ?)
+            ON CONFLICT(root_id, actor) DO UPDATE SET visibility = excluded.visibility,
+                partners = excluded.partners, clock = excluded.clock, event_id = excluded.event_id
+            WHERE (excluded.clock, excluded.event_id) > (sharing.clock, sharing.event_id)""",
+            rows,
+        )
+
+    async def upsert_team_members(self, rows: Sequence[TeamRow]) -> None:
+        await self._db.executemany(
+            """INSERT INTO team_members(team, person, joined, clock, event_id)
+            VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT(team, person) DO UPDATE SET joined = excluded.joined,
+                clock = excluded.clock, event_id = excluded.event_id
+            WHERE (excluded.clock, excluded.event_id)
+                > (team_members.clock, team_members.event_id)""",
+            rows,
+        )
+
+    async def children(self, ids: Iterable[str], unresolved_only: bool) -> list[tuple[str, str]]:
+        sql = (
+            "SELECT id, ref_id FROM events WHERE ref_id IN (SELECT value FROM json_each(?))"
+            " AND id <> ref_id"
+        )
+        if unresolved_only:
+            sql += " AND root_id IS NULL"
+        async with self._db.execute(sql, (_ids(ids),)) as cur:
+            return [(row[0], row[1]) for row in await cur.fetchall()]
+
+    async def set_roots(self, roots: dict[str, str | None]) -> None:
+        pairs = [(root, event_id) for event_id, root in roots.items()]
+        await self._db.executemany("UPDATE events SET root_id = ? WHERE id = ?", pairs)
+        await self._db.executemany("UPDATE items SET root_id = ? WHERE item_id = ?", pairs)
+
+    async def set_refs(self, refs: dict[str, str | None]) -> None:
+        await self._db.executemany(
+            "UPDATE events SET ref_id = ? WHERE id = ?",
+            [(ref, event_id) for event_id, ref in refs.items()],
+        )
+
+
+class SqliteStore:
+    """``ServerStore`` on one SQLite file (WAL). Several processes may share the file:
+    writers wait on SQLite's lock (``busy_timeout``)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self._path = str(path)
+        self._db: aiosqlite.Connection | None = None
+        # One connection: an open transaction must not be interleaved with other calls.
+        self._lock = asyncio.Lock()
+
+    @property
+    def _conn(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("the store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        """Connect and run pending versioned migrations (each exactly once)."""
+        if self._path != ":memory:":
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self._path, isolation_level=None)
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA synchronous=NORMAL")
+        await self._db.execute("PRAGMA busy_timeout=30000")
+        await self._migrate()
+
+    async def _migrate(self) -> None:
+        db = self._conn
+        async with self._lock:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                await db.execute(
+                    """CREATE TABLE IF NOT EXISTS schema_migrations (
+                        version INTEGER PRIMARY KEY,
+                        name TEXT NOT NULL,
+                        applied_at TEXT NOT NULL)"""
+                )
+                async with db.execute("SELECT version FROM schema_migrations") as cur:
+                    applied = {row[0] for row in await cur.fetchall()}
+                for version, name, statements in MIGRATIONS:
+                    if version in applied:
+                        continue
+                    for statement in statements:
+                        await db.execute(statement)
+                    await db.execute(
+                        "INSERT INTO schema_migrations(version, name, applied_at) VALUES (?, ?, ?)",
+                        (version, name, datetime.now(UTC).isoformat()),
+                    )
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+
+    async def close(self) -> None:
+        """Release the connection; the store can be opened again."""
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def migrations(self) -> list[int]:
+        """Versions of the migrations applied so far, ascending."""
+        return [
+            row[0]
+            for row in await self._fetch("SELECT version FROM schema_migrations ORDER BY version")
+        ]
+
+    async def append_batch(self, items: Sequence[Incoming]) -> AppendResult:
+        """Store a batch in one transaction (see ``ServerStore.append_batch``)."""
+        db = self._conn
+        async with self._lock:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                result = await append_in_transaction(_SqliteTx(db), items)
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+        return result
+
+    async def _fetch(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
+        async with self._lock, self._conn.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    async def events_after(self, position: int, limit: int) -> list[StoredEvent]:
+        """Up to ``limit`` events with a position greater than ``position``, in order."""
+        rows = await self._fetch(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
+            (position, limit),
+        )
+        return [_stored(row) for row in rows]
+
+    async def visible_events_after(
+        self, person: str, position: int, limit: int
+    ) -> list[StoredEvent]:
+        """Events ``person`` may see now, after ``position`` (see the Protocol)."""
+        rows = await self._fetch(_VISIBLE, {"person": person, "after": position, "limit": limit})
+        return [_stored(row) for row in rows]
+
+    async def get(self, event_id: str) -> StoredEvent | None:
+        """The stored event with this id, or None."""
+        rows = await self._fetch(f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,))
+        return _stored(rows[0]) if rows else None
+
+    async def count(self) -> int:
+        """How many events are stored."""
+        return int((await self._fetch("SELECT COUNT(*) FROM events"))[0][0])
+
+    async def max_position(self) -> int:
+        """The highest position assigned so far (0 when empty)."""
+        return int((await self._fetch("SELECT COALESCE(MAX(position), 0) FROM events"))[0][0])
+
+    async def dead_letters(self, after_id: int = 0, limit: int = 100) -> list[DeadLetter]:
+        """Dead letters with an id greater than ``after_id``, oldest first."""
+        rows = await self._fetch(
+            """SELECT id, subject, raw, reason, received_at FROM dead_letters
+            WHERE id > ? ORDER BY id LIMIT ?""",
+            (after_id, limit),
+        )
+        return [
+            DeadLetter(row[0], row[1], bytes(row[2]), row[3], datetime.fromisoformat(row[4]))
+            for row in rows
+        ]
+
+    async def audience(self, roots: Collection[str], teams: Collection[str]) -> set[str]:
+        """Everyone who may now see events under these roots or of these teams."""
+        people: set[str] = set()
+        if roots:
+            rows = await self._fetch(
+                """SELECT r.owner, s.visibility, s.partners FROM items r
+                LEFT JOIN sharing s ON s.root_id = r.item_id AND s.actor = r.owner
+                WHERE r.item_id IN (SELECT value FROM json_each(?))""",
+                (_ids(roots),),
+            )
+            team_owners: set[str] = set()
+            for owner, visibility, partners in rows:
+                people.add(owner)
+                if visibility == "partners":
+                    people.update(json.loads(partners))
+                elif visibility == "team":
+                    team_owners.add(owner)
+            if team_owners:
+                rows = await self._fetch(
+                    """SELECT DISTINCT theirs.person FROM team_members mine
+                    JOIN team_members theirs ON theirs.team = mine.team AND theirs.joined
+                    WHERE mine.joined AND mine.person IN (SELECT value FROM json_each(?))""",
+                    (_ids(team_owners),),
+                )
+                people.update(row[0] for row in rows)
+        if teams:
+            rows = await self._fetch(
+                """SELECT DISTINCT person FROM team_members
+                WHERE joined AND team IN (SELECT value FROM json_each(?))""",
+                (_ids(teams),),
+            )
+            people.update(row[0] for row in rows)
+        return people
+
+    async def item_root(self, item_id: str) -> str | None:
+        """The visibility root of an item or event (None when not known yet)."""
+        rows = await self._fetch("SELECT root_id FROM events WHERE id = ?", (item_id,))
+        return rows[0][0] if rows else None
