@@ -122,33 +122,44 @@ class GoalTree(msgspec.Struct, frozen=True):
     standalone_milestones: list[MilestoneView]
 
 
+def _checkin_view(state: ProjectionState, subject: str, checkin_id: str) -> CheckInView | None:
+    """The corrected check-in, or None when retracted or not by the subject's owner."""
+    event = state.events[checkin_id]
+    owner_event = state.events.get(subject)
+    if owner_event is not None and event.actor != owner_event.actor:
+        return None  # only the owner checks in on their own goals
+    if state.is_retracted(checkin_id):
+        return None
+    body = state.body(checkin_id)
+    assert isinstance(body, b.CheckInRecorded)
+    return CheckInView(
+        checkin_id, subject, event.occurred_at, body.confidence, body.value, body.percent, body.note
+    )
+
+
 def checkins_for(state: ProjectionState, subject: str) -> list[CheckInView]:
     """Live check-ins of a subject, oldest first by (occurred_at, clock, id), corrected."""
-    ids = state.checkins_by_subject.get(subject)
-    if not ids:
-        return []
-    owner_event = state.events.get(subject)
-    rows: list[tuple[tuple[datetime, int, str], CheckInView]] = []
-    for checkin_id in ids:
-        event = state.events[checkin_id]
-        if owner_event is not None and event.actor != owner_event.actor:
-            continue  # only the owner checks in on their own goals
-        if state.is_retracted(checkin_id):
+    views = []
+    for _, _, checkin_id in state.checkins_by_subject.get(subject, ()):
+        view = _checkin_view(state, subject, checkin_id)
+        if view is not None:
+            views.append(view)
+    return views
+
+
+def last_checkins(
+    state: ProjectionState, subject: str, count: int = 1, *, with_value: bool = False
+) -> list[CheckInView]:
+    """The latest ``count`` live check-ins of a subject, newest first (reads from the end)."""
+    found: list[CheckInView] = []
+    for _, _, checkin_id in reversed(state.checkins_by_subject.get(subject, ())):
+        view = _checkin_view(state, subject, checkin_id)
+        if view is None or (with_value and view.value is None):
             continue
-        body = state.body(checkin_id)
-        assert isinstance(body, b.CheckInRecorded)
-        view = CheckInView(
-            checkin_id,
-            subject,
-            event.occurred_at,
-            body.confidence,
-            body.value,
-            body.percent,
-            body.note,
-        )
-        rows.append(((event.occurred_at, event.clock, event.id), view))
-    rows.sort(key=lambda row: row[0])
-    return [view for _, view in rows]
+        found.append(view)
+        if len(found) == count:
+            break
+    return found
 
 
 def _clamp(value: float) -> float:
@@ -196,8 +207,8 @@ def _milestone_view(ctx: _Context, milestone_id: str) -> MilestoneView:
         task_body = state.body(task_id)
         assert isinstance(task_body, b.TaskAdded)
         tasks.append(TaskView(task_id, task_body.title, bool(task.done.value)))
-    checkins = checkins_for(state, milestone_id)
-    last = checkins[-1] if checkins else None
+    latest = last_checkins(state, milestone_id)
+    last = latest[0] if latest else None
     completion_id = node.completed.value
     completion = None
     if completion_id is not None and not state.is_retracted(completion_id):
@@ -268,8 +279,8 @@ def _key_result_view(
     body = state.body(key_result_id)
     assert isinstance(body, b.KeyResultAdded)
     milestones = _live_milestones(ctx, node.milestones)
-    checkins = [c for c in checkins_for(state, key_result_id) if c.value is not None]
-    last = checkins[-1] if checkins else None
+    latest = last_checkins(state, key_result_id, with_value=True)
+    last = latest[0] if latest else None
     met: bool | None = None
     current = last.value if last is not None else body.start
     if body.kind in ("stay-above", "stay-below"):

@@ -38,6 +38,9 @@ from events import bodies as b
 Stamp = tuple[int, str]
 """(clock, event id): the order of last-writer-wins."""
 
+CheckInKey = tuple[datetime, int, str]
+"""(occurred_at, clock, event id): the order of a subject's check-ins."""
+
 FeedKey = tuple[datetime, str]
 """(occurred_at, event id): the order of the feed, newest last in storage."""
 
@@ -173,7 +176,9 @@ class ProjectionState:
         self.milestones: dict[str, MilestoneNode] = {}
         self.tasks: dict[str, TaskNode] = {}
         self.indicators: dict[str, IndicatorNode] = {}
-        self.checkins_by_subject: dict[str, list[str]] = {}
+        # subject id -> check-in keys sorted by (occurred_at, clock, id): the last
+        # entries are the latest check-ins, so views read them without a scan.
+        self.checkins_by_subject: dict[str, list[CheckInKey]] = {}
         # target event id -> ids of corrections naming it (order fixed at read time)
         self.corrections: dict[str, list[str]] = {}
         # target event id -> ids of retractions naming it
@@ -432,11 +437,14 @@ def _on_task_done(state: ProjectionState, event: Event, body: Any) -> None:
 
 def _on_checkin(state: ProjectionState, event: Event, body: b.CheckInRecorded) -> None:
     subject = body.subject
+    key = (event.occurred_at, event.clock, event.id)
     checkins = state.checkins_by_subject.get(subject)
     if checkins is None:
-        state.checkins_by_subject[subject] = [event.id]
-    else:
-        checkins.append(event.id)
+        state.checkins_by_subject[subject] = [key]
+    elif key > checkins[-1]:
+        checkins.append(key)
+    else:  # logged late (--at) or arrived out of order
+        bisect.insort(checkins, key)
     state.person(event.actor).checkins.append(event.id)
 
 
