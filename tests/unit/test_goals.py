@@ -130,12 +130,12 @@ def test_concurrent_reschedules_resolve_by_clock_then_id() -> None:
     first = h.make(
         b.MilestoneRescheduled(milestone=milestone, due_on=date(2026, 3, 1)),
         device="phone",
-        clock=pack(5_000, 0),
+        clock=same_stamp,
     )
     second = h.make(
         b.MilestoneRescheduled(milestone=milestone, due_on=date(2026, 4, 1)),
         device="laptop",
-        clock=pack(5_000, 0),
+        clock=same_stamp,
     )
     winner = max([first, second], key=lambda e: e.id)
     expected = winner.body.due_on  # type: ignore[union-attr]
