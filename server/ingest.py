@@ -1,0 +1,211 @@
+"""Ingest: read the JetStream stream with a durable pull consumer, store, then ack.
+
+One batch is: fetch up to ``batch_size`` messages; decode each and check that its
+actor is the person in its subject; ``append_batch`` everything in one
+transaction (invalid messages become dead letters in that same transaction);
+only after the commit, acknowledge every message; then poke everyone who can
+see what was stored. A crash between commit and ack means redelivery, which
+the store's idempotent append (event id is the key, forever) turns into
+duplicates: delivery is at least once, the effect exactly once. This also
+makes several server processes sharing the consumer safe.
+
+Acks are explicit, one per message, and not awaited one by one: nats-py's
+``Msg.ack`` only queues a publish, and one ``flush`` per batch sends them all.
+``AckAll`` would need just one ack, but it acknowledges every earlier sequence
+of the consumer, including messages another process fetched and has not stored
+yet; with shared consumers that could lose events, so we do not use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+
+from server.nats_embedded import EVENTS_PREFIX, poke_subject
+from server.store.protocol import AppendResult, Incoming, ServerStore
+
+STREAM = "MILEPOST_EVENTS"
+CONSUMER = "milepost-ingest"
+DUPLICATE_WINDOW_SECONDS = 120.0
+
+log = logging.getLogger(__name__)
+
+
+class Poke(msgspec.Struct, frozen=True):
+    """Sent on ``milepost.poke.<person>``: something they may see is stored up to here."""
+
+    position: int
+
+
+_poke_encoder = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReport:
+    """What one ingest round did."""
+
+    fetched: int
+    stored: int
+    duplicates: int
+    dead_lettered: int
+    poked: frozenset[str]
+
+
+EMPTY_REPORT = BatchReport(0, 0, 0, 0, frozenset())
+
+
+def subject_person(subject: str) -> str | None:
+    """The person in ``milepost.events.<person>.<...>``, or None for any other subject."""
+    prefix = EVENTS_PREFIX + "."
+    if not subject.startswith(prefix):
+        return None
+    person, _, rest = subject[len(prefix) :].partition(".")
+    return person if person and rest else None
+
+
+def validate(raw: bytes, subject: str) -> Incoming:
+    """Decode one message and check its actor against the person in its subject."""
+    incoming = Incoming.from_raw(raw, subject)
+    if incoming.event is None:
+        return incoming
+    person = subject_person(subject)
+    if person is None:
+        return Incoming.rejected(raw, f"subject {subject!r} names no person", subject)
+    if incoming.event.actor != person:
+        reason = f"actor {incoming.event.actor!r} does not match subject person {person!r}"
+        return Incoming.rejected(raw, reason, subject)
+    return incoming
+
+
+async def ensure_stream(
+    nc: NatsClient,
+    *,
+    replicas: int = 1,
+    duplicate_window: float = DUPLICATE_WINDOW_SECONDS,
+) -> None:
+    """Create the event stream, or update it to our settings if it exists."""
+    js = nc.jetstream()
+    config = StreamConfig(
+        name=STREAM,
+        subjects=[f"{EVENTS_PREFIX}.>"],
+        storage=StorageType.FILE,
+        duplicate_window=duplicate_window,
+        num_replicas=replicas,
+    )
+    try:
+        await js.stream_info(STREAM)
+    except nats.js.errors.NotFoundError:
+        await js.add_stream(config)
+    else:
+        await js.update_stream(config)
+
+
+class IngestWorker:
+    """One ingest loop; run several (in one or many processes) on the same durable."""
+
+    def __init__(
+        self,
+        nc: NatsClient,
+        store: ServerStore,
+        *,
+        durable: str = CONSUMER,
+        batch_size: int = 500,
+        fetch_timeout: float = 1.0,
+        ack_wait: float = 30.0,
+    ) -> None:
+        self._nc = nc
+        self._store = store
+        self._durable = durable
+        self._batch_size = batch_size
+        self._fetch_timeout = fetch_timeout
+        self._ack_wait = ack_wait
+        self._sub: Any = None
+
+    async def start(self) -> None:
+        """Create the stream and the durable consumer if needed, and bind to it."""
+        await ensure_stream(self._nc)
+        js = self._nc.jetstream()
+        config = ConsumerConfig(
+            durable_name=self._durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=self._ack_wait,
+            max_ack_pending=max(20_000, self._batch_size * 4),
+            filter_subject=f"{EVENTS_PREFIX}.>",
+        )
+        self._sub = await js.pull_subscribe(
+            f"{EVENTS_PREFIX}.>", durable=self._durable, stream=STREAM, config=config
+        )
+
+    async def fetch(self) -> list[Msg]:
+        """Up to one batch of messages (empty when none arrived within the timeout)."""
+        if self._sub is None:
+            raise RuntimeError("call start() first")
+        try:
+            messages: list[Msg] = await self._sub.fetch(
+                self._batch_size, timeout=self._fetch_timeout
+            )
+        except nats.errors.TimeoutError:
+            return []
+        return messages
+
+    async def store_batch(self, messages: list[Msg]) -> AppendResult:
+        """Validate and append one batch in one transaction (no ack)."""
+        return await self._store.append_batch([validate(m.data, m.subject) for m in messages])
+
+    async def run_once(self) -> BatchReport:
+        """Fetch, store, ack, poke: one round."""
+        messages = await self.fetch()
+        if not messages:
+            return EMPTY_REPORT
+        try:
+            result = await self.store_batch(messages)
+        except Exception:
+            # The store is broken, not the messages: ask for redelivery a bit later.
+            log.exception("append failed; %d messages will be redelivered", len(messages))
+            for message in messages:
+                with contextlib.suppress(nats.errors.Error):
+                    await message.nak(delay=1.0)
+            raise
+        for message in messages:
+            await message.ack()  # queued, not a round trip
+        await self._nc.flush()
+        poked = await self.poke(result)
+        return BatchReport(
+            len(messages),
+            len(result.stored),
+            len(result.duplicates),
+            result.dead_lettered,
+            frozenset(poked),
+        )
+
+    async def poke(self, result: AppendResult) -> set[str]:
+        """Tell every person who may see something of this batch its new max position."""
+        if not result.stored or result.last_position is None:
+            return set()
+        roots = {event.root_id for event in result.stored if event.root_id is not None}
+        teams = {event.team for event in result.stored if event.team is not None}
+        people = await self._store.audience(roots, teams)
+        people.update(event.actor for event in result.stored)
+        payload = _poke_encoder.encode(Poke(result.last_position))
+        for person in people:
+            await self._nc.publish(poke_subject(person), payload)
+        return people
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Ingest until ``stop`` is set; a failing store is retried after a pause."""
+        while not stop.is_set():
+            try:
+                await self.run_once()
+            except Exception:
+                await asyncio.sleep(1.0)
