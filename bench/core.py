@@ -1,0 +1,158 @@
+"""Core benchmark: decode + rebuild of every view vs msgspec's bare decode, and incremental folds.
+
+Run ``python bench/core.py`` (about 1,000,000 events) or ``--quick`` (100,000).
+Prints one ``figure:`` line per figure at the end. Ratios compare against a
+baseline measured in the same run, so a noisy shared machine moves both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import resource
+import statistics
+import sys
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import msgspec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import events  # noqa: E402
+from bench.history import history_bytes  # noqa: E402
+from events import bodies as b  # noqa: E402
+from projections.drift import drift_signals  # noqa: E402
+from projections.goals import goal_tree  # noqa: E402
+from projections.state import ProjectionState, apply  # noqa: E402
+from projections.team import team_board, team_feed  # noqa: E402
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bare_decode_rate(data: list[bytes]) -> float:
+    """Events/s of msgspec decoding the same bytes into the Event type, nothing else."""
+    decoder = msgspec.json.Decoder(events.Event)
+    decode = decoder.decode
+    began = time.perf_counter()
+    for item in data:
+        decode(item)
+    return len(data) / (time.perf_counter() - began)
+
+
+def every_view(state: ProjectionState, now: datetime) -> int:
+    """Compute every view once: goal trees and drift of everyone, each team's feed and board."""
+    people = sorted(p for p in state.people if p != "admin")
+    teams = sorted({team for team, _ in state.memberships})
+    produced = 0
+    for person in people:
+        produced += len(goal_tree(state, person, now).objectives)
+        produced += len(drift_signals(state, person, now))
+    for team in teams:
+        members = sorted(state.members_of(team))
+        if not members:
+            continue
+        produced += len(team_feed(state, team, members[0], limit=50).items)
+        produced += len(team_board(state, team, members[0], now).members)
+    return produced
+
+
+def rebuild_from_bytes(data: list[bytes], now: datetime) -> tuple[ProjectionState, float, int]:
+    """Decode and fold every event, then compute every view; (state, seconds, views)."""
+    decode = events.decode
+    began = time.perf_counter()
+    state = ProjectionState()
+    for item in data:
+        apply(state, decode(item))
+    produced = every_view(state, now)
+    return state, time.perf_counter() - began, produced
+
+
+def fresh_checkins(state: ProjectionState, count: int) -> list[events.Event]:
+    """New check-ins on existing subjects, later than anything in the history."""
+    latest = max(event.recorded_at for event in state.events.values())
+    clock = max(event.clock for event in state.events.values())
+    subjects = [(kr, node.event.actor) for kr, node in list(state.key_results.items())[:200]]
+    made = []
+    for i in range(count):
+        subject, owner = subjects[i % len(subjects)]
+        moment = latest + timedelta(seconds=i + 1)
+        made.append(
+            events.Event(
+                id=events.new_event_id(int(moment.timestamp() * 1000)),
+                actor=owner,
+                device="bench",
+                clock=clock + i + 1,
+                recorded_at=moment,
+                occurred_at=moment,
+                body=b.CheckInRecorded(subject=subject, confidence="at-risk", value=float(i)),
+            )
+        )
+    return made
+
+
+def incremental_fold_us(state: ProjectionState, samples: int = 2000) -> float:
+    """Median µs to fold one new event into existing state."""
+    new = fresh_checkins(state, samples)
+    timings = []
+    clock = time.perf_counter_ns
+    for event in new:
+        began = clock()
+        apply(state, event)
+        timings.append(clock() - began)
+    return statistics.median(timings) / 1000
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="100,000 events instead of 1M")
+    args = parser.parse_args()
+    size = 100_000 if args.quick else 1_000_000
+    small = 10_000
+
+    print(f"loading a generated history of about {size:,} events (cached in bench/data/)")
+    data = history_bytes(target_events=size)
+    small_data = history_bytes(people=10, teams=2, target_events=small)
+    now = datetime.fromisoformat("2026-12-31T18:00:00+00:00")
+    gc.collect()
+    rss_before = peak_rss_mb()
+
+    bare = bare_decode_rate(data)
+    print(f"bare msgspec decode: {bare:,.0f} events/s over {len(data):,} events")
+
+    gc.disable()  # a rebuild allocates millions of long-lived objects; gc passes only cost
+    try:
+        state, seconds, produced = rebuild_from_bytes(data, now)
+    finally:
+        gc.enable()
+    rate = len(data) / seconds
+    rss_peak = peak_rss_mb()
+    print(f"decode + fold + every view: {seconds:.2f} s, {rate:,.0f} events/s ({produced} rows)")
+
+    big_fold = incremental_fold_us(state)
+    del state
+    gc.collect()
+    small_state, _, _ = rebuild_from_bytes(small_data, now)
+    small_fold = incremental_fold_us(small_state)
+    print(f"incremental fold: {small_fold:.2f} µs at {len(small_data):,}, "
+          f"{big_fold:.2f} µs at {len(data):,}")
+
+    print(f"figure: events = {len(data)} events")
+    print(f"figure: bare_decode_rate = {bare:.0f} events/s")
+    print(f"figure: rebuild_rate = {rate:.0f} events/s")
+    print(f"figure: rebuild_seconds = {seconds:.2f} s")
+    print(f"figure: rebuild_vs_bare_decode = {rate / bare:.3f} ratio")
+    print(f"figure: fold_one_event_small_history = {small_fold:.2f} us")
+    print(f"figure: fold_one_event_full_history = {big_fold:.2f} us")
+    print(f"figure: fold_cost_full_vs_small = {big_fold / small_fold:.2f} ratio")
+    print(f"figure: peak_rss_during_rebuild = {rss_peak:.0f} MB")
+    print(f"figure: rss_before_rebuild = {rss_before:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
