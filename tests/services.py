@@ -54,11 +54,11 @@ def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
     if configured:
         yield configured
         return
-    import pgserver
+    from pgserver.postgres_server import get_server
 
     # pgserver logs through `logging` and its children print to stdout; keep test output clean.
     with contextlib.redirect_stdout(io.StringIO()):
-        server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="delete")
+        server = get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="delete")
     try:
         yield str(server.get_uri())
     finally:
