@@ -1,0 +1,5 @@
+"""The offline client: a local SQLite event log and the ``milepost`` command over it.
+
+Never imports the server or Litestar; rich and aiosqlite are imported only
+when a command needs them, so the command starts fast.
+"""

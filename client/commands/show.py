@@ -1,0 +1,339 @@
+"""Views: status, drift, feed, review, prompt, log. Every one takes --json and --as-of."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+from cyclopts import Parameter
+
+from client import dates, render
+from client.commands._common import AsOf, Json, as_of_moment, with_session
+from client.errors import InvalidValue
+from client.session import Session, short_ref
+
+
+async def _state_at(session: Session, moment: datetime | None) -> Any:
+    """The folded log (as known at ``moment``): the slow path for full-state views."""
+    from client.views import load_all
+
+    until = None if moment is None else int(moment.timestamp() * 1000)
+    return (await load_all(session.store, recorded_until_ms=until)).state
+
+
+def status(
+    *,
+    as_of: AsOf = None,
+    cycle: Annotated[str | None, Parameter(help="Only this cycle, e.g. 2026-Q1.")] = None,
+    as_json: Json = False,
+) -> None:
+    """Your goal tree with progress, expected progress, confidence and last check-in.
+
+    Example: milepost status --as-of 2026-02-01 --json
+    """
+
+    async def go(session: Session) -> None:
+        moment = as_of_moment(session, as_of)
+        if moment is None:
+            from client.views import stored_tree
+
+            tree = await stored_tree(session.store, session.person, session.now)
+        else:
+            from projections.goals import goal_tree
+
+            tree = goal_tree(await _state_at(session, moment), session.person, moment)
+        if cycle is not None:
+            tree = msgspec.structs.replace(
+                tree, objectives=[o for o in tree.objectives if o.cycle == cycle]
+            )
+        if as_json:
+            render.emit_json(tree)
+        else:
+            render.tree(tree)
+
+    with_session(go)
+
+
+class DriftReport(msgspec.Struct, frozen=True):
+    """``drift --json``: the signals at a moment."""
+
+    person: str
+    as_of: datetime
+    signals: list[Any]
+
+
+def drift(*, as_of: AsOf = None, as_json: Json = False) -> None:
+    """Goals that are drifting: stale, behind pace, overdue, overload, quiet...
+
+    Example: milepost drift --json
+    """
+    from projections.drift import drift_signals
+
+    async def go(session: Session) -> None:
+        moment = as_of_moment(session, as_of) or session.now
+        state = await _state_at(session, None if as_of is None else moment)
+        signals = drift_signals(state, session.person, moment, session.settings)
+        if as_json:
+            render.emit_json(DriftReport(session.person, moment, signals))
+            return
+        if not signals:
+            render.out("No drift. Keep checking in.")
+        for s in signals:
+            render.colour_line(
+                f"{s.severity:7} {s.kind:15} {short_ref(s.subject)} {s.subject_title}", s.severity
+            )
+            render.out(f"        {s.explanation}")
+            render.out(f"        → {s.action}")
+
+    with_session(go)
+
+
+def feed(
+    *,
+    limit: Annotated[int, Parameter(help="Items per page (1-500).")] = 50,
+    cursor: Annotated[str | None, Parameter(help="Continue after this cursor.")] = None,
+    as_of: AsOf = None,
+    as_json: Json = False,
+) -> None:
+    """What you may see: milestones planned and reached, check-ins, shared entries.
+
+    Example: milepost feed --limit 20
+    """
+    from projections.team import InvalidCursor, viewer_feed
+
+    async def go(session: Session) -> None:
+        state = await _state_at(session, as_of_moment(session, as_of))
+        try:
+            page = viewer_feed(state, session.person, cursor=cursor, limit=limit)
+        except InvalidCursor as exc:
+            raise InvalidValue(f"invalid cursor: {exc}") from None
+        except ValueError as exc:
+            raise InvalidValue(str(exc)) from None
+        if as_json:
+            render.emit_json(page)
+            return
+        for item in page.items:
+            data = msgspec.to_builtins(item)
+            when = str(data.get("occurred_at", ""))[:10]
+            render.out(
+                f"{when} {data.get('actor', data.get('owner', ''))} {data.get('kind', '')}"
+                f" {data.get('title', data.get('subject_title', ''))}".rstrip()
+            )
+        if page.next_cursor:
+            render.out(f"more: milepost feed --cursor {page.next_cursor}")
+
+    with_session(go)
+
+
+def review(
+    *,
+    from_: Annotated[
+        str | None, Parameter(name="--from", help="First day (default Jan 1).")
+    ] = None,
+    to: Annotated[str | None, Parameter(help="Last day (default Dec 31).")] = None,
+    output: Annotated[Path | None, Parameter(help="Write Markdown to this file.")] = None,
+    as_of: AsOf = None,
+    as_json: Json = False,
+) -> None:
+    """Your record over a period (default: this calendar year), as Markdown or JSON.
+
+    Example: milepost review --from 2026-01-01 --to 2026-06-30 --output review.md
+    """
+    from projections.review import review as build_review
+    from projections.review import review_markdown
+
+    async def go(session: Session) -> None:
+        moment = as_of_moment(session, as_of) or session.now
+        today = moment.date()
+        start = dates.parse_date(from_, today, what="--from") if from_ else date(today.year, 1, 1)
+        end = dates.parse_date(to, today, what="--to") if to else date(start.year, 12, 31)
+        if end < start:
+            raise InvalidValue(f"--to {end} is before --from {start}")
+        state = await _state_at(session, None if as_of is None else moment)
+        result = build_review(state, session.person, start, end, moment, settings=session.settings)
+        if as_json:
+            data = msgspec.json.encode(result) + b"\n"
+            if output is not None:
+                _write(output, data)
+            else:
+                render.emit_json(result)
+            return
+        text = review_markdown(result)
+        if output is not None:
+            _write(output, text.encode())
+            render.out(f"review written to {output}")
+        else:
+            render.out(text.rstrip("\n"))
+
+    with_session(go)
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise InvalidValue(f"cannot write {path}: {exc.strerror}") from None
+
+
+class PromptItem(msgspec.Struct, frozen=True):
+    """One goal due for a check-in."""
+
+    id: str
+    ref: str
+    kind: str
+    title: str
+    reason: str
+    due_on: date | None
+    last_checkin: date | None
+
+
+class PromptReport(msgspec.Struct, frozen=True):
+    """``prompt --json``."""
+
+    as_of: datetime
+    items: list[PromptItem]
+    questions: list[str]
+
+
+QUESTIONS = ["What did you do?", "Why did it matter?", "What was the outcome?"]
+
+
+def prompt(*, as_of: AsOf = None, as_json: Json = False) -> None:
+    """What is due for a check-in (stale, due soon), with the three questions.
+
+    Example: milepost prompt
+    """
+
+    async def go(session: Session) -> None:
+        moment = as_of_moment(session, as_of)
+        now = moment or session.now
+        if moment is None:
+            from client.views import stored_tree
+
+            tree = await stored_tree(session.store, session.person, now)
+        else:
+            from projections.goals import goal_tree
+
+            tree = goal_tree(await _state_at(session, moment), session.person, now)
+        items = prompt_items(tree, now.date(), session.settings.due_soon_days)
+        if as_json:
+            render.emit_json(PromptReport(now, items, QUESTIONS))
+            return
+        if not items:
+            render.out("Nothing is due for a check-in.")
+            return
+        for item in items:
+            render.out(f"{item.ref} {item.kind:10} {item.title} — {item.reason}")
+        render.out("")
+        render.out(
+            "For each: milepost checkin REF [VALUE|PERCENT] --confidence on-track|at-risk|off-track"
+        )
+        render.out("Finished one? milepost done REF, and answer:")
+        for question in QUESTIONS:
+            render.out(f"  - {question}")
+
+    with_session(go)
+
+
+_CADENCE_DAYS = {"weekly": 7, "biweekly": 14, "monthly": 30}
+
+
+def prompt_items(tree: Any, today: date, due_soon_days: int) -> list[PromptItem]:
+    """Open key results and milestones not checked in for a cadence period, or due soon."""
+    items: list[PromptItem] = []
+    for objective in tree.objectives:
+        if not objective.starts_on <= today <= objective.ends_on:
+            continue
+        period = timedelta(days=_CADENCE_DAYS.get(objective.cadence, 7))
+        for kr in objective.key_results:
+            if kr.status in ("done", "dropped"):
+                continue
+            if kr.last_checkin is None or today - kr.last_checkin >= period:
+                since = kr.last_checkin or objective.starts_on
+                items.append(
+                    PromptItem(kr.id, short_ref(kr.id), "key result", kr.title,
+                               f"no check-in since {since}", None, kr.last_checkin)
+                )  # fmt: skip
+        milestones = [m for kr in objective.key_results for m in kr.milestones]
+        items.extend(
+            _milestone_items(milestones + objective.milestones, today, period, due_soon_days)
+        )
+    items.extend(
+        _milestone_items(tree.standalone_milestones, today, timedelta(days=7), due_soon_days)
+    )
+    return items
+
+
+def _milestone_items(
+    milestones: list[Any], today: date, period: timedelta, due_soon_days: int
+) -> list[PromptItem]:
+    out: list[PromptItem] = []
+    for m in milestones:
+        if m.state != "open":
+            continue
+        reason = None
+        if m.due_on is not None and m.due_on < today:
+            reason = f"overdue since {m.due_on}"
+        elif m.due_on is not None and (m.due_on - today).days <= due_soon_days:
+            reason = f"due {m.due_on}"
+        elif m.last_checkin is not None and today - m.last_checkin >= period:
+            reason = f"no check-in since {m.last_checkin}"
+        if reason is not None:
+            out.append(
+                PromptItem(m.id, short_ref(m.id), "milestone", m.title, reason, m.due_on,
+                           m.last_checkin)
+            )  # fmt: skip
+    return out
+
+
+class LogEntry(msgspec.Struct, frozen=True):
+    """``log --json``: an event with its local position and sync state."""
+
+    seq: int
+    sync: str
+    event: msgspec.Raw
+
+
+def log(
+    *,
+    limit: Annotated[int, Parameter(help="Most recent N events (0 = all).")] = 50,
+    type_: Annotated[str | None, Parameter(name="--type", help="Only this type.")] = None,
+    as_of: AsOf = None,
+    as_json: Json = False,
+) -> None:
+    """The raw events, newest last, with their sync state.
+
+    Example: milepost log --limit 10 --type checkin.recorded --json
+    """
+
+    async def go(session: Session) -> None:
+        moment = as_of_moment(session, as_of)
+        sql = (
+            "SELECT e.seq, s.state, e.data, e.type, e.id FROM events e"
+            " LEFT JOIN sync_state s ON s.event_id = e.id WHERE 1 = 1"
+        )
+        params: list[Any] = []
+        if moment is not None:
+            sql += " AND e.recorded_ms <= ?"
+            params.append(int(moment.timestamp() * 1000))
+        if type_ is not None:
+            sql += " AND e.type = ?"
+            params.append(type_)
+        sql += " ORDER BY e.seq DESC"
+        if limit > 0:
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = list(reversed(await session.store.fetchall(sql, params)))
+        if as_json:
+            render.emit_json([LogEntry(r[0], r[1] or "pending", msgspec.Raw(r[2])) for r in rows])
+            return
+        for seq, sync, data, kind, event_id in rows:
+            head = msgspec.json.decode(data)
+            render.out(
+                f"{seq:6} {short_ref(event_id)} {str(head.get('occurred_at', ''))[:16]} "
+                f"{kind:22} {sync}"
+            )
+
+    with_session(go)

@@ -1,0 +1,236 @@
+"""An open profile: the store, who is writing, the clock, and the one way to record events."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from client import dates
+from client.errors import Ambiguous, InvalidValue, NotFound
+from client.home import load_profile
+from client.store import Store
+from events import CodecError, Event, HybridLogicalClock, decode_event, encode, new_event_id
+from events import bodies as b
+from projections.settings import DriftSettings
+
+BodyT = TypeVar("BodyT", bound=b.Body)
+MIN_SUFFIX = 6
+MIN_PREFIX = 4
+SHORT_REF_LENGTH = 8
+
+KIND_TYPES: dict[str, tuple[str, ...]] = {
+    "objective": ("objective.created",),
+    "key result": ("key_result.added",),
+    "milestone": ("milestone.planned",),
+    "task": ("task.added",),
+    "indicator": ("indicator.defined",),
+    "check-in subject": ("key_result.added", "milestone.planned"),
+    "milestone parent": ("key_result.added", "objective.created"),
+    "shareable item": (
+        "objective.created",
+        "milestone.planned",
+        "indicator.defined",
+        "observation.recorded",
+    ),
+    "event": (),
+}
+
+
+def short_ref(event_id: str) -> str:
+    """What the CLI prints for an id: its last 8 hex digits (UUIDv7 prefixes are timestamps)."""
+    return event_id.replace("-", "")[-SHORT_REF_LENGTH:]
+
+
+def dashed(hex_prefix: str) -> str:
+    """A prefix of a compact hex id in the dashed UUID form."""
+    out = []
+    for index, char in enumerate(hex_prefix):
+        if index in (8, 12, 16, 20):
+            out.append("-")
+        out.append(char)
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A resolved reference: one row of the refs view."""
+
+    id: str
+    type: str
+    actor: str
+    parent: str | None
+    title: str
+    retracted: bool
+
+
+def normalise_ref(text: str) -> str:
+    """Lower-case hex without dashes; InvalidValue when it cannot be an id reference."""
+    value = text.strip().lower().replace("-", "")
+    if not value or any(c not in "0123456789abcdef" for c in value) or len(value) > 32:
+        raise InvalidValue(f"not an id or short reference: {text!r}")
+    return value
+
+
+async def resolve(store: Store, text: str, kind: str = "event") -> Ref:
+    """The one item a full id, a unique prefix, or a unique suffix (≥ 6 hex) names."""
+    value = normalise_ref(text)
+    if len(value) < MIN_PREFIX:
+        raise InvalidValue(f"reference {text!r} is too short: give {MIN_SUFFIX}+ hex digits")
+    types = KIND_TYPES[kind]
+    matches: dict[str, tuple[Any, ...]] = {}
+    columns = "id, type, actor, parent, title, retracted"
+    if len(value) >= MIN_PREFIX:
+        pattern = dashed(value) + "*"
+        for row in await store.fetchall(
+            f"SELECT {columns} FROM refs WHERE id GLOB ? LIMIT 50", (pattern,)
+        ):
+            matches[row[0]] = row
+    if len(value) >= MIN_SUFFIX:
+        for row in await store.fetchall(
+            f"SELECT {columns} FROM refs WHERE rhex GLOB ? LIMIT 50", (value[::-1] + "*",)
+        ):
+            matches[row[0]] = row
+    if types:
+        matches = {k: v for k, v in matches.items() if v[1] in types}
+    live = {k: v for k, v in matches.items() if not v[5]}
+    if len(live) > 1:
+        listed = ", ".join(f"{short_ref(k)} ({v[4]})" for k, v in sorted(live.items())[:5])
+        raise Ambiguous(f"{kind} reference {text!r} is ambiguous: it matches {listed}")
+    if not live:
+        if matches:
+            raise NotFound(f"{kind} {text!r} was retracted")
+        raise NotFound(f"no {kind} matches {text!r}")
+    row = next(iter(live.values()))
+    return Ref(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
+
+
+def _invalid(exc: CodecError | ValueError, what: str) -> InvalidValue:
+    if isinstance(exc, CodecError):
+        field = exc.field.removeprefix("body.").removeprefix("body")
+        if field in ("", "$"):
+            return InvalidValue(f"invalid {what}: {exc.reason}")
+        return InvalidValue(f"invalid {field}: {exc.reason.replace('`', '')}")
+    return InvalidValue(f"invalid {what}: {exc}")
+
+
+class Session:
+    """One command's view of the profile: call ``await Session.open()``, then ``close``."""
+
+    def __init__(self, store: Store, meta: dict[str, str], now: datetime) -> None:
+        self.store = store
+        self.meta = meta
+        self.now = now
+        self.person = meta["person"]
+        self.device = meta["device"]
+
+    @classmethod
+    async def open(cls) -> Session:
+        """Open the current profile's database (NotInitialised before ``init``)."""
+        _, path = load_profile()
+        return await cls.open_path(path)
+
+    @classmethod
+    async def open_path(cls, path: Path) -> Session:
+        """Open a given database."""
+        current = dates.now()
+        store = await Store.open(path)
+        try:
+            meta = await store.meta()
+        except BaseException:
+            await store.close()
+            raise
+        if "person" not in meta or "device" not in meta:
+            await store.close()
+            raise NotFound(f"{path} has no profile; run `milepost init` again")
+        return cls(store, meta, current)
+
+    async def close(self) -> None:
+        """Release the database."""
+        await self.store.close()
+
+    # --- settings ----------------------------------------------------------------------
+
+    @property
+    def settings(self) -> DriftSettings:
+        """The drift thresholds configured for this profile."""
+        raw = self.meta.get("drift")
+        if not raw:
+            return DriftSettings()
+        return msgspec.json.decode(raw, type=DriftSettings)
+
+    @property
+    def default_visibility(self) -> str:
+        """Visibility given to new items when none is named."""
+        return self.meta.get("default_visibility", "private")
+
+    # --- references --------------------------------------------------------------------
+
+    async def resolve(self, text: str, kind: str = "event", *, own: bool = True) -> Ref:
+        """Resolve a reference; with ``own``, it must be the person's own item."""
+        ref = await resolve(self.store, text, kind)
+        if own and ref.actor != self.person:
+            raise InvalidValue(f"{kind} {short_ref(ref.id)} belongs to {ref.actor}, not to you")
+        return ref
+
+    # --- recording ---------------------------------------------------------------------
+
+    def build(self, body: b.Body, occurred_at: datetime | None, clock: int) -> Event:
+        """An event by this person and device, validated by the codec."""
+        event = Event(
+            id=new_event_id(),
+            actor=self.person,
+            device=self.device,
+            clock=clock,
+            recorded_at=self.now,
+            occurred_at=occurred_at or self.now,
+            body=body,  # type: ignore[arg-type]
+        )
+        what = str(body.__struct_config__.tag).replace("_", " ").split(".")[0]
+        try:
+            return decode_event(encode(event))
+        except (CodecError, ValueError) as exc:
+            raise _invalid(exc, what) from None
+
+    async def record(self, body: b.Body, occurred_at: datetime | None = None) -> Event:
+        """Validate, append and update the views in one transaction; the stored event."""
+        from client.views import on_append
+
+        self.build(body, occurred_at, 0)  # validate before taking the write lock
+        async with self.store.write():
+            last = await self.store.scalar("SELECT value FROM meta WHERE key = 'clock'")
+            wall = int(self.now.timestamp() * 1000)
+            clock = HybridLogicalClock(int(last or 0), wall=lambda: wall).now()
+            event = self.build(body, occurred_at, clock)
+            seq = await self.store.append(event)
+            assert seq is not None
+            await self.store.set_meta("clock", str(clock))
+            await on_append(self.store, seq, event, self.now)
+        return event
+
+
+def config_json(meta: dict[str, str]) -> dict[str, Any]:
+    """The profile's settings as shown by ``milepost config``."""
+    drift = json.loads(meta["drift"]) if meta.get("drift") else {}
+    return {
+        "person": meta.get("person"),
+        "device": meta.get("device"),
+        "team": meta.get("team") or None,
+        "server": meta.get("server") or None,
+        "credentials": meta.get("credentials") or None,
+        "default_visibility": meta.get("default_visibility", "private"),
+        "drift": msgspec.to_builtins(msgspec.convert(drift, DriftSettings)),
+    }
+
+
+def make(cls: type[BodyT], **fields: Any) -> BodyT:
+    """Build a body; a cross-field rule it breaks becomes one clear InvalidValue."""
+    try:
+        return cls(**fields)
+    except (ValueError, TypeError) as exc:
+        what = str(cls.__struct_config__.tag).split(".")[0].replace("_", " ")
+        raise InvalidValue(f"invalid {what}: {exc}") from None

@@ -1,0 +1,315 @@
+"""The local event log: one SQLite file per person and device, used through aiosqlite.
+
+Rules the database itself enforces (so they hold whatever code runs):
+
+* ``events`` is append-only: triggers abort any UPDATE or DELETE on it;
+* every event gets a sync-state row (``pending`` on insert, by trigger) in
+  ``sync_state``, which is separate so the events table stays immutable:
+  ``pending`` → ``pushed`` (the stream acknowledged it) → ``confirmed`` (it came
+  back from the server with ``server_position``);
+* WAL journal with ``synchronous=NORMAL``: a commit survives a process crash
+  (SIGKILL), and a power loss can only lose the last commits, never corrupt;
+* a bounded busy timeout (``MILEPOST_LOCK_TIMEOUT`` seconds, default 5) after
+  which the command says the database is locked by another process.
+
+Every ``sqlite3`` error is turned into one ``StoreError`` at this boundary.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from client.errors import StoreCorrupt, StoreError, StoreLocked, StoreWriteFailed
+from events import AnyEvent, Event, encode
+
+APPLICATION_ID = 0x4D4C5053  # "MLPS": marks a file as a Milepost client database
+SCHEMA_VERSION = 1
+LOCK_TIMEOUT_ENV = "MILEPOST_LOCK_TIMEOUT"
+DEFAULT_LOCK_TIMEOUT = 5.0
+
+SCHEMA = f"""
+PRAGMA application_id = {APPLICATION_ID};
+PRAGMA user_version = {SCHEMA_VERSION};
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    actor TEXT NOT NULL,
+    type TEXT NOT NULL,
+    clock INTEGER NOT NULL,
+    recorded_ms INTEGER NOT NULL,
+    occurred_ms INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TRIGGER events_immutable_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'events are immutable: record a correction instead'); END;
+CREATE TRIGGER events_immutable_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'events are immutable: record a retraction instead'); END;
+CREATE TABLE sync_state (
+    event_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'pushed', 'confirmed')),
+    server_position INTEGER,
+    pushed_ms INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TRIGGER events_start_pending AFTER INSERT ON events
+BEGIN INSERT INTO sync_state (event_id) VALUES (NEW.id); END;
+CREATE INDEX sync_state_open ON sync_state (state) WHERE state != 'confirmed';
+-- Views (client.views): derived from events, rebuilt by `milepost rebuild`.
+CREATE TABLE refs (
+    id TEXT PRIMARY KEY,
+    rhex TEXT NOT NULL,
+    type TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    parent TEXT,
+    title TEXT NOT NULL,
+    retracted INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX refs_rhex ON refs (rhex);
+CREATE TABLE goal_roots (node TEXT PRIMARY KEY, root TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE goal_parts (
+    root TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    slice BLOB NOT NULL,
+    part BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX goal_parts_owner ON goal_parts (owner);
+"""
+
+_INSERT = (
+    "INSERT OR IGNORE INTO events (id, actor, type, clock, recorded_ms, occurred_ms, data)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def lock_timeout() -> float:
+    """Seconds to wait for another process's write lock."""
+    raw = os.environ.get(LOCK_TIMEOUT_ENV)
+    try:
+        return max(0.0, float(raw)) if raw else DEFAULT_LOCK_TIMEOUT
+    except ValueError:
+        return DEFAULT_LOCK_TIMEOUT
+
+
+def _ms(moment: Any) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def event_row(event: AnyEvent) -> tuple[str, str, str, int, int, int, bytes]:
+    """The columns stored for an event (``data`` is its exact encoded form)."""
+    kind = event.type
+    return (
+        event.id,
+        event.actor,
+        kind,
+        event.clock,
+        _ms(event.recorded_at),
+        _ms(event.occurred_at),
+        encode(event),
+    )
+
+
+def translate(exc: sqlite3.Error, path: Path) -> StoreError:
+    """One clear error for any sqlite3 failure."""
+    text = str(exc)
+    low = text.lower()
+    if "locked" in low or "busy" in low:
+        return StoreLocked(
+            f"database is locked by another milepost process ({path.name}); try again"
+        )
+    if "not a database" in low or "malformed" in low or "encrypted" in low:
+        return StoreCorrupt(f"{path} is not a milepost database (corrupt or foreign file)")
+    if "full" in low:
+        return StoreWriteFailed(f"disk is full: nothing was written to {path.name}")
+    if "readonly" in low or "read-only" in low or "unable to open" in low:
+        return StoreWriteFailed(f"cannot write {path}: the folder or file is read-only")
+    if "immutable" in low:
+        return StoreError(f"refused: {text}")
+    return StoreError(f"database error in {path.name}: {text}")
+
+
+class Store:
+    """An open client database. Use ``await Store.open(...)`` and ``await store.close()``."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+        self._in_transaction = False
+
+    # --- opening ----------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, path: Path, *, create: bool = False) -> Store:
+        """Open (or with ``create``, create) a database; StoreError if it is not ours."""
+        if not create and not path.exists():
+            raise StoreCorrupt(f"database {path} is missing; run `milepost init` again")
+        try:
+            conn = await aiosqlite.connect(str(path), timeout=lock_timeout(), isolation_level=None)
+        except sqlite3.Error as exc:
+            raise translate(exc, path) from None
+        store = cls(conn, path)
+        try:
+            await store._prepare(create)
+        except BaseException:
+            await conn.close()
+            raise
+        return store
+
+    async def _prepare(self, create: bool) -> None:
+        try:
+            app_id = await self._scalar("PRAGMA application_id")
+            if app_id != APPLICATION_ID:
+                tables = await self._scalar("SELECT count(*) FROM sqlite_master")
+                if not (create and app_id == 0 and tables == 0):
+                    raise StoreCorrupt(f"{self.path} is not a milepost database")
+                await self._scalar("PRAGMA journal_mode = WAL")
+                await self.conn.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")
+            else:
+                version = await self._scalar("PRAGMA user_version")
+                if version != SCHEMA_VERSION:
+                    raise StoreCorrupt(
+                        f"{self.path} has schema {version}; this milepost reads {SCHEMA_VERSION}"
+                    )
+                await self._scalar("PRAGMA journal_mode = WAL")
+            await self._scalar("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
+
+    async def close(self) -> None:
+        """Close the connection (rolls back anything uncommitted)."""
+        await self.conn.close()
+
+    # --- plain access -----------------------------------------------------------------
+
+    async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        async with self.conn.execute(sql, params) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else row[0]
+
+    async def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The first column of the first row (None when there is no row)."""
+        try:
+            return await self._scalar(sql, params)
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Every row of a query."""
+        try:
+            return list(await self.conn.execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; returns the number of rows changed."""
+        try:
+            cursor = await self.conn.execute(sql, params)
+            count = cursor.rowcount
+            await cursor.close()
+            return count
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run one statement for many parameter rows."""
+        try:
+            await self.conn.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
+
+    # --- transactions -----------------------------------------------------------------
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[Store]:
+        """One write transaction (BEGIN IMMEDIATE): all of it commits, or none of it."""
+        if self._in_transaction:
+            raise StoreError("nested write transaction")
+        try:
+            await self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
+        self._in_transaction = True
+        try:
+            yield self
+        except BaseException:
+            self._in_transaction = False
+            with suppress(sqlite3.Error):
+                await self.conn.execute("ROLLBACK")
+            raise
+        self._in_transaction = False
+        try:
+            await self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with suppress(sqlite3.Error):
+                await self.conn.execute("ROLLBACK")
+            raise translate(exc, self.path) from None
+
+    # --- the log ----------------------------------------------------------------------
+
+    async def append(self, event: AnyEvent) -> int | None:
+        """Store one event (its own transaction unless inside ``write``); its seq, or None
+        when an event with that id is already stored (appending is idempotent)."""
+        try:
+            cursor = await self.conn.execute(_INSERT, event_row(event))
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
+        return cursor.lastrowid if cursor.rowcount == 1 else None
+
+    async def append_many(self, events: Iterable[AnyEvent]) -> list[tuple[int, bytes]]:
+        """Store events inside the current ``write``; returns the new ones as (seq, data)."""
+        if not self._in_transaction:
+            raise StoreError("append_many needs a write transaction")
+        before = await self.scalar("SELECT coalesce(max(seq), 0) FROM events")
+        await self.executemany(_INSERT, (event_row(e) for e in events))
+        return await self.fetchall(
+            "SELECT seq, data FROM events WHERE seq > ? ORDER BY seq", (before,)
+        )
+
+    async def read_events(
+        self,
+        *,
+        recorded_until_ms: int | None = None,
+        recorded_since_ms: int | None = None,
+        after_seq: int = 0,
+    ) -> list[tuple[int, bytes]]:
+        """Stored events as (seq, data) in arrival order, optionally by recorded time."""
+        sql = "SELECT seq, data FROM events WHERE seq > ?"
+        params: list[Any] = [after_seq]
+        if recorded_until_ms is not None:
+            sql += " AND recorded_ms <= ?"
+            params.append(recorded_until_ms)
+        if recorded_since_ms is not None:
+            sql += " AND recorded_ms >= ?"
+            params.append(recorded_since_ms)
+        return await self.fetchall(sql + " ORDER BY seq", params)
+
+    # --- meta -------------------------------------------------------------------------
+
+    async def meta(self) -> dict[str, str]:
+        """Every setting kept in the database (person, device, team, server, clock, config)."""
+        return {str(k): str(v) for k, v in await self.fetchall("SELECT key, value FROM meta")}
+
+    async def set_meta(self, key: str, value: str) -> None:
+        """Set one setting (inside or outside a write transaction)."""
+        await self.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+
+def decode_rows(rows: Iterable[tuple[int, bytes]]) -> list[AnyEvent]:
+    """Decode stored rows (the codec upcasts old schemas, keeps unknown types opaque)."""
+    from events import decode
+
+    return [decode(data) for _, data in rows]
+
+
+__all__ = ["Event", "Store", "decode_rows", "event_row", "lock_timeout", "translate"]

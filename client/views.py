@@ -1,0 +1,339 @@
+"""The persisted views, kept current in the same transaction as each append.
+
+* ``refs``: one row per event (type, actor, the id it points at, a title) — it
+  resolves short references and checks what a command refers to;
+* ``goal_roots`` / ``goal_parts``: the goal tree split into roots (see
+  ``projections.snapshot``). Appending an event refolds only the slices of
+  the roots it touches; ``status`` reads the stored parts and refreshes their
+  time-dependent fields — nothing is replayed.
+
+A retraction of a check-in (which can uncover an older one) and any import
+rebuild the views from the log. ``rebuild_views`` recomputes everything;
+``check_views`` compares the stored views with a recomputation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from client.store import Store
+from events import AnyEvent, Event, OpaqueEvent, decode
+from events import bodies as b
+from projections.goals import GoalTree
+from projections.snapshot import (
+    RootPart,
+    all_roots,
+    assemble_tree,
+    pauses_root,
+    root_part,
+    slice_ids,
+)
+from projections.state import ProjectionState, rebuild
+
+_slice_encoder = msgspec.json.Encoder()
+_slice_decoder = msgspec.json.Decoder(list[tuple[int, Event]])
+_part_encoder = msgspec.msgpack.Encoder()
+_part_decoder = msgspec.msgpack.Decoder(RootPart)
+
+_CHAINED = frozenset(
+    {
+        "task.added",
+        "task.completed",
+        "task.reopened",
+        "checkin.recorded",
+        "milestone.rescheduled",
+        "milestone.completed",
+        "milestone.reopened",
+        "milestone.dropped",
+        "milestone.restored",
+        "milestone.relinked",
+        "sharing.changed",
+        "correction",
+        "retraction",
+    }
+)
+
+
+def parent_of(event: AnyEvent) -> str | None:
+    """The id an event points at (its milestone, subject, task, target...)."""
+    if isinstance(event, OpaqueEvent):
+        return None
+    body = event.body
+    for name in ("milestone", "subject", "task", "target", "indicator", "objective"):
+        value = getattr(body, name, None)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def title_of(event: AnyEvent) -> str:
+    """A one-line description of an event for listings and ambiguity messages."""
+    if isinstance(event, OpaqueEvent):
+        return f"({event.type})"
+    body = event.body
+    match body:
+        case b.ObjectiveCreated() | b.KeyResultAdded() | b.MilestonePlanned() | b.TaskAdded():
+            return body.title
+        case b.IndicatorDefined():
+            return body.title
+        case b.ObservationRecorded():
+            return body.text[:80]
+        case b.CheckInRecorded():
+            amount = (
+                _number(body.value)
+                if body.value is not None
+                else f"{_number(body.percent)}%"
+                if body.percent is not None
+                else ""
+            )
+            return f"check-in {amount} {body.confidence}".replace("  ", " ")
+        case b.PauseDeclared():
+            return f"pause {body.starts_on}..{body.ends_on}"
+        case _:
+            return event.type
+
+
+def ref_row(event: AnyEvent) -> tuple[str, str, str, str, str | None, str]:
+    """The ``refs`` row of an event."""
+    hexid = event.id.replace("-", "")
+    return (event.id, hexid[::-1], event.type, event.actor, parent_of(event), title_of(event))
+
+
+_INSERT_REF = (
+    "INSERT OR IGNORE INTO refs (id, rhex, type, actor, parent, title) VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+class ViewsNeedRebuild(Exception):
+    """Raised inside ``on_append`` when only a rebuild can bring the views up to date."""
+
+
+# --- incremental maintenance ---------------------------------------------------------------
+
+
+async def _node_roots(store: Store, node: str) -> set[str]:
+    rows = await store.fetchall("SELECT root FROM goal_roots WHERE node = ?", (node,))
+    return {str(r[0]) for r in rows}
+
+
+async def _chain_roots(store: Store, item: str | None, depth: int = 0) -> set[str]:
+    """Roots of whatever an event points at, following task → milestone, check-in → subject."""
+    if item is None or depth > 4:
+        return set()
+    roots = await _node_roots(store, item)
+    if roots:
+        return roots
+    rows = await store.fetchall("SELECT type, actor, parent FROM refs WHERE id = ?", (item,))
+    if not rows:
+        return set()
+    kind, actor, parent = rows[0]
+    if kind == "pause.declared":
+        return {pauses_root(actor)}
+    if kind in _CHAINED:
+        return await _chain_roots(store, parent, depth + 1)
+    return set()
+
+
+async def _link_roots(
+    store: Store, milestone: str, key_result: str | None, objective: str | None
+) -> set[str]:
+    if key_result is None and objective is None:
+        return {milestone}  # standalone: its own root
+    roots = await _node_roots(store, key_result) if key_result is not None else set()
+    if objective is not None:
+        roots.add(objective)
+    return roots
+
+
+async def _set_node(store: Store, node: str, roots: set[str]) -> None:
+    await store.execute("DELETE FROM goal_roots WHERE node = ?", (node,))
+    await store.executemany(
+        "INSERT INTO goal_roots (node, root) VALUES (?, ?)", [(node, r) for r in sorted(roots)]
+    )
+
+
+async def _roots_touched(store: Store, event: Event) -> set[str]:
+    """Roots whose views the event may change (recording node roots as it goes)."""
+    body = event.body
+    match body:
+        case b.ObjectiveCreated():
+            await _set_node(store, event.id, {event.id})
+            return {event.id}
+        case b.KeyResultAdded():
+            await _set_node(store, event.id, {body.objective})
+            return {body.objective}
+        case b.MilestonePlanned():
+            roots = await _link_roots(store, event.id, body.key_result, body.objective)
+            await _set_node(store, event.id, roots)
+            return roots
+        case b.MilestoneRelinked():
+            old = await _node_roots(store, body.milestone)
+            new = await _link_roots(store, body.milestone, body.key_result, body.objective)
+            await _set_node(store, body.milestone, new)
+            return old | new
+        case b.PauseDeclared():
+            return {pauses_root(event.actor)}
+        case b.Retracted():
+            rows = await store.fetchall("SELECT type, actor FROM refs WHERE id = ?", (body.target,))
+            if rows and rows[0][1] == event.actor:
+                await store.execute("UPDATE refs SET retracted = 1 WHERE id = ?", (body.target,))
+                if rows[0][0] == "checkin.recorded":
+                    raise ViewsNeedRebuild
+            return await _chain_roots(store, body.target)
+        case _:
+            parent = parent_of(event)
+            if event.type in _CHAINED and parent is not None:
+                return await _chain_roots(store, parent)
+            return set()
+
+
+async def on_append(store: Store, seq: int, event: AnyEvent, now: datetime) -> None:
+    """Bring the views up to date with one newly stored event (inside its transaction)."""
+    await store.execute(_INSERT_REF, ref_row(event))
+    if isinstance(event, OpaqueEvent):
+        return
+    try:
+        roots = await _roots_touched(store, event)
+    except ViewsNeedRebuild:
+        await rebuild_views(store, now)
+        return
+    if not roots:
+        return
+    await _refold(store, sorted(roots), [(seq, event)], now)
+
+
+async def _refold(
+    store: Store, roots: list[str], extra: list[tuple[int, Event]], now: datetime
+) -> None:
+    marks = ",".join("?" * len(roots))
+    rows = await store.fetchall(f"SELECT slice FROM goal_parts WHERE root IN ({marks})", roots)
+    by_id: dict[str, tuple[int, Event]] = {}
+    for (blob,) in rows:
+        for seq, event in _slice_decoder.decode(blob):
+            by_id[event.id] = (seq, event)
+    for seq, event in extra:
+        by_id[event.id] = (seq, event)
+    ordered = sorted(by_id.values(), key=lambda item: item[0])
+    seqs = {event.id: seq for seq, event in ordered}
+    state = rebuild(event for _, event in ordered)
+    await _store_parts(store, state, roots, seqs, now)
+
+
+async def _store_parts(
+    store: Store, state: ProjectionState, roots: Iterable[str], seqs: dict[str, int], now: datetime
+) -> int:
+    rows = []
+    for root in roots:
+        ids = slice_ids(state, root)
+        kept = sorted(((seqs[i], state.events[i]) for i in ids), key=lambda item: item[0])
+        part = root_part(state, root, now)
+        rows.append((root, part.owner, _slice_encoder.encode(kept), _part_encoder.encode(part)))
+    await store.executemany(
+        "INSERT INTO goal_parts (root, owner, slice, part) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (root) DO UPDATE SET owner = excluded.owner,"
+        " slice = excluded.slice, part = excluded.part",
+        rows,
+    )
+    return len(rows)
+
+
+# --- full rebuild and check -------------------------------------------------------------------
+
+
+class Loaded(msgspec.Struct):
+    """Every stored event decoded and folded."""
+
+    state: Any  # ProjectionState (not a Struct)
+    seqs: dict[str, int]
+    events: list[AnyEvent]
+
+
+async def load_all(store: Store, *, recorded_until_ms: int | None = None) -> Loaded:
+    """Decode and fold the whole log (or what was recorded by a moment): the slow path."""
+    rows = await store.read_events(recorded_until_ms=recorded_until_ms)
+    decoded = [decode(data) for _, data in rows]
+    seqs = {event.id: seq for (seq, _), event in zip(rows, decoded, strict=True)}
+    return Loaded(rebuild(decoded), seqs, decoded)
+
+
+def _expected_rows(loaded: Loaded) -> tuple[list[tuple[Any, ...]], list[tuple[str, str]], set[str]]:
+    state = loaded.state
+    refs = [ref_row(e) for e in loaded.events]
+    nodes = all_roots(state)
+    node_rows = sorted((node, root) for node, roots in nodes.items() for root in roots)
+    roots = {root for _, root in node_rows}
+    roots.update(pauses_root(person) for person, index in state.people.items() if index.pauses)
+    return refs, node_rows, roots
+
+
+def _retracted_ids(state: ProjectionState) -> set[str]:
+    return {target for target in state.retracted if state.is_retracted(target)}
+
+
+async def rebuild_views(store: Store, now: datetime) -> int:
+    """Recompute every view from the log (inside the caller's transaction); returns roots."""
+    loaded = await load_all(store)
+    refs, node_rows, roots = _expected_rows(loaded)
+    await store.execute("DELETE FROM refs")
+    await store.execute("DELETE FROM goal_roots")
+    await store.execute("DELETE FROM goal_parts")
+    await store.executemany(_INSERT_REF, refs)
+    retracted = _retracted_ids(loaded.state)
+    await store.executemany("UPDATE refs SET retracted = 1 WHERE id = ?", [(i,) for i in retracted])
+    await store.executemany("INSERT INTO goal_roots (node, root) VALUES (?, ?)", node_rows)
+    return await _store_parts(store, loaded.state, sorted(roots), loaded.seqs, now)
+
+
+async def stored_parts(store: Store, owner: str | None = None) -> list[RootPart]:
+    """Stored goal parts, of one owner or all."""
+    if owner is None:
+        rows = await store.fetchall("SELECT part FROM goal_parts ORDER BY root")
+    else:
+        rows = await store.fetchall("SELECT part FROM goal_parts WHERE owner = ?", (owner,))
+    return [_part_decoder.decode(blob) for (blob,) in rows]
+
+
+async def stored_tree(store: Store, person: str, now: datetime) -> GoalTree:
+    """The person's goal tree from the stored views (no replay)."""
+    return assemble_tree(person, now, await stored_parts(store, person))
+
+
+async def check_views(store: Store, now: datetime) -> list[str]:
+    """Differences between the stored views and a recomputation (empty: they agree)."""
+    loaded = await load_all(store)
+    refs, node_rows, roots = _expected_rows(loaded)
+    problems: list[str] = []
+    retracted = _retracted_ids(loaded.state)
+    expected_refs = {r[0]: (*r[1:], 1 if r[0] in retracted else 0) for r in refs}
+    stored_refs = {
+        str(r[0]): tuple(r[1:])
+        for r in await store.fetchall(
+            "SELECT id, rhex, type, actor, parent, title, retracted FROM refs"
+        )
+    }
+    if stored_refs != expected_refs:
+        diff = set(stored_refs.items()) ^ set(expected_refs.items())
+        problems.append(f"refs differ for {len(diff)} rows")
+    stored_nodes = sorted(
+        (str(n), str(r)) for n, r in await store.fetchall("SELECT node, root FROM goal_roots")
+    )
+    if stored_nodes != node_rows:
+        problems.append("goal roots differ")
+    parts = await stored_parts(store)
+    stored_roots = {p.root for p in parts}
+    if stored_roots != roots:
+        problems.append(f"stored roots differ: {len(stored_roots ^ roots)} roots")
+    owners = {p.owner for p in parts} | set(loaded.state.people)
+    fresh = [root_part(loaded.state, root, now) for root in sorted(roots)]
+    for owner in sorted(o for o in owners if o):
+        if assemble_tree(owner, now, parts) != assemble_tree(owner, now, fresh):
+            problems.append(f"goal tree of {owner} differs from a rebuild")
+    return problems
