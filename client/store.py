@@ -3,10 +3,11 @@
 Rules the database itself enforces (so they hold whatever code runs):
 
 * ``events`` is append-only: triggers abort any UPDATE or DELETE on it;
-* every event gets a sync-state row (``pending`` on insert, by trigger) in
-  ``sync_state``, which is separate so the events table stays immutable:
-  ``pending`` → ``pushed`` (the stream acknowledged it) → ``confirmed`` (it came
-  back from the server with ``server_position``);
+* the sync state of each event lives in ``sync_state``, separate so the events
+  table stays immutable: ``pending`` → ``pushed`` (the stream acknowledged it)
+  → ``confirmed`` (it came back from the server with ``server_position``). An
+  event without a row is pending (so appending writes one row, not two); the
+  view ``event_sync`` shows every event with its state;
 * WAL journal with ``synchronous=NORMAL``: a commit survives a process crash
   (SIGKILL), and a power loss can only lose the last commits, never corrupt;
 * a bounded busy timeout (``MILEPOST_LOCK_TIMEOUT`` seconds, default 5) after
@@ -17,6 +18,7 @@ Every ``sqlite3`` error is turned into one ``StoreError`` at this boundary.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -59,9 +61,10 @@ CREATE TABLE sync_state (
     pushed_ms INTEGER,
     attempts INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
-CREATE TRIGGER events_start_pending AFTER INSERT ON events
-BEGIN INSERT INTO sync_state (event_id) VALUES (NEW.id); END;
 CREATE INDEX sync_state_open ON sync_state (state) WHERE state != 'confirmed';
+CREATE VIEW event_sync AS
+    SELECT e.seq, e.id, coalesce(s.state, 'pending') AS state, s.server_position
+    FROM events e LEFT JOIN sync_state s ON s.event_id = e.id;
 -- Views (client.views): derived from events, rebuilt by `milepost rebuild`.
 CREATE TABLE refs (
     id TEXT PRIMARY KEY,
@@ -150,9 +153,12 @@ class Store:
         """Open (or with ``create``, create) a database; StoreError if it is not ours."""
         if not create and not path.exists():
             raise StoreCorrupt(f"database {path} is missing; run `milepost init` again")
+        if create and not path.exists() and not os.access(path.parent, os.W_OK):
+            raise StoreWriteFailed(f"cannot create {path}: the folder is missing or read-only")
         try:
             conn = await aiosqlite.connect(str(path), timeout=lock_timeout(), isolation_level=None)
         except sqlite3.Error as exc:
+            await asyncio.sleep(0.05)  # let aiosqlite's worker finish before the loop ends
             raise translate(exc, path) from None
         store = cls(conn, path)
         try:

@@ -1,0 +1,215 @@
+"""Client benchmarks (issue 3): append rate vs bare sqlite3, and whole-process CLI times.
+
+Prints ``figure: NAME = VALUE UNIT`` lines:
+
+* ``bare_sqlite_insert_rate`` / ``client_append_rate`` / ``append_ratio`` — one
+  transaction per event, WAL, ``synchronous=NORMAL`` on both sides; the client
+  side is ``Store.append`` through aiosqlite (Must reach: ratio ≥ 0.40);
+* ``cli_checkin_ms`` / ``cli_status_ms`` — median whole-process time of
+  ``milepost checkin`` and ``milepost status`` on a log of ``--events`` events
+  (Must reach at 100,000: < 250 ms and < 350 ms); ``cli_help_ms`` — start-up.
+
+Subprocesses run with bytecode caching on (``PYTHONDONTWRITEBYTECODE`` unset) and
+one warm-up run, as an installed ``milepost`` would. ``--quick``: 20,000 events,
+fewer runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# This file is bench/client.py: keep its folder off the path so `client` is the package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+sys.path.insert(0, str(ROOT))
+
+from client.store import Store, event_row  # noqa: E402
+from events import Event, bodies  # noqa: E402
+
+
+def figure(name: str, value: float, unit: str) -> None:
+    """One result line in the shared format."""
+    print(f"figure: {name} = {value:.3f} {unit}", flush=True)
+
+
+def _checkins(count: int) -> list[Event]:
+    from events import new_event_id
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    subject = new_event_id()
+    out = []
+    for i in range(count):
+        moment = start + timedelta(seconds=i)
+        out.append(
+            Event(
+                id=new_event_id(),
+                actor="ava",
+                device="laptop",
+                clock=(int(moment.timestamp() * 1000) << 16) + i,
+                recorded_at=moment,
+                occurred_at=moment,
+                body=bodies.CheckInRecorded(
+                    subject=subject, confidence="on-track", value=float(i), note="steady week"
+                ),
+            )
+        )
+    return out
+
+
+def bare_rate(path: Path, events: list[Event]) -> float:
+    """Events per second: plain sqlite3, one implicit transaction per insert."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute(
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, actor TEXT,"
+        " type TEXT, clock INTEGER, recorded_ms INTEGER, occurred_ms INTEGER, data BLOB)"
+    )
+    rows = [event_row(e) for e in events]  # bare: encoding done beforehand
+    started = time.perf_counter()
+    for row in rows:
+        conn.execute(
+            "INSERT INTO events (id, actor, type, clock, recorded_ms, occurred_ms, data)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            row,
+        )
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return len(rows) / elapsed
+
+
+async def client_rate(path: Path, events: list[Event]) -> float:
+    """Events per second through ``Store.append`` (encoding included)."""
+    store = await Store.open(path, create=True)
+    try:
+        started = time.perf_counter()
+        for event in events:
+            await store.append(event)
+        elapsed = time.perf_counter() - started
+    finally:
+        await store.close()
+    return len(events) / elapsed
+
+
+def history(count: int, seed: int) -> Iterator[Event]:
+    """A single-person history (bench/history.py)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_history", ROOT / "bench" / "history.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_history"] = module
+    spec.loader.exec_module(module)
+    generate_history = module.generate_history
+
+    return generate_history(people=1, teams=1, months=12, target_events=count, seed=seed)
+
+
+async def build_log(home: Path, count: int, seed: int) -> tuple[str, datetime]:
+    """A profile whose database holds ``count`` events; returns its person and last time."""
+    from client.home import Profile, database_name, save_profile
+    from client.views import rebuild_views
+
+    events = list(history(count, seed))
+    person = next(e.actor for e in events if e.actor != "admin")
+    last = max(e.recorded_at for e in events)
+    name = database_name(person, "bench")
+    home.mkdir(parents=True, exist_ok=True)
+    store = await Store.open(home / name, create=True)
+    try:
+        async with store.write():
+            for key, value in (("person", person), ("device", "bench"), ("clock", "0")):
+                await store.set_meta(key, value)
+            await store.append_many(events)
+            await rebuild_views(store, last)
+    finally:
+        await store.close()
+    save_profile(home, Profile(person, "bench", name))
+    return person, last
+
+
+def timed(args: list[str], env: dict[str, str], runs: int) -> tuple[float, list[str]]:
+    """Median wall time in ms of a whole ``milepost`` process, and the last stdout lines."""
+    command = [sys.executable, "-m", "client.cli", *args]
+    subprocess.run(command, env=env, capture_output=True, check=True)  # warm-up (bytecode)
+    times = []
+    out = ""
+    for _ in range(runs):
+        started = time.perf_counter()
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        times.append((time.perf_counter() - started) * 1000)
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(args)} failed: {done.stderr.strip()}")
+        out = done.stdout
+    return statistics.median(times), out.splitlines()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every client benchmark and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller log, fewer runs")
+    parser.add_argument("--events", type=int, default=None, help="log size (default 100000)")
+    parser.add_argument("--runs", type=int, default=None, help="runs per CLI figure")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    count = args.events or (20_000 if args.quick else 100_000)
+    runs = args.runs or (5 if args.quick else 9)
+    appends = 2_000 if args.quick else 10_000
+
+    with tempfile.TemporaryDirectory(prefix="milepost-bench-") as tmp:
+        tmp_path = Path(tmp)
+        events = _checkins(appends)
+        bare = bare_rate(tmp_path / "bare.sqlite3", events)
+        mine = asyncio.run(client_rate(tmp_path / "client.sqlite3", events))
+        figure("bare_sqlite_insert_rate", bare, "events/s")
+        figure("client_append_rate", mine, "events/s")
+        figure("append_ratio", mine / bare, "ratio")
+
+        home = tmp_path / "home"
+        started = time.perf_counter()
+        person, last = asyncio.run(build_log(home, count, args.seed))
+        figure("log_build_s", time.perf_counter() - started, "s")
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env["MILEPOST_HOME"] = str(home)
+        env["MILEPOST_NOW"] = (last + timedelta(hours=1)).isoformat()
+        env["PYTHONPATH"] = str(ROOT)
+        _, lines = timed(["status", "--json"], env, 1)
+        tree = json.loads("\n".join(lines))
+        key_results = [kr for o in tree["objectives"] for kr in o["key_results"]]
+        if not key_results:
+            raise SystemExit("the generated log has no key result to check in on")
+        target = key_results[-1]
+        ref = target["id"].replace("-", "")[-8:]
+        value = (target["current"] or 0.0) + 1
+        checkin_ms, _ = timed(["checkin", ref, f"{value:g}", "--note", "bench"], env, runs)
+        status_ms, _ = timed(["status"], env, runs)
+        help_ms, _ = timed(["--help"], env, runs)
+        stored = int(count)
+        figure("log_events", stored, "events")
+        figure("cli_checkin_ms", checkin_ms, "ms")
+        figure("cli_status_ms", status_ms, "ms")
+        figure("cli_help_ms", help_ms, "ms")
+        check = subprocess.run(
+            [sys.executable, "-m", "client.cli", "rebuild", "--check"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        figure("rebuild_check_agrees", 1.0 if check.returncode == 0 else 0.0, "bool")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
