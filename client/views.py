@@ -227,15 +227,24 @@ async def _refold(
     await _store_parts(store, state, roots, seqs, now)
 
 
+def _empty(part: RootPart) -> bool:
+    return part.objective is None and part.milestone is None and not part.pauses
+
+
 async def _store_parts(
     store: Store, state: ProjectionState, roots: Iterable[str], seqs: dict[str, int], now: datetime
 ) -> int:
     rows = []
+    gone = []
     for root in roots:
+        part = root_part(state, root, now)
+        if _empty(part):  # retracted, linked elsewhere, or unknown: nothing to show
+            gone.append((root,))
+            continue
         ids = slice_ids(state, root)
         kept = sorted(((seqs[i], state.events[i]) for i in ids), key=lambda item: item[0])
-        part = root_part(state, root, now)
         rows.append((root, part.owner, _slice_encoder.encode(kept), _part_encoder.encode(part)))
+    await store.executemany("DELETE FROM goal_parts WHERE root = ?", gone)
     await store.executemany(
         "INSERT INTO goal_parts (root, owner, slice, part) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (root) DO UPDATE SET owner = excluded.owner,"
@@ -329,10 +338,11 @@ async def check_views(store: Store, now: datetime) -> list[str]:
         problems.append("goal roots differ")
     parts = await stored_parts(store)
     stored_roots = {p.root for p in parts}
-    if stored_roots != roots:
-        problems.append(f"stored roots differ: {len(stored_roots ^ roots)} roots")
-    owners = {p.owner for p in parts} | set(loaded.state.people)
     fresh = [root_part(loaded.state, root, now) for root in sorted(roots)]
+    fresh = [part for part in fresh if not _empty(part)]
+    if stored_roots != {p.root for p in fresh}:
+        problems.append(f"stored roots differ: {sorted(stored_roots ^ {p.root for p in fresh})}")
+    owners = {p.owner for p in parts} | set(loaded.state.people)
     for owner in sorted(o for o in owners if o):
         if assemble_tree(owner, now, parts) != assemble_tree(owner, now, fresh):
             problems.append(f"goal tree of {owner} differs from a rebuild")
