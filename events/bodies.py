@@ -22,15 +22,17 @@ from events.cycles import CYCLE_PATTERN
 EventId = Annotated[
     str,
     Meta(
-        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z",
         description="A lowercase UUID naming an event (and the item it created).",
     ),
 ]
 PersonId = Annotated[
-    str, Meta(pattern=r"^[a-z][a-z0-9_-]{0,62}$", description="A person's handle, e.g. alice.")
+    str, Meta(pattern=r"^[a-z][a-z0-9_-]{0,62}\Z", description="A person's handle, e.g. alice.")
 ]
-DeviceId = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
-TeamId = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
+# Patterns end in \Z: msgspec searches with ``re``, where ``$`` also matches
+# before a trailing newline.
+DeviceId = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}\Z")]
+TeamId = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_-]{0,62}\Z")]
 Title = Annotated[str, Meta(min_length=1, max_length=200)]
 Note = Annotated[str, Meta(max_length=4000)]
 Text = Annotated[str, Meta(min_length=1, max_length=4000)]

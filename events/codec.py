@@ -17,7 +17,7 @@ from events.bodies import BODY_TYPES
 from events.envelope import CURRENT_SCHEMA, AnyEvent, Event, Instant, OpaqueEvent, Stamp
 from events.upcast import upcast
 
-MAX_EVENT_BYTES = 64 * 1024
+MAX_EVENT_BYTES = 256 * 1024
 """Larger payloads are refused before parsing (bodies are capped far below this)."""
 
 
@@ -80,6 +80,8 @@ def decode(data: bytes | bytearray | memoryview | str) -> AnyEvent:
         event = _event_decoder.decode(data)
     except msgspec.MsgspecError as exc:
         return _decode_slow(bytes(data), exc)
+    except UnicodeDecodeError as exc:  # msgspec lets invalid UTF-8 in strings through
+        raise CodecError("$", f"invalid UTF-8: {exc.reason}") from None
     if event.schema != CURRENT_SCHEMA:
         return _decode_slow(bytes(data), None)
     return event
@@ -98,6 +100,8 @@ def _decode_slow(data: bytes, fast_error: msgspec.MsgspecError | None) -> AnyEve
         raw = _any_decoder.decode(data)
     except msgspec.MsgspecError as exc:
         raise CodecError("$", f"malformed JSON: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise CodecError("$", f"invalid UTF-8: {exc.reason}") from None
     if not isinstance(raw, dict):
         raise CodecError("$", "an event must be a JSON object")
     try:

@@ -6,7 +6,7 @@ import calendar
 import re
 from datetime import date
 
-CYCLE_PATTERN = r"^[0-9]{4}(-(Q[1-4]|H[12]|0[1-9]|1[0-2]))?$"
+CYCLE_PATTERN = r"^(?!0000)[0-9]{4}(-(Q[1-4]|H[12]|0[1-9]|1[0-2]))?\Z"
 _CYCLE_RE = re.compile(CYCLE_PATTERN)
 
 

@@ -7,31 +7,44 @@ import threading
 import time
 import uuid
 
-_lock = threading.Lock()
-_last_ms = 0
-_last_rand_a = 0
+
+class EventIdGenerator:
+    """Makes UUIDv7 strings that strictly increase for this generator.
+
+    Within one millisecond, or when the wall clock steps back, the 12-bit
+    ``rand_a`` field counts up (borrowing the next millisecond on overflow).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_ms = 0
+        self._last_rand_a = 0
+
+    def new(self, now_ms: int | None = None) -> str:
+        """A new id stamped ``now_ms`` (default: the wall clock)."""
+        ms = int(time.time() * 1000) if now_ms is None else now_ms
+        rand = int.from_bytes(os.urandom(10), "big")
+        with self._lock:
+            if ms <= self._last_ms:
+                ms = self._last_ms
+                rand_a = self._last_rand_a + 1
+                if rand_a > 0xFFF:
+                    ms += 1
+                    rand_a = 0
+            else:
+                rand_a = rand >> 68 & 0x7FF  # leave headroom for the counter
+            self._last_ms, self._last_rand_a = ms, rand_a
+        rand_b = rand & ((1 << 62) - 1)
+        value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
+        return str(uuid.UUID(int=value))
+
+
+_default = EventIdGenerator()
 
 
 def new_event_id(now_ms: int | None = None) -> str:
     """Return a new UUIDv7 string; ids made in one process sort in creation order."""
-    global _last_ms, _last_rand_a
-    ms = int(time.time() * 1000) if now_ms is None else now_ms
-    rand = int.from_bytes(os.urandom(10), "big")
-    with _lock:
-        # Within one millisecond (or when the wall clock steps back) bump the
-        # 12-bit rand_a counter so that ids stay strictly increasing.
-        if ms <= _last_ms:
-            ms = _last_ms
-            rand_a = _last_rand_a + 1
-            if rand_a > 0xFFF:
-                ms += 1
-                rand_a = 0
-        else:
-            rand_a = rand >> 68 & 0x7FF
-        _last_ms, _last_rand_a = ms, rand_a
-    rand_b = rand & ((1 << 62) - 1)
-    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
-    return str(uuid.UUID(int=value))
+    return _default.new(now_ms)
 
 
 def event_id_ms(event_id: str) -> int:

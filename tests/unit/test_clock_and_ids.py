@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from events.clock import HybridLogicalClock, counter, pack, physical_ms
-from events.ids import event_id_ms, new_event_id
+from events.ids import EventIdGenerator, event_id_ms
 
 
 class FakeWall:
@@ -56,7 +56,8 @@ def test_clock_resumes_from_a_persisted_stamp() -> None:
 
 
 def test_ids_are_uuid7_and_strictly_increasing_within_a_millisecond() -> None:
-    ids = [new_event_id(now_ms=1_790_000_000_000) for _ in range(5000)]
+    generator = EventIdGenerator()
+    ids = [generator.new(now_ms=1_790_000_000_000) for _ in range(5000)]
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
     parsed = uuid.UUID(ids[0])
@@ -66,6 +67,7 @@ def test_ids_are_uuid7_and_strictly_increasing_within_a_millisecond() -> None:
 
 
 def test_ids_stay_increasing_when_the_wall_steps_back() -> None:
-    first = new_event_id(now_ms=1_800_000_000_000)
-    second = new_event_id(now_ms=1_700_000_000_000)
+    generator = EventIdGenerator()
+    first = generator.new(now_ms=1_800_000_000_000)
+    second = generator.new(now_ms=1_700_000_000_000)
     assert second > first
