@@ -288,6 +288,17 @@ def _replace_validated(body: Any, updates: dict[str, Any]) -> Any:
 
 # --- the fold ---------------------------------------------------------------------------
 
+
+def add_sorted(ids: list[str], item: str) -> None:
+    """Insert keeping id order, so no index depends on arrival order.
+
+    UUIDv7 ids mostly arrive in order, which makes this an append.
+    """
+    if not ids or item > ids[-1]:
+        ids.append(item)
+    else:
+        bisect.insort(ids, item)
+
 Handler = Callable[[ProjectionState, Event, Any], None]
 
 
@@ -325,7 +336,7 @@ def _on_objective(state: ProjectionState, event: Event, body: b.ObjectiveCreated
         node.milestones = existing.milestones
         node.indicators = existing.indicators
     state.objectives[event.id] = node
-    state.person(event.actor).objectives.append(event.id)
+    add_sorted(state.person(event.actor).objectives, event.id)
 
 
 def _objective_slot(state: ProjectionState, objective_id: str) -> ObjectiveNode:
@@ -342,7 +353,7 @@ def _on_key_result(state: ProjectionState, event: Event, body: b.KeyResultAdded)
     if existing is not None:
         node.milestones = existing.milestones
     state.key_results[event.id] = node
-    _objective_slot(state, body.objective).key_results.append(event.id)
+    add_sorted(_objective_slot(state, body.objective).key_results, event.id)
 
 
 def _key_result_slot(state: ProjectionState, key_result_id: str) -> KeyResultNode:
@@ -352,10 +363,13 @@ def _key_result_slot(state: ProjectionState, key_result_id: str) -> KeyResultNod
     return node
 
 
-def _set_link(state: ProjectionState, node: MilestoneNode, stamp: Stamp, link: Any) -> None:
+def _set_link(
+    state: ProjectionState, milestone_id: str, node: MilestoneNode, stamp: Stamp, link: Any
+) -> None:
+    # The milestone's id is passed in: a relink may arrive before the milestone
+    # (its node then holds a placeholder event whose id is not the milestone's).
     old = node.link.value
     if node.link.write(stamp, link):
-        milestone_id = node.event.id
         if old is not None:
             old_kr, old_objective = old
             if old_kr is not None:
@@ -383,12 +397,12 @@ def _on_milestone_planned(state: ProjectionState, event: Event, body: b.Mileston
     node.event = event
     stamp = stamp_of(event)
     node.due_on.write(stamp, body.due_on)
-    _set_link(state, node, stamp, (body.key_result, body.objective))
+    _set_link(state, event.id, node, stamp, (body.key_result, body.objective))
     node.completed.write(stamp, None)
     node.dropped.write(stamp, False)
     _write_sharing(state, event.id, event, Sharing(body.visibility, body.partners))
     _touch(node, event)
-    state.person(event.actor).milestones.append(event.id)
+    add_sorted(state.person(event.actor).milestones, event.id)
 
 
 def _on_rescheduled(state: ProjectionState, event: Event, body: b.MilestoneRescheduled) -> None:
@@ -401,7 +415,7 @@ def _on_completed(state: ProjectionState, event: Event, body: b.MilestoneComplet
     node = _milestone_slot(state, body.milestone)
     node.completed.write(stamp_of(event), event.id)
     _touch(node, event)
-    state.person(event.actor).completions.append(event.id)
+    add_sorted(state.person(event.actor).completions, event.id)
 
 
 def _on_reopened(state: ProjectionState, event: Event, body: b.MilestoneReopened) -> None:
@@ -424,7 +438,7 @@ def _on_restored(state: ProjectionState, event: Event, body: b.MilestoneRestored
 
 def _on_relinked(state: ProjectionState, event: Event, body: b.MilestoneRelinked) -> None:
     node = _milestone_slot(state, body.milestone)
-    _set_link(state, node, stamp_of(event), (body.key_result, body.objective))
+    _set_link(state, body.milestone, node, stamp_of(event), (body.key_result, body.objective))
     _touch(node, event)
 
 
@@ -434,7 +448,7 @@ def _on_task_added(state: ProjectionState, event: Event, body: b.TaskAdded) -> N
     done.write(stamp_of(event), False)
     state.tasks[event.id] = TaskNode(event, done)
     node = _milestone_slot(state, body.milestone)
-    node.tasks.append(event.id)
+    add_sorted(node.tasks, event.id)
     _touch(node, event)
 
 
@@ -455,7 +469,7 @@ def _on_checkin(state: ProjectionState, event: Event, body: b.CheckInRecorded) -
         checkins.append(key)
     else:  # logged late (--at) or arrived out of order
         bisect.insort(checkins, key)
-    state.person(event.actor).checkins.append(event.id)
+    add_sorted(state.person(event.actor).checkins, event.id)
 
 
 def _on_indicator(state: ProjectionState, event: Event, body: b.IndicatorDefined) -> None:
@@ -465,20 +479,20 @@ def _on_indicator(state: ProjectionState, event: Event, body: b.IndicatorDefined
     if existing is not None:
         node.observations = existing.observations
     state.indicators[event.id] = node
-    state.person(event.actor).indicators.append(event.id)
+    add_sorted(state.person(event.actor).indicators, event.id)
     if body.objective is not None:
-        _objective_slot(state, body.objective).indicators.append(event.id)
+        add_sorted(_objective_slot(state, body.objective).indicators, event.id)
 
 
 def _on_observation(state: ProjectionState, event: Event, body: b.ObservationRecorded) -> None:
-    state.person(event.actor).observations.append(event.id)
+    add_sorted(state.person(event.actor).observations, event.id)
     if body.indicator is None:
         _write_sharing(state, event.id, event, Sharing(body.visibility, body.partners))
     else:
         node = state.indicators.get(body.indicator)
         if node is None:
             node = state.indicators[body.indicator] = IndicatorNode(PLACEHOLDER)
-        node.observations.append(event.id)
+        add_sorted(node.observations, event.id)
 
 
 def _on_sharing(state: ProjectionState, event: Event, body: b.SharingChanged) -> None:
@@ -488,15 +502,15 @@ def _on_sharing(state: ProjectionState, event: Event, body: b.SharingChanged) ->
 
 
 def _on_correction(state: ProjectionState, event: Event, body: b.Corrected) -> None:
-    state.corrections.setdefault(body.target, []).append(event.id)
+    add_sorted(state.corrections.setdefault(body.target, []), event.id)
 
 
 def _on_retraction(state: ProjectionState, event: Event, body: b.Retracted) -> None:
-    state.retracted.setdefault(body.target, []).append(event.id)
+    add_sorted(state.retracted.setdefault(body.target, []), event.id)
 
 
 def _on_pause(state: ProjectionState, event: Event, body: b.PauseDeclared) -> None:
-    state.person(event.actor).pauses.append(event.id)
+    add_sorted(state.person(event.actor).pauses, event.id)
 
 
 def _on_membership(state: ProjectionState, event: Event, body: Any) -> None:
