@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
 
         home = tmp_path / "home"
         started = time.perf_counter()
-        person, last = asyncio.run(build_log(home, count, args.seed))
+        _, last = asyncio.run(build_log(home, count, args.seed))
         figure("log_build_s", time.perf_counter() - started, "s")
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         env["MILEPOST_HOME"] = str(home)

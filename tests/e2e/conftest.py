@@ -26,8 +26,13 @@ class Cli:
         self.env["PYTHONPATH"] = str(ROOT)
         self.calls = 0
 
-    def run(self, *args: str, now: str | None = None, stdin: str | None = None,
-            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    def run(
+        self,
+        *args: str,
+        now: str | None = None,
+        stdin: str | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run one command; returns the completed process (never raises on failure)."""
         env = {**self.env, "MILEPOST_HOME": str(self.home), "MILEPOST_NOW": now or self.now}
         env.update(extra_env or {})

@@ -20,7 +20,7 @@ def test_new_user_story(ready: Cli, tmp_path: Path) -> None:
                  "--target", "3000", "--unit", "visitors")  # fmt: skip
     profiles = cli.new("milestone", "add", "Create social media profiles", "--kr", kr,
                        "--due", "2026-01-25")  # fmt: skip
-    seo = cli.new("milestone", "add", "Improve SEO in the site", "--kr", kr, "--due", "2026-01-31")
+    cli.new("milestone", "add", "Improve SEO in the site", "--kr", kr, "--due", "2026-01-31")
     posts = cli.new("milestone", "add", "Post 10 blog posts", "--objective", objective,
                     "--due", "2026-03-20")  # fmt: skip
     linkedin = cli.new("task", "add", profiles, "Create a LinkedIn profile")

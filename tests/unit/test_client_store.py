@@ -84,6 +84,16 @@ async def test_disk_full_writes_nothing(store: Store) -> None:
     assert await store.scalar("SELECT count(*) FROM events") == 1
 
 
+async def test_read_only_database_writes_nothing(store: Store) -> None:
+    await store.append(_event())
+    await store.scalar("PRAGMA query_only = ON")
+    with pytest.raises(StoreWriteFailed, match="read-only"):
+        async with store.write():
+            await store.append(_event())
+    await store.scalar("PRAGMA query_only = OFF")
+    assert await store.scalar("SELECT count(*) FROM events") == 1
+
+
 async def test_locked_database_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "db.sqlite3"
     (await Store.open(path, create=True)).conn  # noqa: B018 - created below

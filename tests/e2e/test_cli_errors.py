@@ -1,0 +1,106 @@
+"""Bad input and faults: one line on stderr, exit 1 (or 2 for usage), nothing written."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+import pytest
+
+from tests.e2e.conftest import Cli, event_count
+
+
+def test_commands_before_init(cli: Cli) -> None:
+    line = cli.fails("status")
+    assert "milepost init" in line
+    cli.fails("checkin", "deadbeef", "3")
+
+
+def test_usage_errors_exit_2(ready: Cli) -> None:
+    assert "see milepost --help" in ready.fails("frobnicate", code=2)
+    ready.fails("objective", code=2)  # missing title
+    ready.fails("checkin", "abcdef", "--confidence", "great", code=2)
+
+
+def test_bad_values_write_nothing(ready: Cli) -> None:
+    cli = ready
+    objective = cli.new("objective", "Grow", "--cycle", "2026-Q1")
+    kr = cli.new("kr", objective, "Signups", "--start", "0", "--target", "100")
+    milestone = cli.new("milestone", "add", "Launch", "--kr", kr)
+    other = cli.new("milestone", "add", "Second", "--kr", kr)
+    before = event_count(cli)
+    assert "percent" in cli.fails("checkin", milestone, "140")
+    assert "2026-02-30" in cli.fails("milestone", "add", "Late", "--due", "2026-02-30")
+    assert "title" in cli.fails("objective", "", "--cycle", "2026-Q1")
+    assert "target must differ from start" in cli.fails(
+        "kr", objective, "Flat", "--start", "5", "--target", "5"
+    )
+    assert "no milestone matches" in cli.fails("milestone", "done", "abcdef12")
+    assert "ambiguous" in cli.fails(
+        "checkin", milestone[:0] + _common_prefix(cli, milestone, other)
+    )
+    assert "cycle" in cli.fails("objective", "Bad cycle", "--cycle", "2026-Q5")
+    assert "future" in cli.fails("checkin", kr, "5", "--at", "2027-01-01")
+    assert event_count(cli) == before
+
+
+def _common_prefix(cli: Cli, first: str, second: str) -> str:
+    ids = {e["event"]["id"].replace("-", "") for e in cli.json("log", "--limit", "0")}
+    full = [i for i in ids if i.endswith(first) or i.endswith(second)]
+    assert len(full) == 2
+    first_id, second_id = full
+    assert first_id[:6] == second_id[:6]  # UUIDv7: made seconds apart, same time prefix
+    return first_id[:6]
+
+
+def test_locked_database(ready: Cli) -> None:
+    path = ready.home / "ava@laptop.sqlite3"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        line = ready.fails(
+            "objective", "Blocked", "--cycle", "2026-Q1",
+            extra_env={"MILEPOST_LOCK_TIMEOUT": "0.3"},
+        )  # fmt: skip
+        assert "locked by another milepost process" in line
+    finally:
+        holder.rollback()
+        holder.close()
+    assert event_count(ready) == 0
+
+
+def test_corrupt_and_foreign_database(ready: Cli) -> None:
+    path = ready.home / "ava@laptop.sqlite3"
+    for suffix in ("-wal", "-shm"):
+        (ready.home / f"ava@laptop.sqlite3{suffix}").unlink(missing_ok=True)
+    path.write_bytes(b"garbage, not a database" * 400)
+    assert "not a milepost database" in ready.fails("status")
+    path.unlink()
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE photos (id INTEGER)")
+    conn.commit()
+    conn.close()
+    assert "not a milepost database" in ready.fails("checkin", "abcdef", "1")
+    assert conn is not None
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
+def test_read_only_folder(ready: Cli) -> None:
+    before = event_count(ready)
+    os.chmod(ready.home / "ava@laptop.sqlite3", 0o444)
+    os.chmod(ready.home, 0o555)
+    try:
+        line = ready.fails("objective", "Nope", "--cycle", "2026-Q1")
+        assert "read-only" in line or "cannot" in line
+    finally:
+        os.chmod(ready.home, 0o755)
+        os.chmod(ready.home / "ava@laptop.sqlite3", 0o644)
+    assert event_count(ready) == before
+
+
+def test_done_without_terminal_records_empty_answers(ready: Cli) -> None:
+    milestone = ready.new("milestone", "add", "Quiet one")
+    ready.ok("done", milestone)
+    [standalone] = ready.json("status")["standalone_milestones"]
+    assert standalone["state"] == "completed"
+    assert standalone["answers"] == {"did": "", "why": "", "outcome": ""}
