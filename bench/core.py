@@ -20,13 +20,13 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import events  # noqa: E402
-from bench.history import history_bytes  # noqa: E402
-from events import bodies as b  # noqa: E402
-from projections.drift import drift_signals  # noqa: E402
-from projections.goals import goal_tree  # noqa: E402
-from projections.state import ProjectionState, apply  # noqa: E402
-from projections.team import team_board, team_feed  # noqa: E402
+import events
+from bench.history import history_bytes
+from events import bodies as b
+from projections.drift import drift_signals
+from projections.goals import goal_tree
+from projections.state import ProjectionState, apply
+from projections.team import team_board, team_feed
 
 
 def peak_rss_mb() -> float:

@@ -145,6 +145,7 @@ class Feed(msgspec.Struct):
 FEED_TYPES = frozenset(
     {"milestone.planned", "milestone.completed", "checkin.recorded", "observation.recorded"}
 )
+"""Event types that appear in feeds."""
 
 
 class ProjectionState:
@@ -566,6 +567,9 @@ HANDLERS: dict[type, Handler] = {
 }
 
 
+_FEED_BODIES = frozenset(cls for cls in HANDLERS if cls.__struct_config__.tag in FEED_TYPES)
+
+
 def apply(state: ProjectionState, event: AnyEvent) -> bool:
     """Fold one event in; a duplicate (same id) changes nothing. Returns whether it was new."""
     if type(event) is OpaqueEvent:
@@ -580,7 +584,7 @@ def apply(state: ProjectionState, event: AnyEvent) -> bool:
     events[event.id] = event
     body = event.body
     HANDLERS[type(body)](state, event, body)
-    if body.__struct_config__.tag in FEED_TYPES:
+    if type(body) in _FEED_BODIES:
         feed = state.feeds.get(event.actor)
         if feed is None:
             feed = state.feeds[event.actor] = Feed()
