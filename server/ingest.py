@@ -155,7 +155,9 @@ class IngestWorker:
             messages: list[Msg] = await self._sub.fetch(
                 self._batch_size, timeout=self._fetch_timeout
             )
-        except nats.errors.TimeoutError:
+        except TimeoutError:
+            # nats-py raises its own TimeoutError or a bare asyncio one (the same class
+            # as the builtin since Python 3.11) depending on where the wait ran out.
             return []
         return messages
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -48,7 +50,7 @@ def with_database(url: str, database: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_admin_url() -> Iterator[str]:
     """A PostgreSQL URL with the right to create databases, for the whole session."""
     configured = os.environ.get("MILEPOST_TEST_DATABASE_URL")
     if configured:
@@ -56,14 +58,18 @@ def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
         return
     from pgserver.postgres_server import get_server
 
+    # A short private path: the server's Unix socket lives in it (path length is limited),
+    # and pytest's own temp folders are pruned by other sessions' runs.
+    pgdata = Path(tempfile.mkdtemp(prefix="milepost-pg-")) / "data"
     # pgserver logs through `logging` and its children print to stdout; keep test output clean.
     with contextlib.redirect_stdout(io.StringIO()):
-        server = get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="delete")
+        server = get_server(pgdata, cleanup_mode="delete")
     try:
         yield str(server.get_uri())
     finally:
         with contextlib.redirect_stdout(io.StringIO()):
             server.cleanup()
+        shutil.rmtree(pgdata.parent, ignore_errors=True)
 
 
 @contextlib.asynccontextmanager
