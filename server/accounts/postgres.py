@@ -1,0 +1,134 @@
+"""Accounts in PostgreSQL (the same database as the event store, own tables)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from server.accounts.protocol import Person, PersonExists, UnknownPerson
+
+MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+    (
+        1,
+        "people and their credential hashes",
+        (
+            """CREATE TABLE people (
+                name text PRIMARY KEY,
+                nats_password_hash text NOT NULL,
+                token_hash text NOT NULL,
+                created_at timestamptz NOT NULL,
+                rotated_at timestamptz
+            )""",
+        ),
+    ),
+)
+"""Numbered schema steps, recorded in ``account_migrations`` (apart from the event store's)."""
+
+_COLUMNS = "name, nats_password_hash, token_hash, created_at, rotated_at"
+
+
+def _person(row: asyncpg.Record) -> Person:
+    return Person(row[0], row[1], row[2], row[3], row[4])
+
+
+class PostgresAccounts:
+    """``AccountStore`` on PostgreSQL through a small asyncpg pool."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._pool: asyncpg.Pool[Any] | None = None
+
+    @property
+    def _db(self) -> asyncpg.Pool[Any]:
+        if self._pool is None:
+            raise RuntimeError("the account store is not open")
+        return self._pool
+
+    async def open(self) -> None:
+        """Connect and run pending versioned migrations (each exactly once)."""
+        self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=2)
+        async with self._db.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(727274)")
+            await conn.execute(
+                """CREATE TABLE IF NOT EXISTS account_migrations (
+                    version integer PRIMARY KEY, name text NOT NULL,
+                    applied_at timestamptz NOT NULL)"""
+            )
+            applied = {r[0] for r in await conn.fetch("SELECT version FROM account_migrations")}
+            for version, name, statements in MIGRATIONS:
+                if version in applied:
+                    continue
+                for statement in statements:
+                    await conn.execute(statement)
+                await conn.execute(
+                    "INSERT INTO account_migrations VALUES ($1, $2, $3)",
+                    version,
+                    name,
+                    datetime.now(UTC),
+                )
+
+    async def close(self) -> None:
+        """Close the pool."""
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def add(self, person: str, nats_password_hash: str, token_hash: str) -> Person:
+        """Register ``person``; PersonExists if already registered."""
+        now = datetime.now(UTC)
+        try:
+            await self._db.execute(
+                f"INSERT INTO people({_COLUMNS}) VALUES ($1, $2, $3, $4, NULL)",
+                person,
+                nats_password_hash,
+                token_hash,
+                now,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise PersonExists(f"person {person!r} already exists") from exc
+        return Person(person, nats_password_hash, token_hash, now)
+
+    async def remove(self, person: str) -> None:
+        """Forget ``person``'s credentials; UnknownPerson if absent."""
+        status = await self._db.execute("DELETE FROM people WHERE name = $1", person)
+        if status.endswith(" 0"):
+            raise UnknownPerson(f"no person {person!r}")
+
+    async def rotate(self, person: str, nats_password_hash: str, token_hash: str) -> Person:
+        """Replace both credential hashes; UnknownPerson if absent."""
+        row = await self._db.fetchrow(
+            f"""UPDATE people SET nats_password_hash = $2, token_hash = $3, rotated_at = $4
+            WHERE name = $1 RETURNING {_COLUMNS}""",
+            person,
+            nats_password_hash,
+            token_hash,
+            datetime.now(UTC),
+        )
+        if row is None:
+            raise UnknownPerson(f"no person {person!r}")
+        return _person(row)
+
+    async def get(self, person: str) -> Person | None:
+        """The registered person, or None."""
+        row = await self._db.fetchrow(f"SELECT {_COLUMNS} FROM people WHERE name = $1", person)
+        return _person(row) if row is not None else None
+
+    async def people(self) -> list[Person]:
+        """Every registered person, by name."""
+        rows = await self._db.fetch(f"SELECT {_COLUMNS} FROM people ORDER BY name")
+        return [_person(r) for r in rows]
+
+    async def teams(self) -> dict[str, list[str]]:
+        """Current memberships, read from the event store's ``team_members`` index."""
+        try:
+            rows = await self._db.fetch(
+                "SELECT person, team FROM team_members WHERE joined ORDER BY person, team"
+            )
+        except asyncpg.UndefinedTableError:
+            return {}
+        found: dict[str, list[str]] = {}
+        for row in rows:
+            found.setdefault(row[0], []).append(row[1])
+        return found

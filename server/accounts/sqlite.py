@@ -1,0 +1,154 @@
+"""Accounts in the embedded SQLite file (the same file as the event store, own tables)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from server.accounts.protocol import Person, PersonExists, UnknownPerson
+
+MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+    (
+        1,
+        "people and their credential hashes",
+        (
+            """CREATE TABLE people (
+                name TEXT PRIMARY KEY,
+                nats_password_hash TEXT NOT NULL,
+                token_hash TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                rotated_at TEXT
+            )""",
+        ),
+    ),
+)
+"""Numbered schema steps, recorded in ``account_migrations`` (apart from the event store's)."""
+
+_COLUMNS = "name, nats_password_hash, token_hash, created_at, rotated_at"
+
+
+def _person(row: Any) -> Person:
+    rotated = datetime.fromisoformat(row[4]) if row[4] is not None else None
+    return Person(row[0], row[1], row[2], datetime.fromisoformat(row[3]), rotated)
+
+
+class SqliteAccounts:
+    """``AccountStore`` on an SQLite file (WAL; several processes may share it)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self._path = str(path)
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def _conn(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("the account store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        """Connect and run pending versioned migrations (each exactly once)."""
+        if self._path != ":memory:":
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self._path, isolation_level=None)
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA busy_timeout=30000")
+        async with self._lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                await self._db.execute(
+                    """CREATE TABLE IF NOT EXISTS account_migrations (
+                        version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+                        applied_at TEXT NOT NULL)"""
+                )
+                async with self._db.execute("SELECT version FROM account_migrations") as cur:
+                    applied = {row[0] for row in await cur.fetchall()}
+                for version, name, statements in MIGRATIONS:
+                    if version in applied:
+                        continue
+                    for statement in statements:
+                        await self._db.execute(statement)
+                    await self._db.execute(
+                        "INSERT INTO account_migrations VALUES (?, ?, ?)",
+                        (version, name, datetime.now(UTC).isoformat()),
+                    )
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+
+    async def close(self) -> None:
+        """Release the connection."""
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        async with self._lock, self._conn.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    async def _change(self, sql: str, params: Sequence[Any]) -> int:
+        async with self._lock:
+            cur = await self._conn.execute(sql, params)
+            count = cur.rowcount
+            await cur.close()
+            return count
+
+    async def add(self, person: str, nats_password_hash: str, token_hash: str) -> Person:
+        """Register ``person``; PersonExists if already registered."""
+        now = datetime.now(UTC)
+        try:
+            await self._change(
+                f"INSERT INTO people({_COLUMNS}) VALUES (?, ?, ?, ?, NULL)",
+                (person, nats_password_hash, token_hash, now.isoformat()),
+            )
+        except aiosqlite.IntegrityError as exc:
+            raise PersonExists(f"person {person!r} already exists") from exc
+        return Person(person, nats_password_hash, token_hash, now)
+
+    async def remove(self, person: str) -> None:
+        """Forget ``person``'s credentials; UnknownPerson if absent."""
+        if not await self._change("DELETE FROM people WHERE name = ?", (person,)):
+            raise UnknownPerson(f"no person {person!r}")
+
+    async def rotate(self, person: str, nats_password_hash: str, token_hash: str) -> Person:
+        """Replace both credential hashes; UnknownPerson if absent."""
+        changed = await self._change(
+            "UPDATE people SET nats_password_hash = ?, token_hash = ?, rotated_at = ? "
+            "WHERE name = ?",
+            (nats_password_hash, token_hash, datetime.now(UTC).isoformat(), person),
+        )
+        if not changed:
+            raise UnknownPerson(f"no person {person!r}")
+        found = await self.get(person)
+        assert found is not None
+        return found
+
+    async def get(self, person: str) -> Person | None:
+        """The registered person, or None."""
+        rows = await self._fetch(f"SELECT {_COLUMNS} FROM people WHERE name = ?", (person,))
+        return _person(rows[0]) if rows else None
+
+    async def people(self) -> list[Person]:
+        """Every registered person, by name."""
+        return [
+            _person(r) for r in await self._fetch(f"SELECT {_COLUMNS} FROM people ORDER BY name")
+        ]
+
+    async def teams(self) -> dict[str, list[str]]:
+        """Current memberships, read from the event store's ``team_members`` index."""
+        try:
+            rows = await self._fetch(
+                "SELECT person, team FROM team_members WHERE joined ORDER BY person, team"
+            )
+        except aiosqlite.OperationalError:
+            return {}  # the event store has not created its tables yet
+        found: dict[str, list[str]] = {}
+        for person, team in rows:
+            found.setdefault(person, []).append(team)
+        return found

@@ -1,0 +1,93 @@
+"""What the HTTP layer needs from the rest of the server, in one object."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from projections.settings import DEFAULT_SETTINGS, DriftSettings
+from projections.state import ProjectionState, as_of
+from server.accounts import AccountStore, token_person, verify_token
+from server.metrics import DeadLetterCount, IngestCounters
+from server.projection import ProjectionFollower
+from server.store.protocol import ServerStore
+
+
+def utc_now() -> datetime:
+    """The wall clock, timezone-aware."""
+    return datetime.now(UTC)
+
+
+class TokenVerifier:
+    """Checks bearer tokens against the stored hashes, re-read at most every ``ttl`` seconds.
+
+    A rotated or removed person's old token stops working within ``ttl``.
+    """
+
+    def __init__(self, accounts: AccountStore, ttl: float = 1.0) -> None:
+        self._accounts = accounts
+        self._ttl = ttl
+        self._hashes: dict[str, str] = {}
+        self._loaded_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def _current(self) -> dict[str, str]:
+        if time.monotonic() - self._loaded_at > self._ttl:
+            async with self._lock:
+                if time.monotonic() - self._loaded_at > self._ttl:
+                    people = await self._accounts.people()
+                    self._hashes = {p.name: p.token_hash for p in people}
+                    self._loaded_at = time.monotonic()
+        return self._hashes
+
+    async def person_for(self, token: str) -> str | None:
+        """The person this token belongs to, or None."""
+        person = token_person(token)
+        hashes = await self._current()
+        stored = hashes.get(person) if person is not None else None
+        return person if verify_token(token, stored) and person is not None else None
+
+    async def is_registered(self, person: str) -> bool:
+        """Whether ``person`` has credentials (as of the last refresh)."""
+        return person in await self._current()
+
+
+@dataclass
+class ServerContext:
+    """The running server's parts the routes read: projections, store, tokens, counters."""
+
+    follower: ProjectionFollower
+    store: ServerStore
+    tokens: TokenVerifier
+    settings: DriftSettings = DEFAULT_SETTINGS
+    clock: Callable[[], datetime] = utc_now
+    ingest: IngestCounters = field(default_factory=IngestCounters)
+    dead_letters: DeadLetterCount = field(default_factory=DeadLetterCount)
+    consumer_lag: Callable[[], Awaitable[int | None]] | None = None
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    keepalive_seconds: float = 15.0
+    _as_of_cache: OrderedDict[tuple[int, datetime], ProjectionState] = field(
+        default_factory=OrderedDict
+    )
+
+    @property
+    def state(self) -> ProjectionState:
+        """The current projection state."""
+        return self.follower.state
+
+    def state_as_of(self, moment: datetime) -> ProjectionState:
+        """The state as known at ``moment`` (a refold; the last few are cached)."""
+        key = (self.follower.position, moment)
+        cached = self._as_of_cache.get(key)
+        if cached is not None:
+            self._as_of_cache.move_to_end(key)
+            return cached
+        state = as_of(self.state, moment)
+        self._as_of_cache[key] = state
+        while len(self._as_of_cache) > 4:
+            self._as_of_cache.popitem(last=False)
+        return state

@@ -1,0 +1,1 @@
+"""Thin controllers: parse, check who may see what (``server.http.services``), call a view."""

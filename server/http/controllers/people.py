@@ -1,0 +1,90 @@
+"""A person's goal tree and review."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from litestar import Controller, Request, Response, get
+from litestar.params import Parameter
+
+from projections.goals import GoalTree, goal_tree
+from projections.review import Review, review, review_markdown
+from server.http.auth import SECURITY_SCHEME
+from server.http.context import ServerContext
+from server.http.errors import ERROR_RESPONSES
+from server.http.services import (
+    check_cycle,
+    check_date,
+    end_of_day,
+    require_person,
+    review_period,
+)
+
+Viewer = Request[str, str, Any]
+
+
+class PeopleController(Controller):
+    """Per-person views, filtered for the caller."""
+
+    path = "/people/{person:str}"
+    tags = ["people"]  # noqa: RUF012 - Litestar reads these class attributes
+    security = [{SECURITY_SCHEME: []}]  # noqa: RUF012
+    responses = ERROR_RESPONSES
+
+    @get("/goals", summary="A person's goal tree as the caller may see it")
+    async def goals(
+        self,
+        request: Viewer,
+        ctx: ServerContext,
+        person: str,
+        as_of: Annotated[
+            date | None, Parameter(description="Show what was known at the end of this day.")
+        ] = None,
+        cycle: Annotated[
+            str | None,
+            Parameter(
+                description="Only objectives of this cycle: 2026, 2026-H1, 2026-Q1, 2026-03."
+            ),
+        ] = None,
+    ) -> GoalTree:
+        """The goal tree with progress; private items of others never appear."""
+        viewer = request.user
+        check_cycle(cycle)
+        now = ctx.clock()
+        state = ctx.state
+        if as_of is not None:
+            now = min(now, end_of_day(check_date("as_of", as_of)))
+            state = ctx.state_as_of(now)
+        require_person(ctx.state, viewer, person, ctx.clock())
+        return goal_tree(state, person, now, viewer=viewer, cycle=cycle)
+
+    @get(
+        "/review",
+        summary="A person's record over a period (JSON or Markdown)",
+        media_type="application/json",
+    )
+    async def review(
+        self,
+        request: Viewer,
+        ctx: ServerContext,
+        person: str,
+        start: Annotated[
+            date | None, Parameter(query="from", description="First day (default: 1 January).")
+        ] = None,
+        end: Annotated[
+            date | None, Parameter(query="to", description="Last day (default: 31 December).")
+        ] = None,
+        format: Annotated[
+            Literal["json", "markdown"], Parameter(description="json (default) or markdown.")
+        ] = "json",
+    ) -> Response[Review | str]:
+        """Completed milestones, check-ins, observations, monthly activity, drift, calibration."""
+        viewer = request.user
+        now = ctx.clock()
+        first, last = review_period(start, end, now.date())
+        require_person(ctx.state, viewer, person, now)
+        result = review(ctx.state, person, first, last, now, viewer, ctx.settings)
+        if format == "markdown":
+            return Response(review_markdown(result), media_type="text/markdown; charset=utf-8")
+        return Response(result, media_type="application/json")

@@ -1,0 +1,161 @@
+"""A team's board, feed (paged and live) and drift list, for its members only."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, get
+from litestar.params import Parameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from projections.drift import DriftSignal
+from projections.team import (
+    FeedPage,
+    InvalidCursor,
+    SubjectResolver,
+    TeamBoard,
+    team_board,
+    team_drift,
+    team_feed,
+)
+from server.http.auth import SECURITY_SCHEME
+from server.http.context import ServerContext
+from server.http.errors import ERROR_RESPONSES, InvalidParameter
+from server.http.services import check_cycle, require_member
+
+Viewer = Request[str, str, Any]
+
+
+class TeamDrift(msgspec.Struct, frozen=True):
+    """A team's drift list as the caller may see it."""
+
+    team: str
+    as_of: datetime
+    signals: list[DriftSignal]
+
+
+class TeamsController(Controller):
+    """Team views; a caller who is not a current member gets 404."""
+
+    path = "/teams/{team:str}"
+    tags = ["teams"]  # noqa: RUF012 - Litestar reads these class attributes
+    security = [{SECURITY_SCHEME: []}]  # noqa: RUF012
+    responses = ERROR_RESPONSES
+
+    @get("/board", summary="Each member's goals as the caller may see them")
+    async def board(
+        self,
+        request: Viewer,
+        ctx: ServerContext,
+        team: str,
+        cycle: Annotated[
+            str | None, Parameter(description="Only objectives of this cycle.")
+        ] = None,
+    ) -> TeamBoard:
+        """The team's goal board."""
+        check_cycle(cycle)
+        require_member(ctx.state, team, request.user)
+        return team_board(ctx.state, team, request.user, ctx.clock(), cycle=cycle)
+
+    @get("/feed", summary="The team feed, newest first, paged by cursor")
+    async def feed(
+        self,
+        request: Viewer,
+        ctx: ServerContext,
+        team: str,
+        cursor: Annotated[
+            str | None,
+            Parameter(description="next_cursor of the previous page.", max_length=512),
+        ] = None,
+        limit: Annotated[int, Parameter(ge=1, le=200, description="Items per page.")] = 50,
+    ) -> FeedPage:
+        """One page of what the caller may see of the team's milestones, check-ins, observations."""
+        require_member(ctx.state, team, request.user)
+        try:
+            return team_feed(ctx.state, team, request.user, cursor=cursor, limit=limit)
+        except InvalidCursor:
+            raise InvalidParameter("cursor", "not a cursor returned by this feed") from None
+
+    @get(
+        "/feed/stream",
+        summary="The team feed live, as server-sent events",
+        description=(
+            "Each new feed item the caller may see is sent as a `feed.item` event whose `id` "
+            "is its store position; a `ready` event (with the current position as its id) "
+            "marks the end of the catch-up. Reconnect with `Last-Event-ID` to resume."
+        ),
+    )
+    async def stream(
+        self,
+        request: Viewer,
+        ctx: ServerContext,
+        team: str,
+        last_event_id: Annotated[
+            int | None,
+            Parameter(
+                header="Last-Event-ID",
+                ge=0,
+                le=(1 << 62),
+                description="Resume after this position.",
+            ),
+        ] = None,
+    ) -> ServerSentEvent:
+        """Server-sent events of the team feed."""
+        require_member(ctx.state, team, request.user)
+        return ServerSentEvent(_feed_events(ctx, team, request.user, last_event_id))
+
+    @get("/drift", summary="The team's drift signals the caller may see")
+    async def drift(self, request: Viewer, ctx: ServerContext, team: str) -> TeamDrift:
+        """Drift signals of every current member, filtered for the caller."""
+        require_member(ctx.state, team, request.user)
+        now = ctx.clock()
+        return TeamDrift(team, now, team_drift(ctx.state, team, request.user, now, ctx.settings))
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def _new_items(
+    ctx: ServerContext, team: str, viewer: str, after: int
+) -> tuple[list[ServerSentEventMessage], int]:
+    """Messages for the visible team feed items folded after ``after``, and the new position."""
+    follower = ctx.follower
+    state = follower.state
+    upto = follower.position
+    members = state.members_of(team)
+    resolver = SubjectResolver(state, viewer)
+    messages = []
+    for position, event_id in follower.feed_events_after(after):
+        event = state.events.get(event_id)
+        if event is None or event.actor not in members:
+            continue
+        item = resolver.item(event_id)
+        if item is not None:
+            data = _encoder.encode(item).decode()
+            messages.append(ServerSentEventMessage(data=data, event="feed.item", id=position))
+    return messages, upto
+
+
+async def _feed_events(
+    ctx: ServerContext, team: str, viewer: str, after: int | None
+) -> AsyncIterator[ServerSentEventMessage]:
+    """Catch up from ``after`` (if given), say ``ready``, then follow the projections."""
+    follower = ctx.follower
+    position = follower.position if after is None else min(after, follower.position)
+    messages, position = _new_items(ctx, team, viewer, position)
+    for message in messages:
+        yield message
+    yield ServerSentEventMessage(data="{}", event="ready", id=position)
+    while not ctx.stopping.is_set():
+        advanced = await follower.wait_beyond(position, ctx.keepalive_seconds)
+        if ctx.stopping.is_set() or team not in follower.state.teams_of(viewer):
+            return
+        if not advanced:
+            yield ServerSentEventMessage(comment="keepalive")
+            continue
+        messages, position = _new_items(ctx, team, viewer, position)
+        for message in messages:
+            yield message

@@ -1,0 +1,113 @@
+"""Counters the server keeps and their Prometheus text rendering."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from server.ingest import BatchReport
+from server.store.protocol import ServerStore
+
+
+@dataclass
+class IngestCounters:
+    """Totals since this process started (Prometheus derives rates from them)."""
+
+    batches: int = 0
+    fetched: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    failures: int = 0
+    started_at: float = field(default_factory=time.time)
+
+    def add(self, report: BatchReport) -> None:
+        """Count one ingest round."""
+        if report.fetched:
+            self.batches += 1
+        self.fetched += report.fetched
+        self.stored += report.stored
+        self.duplicates += report.duplicates
+        self.dead_lettered += report.dead_lettered
+
+
+class DeadLetterCount:
+    """Counts the store's dead letters incrementally (by id, never a full scan twice)."""
+
+    def __init__(self) -> None:
+        self._after = 0
+        self.total = 0
+
+    async def refresh(self, store: ServerStore) -> int:
+        """Read dead letters added since the last call; return the total."""
+        while True:
+            page = await store.dead_letters(self._after, 1000)
+            if not page:
+                return self.total
+            self.total += len(page)
+            self._after = page[-1].id
+
+
+def _line(name: str, kind: str, help_text: str, value: float | int | None) -> list[str]:
+    if value is None:
+        return []
+    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+
+
+async def render(
+    store: ServerStore,
+    ingest: IngestCounters,
+    dead: DeadLetterCount,
+    projection_position: int,
+    consumer_lag: Callable[[], Awaitable[int | None]] | None,
+) -> str:
+    """The Prometheus text exposition of the server's state."""
+    stored = await store.max_position()  # positions are dense: the last one is the count
+    dead_total = await dead.refresh(store)
+    lag = await consumer_lag() if consumer_lag is not None else None
+    lines: list[str] = []
+    lines += _line("milepost_events_stored", "gauge", "Events in the store.", stored)
+    lines += _line(
+        "milepost_dead_letters", "gauge", "Messages in the dead-letter table.", dead_total
+    )
+    lines += _line(
+        "milepost_ingest_batches_total", "counter", "Ingest batches processed.", ingest.batches
+    )
+    lines += _line(
+        "milepost_ingest_messages_total", "counter", "Messages fetched by ingest.", ingest.fetched
+    )
+    lines += _line(
+        "milepost_ingest_stored_total", "counter", "New events stored by ingest.", ingest.stored
+    )
+    lines += _line(
+        "milepost_ingest_duplicates_total",
+        "counter",
+        "Messages whose event was already stored.",
+        ingest.duplicates,
+    )
+    lines += _line(
+        "milepost_ingest_dead_lettered_total",
+        "counter",
+        "Messages dead-lettered by ingest.",
+        ingest.dead_lettered,
+    )
+    lines += _line(
+        "milepost_ingest_failures_total", "counter", "Ingest rounds that failed.", ingest.failures
+    )
+    lines += _line(
+        "milepost_consumer_lag", "gauge", "Messages not yet acknowledged by the consumer.", lag
+    )
+    lines += _line(
+        "milepost_projection_position",
+        "gauge",
+        "Store position the in-memory projections reflect.",
+        projection_position,
+    )
+    lines += _line(
+        "milepost_projection_lag",
+        "gauge",
+        "Stored events not yet folded into the projections.",
+        max(0, stored - projection_position),
+    )
+    return "\n".join(lines) + "\n"
