@@ -90,17 +90,36 @@ def bare_rate(path: Path, events: list[Event]) -> float:
     return len(rows) / elapsed
 
 
-async def client_rate(path: Path, events: list[Event]) -> float:
-    """Events per second through ``Store.append`` (encoding included)."""
+async def client_rate(path: Path, events: list[Event], *, pipelined: bool = False) -> float:
+    """Events per second through ``Store.append`` (encoding included), each event its
+    own transaction. ``pipelined``: many appends in flight at once (as concurrent
+    tasks would), still one commit per event, in order."""
     store = await Store.open(path, create=True)
     try:
         started = time.perf_counter()
-        for event in events:
-            await store.append(event)
+        if pipelined:
+            await asyncio.gather(*(store.append(event) for event in events))
+        else:
+            for event in events:
+                await store.append(event)
         elapsed = time.perf_counter() - started
+        assert await store.scalar("SELECT count(*) FROM events") == len(events)
     finally:
         await store.close()
     return len(events) / elapsed
+
+
+async def hop_rate(path: Path, count: int) -> float:
+    """Round trips per second to aiosqlite's worker thread doing nothing (the floor)."""
+    store = await Store.open(path, create=True)
+    try:
+        started = time.perf_counter()
+        for _ in range(count):
+            await store.conn.execute("SELECT 1")
+        elapsed = time.perf_counter() - started
+    finally:
+        await store.close()
+    return count / elapsed
 
 
 def history(count: int, seed: int) -> Iterator[Event]:
@@ -173,9 +192,14 @@ def main(argv: list[str] | None = None) -> int:
         events = _checkins(appends)
         bare = bare_rate(tmp_path / "bare.sqlite3", events)
         mine = asyncio.run(client_rate(tmp_path / "client.sqlite3", events))
+        piped = asyncio.run(client_rate(tmp_path / "piped.sqlite3", events, pipelined=True))
+        hops = asyncio.run(hop_rate(tmp_path / "hop.sqlite3", appends))
         figure("bare_sqlite_insert_rate", bare, "events/s")
         figure("client_append_rate", mine, "events/s")
         figure("append_ratio", mine / bare, "ratio")
+        figure("client_append_pipelined_rate", piped, "events/s")
+        figure("append_pipelined_ratio", piped / bare, "ratio")
+        figure("aiosqlite_round_trip_rate", hops, "calls/s")
 
         home = tmp_path / "home"
         started = time.perf_counter()

@@ -115,12 +115,7 @@ def feed(
             render.emit_json(page)
             return
         for item in page.items:
-            data = msgspec.to_builtins(item)
-            when = str(data.get("occurred_at", ""))[:10]
-            render.out(
-                f"{when} {data.get('actor', data.get('owner', ''))} {data.get('kind', '')}"
-                f" {data.get('title', data.get('subject_title', ''))}".rstrip()
-            )
+            render.out(f"{item.occurred_at:%Y-%m-%d} {item.actor:12} {item.summary}")
         if page.next_cursor:
             render.out(f"more: milepost feed --cursor {page.next_cursor}")
 
