@@ -90,24 +90,33 @@ def validate(raw: bytes, subject: str) -> Incoming:
 async def ensure_stream(
     nc: NatsClient,
     *,
-    replicas: int = 1,
+    replicas: int | None = None,
     duplicate_window: float = DUPLICATE_WINDOW_SECONDS,
 ) -> None:
-    """Create the event stream, or update it to our settings if it exists."""
+    """Create the event stream, or update it to our settings if it exists.
+
+    ``replicas`` is the stream's replica count (3 on a three-node cluster). None
+    creates it with one replica and keeps an existing stream's count, so a process
+    started without the flag never scales a replicated stream down.
+    """
     js = nc.jetstream()
-    config = StreamConfig(
+    try:
+        info = await js.stream_info(STREAM)
+    except nats.js.errors.NotFoundError:
+        await js.add_stream(_stream_config(replicas or 1, duplicate_window))
+    else:
+        current = info.config.num_replicas or 1
+        await js.update_stream(_stream_config(replicas or current, duplicate_window))
+
+
+def _stream_config(replicas: int, duplicate_window: float) -> StreamConfig:
+    return StreamConfig(
         name=STREAM,
         subjects=[f"{EVENTS_PREFIX}.>"],
         storage=StorageType.FILE,
         duplicate_window=duplicate_window,
         num_replicas=replicas,
     )
-    try:
-        await js.stream_info(STREAM)
-    except nats.js.errors.NotFoundError:
-        await js.add_stream(config)
-    else:
-        await js.update_stream(config)
 
 
 class IngestWorker:
@@ -122,8 +131,11 @@ class IngestWorker:
         batch_size: int = 500,
         fetch_timeout: float = 1.0,
         ack_wait: float = 30.0,
+        replicas: int | None = None,
     ) -> None:
+        """``replicas``: the event stream's replica count (see ``ensure_stream``)."""
         self._nc = nc
+        self._replicas = replicas
         self._store = store
         self._durable = durable
         self._batch_size = batch_size
@@ -133,7 +145,7 @@ class IngestWorker:
 
     async def start(self) -> None:
         """Create the stream and the durable consumer if needed, and bind to it."""
-        await ensure_stream(self._nc)
+        await ensure_stream(self._nc, replicas=self._replicas)
         js = self._nc.jetstream()
         config = ConsumerConfig(
             durable_name=self._durable,
