@@ -567,7 +567,7 @@ HANDLERS: dict[type, Handler] = {
 }
 
 
-_FEED_BODIES = frozenset(cls for cls in HANDLERS if cls.__struct_config__.tag in FEED_TYPES)
+_FEED_BODIES = frozenset(b.BODY_TYPES[tag] for tag in FEED_TYPES)
 
 
 def apply(state: ProjectionState, event: AnyEvent) -> bool:
