@@ -1,0 +1,234 @@
+"""``milepost-server run``: store, NATS, ingest, projections and HTTP in one asyncio process.
+
+Start order: store and accounts (migrations) → NATS (the embedded child, or an
+external URL) → ingest consumer → initial fold of every stored event → HTTP.
+Stop order on SIGINT/SIGTERM: stop fetching (the batch in hand is stored and
+acknowledged first) → end live streams and stop HTTP → close NATS → stop the
+child nats-server by pid → close the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import nats
+import uvicorn
+from nats.aio.client import Client as NatsClient
+
+from server import home as server_home
+from server.accounts import open_accounts
+from server.http import ServerContext, TokenVerifier, create_app
+from server.ingest import CONSUMER, STREAM, IngestWorker
+from server.metrics import IngestCounters
+from server.nats_embedded import SERVICE_USER, EmbeddedNats, hash_password, new_password
+from server.projection import ProjectionFollower
+from server.store import open_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What ``run`` was asked for; None means the embedded default."""
+
+    home: Path
+    database: str | None = None
+    nats: str | None = None
+    host: str = "127.0.0.1"
+    port: int | None = None
+    nats_port: int | None = None
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: ``serve`` owns SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def public_url(url: str) -> str:
+    """``url`` without credentials (what clients are told)."""
+    parts = urlsplit(url)
+    if parts.hostname is None:
+        return url
+    netloc = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _ingest_loop(
+    worker: IngestWorker,
+    follower: ProjectionFollower,
+    counters: IngestCounters,
+    stop: asyncio.Event,
+) -> None:
+    """Fetch → store → ack → poke, batch after batch; a stop request ends between batches."""
+    while not stop.is_set():
+        try:
+            report = await worker.run_once()
+        except Exception:
+            counters.failures += 1
+            log.exception("ingest round failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            continue
+        counters.add(report)
+        if report.stored:
+            follower.poke()
+
+
+def _consumer_lag(nc: NatsClient) -> Callable[[], Any]:
+    async def lag() -> int | None:
+        try:
+            info = await asyncio.wait_for(nc.jetstream().consumer_info(STREAM, CONSUMER), 1.0)
+        except Exception:
+            return None
+        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
+    return lag
+
+
+async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> int:
+    """Run until SIGINT/SIGTERM; ``announce(http_url, nats_url)`` once listening. Returns 0."""
+    home = options.home
+    home.mkdir(parents=True, exist_ok=True)
+    database = options.database or server_home.default_database(home)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    async with contextlib.AsyncExitStack() as stack:
+        store = open_store(database)
+        await store.open()
+        stack.push_async_callback(store.close)
+        accounts = open_accounts(database)
+        await accounts.open()
+        stack.push_async_callback(accounts.close)
+
+        http_port = server_home.choose_port(
+            home, "http", options.port, server_home.DEFAULT_HTTP_PORT, options.host
+        )
+        sock = _bind(options.host, http_port)
+        stack.callback(sock.close)
+        http_port = int(sock.getsockname()[1])
+
+        embedded: EmbeddedNats | None = None
+        service_hash: str | None = None
+        if options.nats is not None:
+            nc = await nats.connect(options.nats, name="milepost-server", max_reconnect_attempts=-1)
+            nats_url = public_url(options.nats)
+        else:
+            nats_port = server_home.choose_port(
+                home, "nats", options.nats_port, server_home.DEFAULT_NATS_PORT, options.host
+            )
+            password = new_password()
+            service_hash = hash_password(password)
+            people = {p.name: p.nats_password_hash for p in await accounts.people()}
+            embedded = EmbeddedNats(
+                server_home.nats_dir(home),
+                service_password=password,
+                people=people,
+                host=options.host,
+                port=nats_port,
+            )
+            await embedded.astart()
+            stack.push_async_callback(embedded.astop)
+            nc = await nats.connect(
+                embedded.url, user=SERVICE_USER, password=password, name="milepost-server"
+            )
+            nats_url = embedded.url
+            if options.nats_port != 0:
+                server_home.remember_ports(home, nats=embedded.port)
+        stack.push_async_callback(_close_nats, nc)
+        if options.port != 0:
+            server_home.remember_ports(home, http=http_port)
+
+        worker = IngestWorker(nc, store)
+        await worker.start()
+        follower = ProjectionFollower(store)
+        await follower.catch_up()
+        counters = IngestCounters()
+        ctx = ServerContext(
+            follower,
+            store,
+            TokenVerifier(accounts),
+            ingest=counters,
+            consumer_lag=_consumer_lag(nc),
+        )
+        loop.add_signal_handler(signal.SIGUSR1, lambda: loop.create_task(follower.rebuild()))
+
+        config = uvicorn.Config(
+            create_app(ctx),
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=3,
+            access_log=False,
+        )
+        http = _Server(config)
+        http_task = asyncio.create_task(http.serve(sockets=[sock]))
+        while not http.started:
+            if http_task.done():
+                await http_task
+                raise RuntimeError("the HTTP server did not start")
+            await asyncio.sleep(0.02)
+
+        http_url = f"http://{options.host}:{http_port}"
+        server_home.write_run_info(
+            home,
+            server_home.RunInfo(
+                pid=os.getpid(),
+                http_url=http_url,
+                nats_url=nats_url,
+                database=public_url(database),
+                nats_pid=embedded.pid if embedded else None,
+                nats_host=embedded.host if embedded else None,
+                nats_port=embedded.port if embedded else None,
+                nats_monitor_port=embedded.monitor_port if embedded else None,
+                service_hash=service_hash,
+            ),
+        )
+        stack.callback(server_home.clear_run_info, home)
+        announce(http_url, nats_url)
+
+        following = asyncio.create_task(follower.run(stop))
+        ingesting = asyncio.create_task(_ingest_loop(worker, follower, counters, stop))
+        await stop.wait()
+        # Stop taking messages: the batch in hand is stored and acknowledged first.
+        await ingesting
+        ctx.stopping.set()
+        http.should_exit = True
+        await http_task
+        await following
+        loop.remove_signal_handler(signal.SIGUSR1)
+    return 0
+
+
+async def _close_nats(nc: NatsClient) -> None:
+    # Every ack was flushed with its batch; drain() would wait on the pull subscription.
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(nc.flush(), 2.0)
+    with contextlib.suppress(Exception):
+        await nc.close()
