@@ -213,6 +213,10 @@ def run(
         int | None,
         Parameter(help="Embedded NATS port; 0 picks a free one (default: 4222 or last used)."),
     ] = None,
+    stream_replicas: Annotated[
+        int | None,
+        Parameter(help="Replicas of the events stream (3 on a 3-node cluster; default: keep)."),
+    ] = None,
 ) -> int:
     """Run the server: store, NATS, ingest, projections and the HTTP API in one process.
 
@@ -227,6 +231,8 @@ def run(
             raise CliError(f"{name} must be between 0 and 65535", 2)
     if nats is not None and not nats.startswith(("nats://", "tls://", "ws://", "wss://")):
         raise CliError("--nats must be a nats:// URL", 2)
+    if stream_replicas is not None and not 1 <= stream_replicas <= 5:
+        raise CliError("--stream-replicas must be between 1 and 5", 2)
     logging.basicConfig(
         level=logging.WARNING,
         stream=sys.stderr,
@@ -237,8 +243,38 @@ def run(
         print(f"http: {http_url}", flush=True)
         print(f"nats: {nats_url}", flush=True)
 
-    options = RunOptions(_home(), database, nats, host, port, nats_port)
+    options = RunOptions(_home(), database, nats, host, port, nats_port, stream_replicas)
     return asyncio.run(serve(options, announce))
+
+
+@app.command(name="nats-config")
+def nats_config(*, out: Path, database: Database = None) -> int:
+    """Write the NATS `authorization` block for an external cluster: the service user
+    and every person with their subject permissions (hashes only).
+
+    Every node's configuration includes this file; after adding, removing or rotating
+    a person, write it again and send SIGHUP to every node. The service user's
+    password is read from $MILEPOST_NATS_PASSWORD (never from the command line).
+
+    Example: milepost-server nats-config --database postgresql://… --out deploy/nats/auth/auth.conf
+    """
+    import os
+
+    from server.nats_cluster import SERVICE_PASSWORD_ENV, cluster_users, write_authorization
+
+    password = os.environ.get(SERVICE_PASSWORD_ENV)
+    if not password:
+        raise CliError(f"set ${SERVICE_PASSWORD_ENV} to the service user's NATS password", 2)
+
+    async def go() -> int:
+        async with _opened(database) as opened:
+            users = await cluster_users(opened.accounts, password)
+        write_authorization(out, users)
+        return len(users) - 1
+
+    people = asyncio.run(go())
+    print(f"wrote {out}: the service user and {people} people")
+    return 0
 
 
 # --- people -----------------------------------------------------------------------------

@@ -47,6 +47,8 @@ class RunOptions:
     host: str = "127.0.0.1"
     port: int | None = None
     nats_port: int | None = None
+    stream_replicas: int | None = None
+    """The events stream's replica count (3 on a three-node cluster); None keeps it."""
 
 
 class _Server(uvicorn.Server):
@@ -138,8 +140,10 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
         embedded: EmbeddedNats | None = None
         service_hash: str | None = None
         if options.nats is not None:
-            nc = await nats.connect(options.nats, name="milepost-server", max_reconnect_attempts=-1)
-            nats_url = public_url(options.nats)
+            # A cluster is given as comma-separated URLs; each may carry the service login.
+            servers = [url.strip() for url in options.nats.split(",") if url.strip()]
+            nc = await nats.connect(servers, name="milepost-server", max_reconnect_attempts=-1)
+            nats_url = ",".join(public_url(url) for url in servers)
         else:
             nats_port = server_home.choose_port(
                 home, "nats", options.nats_port, server_home.DEFAULT_NATS_PORT, options.host
@@ -166,7 +170,7 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
         if options.port != 0:
             server_home.remember_ports(home, http=http_port)
 
-        worker = IngestWorker(nc, store)
+        worker = IngestWorker(nc, store, replicas=options.stream_replicas)
         await worker.start()
         follower = ProjectionFollower(store)
         await follower.catch_up()
