@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -84,18 +89,63 @@ def test_corrupt_and_foreign_database(ready: Cli) -> None:
     assert conn is not None
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
-def test_read_only_folder(ready: Cli) -> None:
-    before = event_count(ready)
-    os.chmod(ready.home / "ava@laptop.sqlite3", 0o444)
-    os.chmod(ready.home, 0o555)
+@contextlib.contextmanager
+def small_tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``where`` (root only), unmounted afterwards."""
+    where.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
     try:
-        line = ready.fails("objective", "Nope", "--cycle", "2026-Q1")
-        assert "read-only" in line or "cannot" in line
+        yield where
     finally:
-        os.chmod(ready.home, 0o755)
-        os.chmod(ready.home / "ava@laptop.sqlite3", 0o644)
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_read_only_folder(ready: Cli, tmp_path: Path) -> None:
+    before = event_count(ready)
+    if os.geteuid() != 0:
+        os.chmod(ready.home / "ava@laptop.sqlite3", 0o444)
+        os.chmod(ready.home, 0o555)
+        try:
+            line = ready.fails("objective", "Nope", "--cycle", "2026-Q1")
+        finally:
+            os.chmod(ready.home, 0o755)
+            os.chmod(ready.home / "ava@laptop.sqlite3", 0o644)
+    else:  # root ignores permissions: a read-only file system refuses root too
+        with small_tmpfs(tmp_path / "ro", "8m") as mounted:
+            shutil.copytree(ready.home, mounted / "home")
+            subprocess.run(["mount", "-o", "remount,ro", str(mounted)], check=True)
+            original = ready.home
+            ready.home = mounted / "home"
+            try:
+                line = ready.fails("objective", "Nope", "--cycle", "2026-Q1")
+                # reading needs WAL's shared-memory file too: it fails the same clear way
+                assert "read-only" in ready.fails("status")
+                subprocess.run(["mount", "-o", "remount,rw", str(mounted)], check=True)
+                assert event_count(ready) == before
+            finally:
+                ready.home = original
+    assert "read-only" in line or "cannot" in line
     assert event_count(ready) == before
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_full_disk_writes_nothing_and_says_so(ready: Cli, tmp_path: Path) -> None:
+    with small_tmpfs(tmp_path / "full", "1m") as mounted:
+        shutil.copytree(ready.home, mounted / "home")
+        ready.home = mounted / "home"
+        before = event_count(ready)
+        filler = mounted / "filler"
+        with contextlib.suppress(OSError), open(filler, "wb") as out:
+            while True:  # fill the disk to the last block
+                out.write(b"\0" * 4096)
+                out.flush()
+        big_note = "x" * 3900
+        line = ready.fails("journal", big_note * 1, "--impact", big_note)
+        assert "disk" in line.lower() or "full" in line.lower() or "space" in line.lower()
+        filler.unlink()
+        assert event_count(ready) == before
+        ready.ok("journal", "room again")
+        assert event_count(ready) == before + 1
 
 
 def test_done_without_terminal_records_empty_answers(ready: Cli) -> None:
