@@ -93,6 +93,10 @@ def _api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[ErrorBody]:
     return _json(exc.body(), headers)
 
 
+PUBLIC_NAMES = {"start": "from", "end": "to", "last_event_id": "Last-Event-ID"}
+"""Handler argument names whose public (query or header) name differs."""
+
+
 def _validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[ErrorBody]:
     """Litestar's parameter parsing errors: 422 with the first field and its reason."""
     field, reason = "request", str(exc.detail)
@@ -100,6 +104,7 @@ def _validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Re
     if isinstance(extra, list) and extra and isinstance(extra[0], dict):
         first = extra[0]
         field = str(first.get("key") or field)
+        field = PUBLIC_NAMES.get(field, field)
         reason = str(first.get("message") or reason)
     return _json(ErrorBody(HTTP_422_UNPROCESSABLE_ENTITY, "invalid parameter", field, reason))
 
