@@ -37,6 +37,11 @@ from server.store.protocol import AppendResult, Incoming, ServerStore
 STREAM = "MILEPOST_EVENTS"
 CONSUMER = "milepost-ingest"
 DUPLICATE_WINDOW_SECONDS = 120.0
+ADMIN_PERSON = "admin"
+"""The actor and subject person of membership events; a reserved name no person can take,
+so only the service user can publish under ``milepost.events.admin.>``."""
+ADMIN_ONLY_TYPES = frozenset({"team.member_joined", "team.member_left"})
+"""Event types a person may never push: team membership is decided by the server's admin."""
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +88,12 @@ def validate(raw: bytes, subject: str) -> Incoming:
         return Incoming.rejected(raw, f"subject {subject!r} names no person", subject)
     if incoming.event.actor != person:
         reason = f"actor {incoming.event.actor!r} does not match subject person {person!r}"
+        return Incoming.rejected(raw, reason, subject)
+    if incoming.event.type in ADMIN_ONLY_TYPES and person != ADMIN_PERSON:
+        reason = (
+            f"{incoming.event.type} is accepted only from the server's admin path,"
+            f" not from {person!r}"
+        )
         return Incoming.rejected(raw, reason, subject)
     return incoming
 

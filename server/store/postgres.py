@@ -129,6 +129,70 @@ LIMIT $3
 """
 
 
+_REVEALED = """
+WITH RECURSIVE
+changed_roots(root) AS (
+    SELECT s.root_id FROM sharing s
+    JOIN events w ON w.id = s.event_id
+    JOIN items r ON r.item_id = s.root_id
+    WHERE w.position > $2 AND r.owner <> $1
+    UNION
+    SELECT m.root_id FROM links l
+    JOIN events w ON w.id = l.event_id
+    JOIN events m ON m.id = l.item_id
+    WHERE w.position > $2 AND m.root_id IS NOT NULL
+    UNION
+    SELECT i.item_id FROM team_members t
+    JOIN events w ON w.id = t.event_id
+    JOIN team_members o ON o.team = t.team AND o.joined
+    JOIN items i ON i.item_id = i.root_id
+        AND i.owner = CASE WHEN t.person = $1 THEN o.person ELSE t.person END
+    WHERE w.position > $2 AND t.joined
+),
+changed_teams(team) AS (
+    SELECT t.team FROM team_members t
+    JOIN events w ON w.id = t.event_id
+    WHERE w.position > $2 AND t.joined AND t.person = $1
+),
+late(id, bound) AS (
+    SELECT c.id, t.position FROM events t
+    JOIN events c ON c.ref_id = t.id
+    WHERE t.position > $2 AND c.id <> c.ref_id AND c.position < t.position
+    UNION
+    SELECT c.id, late.bound FROM late
+    JOIN events c ON c.ref_id = late.id
+    WHERE c.id <> c.ref_id AND c.position < late.bound
+),
+candidates(position) AS (
+    SELECT e.position FROM events e
+    WHERE e.root_id IN (SELECT root FROM changed_roots) AND e.position <= $3
+    UNION
+    SELECT e.position FROM events e
+    WHERE e.team IN (SELECT team FROM changed_teams) AND e.position <= $3
+    UNION
+    SELECT e.position FROM late JOIN events e ON e.id = late.id WHERE e.position <= $3
+)
+SELECT min(e.position)
+FROM events e
+LEFT JOIN items r ON r.item_id = e.root_id
+LEFT JOIN sharing s ON s.root_id = e.root_id AND s.actor = r.owner
+WHERE e.position IN (SELECT position FROM candidates) AND e.actor <> $1 AND (
+    r.owner = $1
+    OR (s.visibility = 'partners' AND s.partners ? $1)
+    OR (s.visibility = 'team' AND EXISTS (
+        SELECT 1 FROM team_members mine
+        JOIN team_members theirs ON theirs.team = mine.team
+        WHERE mine.person = $1 AND mine.joined AND theirs.person = r.owner
+            AND theirs.joined))
+    OR (e.team IS NOT NULL AND EXISTS (
+        SELECT 1 FROM team_members m WHERE m.team = e.team AND m.person = $1
+            AND m.joined))
+)
+"""
+"""Lowest position a pull must rescan from; see ``ServerStore.reveal_floor``. The rule of
+visibility is the one of ``_VISIBLE``; an own event (``e.actor = person``) is always visible,
+so it is never revealed."""
+
 def _stored(row: asyncpg.Record) -> StoredEvent:
     return StoredEvent(
         row["position"],
@@ -336,6 +400,13 @@ class PostgresStore:
         """Events ``person`` may see now, after ``position`` (see the Protocol)."""
         rows = await self.pool.fetch(_VISIBLE, person, position, limit)
         return [_stored(row) for row in rows]
+
+    async def reveal_floor(self, person: str, checked: int, after: int) -> int | None:
+        """Where a pull must rescan from (see the Protocol); None when nothing was revealed."""
+        if after <= 0:
+            return None
+        value = await self.pool.fetchval(_REVEALED, person, checked, after)
+        return None if value is None else int(value)
 
     async def get(self, event_id: str) -> StoredEvent | None:
         """The stored event with this id, or None."""

@@ -108,6 +108,13 @@ class ServerStore(Protocol):
         whose root they own or is shared with them, and team changes of their teams."""
         ...
 
+    async def reveal_floor(self, person: str, checked: int, after: int) -> int | None:
+        """The lowest position ``<= after`` of an event ``person`` may see now that may have
+        become visible to them through something stored after position ``checked`` (a share,
+        a relink, a team join, a parent that arrived after its children); None if none.
+        A pull that passed such an event before it was visible rescans from there."""
+        ...
+
     async def get(self, event_id: str) -> StoredEvent | None:
         """The stored event with this id, or None."""
         ...

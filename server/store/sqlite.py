@@ -119,6 +119,71 @@ LIMIT :limit
 """
 
 
+_REVEALED = """
+WITH RECURSIVE
+changed_roots(root) AS (
+    SELECT s.root_id FROM sharing s
+    JOIN events w ON w.id = s.event_id
+    JOIN items r ON r.item_id = s.root_id
+    WHERE w.position > :checked AND r.owner <> :person
+    UNION
+    SELECT m.root_id FROM links l
+    JOIN events w ON w.id = l.event_id
+    JOIN events m ON m.id = l.item_id
+    WHERE w.position > :checked AND m.root_id IS NOT NULL
+    UNION
+    SELECT i.item_id FROM team_members t
+    JOIN events w ON w.id = t.event_id
+    JOIN team_members o ON o.team = t.team AND o.joined
+    JOIN items i ON i.item_id = i.root_id
+        AND i.owner = CASE WHEN t.person = :person THEN o.person ELSE t.person END
+    WHERE w.position > :checked AND t.joined
+),
+changed_teams(team) AS (
+    SELECT t.team FROM team_members t
+    JOIN events w ON w.id = t.event_id
+    WHERE w.position > :checked AND t.joined AND t.person = :person
+),
+late(id, bound) AS (
+    SELECT c.id, t.position FROM events t
+    JOIN events c ON c.ref_id = t.id
+    WHERE t.position > :checked AND c.id <> c.ref_id AND c.position < t.position
+    UNION
+    SELECT c.id, late.bound FROM late
+    JOIN events c ON c.ref_id = late.id
+    WHERE c.id <> c.ref_id AND c.position < late.bound
+),
+candidates(position) AS (
+    SELECT e.position FROM events e
+    WHERE e.root_id IN (SELECT root FROM changed_roots) AND e.position <= :after
+    UNION
+    SELECT e.position FROM events e
+    WHERE e.team IN (SELECT team FROM changed_teams) AND e.position <= :after
+    UNION
+    SELECT e.position FROM late JOIN events e ON e.id = late.id WHERE e.position <= :after
+)
+SELECT min(e.position)
+FROM events e
+LEFT JOIN items r ON r.item_id = e.root_id
+LEFT JOIN sharing s ON s.root_id = e.root_id AND s.actor = r.owner
+WHERE e.position IN (SELECT position FROM candidates) AND e.actor <> :person AND (
+    r.owner = :person
+    OR (s.visibility = 'partners'
+        AND EXISTS (SELECT 1 FROM json_each(s.partners) p WHERE p.value = :person))
+    OR (s.visibility = 'team' AND EXISTS (
+        SELECT 1 FROM team_members mine
+        JOIN team_members theirs ON theirs.team = mine.team
+        WHERE mine.person = :person AND mine.joined AND theirs.person = r.owner
+            AND theirs.joined))
+    OR (e.team IS NOT NULL AND EXISTS (
+        SELECT 1 FROM team_members m WHERE m.team = e.team AND m.person = :person
+            AND m.joined))
+)
+"""
+"""Lowest position a pull must rescan from; see ``ServerStore.reveal_floor``. The rule of
+visibility is the one of ``_VISIBLE``; an own event (``e.actor = person``) is always visible,
+so it is never revealed."""
+
 def _ids(values: Iterable[str]) -> str:
     """A JSON array parameter, expanded in SQL with ``json_each`` (no parameter limit)."""
     return json.dumps(list(values))
@@ -333,6 +398,15 @@ class SqliteStore:
         """Events ``person`` may see now, after ``position`` (see the Protocol)."""
         rows = await self._fetch(_VISIBLE, {"person": person, "after": position, "limit": limit})
         return [_stored(row) for row in rows]
+
+    async def reveal_floor(self, person: str, checked: int, after: int) -> int | None:
+        """Where a pull must rescan from (see the Protocol); None when nothing was revealed."""
+        if after <= 0:
+            return None
+        rows = await self._fetch(
+            _REVEALED, {"person": person, "checked": checked, "after": after}
+        )
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
 
     async def get(self, event_id: str) -> StoredEvent | None:
         """The stored event with this id, or None."""

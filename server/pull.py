@@ -1,0 +1,179 @@
+"""Pull: answer ``milepost.pull.<person>`` requests with pages of what that person may see.
+
+Authorization is by subject: nats-server lets only ``<person>`` publish on
+``milepost.pull.<person>`` (see ``server.nats_embedded``), so the person in the
+subject is the asker, whatever the request body says. Replies go to the
+request's reply inbox, which only that person may subscribe to.
+
+The responder subscribes with a queue group, so several server replicas
+share the requests. Each request is answered in its own task (bounded), so one
+slow page does not hold up other devices.
+
+One page (``answer``):
+
+1. ``head`` = the highest committed position, read first;
+2. if something became visible to the person after ``request.checked`` at a
+   position at or before the cursor (``ServerStore.reveal_floor``), the page
+   starts just before it (``rescan_from``) instead of at the cursor;
+3. up to ``limit`` events visible now, in position order, cut so the reply
+   stays under the connection's max payload;
+4. a full (or cut) page continues after its last event (``more``); a short
+   page covered everything committed up to ``head``, so the cursor moves to
+   ``head`` even past events the person may not see.
+
+Positions are dense and assigned in commit order, so a cursor never passes an
+event still being committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from events.wire import (
+    EVENT_OVERHEAD,
+    MAX_PULL_LIMIT,
+    REPLY_OVERHEAD,
+    PullReply,
+    PullRequest,
+    WireError,
+    WireEvent,
+    decode_request,
+    encode_reply,
+)
+from server.nats_embedded import PULL_PREFIX
+from server.store.protocol import ServerStore
+
+QUEUE_GROUP = "milepost-pull"
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
+
+log = logging.getLogger(__name__)
+
+
+def pull_person(subject: str) -> str | None:
+    """The person in ``milepost.pull.<person>``, or None for any other subject."""
+    prefix = PULL_PREFIX + "."
+    if not subject.startswith(prefix):
+        return None
+    person = subject[len(prefix) :]
+    return person if person and "." not in person else None
+
+
+async def answer(
+    store: ServerStore,
+    person: str,
+    request: PullRequest,
+    *,
+    max_bytes: int = DEFAULT_MAX_PAYLOAD,
+    max_limit: int = MAX_PULL_LIMIT,
+) -> PullReply:
+    """One page of the events ``person`` may see now (see the module docstring)."""
+    head = await store.max_position()
+    after = request.after
+    rescan_from: int | None = None
+    floor = await store.reveal_floor(person, request.checked, after)
+    if floor is not None and floor <= after:
+        after = rescan_from = floor - 1
+    limit = min(request.limit, max_limit)
+    stored = await store.visible_events_after(person, after, limit)
+    budget = max_bytes - REPLY_OVERHEAD
+    events: list[WireEvent] = []
+    used = 0
+    for item in stored:
+        size = len(item.raw) + EVENT_OVERHEAD
+        if events and used + size > budget:
+            break
+        used += size
+        events.append(WireEvent(item.position, item.raw))
+    cut = len(events) < len(stored)
+    if cut or len(stored) == limit:
+        next_after, more = events[-1].position, True
+    else:
+        last = events[-1].position if events else after
+        next_after, more = max(head, last, after), False
+    return PullReply(
+        events=events,
+        next_after=next_after,
+        more=more,
+        head=head,
+        checked=max(head, request.checked),
+        rescan_from=rescan_from,
+    )
+
+
+class PullResponder:
+    """Serves pull requests on ``milepost.pull.*`` in a queue group until stopped."""
+
+    def __init__(
+        self,
+        nc: NatsClient,
+        store: ServerStore,
+        *,
+        queue: str = QUEUE_GROUP,
+        concurrency: int = 8,
+    ) -> None:
+        self._nc = nc
+        self._store = store
+        self._queue = queue
+        self._slots = asyncio.Semaphore(concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sub: Any = None
+        self.answered = 0
+        self.failed = 0
+
+    async def start(self) -> None:
+        """Subscribe (idempotent)."""
+        if self._sub is None:
+            self._sub = await self._nc.subscribe(
+                f"{PULL_PREFIX}.*", queue=self._queue, cb=self._on_message
+            )
+
+    async def stop(self) -> None:
+        """Unsubscribe and finish the requests in hand."""
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _on_message(self, msg: Msg) -> None:
+        await self._slots.acquire()
+        task = asyncio.create_task(self._serve(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, msg: Msg) -> None:
+        try:
+            reply = await self._reply_for(msg)
+            if msg.reply:
+                await self._nc.publish(msg.reply, encode_reply(reply))
+        except Exception:
+            log.exception("pull request on %s failed", msg.subject)
+        finally:
+            self._slots.release()
+
+    async def _reply_for(self, msg: Msg) -> PullReply:
+        person = pull_person(msg.subject)
+        if person is None:
+            self.failed += 1
+            return PullReply(error=f"subject {msg.subject!r} names no person")
+        try:
+            request = decode_request(msg.data)
+        except WireError as exc:
+            self.failed += 1
+            return PullReply(error=str(exc))
+        max_bytes = int(getattr(self._nc, "max_payload", 0) or DEFAULT_MAX_PAYLOAD)
+        try:
+            reply = await answer(self._store, person, request, max_bytes=max_bytes)
+        except Exception:
+            self.failed += 1
+            log.exception("pull for %s failed", person)
+            return PullReply(error="the server's store is unavailable; try again")
+        self.answered += 1
+        return reply
