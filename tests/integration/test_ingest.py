@@ -221,9 +221,10 @@ async def test_pokes_reach_everyone_who_can_see_the_new_events(
 
         await client.subscribe(poke_subject(person), cb=on_poke)
         await client.flush()
-    carol = nats_service.clients[-2]
-    await push(alice, make_event("alice", TeamMemberJoined(team="eng", person="alice")))
-    await push(carol, make_event("carol", TeamMemberJoined(team="eng", person="carol")))
+    # Membership comes from the server's admin path (the service user, actor "admin").
+    admin = nats_service.clients[0]
+    await push(admin, make_event("admin", TeamMemberJoined(team="eng", person="alice")))
+    await push(admin, make_event("admin", TeamMemberJoined(team="eng", person="carol")))
     await drain(worker)
     for person in ("alice", "carol"):
         while not inboxes[person].empty():
