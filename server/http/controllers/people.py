@@ -6,7 +6,8 @@ from datetime import date
 from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, get
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, QueryParameter
 
 from projections.goals import GoalTree, goal_tree
 from projections.review import Review, review, review_markdown
@@ -36,14 +37,14 @@ class PeopleController(Controller):
     async def goals(
         self,
         request: Viewer,
-        ctx: ServerContext,
-        person: str,
+        ctx: NamedDependency[ServerContext],
+        person: FromPath[str],
         as_of: Annotated[
-            date | None, Parameter(description="Show what was known at the end of this day.")
+            date | None, QueryParameter(description="Show what was known at the end of this day.")
         ] = None,
         cycle: Annotated[
             str | None,
-            Parameter(
+            QueryParameter(
                 description="Only objectives of this cycle: 2026, 2026-H1, 2026-Q1, 2026-03."
             ),
         ] = None,
@@ -67,16 +68,16 @@ class PeopleController(Controller):
     async def review(
         self,
         request: Viewer,
-        ctx: ServerContext,
-        person: str,
+        ctx: NamedDependency[ServerContext],
+        person: FromPath[str],
         start: Annotated[
-            date | None, Parameter(query="from", description="First day (default: 1 January).")
+            date | None, QueryParameter(name="from", description="First day (default: 1 January).")
         ] = None,
         end: Annotated[
-            date | None, Parameter(query="to", description="Last day (default: 31 December).")
+            date | None, QueryParameter(name="to", description="Last day (default: 31 December).")
         ] = None,
         format: Annotated[
-            Literal["json", "markdown"], Parameter(description="json (default) or markdown.")
+            Literal["json", "markdown"], QueryParameter(description="json (default) or markdown.")
         ] = "json",
     ) -> Response[Review | str]:
         """Completed milestones, check-ins, observations, monthly activity, drift, calibration."""

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, get
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from projections.drift import DriftSignal
@@ -49,10 +50,10 @@ class TeamsController(Controller):
     async def board(
         self,
         request: Viewer,
-        ctx: ServerContext,
-        team: str,
+        ctx: NamedDependency[ServerContext],
+        team: FromPath[str],
         cycle: Annotated[
-            str | None, Parameter(description="Only objectives of this cycle.")
+            str | None, QueryParameter(description="Only objectives of this cycle.")
         ] = None,
     ) -> TeamBoard:
         """The team's goal board."""
@@ -64,13 +65,13 @@ class TeamsController(Controller):
     async def feed(
         self,
         request: Viewer,
-        ctx: ServerContext,
-        team: str,
+        ctx: NamedDependency[ServerContext],
+        team: FromPath[str],
         cursor: Annotated[
             str | None,
-            Parameter(description="next_cursor of the previous page.", max_length=512),
+            QueryParameter(description="next_cursor of the previous page.", max_length=512),
         ] = None,
-        limit: Annotated[int, Parameter(ge=1, le=200, description="Items per page.")] = 50,
+        limit: Annotated[int, QueryParameter(ge=1, le=200, description="Items per page.")] = 50,
     ) -> FeedPage:
         """One page of what the caller may see of the team's milestones, check-ins, observations."""
         require_member(ctx.state, team, request.user)
@@ -91,12 +92,12 @@ class TeamsController(Controller):
     async def stream(
         self,
         request: Viewer,
-        ctx: ServerContext,
-        team: str,
+        ctx: NamedDependency[ServerContext],
+        team: FromPath[str],
         last_event_id: Annotated[
             int | None,
-            Parameter(
-                header="Last-Event-ID",
+            HeaderParameter(
+                name="Last-Event-ID",
                 ge=0,
                 le=(1 << 62),
                 description="Resume after this position.",
@@ -108,7 +109,9 @@ class TeamsController(Controller):
         return ServerSentEvent(_feed_events(ctx, team, request.user, last_event_id))
 
     @get("/drift", summary="The team's drift signals the caller may see")
-    async def drift(self, request: Viewer, ctx: ServerContext, team: str) -> TeamDrift:
+    async def drift(
+        self, request: Viewer, ctx: NamedDependency[ServerContext], team: FromPath[str]
+    ) -> TeamDrift:
         """Drift signals of every current member, filtered for the caller."""
         require_member(ctx.state, team, request.user)
         now = ctx.clock()
@@ -119,7 +122,7 @@ _encoder = msgspec.json.Encoder()
 
 
 def _new_items(
-    ctx: ServerContext, team: str, viewer: str, after: int
+    ctx: NamedDependency[ServerContext], team: FromPath[str], viewer: str, after: int
 ) -> tuple[list[ServerSentEventMessage], int]:
     """Messages for the visible team feed items folded after ``after``, and the new position."""
     follower = ctx.follower
@@ -140,7 +143,7 @@ def _new_items(
 
 
 async def _feed_events(
-    ctx: ServerContext, team: str, viewer: str, after: int | None
+    ctx: NamedDependency[ServerContext], team: FromPath[str], viewer: str, after: int | None
 ) -> AsyncIterator[ServerSentEventMessage]:
     """Catch up from ``after`` (if given), say ``ready``, then follow the projections."""
     follower = ctx.follower
