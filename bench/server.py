@@ -1,0 +1,453 @@
+"""Server benchmark: ingest vs raw inserts and a bare consumer; HTTP latency under load.
+
+In one run, over the same encoded events (``bench/history.py``):
+
+1. PostgreSQL: asyncpg ``copy_records_to_table`` of the events vs the server's
+   JetStream → PostgreSQL ingest (``IngestWorker`` + ``PostgresStore``);
+2. SQLite: bare ``sqlite3`` ``executemany`` in one transaction vs ingest into
+   ``SqliteStore``;
+3. a bare nats-py pull consumer fetching and acknowledging the same messages
+   (one ack per message, one flush per batch) — the ingest ratio's baseline;
+4. HTTP: the real ``milepost-server run`` (one process) over a store holding the
+   full history (1,000,000 events; ``--quick``: 50,000), team feed page and goal
+   tree latency p50/p99 and requests/s with 32 connections, by ``wrk`` when
+   installed, else an asyncio httpx loop.
+
+Loopback only; every process started here is stopped by pid. Prints one
+``figure: NAME = VALUE UNIT`` line per figure. ``--quick`` runs in under a minute.
+PostgreSQL is ``MILEPOST_TEST_DATABASE_URL`` when set, else a throwaway pgserver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.js.api import AckPolicy, ConsumerConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.history import history_bytes
+from server.ingest import STREAM, IngestWorker, ensure_stream
+from server.nats_embedded import SERVICE_USER, EmbeddedNats, events_subject, new_password
+from server.store import Incoming, ServerStore
+from server.store.postgres import PostgresStore
+from server.store.sqlite import SqliteStore
+
+FIGURES: list[tuple[str, float, str]] = []
+
+
+def figure(name: str, value: float, unit: str) -> None:
+    """Record a figure (printed together at the end) and show progress now."""
+    FIGURES.append((name, value, unit))
+    print(f"  {name}: {value:,.2f} {unit}", file=sys.stderr, flush=True)
+
+
+class _Head(msgspec.Struct):
+    id: str
+    actor: str
+    body: dict[str, Any]
+
+
+def heads(data: list[bytes]) -> list[tuple[str, str, str]]:
+    """(id, actor, type) of each encoded event."""
+    decoder = msgspec.json.Decoder(_Head)
+    out = []
+    for raw in data:
+        head = decoder.decode(raw)
+        out.append((head.id, head.actor, str(head.body.get("type", ""))))
+    return out
+
+
+# --- services ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def postgres_admin_url(workdir: Path) -> Iterator[str]:
+    """MILEPOST_TEST_DATABASE_URL, else a throwaway pgserver."""
+    configured = os.environ.get("MILEPOST_TEST_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    from pgserver.postgres_server import get_server
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        server = get_server(workdir / "pgdata", cleanup_mode="delete")
+    try:
+        yield str(server.get_uri())
+    finally:
+        with contextlib.redirect_stdout(io.StringIO()):
+            server.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(admin_url: str) -> AsyncIterator[str]:
+    """A new database on the server of ``admin_url``; dropped on exit."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    name = f"milepost_bench_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(admin_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    try:
+        yield urlunsplit(urlsplit(admin_url)._replace(path="/" + name))
+    finally:
+        admin = await asyncpg.connect(admin_url)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def publish_all(nc: NatsClient, data: list[bytes], ids: list[tuple[str, str, str]]) -> float:
+    """Publish every event to the stream as clients do (Nats-Msg-Id); return events/s."""
+    js = nc.jetstream()
+    began = time.perf_counter()
+    window = 2000
+    for start in range(0, len(data), window):
+        futures = [
+            js.publish(events_subject(actor, event_id), raw, headers={"Nats-Msg-Id": event_id})
+            for raw, (event_id, actor, _) in zip(
+                data[start : start + window], ids[start : start + window], strict=True
+            )
+        ]
+        await asyncio.gather(*futures)
+    return len(data) / (time.perf_counter() - began)
+
+
+# --- the measurements ---------------------------------------------------------------------
+
+
+async def bare_consumer_rate(nc: NatsClient, count: int, batch: int = 500) -> float:
+    """A bare pull consumer: fetch and ack every message (one ack each, one flush a batch)."""
+    js = nc.jetstream()
+    durable = f"bench-bare-{uuid.uuid4().hex[:6]}"
+    sub = await js.pull_subscribe(
+        "milepost.events.>",
+        durable=durable,
+        stream=STREAM,
+        config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, max_ack_pending=20_000),
+    )
+    done = 0
+    began = time.perf_counter()
+    while done < count:
+        try:
+            messages = await sub.fetch(batch, timeout=2.0)
+        except Exception:
+            continue
+        for message in messages:
+            await message.ack()
+        await nc.flush()
+        done += len(messages)
+    elapsed = time.perf_counter() - began
+    await js.delete_consumer(STREAM, durable)
+    return count / elapsed
+
+
+async def ingest_rate(nc: NatsClient, store: ServerStore, count: int) -> float:
+    """The server's ingest (fetch, append in one transaction, ack, poke) until all stored."""
+    durable = f"bench-ingest-{uuid.uuid4().hex[:6]}"
+    worker = IngestWorker(nc, store, durable=durable, batch_size=1000, fetch_timeout=2.0)
+    await worker.start()
+    stored = 0
+    began = time.perf_counter()
+    while stored < count:
+        stored += (await worker.run_once()).stored
+    elapsed = time.perf_counter() - began
+    await nc.jetstream().delete_consumer(STREAM, durable)
+    return count / elapsed
+
+
+async def copy_rate(url: str, data: list[bytes], ids: list[tuple[str, str, str]]) -> float:
+    """asyncpg ``copy_records_to_table`` of the same events into a bare table."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            "CREATE TABLE raw_events (position bigint PRIMARY KEY, id text UNIQUE, actor text,"
+            " type text, raw bytea)"
+        )
+        records = [
+            (i + 1, e, a, t, raw) for i, ((e, a, t), raw) in enumerate(zip(ids, data, strict=True))
+        ]
+        began = time.perf_counter()
+        for start in range(0, len(records), 10_000):
+            await conn.copy_records_to_table("raw_events", records=records[start : start + 10_000])
+        return len(records) / (time.perf_counter() - began)
+    finally:
+        await conn.close()
+
+
+def executemany_rate(path: Path, data: list[bytes], ids: list[tuple[str, str, str]]) -> float:
+    """Bare sqlite3 ``executemany`` of the same events in one transaction (WAL)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(
+        "CREATE TABLE raw_events (position INTEGER PRIMARY KEY, id TEXT UNIQUE, actor TEXT,"
+        " type TEXT, raw BLOB)"
+    )
+    rows = [(i + 1, e, a, t, raw) for i, ((e, a, t), raw) in enumerate(zip(ids, data, strict=True))]
+    began = time.perf_counter()
+    db.execute("BEGIN")
+    db.executemany("INSERT INTO raw_events VALUES (?, ?, ?, ?, ?)", rows)
+    db.execute("COMMIT")
+    elapsed = time.perf_counter() - began
+    db.close()
+    return len(rows) / elapsed
+
+
+async def ingest_figures(workdir: Path, count: int) -> None:
+    """Sections 1-3: raw inserts, bare consumer, ingest on both backends."""
+    data = history_bytes(people=100, teams=10, target_events=count)
+    ids = heads(data)
+    print(f"ingest: {len(data):,} events", file=sys.stderr)
+    embedded = EmbeddedNats(workdir / "nats", service_password=new_password())
+    await embedded.astart()
+    try:
+        nc = await nats.connect(embedded.url, user=SERVICE_USER, password=embedded.service_password)
+        try:
+            await ensure_stream(nc)
+            figure("publish_rate", await publish_all(nc, data, ids), "events/s")
+            bare = await bare_consumer_rate(nc, len(data))
+            figure("bare_consumer_fetch_ack_rate", bare, "events/s")
+
+            with postgres_admin_url(workdir) as admin_url:
+                async with fresh_database(admin_url) as raw_url:
+                    copy = await copy_rate(raw_url, data, ids)
+                figure("postgres_copy_rate", copy, "events/s")
+                async with fresh_database(admin_url) as url:
+                    store = PostgresStore(url)
+                    await store.open()
+                    try:
+                        rate = await ingest_rate(nc, store, len(data))
+                    finally:
+                        await store.close()
+                figure("postgres_ingest_rate", rate, "events/s")
+                figure("postgres_ingest_vs_copy", rate / copy, "ratio")
+                figure("postgres_ingest_vs_bare_consumer", rate / bare, "ratio")
+
+            raw_rate = executemany_rate(workdir / "raw.sqlite", data, ids)
+            figure("sqlite_executemany_rate", raw_rate, "events/s")
+            sqlite_store = SqliteStore(workdir / "ingest.sqlite")
+            await sqlite_store.open()
+            try:
+                rate = await ingest_rate(nc, sqlite_store, len(data))
+            finally:
+                await sqlite_store.close()
+            figure("sqlite_ingest_rate", rate, "events/s")
+            figure("sqlite_ingest_vs_executemany", rate / raw_rate, "ratio")
+            figure("sqlite_ingest_vs_bare_consumer", rate / bare, "ratio")
+        finally:
+            await nc.close()
+    finally:
+        await embedded.astop()
+
+
+# --- HTTP ---------------------------------------------------------------------------------
+
+
+async def fill_store(path: Path, data: list[bytes], ids: list[tuple[str, str, str]]) -> float:
+    """Append the history straight into an SQLite store (as ingest would); return seconds."""
+    store = SqliteStore(path)
+    await store.open()
+    began = time.perf_counter()
+    try:
+        for start in range(0, len(data), 5000):
+            chunk = zip(data[start : start + 5000], ids[start : start + 5000], strict=True)
+            await store.append_batch(
+                [Incoming.from_raw(raw, events_subject(a, e)) for raw, (e, a, _) in chunk]
+            )
+    finally:
+        await store.close()
+    return time.perf_counter() - began
+
+
+def member_and_team(data: list[bytes]) -> tuple[str, str]:
+    """A person and one of their teams, from the first membership event."""
+    for raw in data[:5000]:
+        event = json.loads(raw)
+        if event["body"]["type"] == "team.member_joined":
+            return event["body"]["person"], event["body"]["team"]
+    raise RuntimeError("no membership in the history")
+
+
+def start_server(home: Path) -> tuple[subprocess.Popen[str], str]:
+    """``milepost-server run`` on free ports; wait for its URLs (after the initial fold)."""
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "milepost-server"),
+            "run",
+            "--port",
+            "0",
+            "--nats-port",
+            "0",
+        ],
+        env={**os.environ, "MILEPOST_SERVER_HOME": str(home)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    for _ in range(2):
+        line = process.stdout.readline()
+        if line.startswith("http: "):
+            url = line.split(" ", 1)[1].strip()
+    return process, url
+
+
+def stop_server(process: subprocess.Popen[str]) -> None:
+    """SIGTERM by pid, SIGKILL if it does not exit."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+_WRK_LATENCY = re.compile(r"^\s+(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+_WRK_RATE = re.compile(r"Requests/sec:\s+([\d.]+)")
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url: str, token: str, seconds: int) -> tuple[float, float, float]:
+    """(p50 ms, p99 ms, requests/s) from wrk with 32 connections."""
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t2",
+            "-c32",
+            f"-d{seconds}s",
+            "--latency",
+            "-H",
+            f"Authorization: Bearer {token}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    latencies = {p: _ms(v, u) for p, v, u in _WRK_LATENCY.findall(out)}
+    rate = float(_WRK_RATE.search(out).group(1))  # type: ignore[union-attr]
+    if "Non-2xx" in out:
+        raise RuntimeError(f"wrk saw errors: {out}")
+    return latencies["50"], latencies["99"], rate
+
+
+async def httpx_load(url: str, token: str, seconds: int) -> tuple[float, float, float]:
+    """The same with an asyncio httpx loop (when wrk is not installed)."""
+    import httpx
+
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=32)
+    async with httpx.AsyncClient(limits=limits, headers={"Authorization": f"Bearer {token}"}) as c:
+
+        async def loop() -> None:
+            while time.perf_counter() < deadline:
+                began = time.perf_counter()
+                response = await c.get(url)
+                response.raise_for_status()
+                latencies.append((time.perf_counter() - began) * 1000)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(loop() for _ in range(32)))
+        elapsed = time.perf_counter() - began
+    cuts = statistics.quantiles(latencies, n=100)
+    return cuts[49], cuts[98], len(latencies) / elapsed
+
+
+def http_figures(workdir: Path, count: int, seconds: int) -> None:
+    """Section 4: the real server over the full history, under 32 connections."""
+    data = history_bytes(target_events=count)
+    ids = heads(data)
+    home = workdir / "server-home"
+    fill = asyncio.run(fill_store(home / "milepost.sqlite", data, ids))
+    print(f"http: stored {len(data):,} events in {fill:.1f}s", file=sys.stderr)
+    person, team = member_and_team(data)
+    del data, ids
+    env = {**os.environ, "MILEPOST_SERVER_HOME": str(home)}
+    added = subprocess.run(
+        [str(Path(sys.executable).parent / "milepost-server"), "person", "add", person, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    token = json.loads(added.stdout)["api_token"]
+    began = time.perf_counter()
+    process, base = start_server(home)
+    figure("server_start_with_history", time.perf_counter() - began, "s")
+    figure("http_events_stored", count, "events")
+    try:
+        import httpx
+
+        for _ in range(50):  # the token cache reads the people table within a second
+            if (
+                httpx.get(
+                    f"{base}/people/{person}/goals", headers={"Authorization": f"Bearer {token}"}
+                ).status_code
+                == 200
+            ):
+                break
+            time.sleep(0.1)
+        use_wrk = shutil.which("wrk") is not None
+        figure("http_load_tool_is_wrk", 1.0 if use_wrk else 0.0, "bool")
+        for name, path in (
+            ("team_feed", f"/teams/{team}/feed?limit=50"),
+            ("goal_tree", f"/people/{person}/goals"),
+        ):
+            url = base + path
+            if use_wrk:
+                p50, p99, rate = wrk(url, token, seconds)
+            else:
+                p50, p99, rate = asyncio.run(httpx_load(url, token, seconds))
+            figure(f"http_{name}_p50", p50, "ms")
+            figure(f"http_{name}_p99", p99, "ms")
+            figure(f"http_{name}_rate", rate, "requests/s")
+    finally:
+        stop_server(process)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="small sizes, under a minute")
+    parser.add_argument("--ingest-events", type=int, default=None)
+    parser.add_argument("--http-events", type=int, default=None)
+    args = parser.parse_args(argv)
+    ingest_count = args.ingest_events or (20_000 if args.quick else 200_000)
+    http_count = args.http_events or (50_000 if args.quick else 1_000_000)
+    seconds = 5 if args.quick else 15
+    with tempfile.TemporaryDirectory(prefix="milepost-bench-") as tmp:
+        workdir = Path(tmp)
+        asyncio.run(ingest_figures(workdir, ingest_count))
+        http_figures(workdir, http_count, seconds)
+    for name, value, unit in FIGURES:
+        print(f"figure: {name} = {value:.4g} {unit}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
