@@ -44,6 +44,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("log", "client.commands.show:log"),
     ("export", "client.commands.transfer:export"),
     ("import", "client.commands.transfer:import_"),
+    ("sync", "client.commands.sync:sync"),
 ]
 
 

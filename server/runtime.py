@@ -32,6 +32,7 @@ from server.ingest import CONSUMER, STREAM, IngestWorker
 from server.metrics import IngestCounters
 from server.nats_embedded import SERVICE_USER, EmbeddedNats, hash_password, new_password
 from server.projection import ProjectionFollower
+from server.pull import PullResponder
 from server.store import open_store
 
 log = logging.getLogger(__name__)
@@ -172,6 +173,9 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
 
         worker = IngestWorker(nc, store, replicas=options.stream_replicas)
         await worker.start()
+        pulls = PullResponder(nc, store)  # devices' pull requests (queue group)
+        await pulls.start()
+        stack.push_async_callback(pulls.stop)
         follower = ProjectionFollower(store)
         await follower.catch_up()
         counters = IngestCounters()

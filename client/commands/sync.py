@@ -1,0 +1,116 @@
+"""``sync``: push pending events, pull what you may see; ``--watch`` stays connected."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from typing import Annotated
+
+from cyclopts import Parameter
+
+from client import dates, render
+from client.commands._common import Json
+from client.session import Session
+
+
+def sync(
+    *,
+    watch: Annotated[
+        bool, Parameter(negative=(), help="Stay connected: push as you log, pull on pokes.")
+    ] = False,
+    repush_after: Annotated[
+        float | None,
+        Parameter(help="Seconds before an unconfirmed pushed event is pushed again (600)."),
+    ] = None,
+    as_json: Json = False,
+) -> int:
+    """Send your events to the sync server and receive what you may see.
+
+    Needs `milepost config server nats://HOST:4222` and `milepost config credentials FILE`.
+    Example: milepost sync
+    Example: milepost sync --watch
+    """
+    from client.sync import (
+        Link,
+        Summary,
+        Syncer,
+        SyncUnreachable,
+        backoff_delays,
+        endpoint,
+        poll_interval,
+        progress_for,
+        repush_after_default,
+    )
+
+    after = repush_after_default() if repush_after is None else repush_after
+
+    def show(summary: Summary) -> None:
+        if as_json:
+            render.emit_json(summary)
+            return
+        render.out(
+            f"synced: pushed {summary.pushed}, received {summary.received}, "
+            f"confirmed {summary.confirmed}, {summary.pending} pending (cursor {summary.cursor})"
+        )
+        sys.stdout.flush()
+
+    async def once(session: Session) -> int:
+        link = Link(endpoint(session.meta))
+        await link.open()
+        try:
+            syncer = Syncer(
+                session.store,
+                session.person,
+                session.device,
+                link,
+                now=dates.now,
+                repush_after=after,
+                progress=progress_for(),
+            )
+            show(await syncer.sync_once())
+        finally:
+            await link.close()
+        return 0
+
+    async def forever(session: Session) -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        target = endpoint(session.meta)
+        delays = backoff_delays()
+        while not stop.is_set():
+            link = Link(target, reconnect=True)
+            try:
+                await link.open()
+                syncer = Syncer(
+                    session.store,
+                    session.person,
+                    session.device,
+                    link,
+                    now=dates.now,
+                    repush_after=after,
+                    progress=progress_for(),
+                )
+                delays = backoff_delays()
+                await syncer.watch(stop, show, poll=poll_interval())
+            except SyncUnreachable as exc:
+                delay = next(delays)
+                sys.stderr.write(f"milepost: {exc.message}; retrying in {delay:g}s\n")
+                sys.stderr.flush()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+            finally:
+                await link.close()
+        return 0
+
+    async def go() -> int:
+        session = await Session.open()
+        try:
+            return await (forever(session) if watch else once(session))
+        finally:
+            await session.close()
+
+    return asyncio.run(go())

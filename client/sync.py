@@ -1,0 +1,802 @@
+"""The sync engine: push local events to JetStream, pull what this person may see, watch.
+
+The parts, each small (the engine takes the store and the connection as arguments):
+
+- ``Endpoint`` — where and as whom to connect (from ``milepost init``/``config``);
+- ``SyncLog`` — the local sync state in the client database (``sync_state`` rows and
+  the cursors in ``meta``); every write is one transaction;
+- ``Link`` — one NATS connection with nats-py, its errors turned into one clear line;
+- ``Syncer`` — push, pull, one full sync, and ``watch``.
+
+States of an own event (``sync_state``; no row means *pending*)::
+
+    pending --(stream ack)--> pushed --(pulled back with a position)--> confirmed
+       ^                        |
+       +--(no confirmation within repush_after seconds)--+
+
+Rules this module keeps (and the e2e tests check):
+
+1. An event is marked *pushed* only after JetStream acknowledged it, and
+   *confirmed* only when it came back from the server's store, so an event
+   shown as synced is in the server's store. Marking never downgrades a
+   confirmed event.
+2. A pull page is applied in ONE transaction: new events through the
+   store's append path (the events table stays append-only and the views are
+   updated in the same transaction), own events confirmed with their global
+   positions, and the cursor. A crash leaves either all of it or none of it.
+3. Re-pushing is always safe: the stream drops repeats inside its duplicate
+   window by ``Nats-Msg-Id`` and the server's store keeps each event id once,
+   forever. So a killed process, a lost ack or a long offline spell only
+   cost bandwidth.
+4. Only the person's own events are pushed; events pulled from the server
+   are recorded as confirmed and never pushed back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+
+from client.errors import MilepostError
+from client.store import Store
+from events import AnyEvent, CodecError, Event, decode
+from events.wire import (
+    DEFAULT_PULL_LIMIT,
+    PullReply,
+    PullRequest,
+    WireError,
+    WireEvent,
+    decode_poke,
+    decode_reply,
+    encode_request,
+)
+
+DEFAULT_REPUSH_AFTER = 600.0
+"""Seconds a pushed event may stay unconfirmed before it is pushed again."""
+
+PUSH_CHUNK = 5000
+"""Events published before their acks are awaited and recorded in one transaction."""
+
+APPLY_BATCH = 20_000
+"""Pulled events applied in one transaction at most (pages are gathered up to this)."""
+
+REBUILD_ABOVE = 1000
+"""A transaction adding more new events than this rebuilds the views once instead of
+refolding the touched roots."""
+
+PASSWORD_ENV = "MILEPOST_NATS_PASSWORD"
+SERVER_ENV = "MILEPOST_SERVER"
+REPUSH_ENV = "MILEPOST_REPUSH_AFTER"
+POLL_ENV = "MILEPOST_WATCH_POLL_MS"
+
+
+class SyncError(MilepostError):
+    """Sync could not complete; the message says why in one line."""
+
+
+class SyncUnreachable(SyncError):
+    """The NATS server cannot be reached (worth retrying)."""
+
+
+class SyncRefused(SyncError):
+    """Bad credentials or a permissions violation (not worth retrying)."""
+
+
+# --- where to connect ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A NATS URL (without secrets) and the person's NATS login."""
+
+    url: str
+    user: str
+    password: str
+
+
+def endpoint(meta: dict[str, str], environ: dict[str, str] | None = None) -> Endpoint:
+    """Resolve the connection from the profile (``server``, ``credentials``) and the env.
+
+    ``server`` is a ``nats://host:port`` URL (it may carry ``user:password@``);
+    ``credentials`` names a file holding either JSON (``user``/``person``,
+    ``password``/``nats_password``, optionally ``nats_url``) or the bare password;
+    ``MILEPOST_NATS_PASSWORD`` and ``MILEPOST_SERVER`` override both.
+    """
+    env = os.environ if environ is None else environ
+    person = meta["person"]
+    server = env.get(SERVER_ENV) or meta.get("server") or ""
+    user: str | None = None
+    password: str | None = None
+    creds = meta.get("credentials") or ""
+    if creds:
+        path = Path(creds).expanduser()
+        try:
+            text = path.read_text().strip()
+        except OSError as exc:
+            raise SyncError(f"cannot read credentials file {path}: {exc.strerror}") from None
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            user = _str(data.get("user") or data.get("person"))
+            password = _str(data.get("nats_password") or data.get("password"))
+            server = server or _str(data.get("nats_url") or data.get("nats")) or ""
+        else:
+            password = text
+    if not server:
+        raise SyncError("no sync server configured: run `milepost config server nats://HOST:4222`")
+    parts = urlsplit(server if "://" in server else f"nats://{server}")
+    if parts.scheme not in ("nats", "tls", "ws", "wss"):
+        raise SyncError(
+            f"sync server {server!r} is not a NATS URL: give nats://HOST:PORT "
+            "(the NATS address milepost-server prints)"
+        )
+    if parts.username:
+        user = user or parts.username
+    if parts.password:
+        password = password or parts.password
+    password = env.get(PASSWORD_ENV) or password
+    if not password:
+        raise SyncError(
+            f"no NATS password for {person}: set `milepost config credentials FILE` "
+            f"(from `milepost-server person add {person}`) or {PASSWORD_ENV}"
+        )
+    host = parts.hostname or "127.0.0.1"
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    return Endpoint(urlunsplit(parts._replace(netloc=netloc)), user or person, password)
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+# --- the local sync state -----------------------------------------------------------------
+
+
+class Counts(msgspec.Struct, frozen=True):
+    """Own events by sync state, and when the last sync completed (``status --json``)."""
+
+    pending: int
+    pushed: int
+    confirmed: int
+    last_sync_at: str | None
+
+
+_PENDING_NEW = (
+    "SELECT e.seq, e.id, e.data FROM events e LEFT JOIN sync_state s ON s.event_id = e.id"
+    " WHERE e.seq > ? AND e.actor = ? AND s.event_id IS NULL ORDER BY e.seq LIMIT ?"
+)
+_PENDING_AGAIN = (
+    "SELECT e.seq, e.id, e.data FROM sync_state s JOIN events e ON e.id = s.event_id"
+    " WHERE s.state = 'pending' AND e.actor = ? ORDER BY e.seq LIMIT ?"
+)
+_MARK_PUSHED = (
+    "INSERT INTO sync_state (event_id, state, pushed_ms, attempts) VALUES (?, 'pushed', ?, 1)"
+    " ON CONFLICT (event_id) DO UPDATE SET state = 'pushed', pushed_ms = excluded.pushed_ms,"
+    " attempts = sync_state.attempts + 1 WHERE sync_state.state != 'confirmed'"
+)
+_MARK_CONFIRMED = (
+    "INSERT INTO sync_state (event_id, state, server_position) VALUES (?, 'confirmed', ?)"
+    " ON CONFLICT (event_id) DO UPDATE SET state = 'confirmed',"
+    " server_position = excluded.server_position"
+)
+
+
+def wall_ms() -> int:
+    """Real Unix milliseconds (sync timing ignores ``MILEPOST_NOW``)."""
+    return time.time_ns() // 1_000_000
+
+
+class SyncLog:
+    """The sync state kept in one client database."""
+
+    def __init__(self, store: Store, person: str) -> None:
+        self.store = store
+        self.person = person
+
+    async def counts(self) -> Counts:
+        """How many own events are pending, pushed and confirmed."""
+        rows = await self.store.fetchall(
+            "SELECT coalesce(s.state, 'pending'), count(*) FROM events e"
+            " LEFT JOIN sync_state s ON s.event_id = e.id WHERE e.actor = ? GROUP BY 1",
+            (self.person,),
+        )
+        by_state = {str(state): int(n) for state, n in rows}
+        last = await self.store.scalar("SELECT value FROM meta WHERE key = 'last_sync_at'")
+        return Counts(
+            by_state.get("pending", 0),
+            by_state.get("pushed", 0),
+            by_state.get("confirmed", 0),
+            str(last) if last else None,
+        )
+
+    async def requeue_stale(self, older_than_ms: int) -> int:
+        """Pushed events unconfirmed since before ``older_than_ms`` become pending again."""
+        async with self.store.write():
+            return await self.store.execute(
+                "UPDATE sync_state SET state = 'pending' WHERE state = 'pushed' AND pushed_ms < ?",
+                (older_than_ms,),
+            )
+
+    async def pending(self, after_seq: int, limit: int) -> list[tuple[int, str, bytes]]:
+        """Own events to push: pending again, then never pushed with seq > ``after_seq``."""
+        again = await self.store.fetchall(_PENDING_AGAIN, (self.person, limit))
+        fresh = await self.store.fetchall(_PENDING_NEW, (after_seq, self.person, limit))
+        seen: set[str] = set()
+        out: list[tuple[int, str, bytes]] = []
+        for seq, event_id, data in [*again, *fresh]:
+            if event_id not in seen:
+                seen.add(event_id)
+                out.append((int(seq), str(event_id), bytes(data)))
+        out.sort()
+        return out[:limit]
+
+    async def mark_pushed(self, event_ids: Sequence[str], at_ms: int) -> None:
+        """Record stream acknowledgements (never downgrades a confirmed event)."""
+        if not event_ids:
+            return
+        async with self.store.write():
+            await self.store.executemany(_MARK_PUSHED, [(i, at_ms) for i in event_ids])
+
+    async def cursors(self) -> tuple[int, int]:
+        """The pull cursor and the position reveals were checked up to."""
+        meta = await self.store.fetchall(
+            "SELECT key, value FROM meta WHERE key IN ('sync_after', 'sync_checked')"
+        )
+        values = {str(k): int(v) for k, v in meta}
+        return values.get("sync_after", 0), values.get("sync_checked", 0)
+
+    async def apply(
+        self,
+        events: Sequence[WireEvent],
+        after: int,
+        checked: int,
+        now: datetime,
+        apply_views: Callable[[Store, list[tuple[int, AnyEvent]], datetime], Awaitable[None]],
+    ) -> tuple[int, int, int]:
+        """Store pulled events and the cursor in ONE transaction; (new events, own events
+        confirmed, undecodable events skipped)."""
+        decoded: list[tuple[int, AnyEvent]] = []
+        rejected = 0
+        for wire in events:
+            try:
+                decoded.append((wire.position, decode(wire.raw)))
+            except CodecError:
+                rejected += 1  # the server validated it; a newer codec may read it later
+        synced_at = datetime.now(UTC).isoformat(timespec="milliseconds")
+        async with self.store.write():
+            added = await self.store.append_many(event for _, event in decoded)
+            if added:
+                by_id = {event.id: event for _, event in decoded}
+                rows = [(seq, by_id[i]) for seq, data in added if (i := _id_of(data)) in by_id]
+                await apply_views(self.store, rows, now)
+            await self.store.executemany(
+                _MARK_CONFIRMED, [(event.id, position) for position, event in decoded]
+            )
+            top = max((event.clock for _, event in decoded), default=0)
+            clock = await self.store.scalar("SELECT value FROM meta WHERE key = 'clock'")
+            if top > int(clock or 0):
+                await self.store.set_meta("clock", str(top))  # the HLC moves past what we saw
+            await self.store.set_meta("sync_after", str(after))
+            await self.store.set_meta("sync_checked", str(checked))
+            await self.store.set_meta("last_sync_at", synced_at)
+        own = sum(1 for _, event in decoded if event.actor == self.person)
+        return len(added), own, rejected
+
+    async def touch(self) -> None:
+        """Record a completed sync that changed nothing."""
+        async with self.store.write():
+            stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
+            await self.store.set_meta("last_sync_at", stamp)
+
+
+def _id_of(data: bytes) -> str:
+    head = _head_decoder.decode(data)
+    return head.id
+
+
+class _Head(msgspec.Struct):
+    id: str
+
+
+_head_decoder = msgspec.json.Decoder(_Head)
+
+
+async def apply_views(store: Store, rows: list[tuple[int, AnyEvent]], now: datetime) -> None:
+    """Bring the persisted views up to date with newly stored events (inside the
+    transaction): the touched roots are refolded once for the whole batch, exactly as
+    ``client.views.on_append`` does for one event; a big batch rebuilds instead."""
+    from client import views
+
+    if not rows:
+        return
+    if len(rows) > REBUILD_ABOVE:
+        await views.rebuild_views(store, now)
+        return
+    roots: set[str] = set()
+    known: list[tuple[int, Event]] = []
+    for seq, event in rows:
+        await store.execute(views._INSERT_REF, views.ref_row(event))
+        if not isinstance(event, Event):
+            continue
+        try:
+            roots |= await views._roots_touched(store, event)
+        except views.ViewsNeedRebuild:
+            await views.rebuild_views(store, now)
+            return
+        known.append((seq, event))
+    if roots:
+        await views._refold(store, sorted(roots), known, now)
+
+
+# --- the connection -----------------------------------------------------------------------
+
+
+def _pull_subject(person: str) -> str:
+    return f"milepost.pull.{person}"
+
+
+def _poke_subject(person: str) -> str:
+    return f"milepost.poke.{person}"
+
+
+def _events_subject(person: str, device: str) -> str:
+    return f"milepost.events.{person}.{device}"
+
+
+@dataclass
+class Link:
+    """One NATS connection as a person; remembers what the server refused, for messages."""
+
+    endpoint: Endpoint
+    reconnect: bool = False
+    on_change: Callable[[str], None] | None = None
+    nc: Any = None
+    refused: str | None = None
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def open(self, timeout: float = 3.0) -> None:
+        """Connect; SyncUnreachable or SyncRefused with one clear line."""
+        import nats
+        import nats.errors
+
+        async def error_cb(exc: Exception) -> None:
+            text = str(exc)
+            low = text.lower()
+            if "permissions violation" in low:
+                self.refused = (
+                    f"the NATS server refused it: {text.removeprefix('nats: ')}"
+                    f" (is {self.endpoint.user} the person this profile belongs to?)"
+                )
+            elif "authorization violation" in low:
+                self.refused = (
+                    f"the NATS server at {self.endpoint.url} refused the credentials of "
+                    f"{self.endpoint.user} (authorization violation)"
+                )
+
+        async def disconnected_cb() -> None:
+            self.connected.clear()
+            if self.on_change is not None:
+                self.on_change("disconnected")
+
+        async def reconnected_cb() -> None:
+            self.connected.set()
+            if self.on_change is not None:
+                self.on_change("reconnected")
+
+        options: dict[str, Any] = {
+            "user": self.endpoint.user,
+            "password": self.endpoint.password,
+            "inbox_prefix": f"_INBOX_{self.endpoint.user}",
+            "name": f"milepost {self.endpoint.user}",
+            "connect_timeout": timeout,
+            "allow_reconnect": self.reconnect,
+            "max_reconnect_attempts": -1 if self.reconnect else 0,
+            "reconnect_time_wait": 0.5,
+            "error_cb": error_cb,
+            "disconnected_cb": disconnected_cb,
+            "reconnected_cb": reconnected_cb,
+            "pending_size": 64 * 1024 * 1024,
+        }
+        try:
+            self.nc = await nats.connect(self.endpoint.url, **options)
+        except nats.errors.NoServersError:
+            raise SyncUnreachable(
+                f"cannot reach the sync server at {self.endpoint.url}: no NATS server answers"
+            ) from None
+        except (OSError, TimeoutError) as exc:
+            raise SyncUnreachable(
+                f"cannot reach the sync server at {self.endpoint.url}: {exc}"
+            ) from None
+        except nats.errors.Error as exc:
+            if "authorization" in str(exc).lower():
+                raise SyncRefused(
+                    f"the NATS server at {self.endpoint.url} refused the credentials of "
+                    f"{self.endpoint.user} (authorization violation)"
+                ) from None
+            raise SyncUnreachable(f"cannot connect to {self.endpoint.url}: {exc}") from None
+        self.connected.set()
+
+    async def close(self) -> None:
+        """Flush and close (never raises)."""
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.nc.close(), 5.0)
+            self.nc = None
+
+    def explain(self, what: str, exc: BaseException) -> SyncError:
+        """One clear error for a failed ``what``."""
+        if self.refused is not None:
+            return SyncRefused(f"{what} failed: {self.refused}")
+        name = type(exc).__name__
+        text = str(exc).removeprefix("nats: ") or name
+        if "NoResponders" in name:
+            return SyncUnreachable(f"{what} failed: the sync server is not running ({text})")
+        if "NoStreamResponse" in name:
+            return SyncUnreachable(
+                f"{what} failed: no event stream answers (start milepost-server once so it "
+                "creates the stream)"
+            )
+        if isinstance(exc, TimeoutError) or "Timeout" in name:
+            return SyncUnreachable(f"{what} failed: the sync server did not answer in time")
+        if "ConnectionClosed" in name or "Disconnected" in name or "StaleConnection" in name:
+            return SyncUnreachable(f"{what} failed: the connection to the sync server was lost")
+        return SyncError(f"{what} failed: {text}")
+
+
+# --- the engine ---------------------------------------------------------------------------
+
+
+class Summary(msgspec.Struct):
+    """What one sync round did (``sync --json``)."""
+
+    pushed: int = 0
+    received: int = 0
+    confirmed: int = 0
+    rejected: int = 0
+    rescans: int = 0
+    requeued: int = 0
+    cursor: int = 0
+    head: int = 0
+    pending: int = 0
+    seconds: float = 0.0
+
+    def add(self, other: Summary) -> None:
+        """Accumulate another round's counts."""
+        for name in ("pushed", "received", "confirmed", "rejected", "rescans", "requeued"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.cursor, self.head, self.pending = other.cursor, other.head, other.pending
+
+
+class Progress:
+    """Where progress goes; the default shows nothing."""
+
+    def start(self, what: str, total: int) -> None:
+        """A phase begins with ``total`` units of work."""
+
+    def advance(self, what: str, amount: int) -> None:
+        """``amount`` more units done."""
+
+    def stop(self) -> None:
+        """All done."""
+
+
+class RichProgress(Progress):
+    """A rich progress bar on stderr (only used on a terminal)."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+        from rich.progress import Progress as Bar
+
+        self._bar = Bar(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._tasks: dict[str, Any] = {}
+        self._started = False
+
+    def start(self, what: str, total: int) -> None:
+        """Show a bar for ``what``."""
+        if not self._started:
+            self._bar.start()
+            self._started = True
+        self._tasks[what] = self._bar.add_task(what, total=total)
+
+    def advance(self, what: str, amount: int) -> None:
+        """Move a bar."""
+        if what in self._tasks:
+            self._bar.advance(self._tasks[what], amount)
+
+    def stop(self) -> None:
+        """Remove the bars."""
+        if self._started:
+            self._bar.stop()
+            self._started = False
+
+
+BIG_SYNC = 2000
+"""A phase with more units than this shows a progress bar (on a terminal)."""
+
+
+class Syncer:
+    """Push and pull for one person and device over one ``Link``."""
+
+    def __init__(
+        self,
+        store: Store,
+        person: str,
+        device: str,
+        link: Link,
+        *,
+        now: Callable[[], datetime],
+        repush_after: float = DEFAULT_REPUSH_AFTER,
+        request_timeout: float = 10.0,
+        ack_timeout: float = 15.0,
+        progress: Progress | None = None,
+        pull_limit: int = DEFAULT_PULL_LIMIT,
+    ) -> None:
+        self.log = SyncLog(store, person)
+        self.store = store
+        self.person = person
+        self.device = device
+        self.link = link
+        self.now = now
+        self.repush_after = repush_after
+        self.request_timeout = request_timeout
+        self.ack_timeout = ack_timeout
+        self.progress = progress or Progress()
+        self.pull_limit = pull_limit
+        self._scanned = 0  # own events with seq <= this have a sync_state row
+
+    # --- push ---------------------------------------------------------------------------
+
+    async def push(self) -> Summary:
+        """Publish every pending own event, many acks in flight; mark them pushed."""
+        summary = Summary()
+        if self.repush_after >= 0:
+            summary.requeued = await self.log.requeue_stale(
+                wall_ms() - int(self.repush_after * 1000)
+            )
+        js = self.link.nc.jetstream(publish_async_max_pending=PUSH_CHUNK)
+        subject = _events_subject(self.person, self.device)
+        shown = False
+        while True:
+            batch = await self.log.pending(self._scanned, PUSH_CHUNK)
+            if not batch:
+                break
+            if not shown and len(batch) >= BIG_SYNC:
+                total = await self.store.scalar(
+                    "SELECT count(*) FROM events e LEFT JOIN sync_state s ON s.event_id = e.id"
+                    " WHERE e.actor = ? AND coalesce(s.state, 'pending') = 'pending'",
+                    (self.person,),
+                )
+                self.progress.start("push", int(total))
+                shown = True
+            acked = await self._publish(js, subject, batch)
+            await self.log.mark_pushed(acked, wall_ms())
+            summary.pushed += len(acked)
+            self.progress.advance("push", len(acked))
+            if len(acked) < len(batch):
+                raise self._push_error
+            self._scanned = max(self._scanned, batch[-1][0])
+        return summary
+
+    async def _publish(
+        self, js: Any, subject: str, batch: list[tuple[int, str, bytes]]
+    ) -> list[str]:
+        """Publish a chunk with ``publish_async``; ids acknowledged by the stream, in order."""
+        futures: list[asyncio.Future[Any]] = []
+        self._push_error: SyncError = SyncError("push failed")
+        try:
+            for _, event_id, data in batch:
+                futures.append(
+                    await js.publish_async(subject, data, headers={"Nats-Msg-Id": event_id})
+                )
+        except Exception as exc:
+            self._push_error = self.link.explain("push", exc)
+        if futures:
+            _, waiting = await asyncio.wait(futures, timeout=self.ack_timeout)
+            for future in waiting:
+                future.cancel()
+        acked: list[str] = []
+        for (_, event_id, _), future in zip(batch, futures, strict=False):
+            if future.done() and not future.cancelled() and future.exception() is None:
+                acked.append(event_id)
+            elif future.done() and not future.cancelled():
+                failure = future.exception()
+                assert failure is not None
+                self._push_error = self.link.explain("push", failure)
+            else:
+                self._push_error = self.link.explain("push", TimeoutError())
+        return acked
+
+    # --- pull ---------------------------------------------------------------------------
+
+    async def _request(self, request: PullRequest) -> PullReply:
+        try:
+            msg = await self.link.nc.request(
+                _pull_subject(self.person), encode_request(request), timeout=self.request_timeout
+            )
+        except Exception as exc:
+            raise self.link.explain("pull", exc) from None
+        try:
+            reply = decode_reply(msg.data)
+        except WireError as exc:
+            raise SyncError(f"pull failed: {exc}") from None
+        if reply.error is not None:
+            raise SyncError(f"pull failed: the server said: {reply.error}")
+        return reply
+
+    async def pull(self) -> Summary:
+        """Page through what the person may see after the cursor; apply each batch with its
+        cursor in one transaction. The next page is requested while a batch is applied."""
+        summary = Summary()
+        after, checked = await self.log.cursors()
+        gathered: list[WireEvent] = []
+        shown = False
+        pending_apply: asyncio.Task[tuple[int, int, int]] | None = None
+        try:
+            while True:
+                reply = await self._request(
+                    PullRequest(
+                        device=self.device, after=after, limit=self.pull_limit, checked=checked
+                    )
+                )
+                if reply.rescan_from is not None:
+                    summary.rescans += 1
+                if not shown and reply.more and reply.head - after >= BIG_SYNC:
+                    self.progress.start("pull", max(1, reply.head - after))
+                    shown = True
+                self.progress.advance("pull", max(0, reply.next_after - after))
+                gathered.extend(reply.events)
+                after, checked = reply.next_after, reply.checked
+                summary.cursor, summary.head = after, reply.head
+                if len(gathered) >= APPLY_BATCH or not reply.more:
+                    if pending_apply is not None:
+                        task, pending_apply = pending_apply, None
+                        self._count(summary, await task)
+                    batch, gathered = gathered, []
+                    pending_apply = asyncio.create_task(
+                        self.log.apply(batch, after, checked, self.now(), apply_views)
+                    )
+                if not reply.more:
+                    break
+        finally:
+            if pending_apply is not None:
+                self._count(summary, await pending_apply)
+        return summary
+
+    @staticmethod
+    def _count(summary: Summary, applied: tuple[int, int, int]) -> None:
+        summary.received += applied[0]
+        summary.confirmed += applied[1]
+        summary.rejected += applied[2]
+
+    # --- together -----------------------------------------------------------------------
+
+    async def sync_once(self) -> Summary:
+        """Push everything pending, then pull until caught up."""
+        started = time.perf_counter()
+        summary = Summary()
+        try:
+            summary.add(await self.push())
+            summary.add(await self.pull())
+        finally:
+            self.progress.stop()
+        if summary.received == 0 and summary.confirmed == 0:
+            await self.log.touch()
+        summary.pending = (await self.log.counts()).pending
+        summary.seconds = round(time.perf_counter() - started, 3)
+        return summary
+
+    async def watch(
+        self,
+        stop: asyncio.Event,
+        report: Callable[[Summary], None],
+        *,
+        poll: float = 0.005,
+        safety_pull: float = 5.0,
+    ) -> None:
+        """Stay connected: push as local events are logged (``PRAGMA data_version``), pull
+        on each poke, and every ``safety_pull`` seconds anyway. Returns when ``stop`` is set;
+        a lost connection raises SyncUnreachable (the caller reconnects with backoff)."""
+        wake = asyncio.Event()
+        pull_wanted = asyncio.Event()
+
+        async def on_poke(msg: Any) -> None:
+            with contextlib.suppress(WireError):
+                decode_poke(msg.data)
+            pull_wanted.set()
+            wake.set()
+
+        sub = await self.link.nc.subscribe(_poke_subject(self.person), cb=on_poke)
+        try:
+            await self.link.nc.flush(timeout=self.request_timeout)
+        except Exception as exc:
+            raise self.link.explain("subscribe", exc) from None
+        first = await self.sync_once()
+        report(first)
+        version = await self.store.scalar("PRAGMA data_version")
+        last_pull = time.monotonic()
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                waiter = asyncio.ensure_future(wake.wait())
+                await asyncio.wait({waiter, stopping}, timeout=poll, return_when="FIRST_COMPLETED")
+                waiter.cancel()
+                wake.clear()
+                if stop.is_set():
+                    break
+                if self.link.refused is not None:
+                    raise SyncRefused(self.link.refused)
+                if not self.link.connected.is_set():
+                    continue
+                summary = Summary()
+                current = await self.store.scalar("PRAGMA data_version")
+                if current != version:
+                    version = current
+                    summary.add(await self.push())
+                now = time.monotonic()
+                periodic = now - last_pull >= safety_pull
+                if pull_wanted.is_set() or periodic:
+                    pull_wanted.clear()
+                    last_pull = now
+                    if periodic:
+                        summary.add(await self.push())  # also re-pushes stale events
+                    summary.add(await self.pull())
+                if summary.pushed or summary.received or summary.rescans:
+                    report(summary)
+        finally:
+            stopping.cancel()
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+
+def backoff_delays(first: float = 0.5, cap: float = 30.0) -> Iterator[float]:
+    """0.5, 1, 2, 4 ... seconds, capped."""
+    delay = first
+    while True:
+        yield delay
+        delay = min(cap, delay * 2)
+
+
+def repush_after_default() -> float:
+    """``MILEPOST_REPUSH_AFTER`` seconds, else the default."""
+    raw = os.environ.get(REPUSH_ENV)
+    try:
+        return float(raw) if raw else DEFAULT_REPUSH_AFTER
+    except ValueError:
+        return DEFAULT_REPUSH_AFTER
+
+
+def poll_interval() -> float:
+    """How often ``watch`` checks the local database for new events (seconds)."""
+    raw = os.environ.get(POLL_ENV)
+    try:
+        return max(0.001, float(raw) / 1000) if raw else 0.005
+    except ValueError:
+        return 0.005
+
+
+def progress_for(stream: Any = None) -> Progress:
+    """A progress bar on a terminal, nothing otherwise."""
+    target = sys.stderr if stream is None else stream
+    return RichProgress() if getattr(target, "isatty", lambda: False)() else Progress()
