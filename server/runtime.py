@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -70,7 +71,9 @@ def public_url(url: str) -> str:
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says TCP;
+    # without it Nagle's algorithm meets delayed ACKs and every response waits ~40 ms.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -178,6 +181,10 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
         stack.push_async_callback(pulls.stop)
         follower = ProjectionFollower(store)
         await follower.catch_up()
+        # The folded history is long-lived: keep the cyclic GC from rescanning it (a full
+        # collection over millions of objects stalls every request for a long moment).
+        gc.collect()
+        gc.freeze()
         counters = IngestCounters()
         ctx = ServerContext(
             follower,

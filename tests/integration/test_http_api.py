@@ -249,7 +249,7 @@ async def test_feed_pages_follow_the_cursor_without_repeats_or_gaps(
 @pytest_asyncio.fixture
 async def served(world: World) -> AsyncIterator[str]:
     """The app on a real uvicorn on 127.0.0.1, with the projection follower running."""
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(create_app(world.ctx), log_level="warning", lifespan="on")

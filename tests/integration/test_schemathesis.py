@@ -40,7 +40,7 @@ class Served:
 @pytest.fixture
 def served(location: str) -> Iterator[Served]:
     """A populated world behind uvicorn, in a thread with its own event loop."""
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     served = Served(f"http://127.0.0.1:{sock.getsockname()[1]}", "")
     stop = threading.Event()
