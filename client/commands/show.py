@@ -48,10 +48,18 @@ def status(
             tree = msgspec.structs.replace(
                 tree, objectives=[o for o in tree.objectives if o.cycle == cycle]
             )
+        from client.sync import SyncLog
+
+        counts = await SyncLog(session.store, session.person).counts()
         if as_json:
-            render.emit_json(tree)
+            render.emit_json({**msgspec.to_builtins(tree), "sync": counts})
         else:
             render.tree(tree)
+            unsynced = counts.pending + counts.pushed
+            render.out(
+                f"sync: {unsynced} unsynced ({counts.pending} pending, {counts.pushed} pushed),"
+                f" last sync {counts.last_sync_at or 'never'}"
+            )
 
     with_session(go)
 
