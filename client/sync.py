@@ -99,7 +99,8 @@ class SyncRefused(SyncError):
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """A NATS URL (without secrets) and the person's NATS login."""
+    """A NATS URL (several comma-separated for a cluster; without secrets) and the
+    person's NATS login."""
 
     url: str
     user: str
@@ -138,25 +139,33 @@ def endpoint(meta: dict[str, str], environ: dict[str, str] | None = None) -> End
             password = text
     if not server:
         raise SyncError("no sync server configured: run `milepost config server nats://HOST:4222`")
-    parts = urlsplit(server if "://" in server else f"nats://{server}")
-    if parts.scheme not in ("nats", "tls", "ws", "wss"):
-        raise SyncError(
-            f"sync server {server!r} is not a NATS URL: give nats://HOST:PORT "
-            "(the NATS address milepost-server prints)"
-        )
-    if parts.username:
-        user = user or parts.username
-    if parts.password:
-        password = password or parts.password
+    # A cluster is several comma-separated URLs (one per node): nats-py tries them in turn.
+    cleaned: list[str] = []
+    for one in (part.strip() for part in server.split(",")):
+        if not one:
+            continue
+        parts = urlsplit(one if "://" in one else f"nats://{one}")
+        if parts.scheme not in ("nats", "tls", "ws", "wss"):
+            raise SyncError(
+                f"sync server {one!r} is not a NATS URL: give nats://HOST:PORT "
+                "(the NATS address milepost-server prints)"
+            )
+        if parts.username:
+            user = user or parts.username
+        if parts.password:
+            password = password or parts.password
+        host = parts.hostname or "127.0.0.1"
+        netloc = host if parts.port is None else f"{host}:{parts.port}"
+        cleaned.append(urlunsplit(parts._replace(netloc=netloc)))
+    if not cleaned:
+        raise SyncError("no sync server configured: run `milepost config server nats://HOST:4222`")
     password = env.get(PASSWORD_ENV) or password
     if not password:
         raise SyncError(
             f"no NATS password for {person}: set `milepost config credentials FILE` "
             f"(from `milepost-server person add {person}`) or {PASSWORD_ENV}"
         )
-    host = parts.hostname or "127.0.0.1"
-    netloc = host if parts.port is None else f"{host}:{parts.port}"
-    return Endpoint(urlunsplit(parts._replace(netloc=netloc)), user or person, password)
+    return Endpoint(",".join(cleaned), user or person, password)
 
 
 def _str(value: object) -> str | None:
@@ -412,7 +421,7 @@ class Link:
             "pending_size": 64 * 1024 * 1024,
         }
         try:
-            self.nc = await nats.connect(self.endpoint.url, **options)
+            self.nc = await nats.connect(self.endpoint.url.split(","), **options)
         except nats.errors.NoServersError:
             raise SyncUnreachable(
                 f"cannot reach the sync server at {self.endpoint.url}: no NATS server answers"
