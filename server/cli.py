@@ -217,6 +217,10 @@ def run(
         int | None,
         Parameter(help="Replicas of the events stream (3 on a 3-node cluster; default: keep)."),
     ] = None,
+    ack_wait: Annotated[
+        float,
+        Parameter(help="Seconds before messages a crashed replica fetched are redelivered."),
+    ] = 30.0,
 ) -> int:
     """Run the server: store, NATS, ingest, projections and the HTTP API in one process.
 
@@ -233,6 +237,8 @@ def run(
         raise CliError("--nats must be a nats:// URL", 2)
     if stream_replicas is not None and not 1 <= stream_replicas <= 5:
         raise CliError("--stream-replicas must be between 1 and 5", 2)
+    if not 0.5 <= ack_wait <= 3600:
+        raise CliError("--ack-wait must be between 0.5 and 3600 seconds", 2)
     logging.basicConfig(
         level=logging.WARNING,
         stream=sys.stderr,
@@ -243,7 +249,9 @@ def run(
         print(f"http: {http_url}", flush=True)
         print(f"nats: {nats_url}", flush=True)
 
-    options = RunOptions(_home(), database, nats, host, port, nats_port, stream_replicas)
+    options = RunOptions(
+        _home(), database, nats, host, port, nats_port, stream_replicas, ack_wait
+    )
     return asyncio.run(serve(options, announce))
 
 

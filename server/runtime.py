@@ -51,6 +51,8 @@ class RunOptions:
     nats_port: int | None = None
     stream_replicas: int | None = None
     """The events stream's replica count (3 on a three-node cluster); None keeps it."""
+    ack_wait: float = 30.0
+    """Seconds before a batch a crashed replica fetched but never acked is redelivered."""
 
 
 class _Server(uvicorn.Server):
@@ -174,7 +176,9 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
         if options.port != 0:
             server_home.remember_ports(home, http=http_port)
 
-        worker = IngestWorker(nc, store, replicas=options.stream_replicas)
+        worker = IngestWorker(
+            nc, store, replicas=options.stream_replicas, ack_wait=options.ack_wait
+        )
         await worker.start()
         pulls = PullResponder(nc, store)  # devices' pull requests (queue group)
         await pulls.start()
