@@ -8,6 +8,9 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
 
 from projections.settings import DEFAULT_SETTINGS, DriftSettings
 from projections.state import ProjectionState, as_of
@@ -15,6 +18,8 @@ from server.accounts import AccountStore, token_person, verify_token
 from server.metrics import DeadLetterCount, IngestCounters
 from server.projection import ProjectionFollower
 from server.store.protocol import ServerStore
+
+_encode = msgspec.json.Encoder().encode
 
 
 def utc_now() -> datetime:
@@ -70,6 +75,10 @@ class ServerContext:
     consumer_lag: Callable[[], Awaitable[int | None]] | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     keepalive_seconds: float = 15.0
+    response_ttl: float = 1.0
+    _responses: OrderedDict[tuple[Any, ...], tuple[float, bytes]] = field(
+        default_factory=OrderedDict
+    )
     _as_of_cache: OrderedDict[tuple[int, datetime], ProjectionState] = field(
         default_factory=OrderedDict
     )
@@ -78,6 +87,21 @@ class ServerContext:
     def state(self) -> ProjectionState:
         """The current projection state."""
         return self.follower.state
+
+    def cached(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> bytes:
+        """The JSON of ``compute()``, reused while the projections stay at the same position
+        and for at most ``response_ttl`` seconds (views also depend on the clock)."""
+        full_key = (self.follower.position, *key)
+        now = time.monotonic()
+        hit = self._responses.get(full_key)
+        if hit is not None and hit[0] > now:
+            self._responses.move_to_end(full_key)
+            return hit[1]
+        payload = _encode(compute())
+        self._responses[full_key] = (now + self.response_ttl, payload)
+        while len(self._responses) > 2048:
+            self._responses.popitem(last=False)
+        return payload
 
     def state_as_of(self, moment: datetime) -> ProjectionState:
         """The state as known at ``moment`` (a refold; the last few are cached)."""

@@ -13,6 +13,9 @@ and teams, which decides between 200 and 404:
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from litestar import Response
 
 from events import cycle_bounds
 from projections.goals import goal_tree
@@ -24,6 +27,11 @@ from server.http.errors import InvalidParameter, NotVisible
 MIN_DATE = date(1970, 1, 1)
 MAX_DATE = date(9998, 12, 31)
 MAX_REVIEW_DAYS = 366 * 5
+
+
+def json_response(payload: bytes) -> Response[Any]:
+    """A 200 with already encoded JSON (views are encoded once and may be reused)."""
+    return Response(payload, media_type="application/json")
 
 
 def require_person(state: ProjectionState, viewer: str, person: str, now: datetime) -> None:

@@ -366,3 +366,17 @@ async def test_feed_stream_receives_a_newly_ingested_item(
     with contextlib.suppress(Exception):
         await alice.close()
     assert CheckInRecorded  # imported for readers: check-ins stream the same way
+
+
+async def test_views_follow_new_events_at_once(client: httpx.AsyncClient, world: World) -> None:
+    headers = world.auth("carol")
+    before = (await client.get("/teams/growth/feed", headers=headers)).json()
+    make = EventMaker()
+    planned = make(
+        "alice",
+        MilestonePlanned(title="ZZTEAM fresh", due_on=date(2026, 5, 1), visibility="team"),
+    )
+    await world.append([planned])
+    after = (await client.get("/teams/growth/feed", headers=headers)).json()
+    assert planned.id not in {item["id"] for item in before["items"]}
+    assert planned.id in {item["id"] for item in after["items"]}

@@ -18,6 +18,7 @@ from server.http.services import (
     check_cycle,
     check_date,
     end_of_day,
+    json_response,
     require_person,
     review_period,
 )
@@ -48,7 +49,7 @@ class PeopleController(Controller):
                 description="Only objectives of this cycle: 2026, 2026-H1, 2026-Q1, 2026-03."
             ),
         ] = None,
-    ) -> GoalTree:
+    ) -> Response[GoalTree]:
         """The goal tree with progress; private items of others never appear."""
         viewer = request.user
         check_cycle(cycle)
@@ -58,7 +59,10 @@ class PeopleController(Controller):
             now = min(now, end_of_day(check_date("as_of", as_of)))
             state = ctx.state_as_of(now)
         require_person(ctx.state, viewer, person, ctx.clock())
-        return goal_tree(state, person, now, viewer=viewer, cycle=cycle)
+        key = ("goals", viewer, person, as_of, cycle)
+        return json_response(
+            ctx.cached(key, lambda: goal_tree(state, person, now, viewer=viewer, cycle=cycle))
+        )
 
     @get(
         "/review",
@@ -85,7 +89,12 @@ class PeopleController(Controller):
         now = ctx.clock()
         first, last = review_period(start, end, now.date())
         require_person(ctx.state, viewer, person, now)
-        result = review(ctx.state, person, first, last, now, viewer, ctx.settings)
         if format == "markdown":
+            result = review(ctx.state, person, first, last, now, viewer, ctx.settings)
             return Response(review_markdown(result), media_type="text/markdown; charset=utf-8")
-        return Response(result, media_type="application/json")
+        key = ("review", viewer, person, first, last)
+        return json_response(
+            ctx.cached(
+                key, lambda: review(ctx.state, person, first, last, now, viewer, ctx.settings)
+            )
+        )

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, get
+from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
@@ -25,7 +25,7 @@ from projections.team import (
 from server.http.auth import SECURITY_SCHEME
 from server.http.context import ServerContext
 from server.http.errors import ERROR_RESPONSES, InvalidParameter
-from server.http.services import check_cycle, require_member
+from server.http.services import check_cycle, json_response, require_member
 
 Viewer = Request[str, str, Any]
 
@@ -55,11 +55,15 @@ class TeamsController(Controller):
         cycle: Annotated[
             str | None, QueryParameter(description="Only objectives of this cycle.")
         ] = None,
-    ) -> TeamBoard:
+    ) -> Response[TeamBoard]:
         """The team's goal board."""
         check_cycle(cycle)
         require_member(ctx.state, team, request.user)
-        return team_board(ctx.state, team, request.user, ctx.clock(), cycle=cycle)
+        viewer, state, now = request.user, ctx.state, ctx.clock()
+        key = ("board", viewer, team, cycle)
+        return json_response(
+            ctx.cached(key, lambda: team_board(state, team, viewer, now, cycle=cycle))
+        )
 
     @get("/feed", summary="The team feed, newest first, paged by cursor")
     async def feed(
@@ -72,11 +76,15 @@ class TeamsController(Controller):
             QueryParameter(description="next_cursor of the previous page.", max_length=512),
         ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=200, description="Items per page.")] = 50,
-    ) -> FeedPage:
+    ) -> Response[FeedPage]:
         """One page of what the caller may see of the team's milestones, check-ins, observations."""
         require_member(ctx.state, team, request.user)
+        viewer, state = request.user, ctx.state
+        key = ("feed", viewer, team, cursor, limit)
         try:
-            return team_feed(ctx.state, team, request.user, cursor=cursor, limit=limit)
+            return json_response(
+                ctx.cached(key, lambda: team_feed(state, team, viewer, cursor=cursor, limit=limit))
+            )
         except InvalidCursor:
             raise InvalidParameter("cursor", "not a cursor returned by this feed") from None
 
@@ -111,11 +119,17 @@ class TeamsController(Controller):
     @get("/drift", summary="The team's drift signals the caller may see")
     async def drift(
         self, request: Viewer, ctx: NamedDependency[ServerContext], team: FromPath[str]
-    ) -> TeamDrift:
+    ) -> Response[TeamDrift]:
         """Drift signals of every current member, filtered for the caller."""
         require_member(ctx.state, team, request.user)
         now = ctx.clock()
-        return TeamDrift(team, now, team_drift(ctx.state, team, request.user, now, ctx.settings))
+        viewer, state, settings = request.user, ctx.state, ctx.settings
+        return json_response(
+            ctx.cached(
+                ("drift", viewer, team),
+                lambda: TeamDrift(team, now, team_drift(state, team, viewer, now, settings)),
+            )
+        )
 
 
 _encoder = msgspec.json.Encoder()
