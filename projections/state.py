@@ -572,19 +572,20 @@ _FEED_BODIES = frozenset(b.BODY_TYPES[tag] for tag in FEED_TYPES)
 
 def apply(state: ProjectionState, event: AnyEvent) -> bool:
     """Fold one event in; a duplicate (same id) changes nothing. Returns whether it was new."""
-    if type(event) is OpaqueEvent:
+    if isinstance(event, OpaqueEvent):
         if event.id in state.opaque:
             return False
         state.opaque[event.id] = event
         return True
-    assert isinstance(event, Event)
     events = state.events
-    if event.id in events:
+    event_id = event.id
+    if event_id in events:
         return False
-    events[event.id] = event
+    events[event_id] = event
     body = event.body
-    HANDLERS[type(body)](state, event, body)
-    if type(body) in _FEED_BODIES:
+    body_type = type(body)
+    HANDLERS[body_type](state, event, body)
+    if body_type in _FEED_BODIES:
         feed = state.feeds.get(event.actor)
         if feed is None:
             feed = state.feeds[event.actor] = Feed()
