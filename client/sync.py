@@ -413,7 +413,10 @@ class Link:
             "name": f"milepost {self.endpoint.user}",
             "connect_timeout": timeout,
             "allow_reconnect": self.reconnect,
-            "max_reconnect_attempts": -1 if self.reconnect else 0,
+            # Bounded: nats-py applies it to the first connect too (0 or -1 retry forever).
+            # A watcher whose connection closes after these reconnects starts over with
+            # its own backoff and a message on stderr.
+            "max_reconnect_attempts": 10 if self.reconnect else 1,
             "reconnect_time_wait": 0.5,
             "error_cb": error_cb,
             "disconnected_cb": disconnected_cb,
@@ -622,7 +625,12 @@ class Syncer:
         except Exception as exc:
             self._push_error = self.link.explain("push", exc)
         if futures:
-            _, waiting = await asyncio.wait(futures, timeout=self.ack_timeout)
+            # Wait for the acks, but give up at once when NATS refused the publishes
+            # (a permissions violation arrives on the error callback, never as an ack).
+            deadline = time.monotonic() + self.ack_timeout
+            waiting: set[asyncio.Future[Any]] = set(futures)
+            while waiting and self.link.refused is None and time.monotonic() < deadline:
+                _, waiting = await asyncio.wait(waiting, timeout=0.1)
             for future in waiting:
                 future.cancel()
         acked: list[str] = []
@@ -756,6 +764,8 @@ class Syncer:
                     break
                 if self.link.refused is not None:
                     raise SyncRefused(self.link.refused)
+                if self.link.nc.is_closed:
+                    raise SyncUnreachable("the connection to the sync server was lost")
                 if not self.link.connected.is_set():
                     continue
                 summary = Summary()
