@@ -75,7 +75,7 @@ class ServerContext:
     consumer_lag: Callable[[], Awaitable[int | None]] | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     keepalive_seconds: float = 15.0
-    response_ttl: float = 1.0
+    response_ttl: float = 5.0
     _responses: OrderedDict[tuple[Any, ...], tuple[float, bytes]] = field(
         default_factory=OrderedDict
     )
