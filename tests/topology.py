@@ -60,6 +60,7 @@ class ServerProcess:
     database: str
     nats: str
     port: int = field(default_factory=lambda: free_port(HOST))
+    ack_wait: float = 3.0
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -99,6 +100,8 @@ class ServerProcess:
             self.nats,
             "--stream-replicas",
             "3",
+            "--ack-wait",
+            str(self.ack_wait),
             "--host",
             HOST,
             "--port",
