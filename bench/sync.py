@@ -36,6 +36,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"
 sys.path.insert(0, str(ROOT))
 
 import nats  # noqa: E402
+from nats.aio.msg import Msg  # noqa: E402
 from nats.js.api import StorageType, StreamConfig  # noqa: E402
 
 from client.session import Session  # noqa: E402
@@ -157,7 +158,7 @@ async def nats_rtt(w: World, samples: int) -> list[float]:
     nc = await nats.connect(w.nats.url, user="milepost-server", password=w.service_password)
     try:
 
-        async def echo(msg: nats.aio.msg.Msg) -> None:
+        async def echo(msg: Msg) -> None:
             await msg.respond(msg.data)
 
         await nc.subscribe("bench.echo", cb=echo)

@@ -73,8 +73,8 @@ APPLY_BATCH = 20_000
 """Pulled events applied in one transaction at most (pages are gathered up to this)."""
 
 REBUILD_ABOVE = 1000
-"""A transaction adding more new events than this rebuilds the views once instead of
-refolding the touched roots."""
+"""A transaction adding more new events than this, and more than the log held before,
+rebuilds the views once instead of refolding the touched roots."""
 
 PASSWORD_ENV = "MILEPOST_NATS_PASSWORD"
 SERVER_ENV = "MILEPOST_SERVER"
@@ -333,8 +333,10 @@ async def apply_views(store: Store, rows: list[tuple[int, AnyEvent]], now: datet
     if not rows:
         return
     if len(rows) > REBUILD_ABOVE:
-        await views.rebuild_views(store, now)
-        return
+        total = int(await store.scalar("SELECT count(*) FROM events"))
+        if len(rows) * 2 > total:  # mostly new (a first sync): one rebuild is cheaper
+            await views.rebuild_views(store, now)
+            return
     roots: set[str] = set()
     known: list[tuple[int, Event]] = []
     for seq, event in rows:

@@ -65,7 +65,12 @@ class ServerProcess:
         lines: queue.Queue[str] = queue.Queue()
         stdout = self.process.stdout
         assert stdout is not None
-        threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
+
+        def read() -> None:
+            for line in stdout:
+                lines.put(line)
+
+        threading.Thread(target=read, daemon=True).start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -219,16 +224,15 @@ def history(person: str, device: str, count: int, *, start: datetime | None = No
         events.append(event)
         return event
 
-    goal = add(ObjectiveCreated(title="Bulk", cycle="2026-Q1"))
-    milestones = [
-        add(MilestonePlanned(title=f"Milestone {i}", objective=goal.id))
-        for i in range(max(1, (count - 1) // 5))
-    ]
-    i = 0
+    # Like a person's year: objectives of 50 events each (9 milestones, 40 check-ins).
     while len(events) < count:
-        target = milestones[i % len(milestones)]
-        add(CheckInRecorded(subject=target.id, confidence="on-track", percent=float(i % 100)))
-        i += 1
+        goal = add(ObjectiveCreated(title=f"Goal {len(events) // 50}", cycle="2026-Q1"))
+        milestones = [
+            add(MilestonePlanned(title=f"Milestone {i}", objective=goal.id)) for i in range(9)
+        ]
+        for i in range(40):
+            target = milestones[i % len(milestones)]
+            add(CheckInRecorded(subject=target.id, confidence="on-track", percent=float(i)))
     return events[:count]
 
 
