@@ -332,6 +332,9 @@ async def apply_views(store: Store, rows: list[tuple[int, AnyEvent]], now: datet
 
     if not rows:
         return
+    if await _out_of_order(store, rows):
+        await views.rebuild_views(store, now)
+        return
     if len(rows) > REBUILD_ABOVE:
         total = int(await store.scalar("SELECT count(*) FROM events"))
         if len(rows) * 2 > total:  # mostly new (a first sync): one rebuild is cheaper
@@ -351,6 +354,67 @@ async def apply_views(store: Store, rows: list[tuple[int, AnyEvent]], now: datet
         known.append((seq, event))
     if roots:
         await views._refold(store, sorted(roots), known, now)
+
+
+_REF_FIELDS = ("milestone", "subject", "task", "target", "indicator", "objective", "key_result")
+
+_ORPHANS = (
+    "CREATE TABLE IF NOT EXISTS sync_orphans (event_id TEXT NOT NULL, parent TEXT NOT NULL,"
+    " PRIMARY KEY (parent, event_id)) WITHOUT ROWID"
+)
+
+
+def referenced(event: AnyEvent) -> set[str]:
+    """Every id an event's body points at (its milestone, subject, objective, ...)."""
+    if not isinstance(event, Event):
+        return set()
+    return {
+        value for name in _REF_FIELDS if isinstance(value := getattr(event.body, name, None), str)
+    }
+
+
+async def _out_of_order(store: Store, rows: list[tuple[int, AnyEvent]]) -> bool:
+    """Whether these new events arrive out of causal order, so the incremental views
+    cannot place them (and a rebuild must): an event whose parent came earlier than the
+    parent itself, in this batch or before it. A pulled child whose parent is not here
+    yet is remembered in ``sync_orphans`` until the parent arrives.
+
+    This happens when several servers commit batches concurrently (a child may get a
+    lower position than its parent) or when a reveal delivers history late."""
+    await store.execute(_ORPHANS)
+    new_ids = [event.id for _, event in rows]
+    rebuild = False
+    for start in range(0, len(new_ids), 500):
+        chunk = new_ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        if await store.scalar(f"SELECT 1 FROM sync_orphans WHERE parent IN ({marks})", chunk):
+            rebuild = True
+            await store.execute(f"DELETE FROM sync_orphans WHERE parent IN ({marks})", chunk)
+    seen: set[str] = set()
+    later = set(new_ids)
+    missing: list[tuple[str, str]] = []
+    for _, event in rows:
+        later.discard(event.id)
+        for parent in referenced(event) - seen:
+            if parent in later:
+                rebuild = True  # its parent comes later in this very batch
+            else:
+                missing.append((event.id, parent))
+        seen.add(event.id)
+    if missing:
+        parents = sorted({parent for _, parent in missing})
+        known: set[str] = set()
+        for start in range(0, len(parents), 500):
+            chunk = parents[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found = await store.fetchall(f"SELECT id FROM events WHERE id IN ({marks})", chunk)
+            known.update(str(row[0]) for row in found)
+        orphans = [(child, parent) for child, parent in missing if parent not in known]
+        if orphans:
+            await store.executemany(
+                "INSERT OR IGNORE INTO sync_orphans (event_id, parent) VALUES (?, ?)", orphans
+            )
+    return rebuild
 
 
 # --- the connection -----------------------------------------------------------------------
