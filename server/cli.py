@@ -249,9 +249,7 @@ def run(
         print(f"http: {http_url}", flush=True)
         print(f"nats: {nats_url}", flush=True)
 
-    options = RunOptions(
-        _home(), database, nats, host, port, nats_port, stream_replicas, ack_wait
-    )
+    options = RunOptions(_home(), database, nats, host, port, nats_port, stream_replicas, ack_wait)
     return asyncio.run(serve(options, announce))
 
 

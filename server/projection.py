@@ -21,7 +21,7 @@ import bisect
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 from events import CodecError, Event, decode
 from projections.state import FEED_TYPES, ProjectionState, apply
@@ -86,6 +86,12 @@ class ProjectionFollower:
             advanced, self._advanced = self._advanced, asyncio.Event()
             advanced.set()
         return folded
+
+    @contextlib.asynccontextmanager
+    async def reading(self) -> AsyncIterator[ProjectionState]:
+        """Hold off folding while the state is read outside the event loop (a thread)."""
+        async with self._lock:
+            yield self.state
 
     def poke(self) -> None:
         """Ask the follower to catch up now (after a local ingest batch)."""

@@ -79,6 +79,7 @@ class ServerContext:
     _responses: OrderedDict[tuple[Any, ...], tuple[float, bytes]] = field(
         default_factory=OrderedDict
     )
+    _computing: dict[tuple[Any, ...], asyncio.Task[bytes]] = field(default_factory=dict)
     _as_of_cache: OrderedDict[tuple[int, datetime], ProjectionState] = field(
         default_factory=OrderedDict
     )
@@ -88,20 +89,41 @@ class ServerContext:
         """The current projection state."""
         return self.follower.state
 
-    def cached(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> bytes:
-        """The JSON of ``compute()``, reused while the projections stay at the same position
-        and for at most ``response_ttl`` seconds (views also depend on the clock)."""
+    async def cached(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> bytes:
+        """The JSON of ``compute()`` for the projections' current position.
+
+        A view is computed once per position (and again after ``response_ttl`` seconds,
+        since views also depend on the clock), in a worker thread while the follower
+        holds off folding, so the event loop keeps answering other requests. An expired
+        entry at the same position is served while its refresh runs (only its ``now``
+        is older).
+        """
         full_key = (self.follower.position, *key)
-        now = time.monotonic()
         hit = self._responses.get(full_key)
-        if hit is not None and hit[0] > now:
+        if hit is not None:
             self._responses.move_to_end(full_key)
+            if hit[0] <= time.monotonic() and full_key not in self._computing:
+                self._start(full_key, compute)
             return hit[1]
-        payload = _encode(compute())
-        self._responses[full_key] = (now + self.response_ttl, payload)
-        while len(self._responses) > 2048:
-            self._responses.popitem(last=False)
-        return payload
+        pending = self._computing.get(full_key) or self._start(full_key, compute)
+        return await asyncio.shield(pending)
+
+    def _start(self, full_key: tuple[Any, ...], compute: Callable[[], Any]) -> asyncio.Task[bytes]:
+        task = asyncio.create_task(self._compute(full_key, compute))
+        self._computing[full_key] = task
+        task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
+        return task
+
+    async def _compute(self, full_key: tuple[Any, ...], compute: Callable[[], Any]) -> bytes:
+        try:
+            async with self.follower.reading():
+                payload = await asyncio.to_thread(lambda: _encode(compute()))
+            self._responses[full_key] = (time.monotonic() + self.response_ttl, payload)
+            while len(self._responses) > 2048:
+                self._responses.popitem(last=False)
+            return payload
+        finally:
+            self._computing.pop(full_key, None)
 
     def state_as_of(self, moment: datetime) -> ProjectionState:
         """The state as known at ``moment`` (a refold; the last few are cached)."""

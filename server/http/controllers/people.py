@@ -54,15 +54,15 @@ class PeopleController(Controller):
         viewer = request.user
         check_cycle(cycle)
         now = ctx.clock()
-        state = ctx.state
         if as_of is not None:
             now = min(now, end_of_day(check_date("as_of", as_of)))
-            state = ctx.state_as_of(now)
         require_person(ctx.state, viewer, person, ctx.clock())
-        key = ("goals", viewer, person, as_of, cycle)
-        return json_response(
-            ctx.cached(key, lambda: goal_tree(state, person, now, viewer=viewer, cycle=cycle))
-        )
+
+        def compute() -> GoalTree:
+            state = ctx.state if as_of is None else ctx.state_as_of(now)
+            return goal_tree(state, person, now, viewer=viewer, cycle=cycle)
+
+        return json_response(await ctx.cached(("goals", viewer, person, as_of, cycle), compute))
 
     @get(
         "/review",
@@ -94,7 +94,7 @@ class PeopleController(Controller):
             return Response(review_markdown(result), media_type="text/markdown; charset=utf-8")
         key = ("review", viewer, person, first, last)
         return json_response(
-            ctx.cached(
+            await ctx.cached(
                 key, lambda: review(ctx.state, person, first, last, now, viewer, ctx.settings)
             )
         )

@@ -62,7 +62,7 @@ class TeamsController(Controller):
         viewer, state, now = request.user, ctx.state, ctx.clock()
         key = ("board", viewer, team, cycle)
         return json_response(
-            ctx.cached(key, lambda: team_board(state, team, viewer, now, cycle=cycle))
+            await ctx.cached(key, lambda: team_board(state, team, viewer, now, cycle=cycle))
         )
 
     @get("/feed", summary="The team feed, newest first, paged by cursor")
@@ -82,9 +82,10 @@ class TeamsController(Controller):
         viewer, state = request.user, ctx.state
         key = ("feed", viewer, team, cursor, limit)
         try:
-            return json_response(
-                ctx.cached(key, lambda: team_feed(state, team, viewer, cursor=cursor, limit=limit))
+            payload = await ctx.cached(
+                key, lambda: team_feed(state, team, viewer, cursor=cursor, limit=limit)
             )
+            return json_response(payload)
         except InvalidCursor:
             raise InvalidParameter("cursor", "not a cursor returned by this feed") from None
 
@@ -125,7 +126,7 @@ class TeamsController(Controller):
         now = ctx.clock()
         viewer, state, settings = request.user, ctx.state, ctx.settings
         return json_response(
-            ctx.cached(
+            await ctx.cached(
                 ("drift", viewer, team),
                 lambda: TeamDrift(team, now, team_drift(state, team, viewer, now, settings)),
             )
