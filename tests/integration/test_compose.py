@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from server.cli import app as server_app
 from server.nats_embedded import nats_server_binary
@@ -82,7 +82,7 @@ def test_three_nats_nodes_with_jetstream_routed_to_each_other(compose: dict[str,
     assert "server_name: $NATS_SERVER_NAME" in conf_text
     assert 'include "auth/auth.conf"' in conf_text
 
-    host_ports = set()
+    host_ports: set[str] = set()
     for name in NATS_NODES:
         node = service(compose, name)
         assert node["image"].startswith("nats:")
@@ -209,7 +209,7 @@ def test_every_named_volume_is_declared_and_every_bind_mount_exists(
     compose: dict[str, Any],
 ) -> None:
     declared = set(compose["volumes"])
-    used = set()
+    used: set[str] = set()
     for name, spec in compose["services"].items():
         for volume in spec.get("volumes", []):
             source = volume.split(":", 1)[0]
