@@ -193,6 +193,7 @@ WHERE e.position IN (SELECT position FROM candidates) AND e.actor <> $1 AND (
 visibility is the one of ``_VISIBLE``; an own event (``e.actor = person``) is always visible,
 so it is never revealed."""
 
+
 def _stored(row: asyncpg.Record) -> StoredEvent:
     return StoredEvent(
         row["position"],

@@ -184,6 +184,7 @@ WHERE e.position IN (SELECT position FROM candidates) AND e.actor <> :person AND
 visibility is the one of ``_VISIBLE``; an own event (``e.actor = person``) is always visible,
 so it is never revealed."""
 
+
 def _ids(values: Iterable[str]) -> str:
     """A JSON array parameter, expanded in SQL with ``json_each`` (no parameter limit)."""
     return json.dumps(list(values))
@@ -403,9 +404,7 @@ class SqliteStore:
         """Where a pull must rescan from (see the Protocol); None when nothing was revealed."""
         if after <= 0:
             return None
-        rows = await self._fetch(
-            _REVEALED, {"person": person, "checked": checked, "after": after}
-        )
+        rows = await self._fetch(_REVEALED, {"person": person, "checked": checked, "after": after})
         return None if not rows or rows[0][0] is None else int(rows[0][0])
 
     async def get(self, event_id: str) -> StoredEvent | None:
