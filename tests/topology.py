@@ -138,6 +138,16 @@ class ServerProcess:
             process.send_signal(signal.SIGKILL)
             process.wait()
 
+    def pause(self) -> None:
+        """SIGSTOP: the process holds its connections but does nothing."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after ``pause``."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM (clean stop), then SIGKILL after ``timeout``."""
         process, self.process = self.process, None
