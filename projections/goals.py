@@ -381,6 +381,22 @@ def _objective_view(ctx: _Context, objective_id: str) -> ObjectiveView:
     )
 
 
+CURRENT = "current"
+"""Cycle filter: objectives whose cycle contains the view's day."""
+
+ALL = "all"
+"""Cycle filter: every objective."""
+
+
+def _in_cycle(objective_cycle: str, wanted: str | None, today: date) -> bool:
+    if wanted is None or wanted == ALL:
+        return True
+    if wanted == CURRENT:
+        starts_on, ends_on = cycle_bounds(objective_cycle)
+        return starts_on <= today <= ends_on
+    return objective_cycle == wanted
+
+
 def goal_tree(
     state: ProjectionState,
     person: str,
@@ -388,7 +404,11 @@ def goal_tree(
     viewer: str | None = None,
     cycle: str | None = None,
 ) -> GoalTree:
-    """The person's goals as ``viewer`` (default: the person) may see them."""
+    """The person's goals as ``viewer`` (default: the person) may see them.
+
+    ``cycle``: None or ``all`` for every objective, ``current`` for those whose
+    cycle contains ``now``'s day, or one cycle such as ``2026-Q1``.
+    """
     viewer = person if viewer is None else viewer
     ctx = _Context(state, person, now)
     index = state.person(person)
@@ -401,7 +421,7 @@ def goal_tree(
             continue
         body = state.body(objective_id)
         assert isinstance(body, b.ObjectiveCreated)
-        if cycle is not None and body.cycle != cycle:
+        if not _in_cycle(body.cycle, cycle, ctx.today):
             continue
         objectives.append(_objective_view(ctx, objective_id))
     objectives.sort(key=lambda o: (o.starts_on, o.title, o.id))

@@ -18,7 +18,7 @@ from typing import Any
 from litestar import Response
 
 from events import cycle_bounds
-from projections.goals import goal_tree
+from projections.goals import ALL, CURRENT, goal_tree
 from projections.review import review
 from projections.state import ProjectionState
 from projections.team import is_member
@@ -69,9 +69,9 @@ def end_of_day(day: date) -> datetime:
 
 
 def check_cycle(cycle: str | None) -> str | None:
-    """``cycle`` if it names a cycle such as 2026, 2026-H1, 2026-Q1 or 2026-03."""
-    if cycle is None:
-        return None
+    """``cycle`` if it is ``current``, ``all`` or a cycle such as 2026, 2026-H1, 2026-Q1."""
+    if cycle is None or cycle in (CURRENT, ALL):
+        return cycle
     try:
         cycle_bounds(cycle)
     except ValueError as exc:

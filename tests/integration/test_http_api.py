@@ -209,6 +209,19 @@ async def test_as_of_shows_what_was_known_then(client: httpx.AsyncClient, world:
     assert other_cycle.json()["objectives"] == []
 
 
+async def test_goals_default_to_the_current_cycle(client: httpx.AsyncClient, world: World) -> None:
+    # the world's clock is 2026-03-20: Q1 objectives are current, none from later
+    current = await client.get("/people/alice/goals", headers=world.auth("alice"))
+    everything = await client.get("/people/alice/goals?cycle=all", headers=world.auth("alice"))
+    assert current.json()["objectives"] == everything.json()["objectives"] != []
+    explicit = await client.get(
+        "/people/alice/goals?as_of=2026-03-19&cycle=2026-Q1", headers=world.auth("alice")
+    )
+    assert explicit.status_code == 200
+    bad = await client.get("/people/alice/goals?cycle=soon", headers=world.auth("alice"))
+    assert bad.status_code == 422
+
+
 async def test_review_markdown_is_markdown(client: httpx.AsyncClient, world: World) -> None:
     response = await client.get(
         "/people/alice/review?format=markdown&from=2026-01-01", headers=world.auth("alice")

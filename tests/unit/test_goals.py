@@ -283,3 +283,20 @@ def test_sharing_change_by_someone_else_does_not_count() -> None:
     objective = h.objective()
     h.make(b.SharingChanged(subject=objective, visibility="team"), actor="bob")
     assert goal_tree(fold(h), "alice", at("2026-01-10"), viewer="bob").objectives == []
+
+
+def test_cycle_filter_current_all_and_one() -> None:
+    h = History()
+    q1 = h.objective("Q1 goal", cycle="2026-Q1")
+    q2 = h.objective("Q2 goal", cycle="2026-Q2")
+    year = h.objective("Year goal", cycle="2026")
+    state = fold(h)
+
+    def ids(cycle: str | None, day: str) -> set[str]:
+        return {o.id for o in goal_tree(state, "alice", at(day), cycle=cycle).objectives}
+
+    assert ids("current", "2026-02-10") == {q1, year}
+    assert ids("current", "2026-04-01") == {q2, year}
+    assert ids("current", "2027-01-01") == set()
+    assert ids("all", "2026-02-10") == ids(None, "2026-02-10") == {q1, q2, year}
+    assert ids("2026-Q2", "2026-02-10") == {q2}

@@ -44,11 +44,12 @@ class PeopleController(Controller):
             date | None, QueryParameter(description="Show what was known at the end of this day.")
         ] = None,
         cycle: Annotated[
-            str | None,
+            str,
             QueryParameter(
-                description="Only objectives of this cycle: 2026, 2026-H1, 2026-Q1, 2026-03."
+                description="Which objectives: `current` (cycles containing the day shown, the"
+                " default), `all`, or one cycle such as 2026, 2026-H1, 2026-Q1, 2026-03."
             ),
-        ] = None,
+        ] = "current",
     ) -> Response[GoalTree]:
         """The goal tree with progress; private items of others never appear."""
         viewer = request.user

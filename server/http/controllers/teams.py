@@ -53,8 +53,12 @@ class TeamsController(Controller):
         ctx: NamedDependency[ServerContext],
         team: FromPath[str],
         cycle: Annotated[
-            str | None, QueryParameter(description="Only objectives of this cycle.")
-        ] = None,
+            str,
+            QueryParameter(
+                description="Which objectives: `current` (the default), `all`, or one cycle"
+                " such as 2026-Q1."
+            ),
+        ] = "current",
     ) -> Response[TeamBoard]:
         """The team's goal board."""
         check_cycle(cycle)
