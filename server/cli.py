@@ -176,9 +176,11 @@ def _print_credentials(
         return
     for key, value in shown.items():
         print(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
+    team_flag = f" --team {teams[0]}" if teams else ""
     print(
-        f"# on {person}'s device: milepost init --person {person} --server {nats_url} "
-        f"--http {http_url} (the password and token are shown only now)"
+        f"# shown only now. Save it with --json to {person}.json, then on {person}'s device:\n"
+        f"#   milepost init --person {person}{team_flag} --server {nats_url}"
+        f" --credentials {person}.json"
     )
 
 
