@@ -54,8 +54,13 @@ CADENCE_DAYS: dict[str, int] = {"weekly": 7, "biweekly": 14, "monthly": 30}
 CONFIDENCE_RANK: dict[str, int] = {"on-track": 0, "at-risk": 1, "off-track": 2}
 
 
-class Body(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fields=False):
-    """Base of every event body; the ``type`` tag selects the variant."""
+class Body(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fields=False, gc=False):
+    """Base of every event body; the ``type`` tag selects the variant.
+
+    ``gc=False``: bodies hold only scalars and tuples of strings, so they can
+    never be part of a reference cycle; untracked, a million of them cost the
+    cyclic collector nothing.
+    """
 
 
 def _check_sharing(visibility: str, partners: tuple[str, ...]) -> None:
@@ -251,7 +256,9 @@ class SharingChanged(Body, frozen=True, tag="sharing.changed"):
         _check_sharing(self.visibility, self.partners)
 
 
-class Changes(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+class Changes(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False
+):
     """Replacement values carried by a correction; unset fields stay as they were."""
 
     title: Title | None = None
