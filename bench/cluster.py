@@ -115,7 +115,6 @@ async def ingest_with(workers: int, nats_urls: str, database: str, count: int) -
             await asyncio.sleep(0.01)
         elapsed = time.perf_counter() - began
     finally:
-        await conn.close()
         for process in processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -125,6 +124,17 @@ async def ingest_with(workers: int, nats_urls: str, database: str, count: int) -
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+    try:
+        # No event applied twice: exactly ``count`` rows at positions 1..count.
+        row = await conn.fetchrow(
+            "SELECT count(*), count(DISTINCT id), (SELECT last FROM event_positions) FROM events"
+        )
+        assert row is not None
+        rows, distinct, last = row
+        if not rows == distinct == last == count:
+            raise RuntimeError(f"stored {rows} ({distinct} distinct, last {last}) of {count}")
+    finally:
+        await conn.close()
     return count / elapsed
 
 
