@@ -49,7 +49,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.history import history_bytes
-from server.ingest import STREAM, IngestWorker, ensure_stream
+from server.ingest import STREAM, BatchReport, IngestWorker, ensure_stream
 from server.nats_embedded import SERVICE_USER, EmbeddedNats, events_subject, new_password
 from server.store import Incoming, ServerStore
 from server.store.postgres import PostgresStore
@@ -169,9 +169,16 @@ async def ingest_rate(nc: NatsClient, store: ServerStore, count: int) -> float:
     worker = IngestWorker(nc, store, durable=durable, batch_size=1000, fetch_timeout=2.0)
     await worker.start()
     stored = 0
+    done = asyncio.Event()
+
+    def settled(report: BatchReport) -> None:  # after the batch's commit, acks and pokes
+        nonlocal stored
+        stored += report.stored
+        if stored >= count:
+            done.set()
+
     began = time.perf_counter()
-    while stored < count:
-        stored += (await worker.run_once()).stored
+    await worker.run(done, on_report=settled)  # the server's own loop (runtime.py)
     elapsed = time.perf_counter() - began
     await nc.jetstream().delete_consumer(STREAM, durable)
     return count / elapsed

@@ -1,12 +1,14 @@
 """Ingest: read the JetStream stream with a durable pull consumer, store, then ack.
 
-One batch is: fetch up to ``batch_size`` messages; decode each and check that its
-actor is the person in its subject; ``append_batch`` everything in one
-transaction (invalid messages become dead letters in that same transaction);
-only after the commit, acknowledge every message; then poke everyone who can
-see what was stored. A crash between commit and ack means redelivery, which
-the store's idempotent append (event id is the key, forever) turns into
-duplicates: delivery is at least once, the effect exactly once. This also
+One batch is: take up to ``batch_size`` delivered messages, each already decoded
+and its actor checked against the person in its subject as it arrived (a
+``PullConsumer`` keeps the next pull request in flight, so the next batch is
+delivered and validated while this one is stored); ``append_batch`` everything
+in one transaction (invalid messages become dead letters in that same
+transaction); only after the commit, acknowledge every message; then poke
+everyone who can see what was stored. A crash between commit and ack means
+redelivery, which the store's idempotent append (event id is the key, forever)
+turns into duplicates: delivery is at least once, the effect exactly once. This also
 makes several server processes sharing the consumer safe.
 
 Acks are explicit, one per message, and not awaited one by one: nats-py's
@@ -21,8 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import msgspec
 import nats.errors
@@ -31,6 +33,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
+from server.consumer import PullConsumer
 from server.nats_embedded import EVENTS_PREFIX, poke_subject
 from server.store.protocol import AppendResult, Incoming, ServerStore
 
@@ -76,6 +79,20 @@ def subject_person(subject: str) -> str | None:
         return None
     person, _, rest = subject[len(prefix) :].partition(".")
     return person if person and rest else None
+
+
+Delivered = tuple[Msg, Incoming]
+"""A delivered message and what validating it gave (validated as it arrived)."""
+
+
+def _validated(message: Msg) -> Incoming:
+    """``validate`` for a message as it arrives; anything unexpected dead-letters it."""
+    try:
+        return validate(message.data, message.subject)
+    except Exception as exc:  # a decoder bug must not make a message undeliverable
+        log.exception("validating a message failed")
+        reason = f"could not be validated: {exc!r}"
+        return Incoming.rejected(message.data, reason, message.subject)
 
 
 def validate(raw: bytes, subject: str) -> Incoming:
@@ -152,7 +169,7 @@ class IngestWorker:
         self._batch_size = batch_size
         self._fetch_timeout = fetch_timeout
         self._ack_wait = ack_wait
-        self._sub: Any = None
+        self._consumer: PullConsumer[Incoming] | None = None
 
     async def start(self) -> None:
         """Create the stream and the durable consumer if needed, and bind to it."""
@@ -166,48 +183,58 @@ class IngestWorker:
             max_ack_pending=max(20_000, self._batch_size * 4),
             filter_subject=f"{EVENTS_PREFIX}.>",
         )
-        self._sub = await js.pull_subscribe(
-            f"{EVENTS_PREFIX}.>", durable=self._durable, stream=STREAM, config=config
-        )
-
-    async def fetch(self) -> list[Msg]:
-        """Up to one batch of messages (empty when none arrived within the timeout)."""
-        if self._sub is None:
-            raise RuntimeError("call start() first")
         try:
-            messages: list[Msg] = await self._sub.fetch(
-                self._batch_size, timeout=self._fetch_timeout
-            )
-        except TimeoutError:
-            # nats-py raises its own TimeoutError or a bare asyncio one (the same class
-            # as the builtin since Python 3.11) depending on where the wait ran out.
-            return []
-        return messages
+            await js.consumer_info(STREAM, self._durable)
+        except nats.js.errors.NotFoundError:
+            # Creating an existing consumer with the same settings is a no-op, so two
+            # servers starting together are fine.
+            await js.add_consumer(STREAM, config)
+        self._consumer = PullConsumer(
+            self._nc,
+            STREAM,
+            self._durable,
+            _validated,
+            batch=self._batch_size,
+            expires=max(self._fetch_timeout, 0.5),
+        )
+        await self._consumer.start()
 
-    async def store_batch(self, messages: list[Msg]) -> AppendResult:
-        """Validate and append one batch in one transaction (no ack)."""
-        return await self._store.append_batch([validate(m.data, m.subject) for m in messages])
+    async def close(self) -> None:
+        """Stop fetching; messages fetched but not handed out are redelivered at once."""
+        if self._consumer is not None:
+            await self._consumer.close()
+            self._consumer = None
+
+    async def fetch(self) -> list[Delivered]:
+        """Up to one batch of messages (empty when none arrived within the timeout)."""
+        if self._consumer is None:
+            raise RuntimeError("call start() first")
+        return await self._consumer.fetch(self._fetch_timeout)
+
+    async def store_batch(self, delivered: list[Delivered]) -> AppendResult:
+        """Append one batch of validated messages in one transaction (no ack)."""
+        return await self._store.append_batch([incoming for _, incoming in delivered])
 
     async def run_once(self) -> BatchReport:
         """Fetch, store, ack, poke: one round."""
-        messages = await self.fetch()
-        if not messages:
+        delivered = await self.fetch()
+        if not delivered:
             return EMPTY_REPORT
         try:
-            result = await self.store_batch(messages)
+            result = await self.store_batch(delivered)
         except Exception:
             # The store is broken, not the messages: ask for redelivery a bit later.
-            log.exception("append failed; %d messages will be redelivered", len(messages))
-            for message in messages:
+            log.exception("append failed; %d messages will be redelivered", len(delivered))
+            for message, _ in delivered:
                 with contextlib.suppress(nats.errors.Error):
                     await message.nak(delay=1.0)
             raise
-        for message in messages:
+        for message, _ in delivered:
             await message.ack()  # queued, not a round trip
         await self._nc.flush()
         poked = await self.poke(result)
         return BatchReport(
-            len(messages),
+            len(delivered),
             len(result.stored),
             len(result.duplicates),
             result.dead_lettered,
@@ -227,10 +254,31 @@ class IngestWorker:
             await self._nc.publish(poke_subject(person), payload)
         return people
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Ingest until ``stop`` is set; a failing store is retried after a pause."""
-        while not stop.is_set():
-            try:
-                await self.run_once()
-            except Exception:
-                await asyncio.sleep(1.0)
+    async def run(
+        self,
+        stop: asyncio.Event,
+        on_report: Callable[[BatchReport], None] | None = None,
+        on_failure: Callable[[], None] | None = None,
+    ) -> None:
+        """Ingest until ``stop`` is set (the batch in hand is settled first), then ``close``.
+
+        ``on_report`` is called after each batch is settled (committed, acknowledged,
+        poked); ``on_failure`` when a round fails (its messages are redelivered), before
+        a pause. The next batch is already being delivered while one is settled (see
+        ``PullConsumer``).
+        """
+        try:
+            while not stop.is_set():
+                try:
+                    report = await self.run_once()
+                except Exception:
+                    log.exception("ingest round failed; retrying")
+                    if on_failure is not None:
+                        on_failure()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 1.0)
+                    continue
+                if on_report is not None:
+                    on_report(report)
+        finally:
+            await self.close()

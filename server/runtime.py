@@ -29,7 +29,7 @@ from nats.aio.client import Client as NatsClient
 from server import home as server_home
 from server.accounts import open_accounts
 from server.http import ServerContext, TokenVerifier, create_app
-from server.ingest import CONSUMER, STREAM, IngestWorker
+from server.ingest import CONSUMER, STREAM, BatchReport, IngestWorker
 from server.metrics import IngestCounters
 from server.nats_embedded import SERVICE_USER, EmbeddedNats, hash_password, new_password
 from server.projection import ProjectionFollower
@@ -93,18 +93,16 @@ async def _ingest_loop(
     stop: asyncio.Event,
 ) -> None:
     """Fetch → store → ack → poke, batch after batch; a stop request ends between batches."""
-    while not stop.is_set():
-        try:
-            report = await worker.run_once()
-        except Exception:
-            counters.failures += 1
-            log.exception("ingest round failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
-            continue
+
+    def settled(report: BatchReport) -> None:
         counters.add(report)
         if report.stored:
             follower.poke()
+
+    def failed() -> None:
+        counters.failures += 1
+
+    await worker.run(stop, on_report=settled, on_failure=failed)
 
 
 def _consumer_lag(nc: NatsClient) -> Callable[[], Any]:
