@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Collection, Iterable, Sequence
+import sqlite3
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 
@@ -93,6 +94,8 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     ),
 )
 """Numbered schema steps; a step runs once and is recorded in ``schema_migrations``."""
+
+_T = TypeVar("_T")
 
 _EVENT_COLUMNS = "position, id, actor, type, root_id, team, raw"
 
@@ -195,35 +198,33 @@ def _stored(row: Any) -> StoredEvent:
 
 
 class _SqliteTx(AppendTx):
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    """The append steps as plain ``sqlite3`` calls: none of them suspends, so the shared
+    algorithm runs to completion in one go inside the connection's thread."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
 
     async def lock_positions(self) -> int:
-        async with self._db.execute("SELECT COALESCE(MAX(position), 0) FROM events") as cur:
-            row = await cur.fetchone()
-        assert row is not None
-        return int(row[0])
+        (last,) = self._db.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()
+        return int(last)
 
     async def save_last_position(self, last: int) -> None:
         return None  # the position is derived from the table under the write lock
 
     async def existing_ids(self, ids: Sequence[str]) -> set[str]:
         sql = "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))"
-        async with self._db.execute(sql, (_ids(ids),)) as cur:
-            return {row[0] for row in await cur.fetchall()}
+        return {row[0] for row in self._db.execute(sql, (_ids(ids),))}
 
     async def roots_of(self, ids: Iterable[str]) -> dict[str, str | None]:
         sql = "SELECT id, root_id FROM events WHERE id IN (SELECT value FROM json_each(?))"
-        async with self._db.execute(sql, (_ids(ids),)) as cur:
-            return {row[0]: row[1] for row in await cur.fetchall()}
+        return dict(self._db.execute(sql, (_ids(ids),)).fetchall())
 
     async def refs_of(self, ids: Iterable[str]) -> dict[str, str | None]:
         sql = "SELECT id, ref_id FROM events WHERE id IN (SELECT value FROM json_each(?))"
-        async with self._db.execute(sql, (_ids(ids),)) as cur:
-            return {row[0]: row[1] for row in await cur.fetchall()}
+        return dict(self._db.execute(sql, (_ids(ids),)).fetchall())
 
     async def upsert_links(self, rows: Sequence[LinkRow]) -> None:
-        await self._db.executemany(
+        self._db.executemany(
             """INSERT INTO links(item_id, parent_id, clock, event_id) VALUES (?, ?, ?, ?)
             ON CONFLICT(item_id) DO UPDATE SET parent_id = excluded.parent_id,
                 clock = excluded.clock, event_id = excluded.event_id
@@ -235,24 +236,24 @@ class _SqliteTx(AppendTx):
         sql = (
             "SELECT item_id, parent_id FROM links WHERE item_id IN (SELECT value FROM json_each(?))"
         )
-        async with self._db.execute(sql, (_ids(milestones),)) as cur:
-            return {row[0]: row[1] for row in await cur.fetchall()}
+        return dict(self._db.execute(sql, (_ids(milestones),)).fetchall())
 
     async def insert_events(self, rows: Sequence[EventRow]) -> None:
-        await self._db.executemany(
+        stamps = {stamp: stamp.isoformat() for stamp in {row.stored_at for row in rows}}
+        self._db.executemany(
             """INSERT INTO events(position, id, actor, type, ref_id, root_id, team, subject, raw,
                 stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-            [(*row[:9], row.stored_at.isoformat()) for row in rows],
+            [(*row[:9], stamps[row.stored_at]) for row in rows],
         )
 
     async def insert_items(self, rows: Sequence[ItemRow]) -> None:
-        await self._db.executemany(
+        self._db.executemany(
             "INSERT OR IGNORE INTO items(item_id, owner, kind, root_id) VALUES (?, ?, ?, ?)", rows
         )
 
     async def insert_dead_letters(self, rows: Sequence[DeadLetterRow]) -> int:
         before = self._db.total_changes
-        await self._db.executemany(
+        self._db.executemany(
             """INSERT OR IGNORE INTO dead_letters(subject, raw, reason, digest, received_at)
             VALUES (?, ?, ?, ?, ?)""",
             [(*row[:4], row.received_at.isoformat()) for row in rows],
@@ -260,7 +261,7 @@ class _SqliteTx(AppendTx):
         return self._db.total_changes - before
 
     async def upsert_sharing(self, rows: Sequence[SharingRow]) -> None:
-        await self._db.executemany(
+        self._db.executemany(
             """INSERT INTO sharing(root_id, actor, visibility, partners, clock, event_id)
             VALUES (?, ?, ?, ?, ?, ?)
             ON CONFLICT(root_id, actor) DO UPDATE SET visibility = excluded.visibility,
@@ -270,7 +271,7 @@ class _SqliteTx(AppendTx):
         )
 
     async def upsert_team_members(self, rows: Sequence[TeamRow]) -> None:
-        await self._db.executemany(
+        self._db.executemany(
             """INSERT INTO team_members(team, person, joined, clock, event_id)
             VALUES (?, ?, ?, ?, ?)
             ON CONFLICT(team, person) DO UPDATE SET joined = excluded.joined,
@@ -287,19 +288,40 @@ class _SqliteTx(AppendTx):
         )
         if unresolved_only:
             sql += " AND root_id IS NULL"
-        async with self._db.execute(sql, (_ids(ids),)) as cur:
-            return [(row[0], row[1]) for row in await cur.fetchall()]
+        return [(row[0], row[1]) for row in self._db.execute(sql, (_ids(ids),))]
 
     async def set_roots(self, roots: dict[str, str | None]) -> None:
         pairs = [(root, event_id) for event_id, root in roots.items()]
-        await self._db.executemany("UPDATE events SET root_id = ? WHERE id = ?", pairs)
-        await self._db.executemany("UPDATE items SET root_id = ? WHERE item_id = ?", pairs)
+        self._db.executemany("UPDATE events SET root_id = ? WHERE id = ?", pairs)
+        self._db.executemany("UPDATE items SET root_id = ? WHERE item_id = ?", pairs)
 
     async def set_refs(self, refs: dict[str, str | None]) -> None:
-        await self._db.executemany(
+        self._db.executemany(
             "UPDATE events SET ref_id = ? WHERE id = ?",
             [(ref, event_id) for event_id, ref in refs.items()],
         )
+
+
+def _run_to_completion(coroutine: Coroutine[Any, Any, _T]) -> _T:
+    """Run a coroutine that never suspends (each of its awaits returns at once)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as finished:
+        return cast(_T, finished.value)
+    coroutine.close()
+    raise RuntimeError("a synchronous SQLite step suspended")
+
+
+def _append_in_thread(db: sqlite3.Connection, items: Sequence[Incoming]) -> AppendResult:
+    """One append transaction, run by the connection's own thread from BEGIN to COMMIT."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = _run_to_completion(append_in_transaction(_SqliteTx(db), items))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return result
 
 
 class SqliteStore:
@@ -370,16 +392,12 @@ class SqliteStore:
 
     async def append_batch(self, items: Sequence[Incoming]) -> AppendResult:
         """Store a batch in one transaction (see ``ServerStore.append_batch``)."""
+        # The whole transaction is one call into aiosqlite's connection thread instead of
+        # a thread round trip per SQL step (aiosqlite has no public API for that).
         db = self._conn
+        in_thread = cast(Callable[..., Awaitable[AppendResult]], db._execute)
         async with self._lock:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                result = await append_in_transaction(_SqliteTx(db), items)
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
-        return result
+            return await in_thread(_append_in_thread, db._conn, items)
 
     async def _fetch(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
         async with self._lock, self._conn.execute(sql, params) as cur:
