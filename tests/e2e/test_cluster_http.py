@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,8 +124,17 @@ async def test_the_live_feed_reconnects_to_the_other_replica(
     topology: Topology, make_event: EventMaker
 ) -> None:
     alice = await topology.connect_person("alice")
-    first = team_goal(make_event, "alice", 3)  # objective + 6 feed items
-    objective = first[0]
+    # Feed items whose parent (the objective) is stored before the stream starts: two
+    # replicas may commit them in any order, and each is visible the moment it is stored.
+    # (A child committed before its parent is test_live_feed_sends_a_child_stored_before_
+    # its_parent, xfail.)
+    objective = make_event(
+        "alice", ObjectiveCreated(title="alice ships", cycle="2026-Q1", visibility="team")
+    )
+    first = [objective] + [
+        make_event("alice", MilestonePlanned(title=f"Step {i}", objective=objective.id))
+        for i in range(6)
+    ]
     more = [
         make_event("alice", MilestonePlanned(title=f"Later {i}", objective=objective.id))
         for i in range(5)
@@ -172,8 +182,7 @@ async def test_the_live_feed_reconnects_to_the_other_replica(
 
     follower = asyncio.create_task(follow())
     try:
-        # One at a time, parents first: this test is about failover, not arrival order.
-        await push(alice, first[1:], window=1)
+        await push(alice, first[1:])
         try:
             await asyncio.wait_for(_until(lambda: count() >= len(first) - 1), 20)
         except TimeoutError:
@@ -181,7 +190,7 @@ async def test_the_live_feed_reconnects_to_the_other_replica(
         assert connections == [topology.servers[0].http_url]
 
         topology.servers[0].kill()  # the replica goes away mid-stream
-        await push(alice, more, window=1)
+        await push(alice, more)
         await asyncio.wait_for(follower, 30)
     finally:
         follower.cancel()
@@ -202,3 +211,56 @@ async def test_the_live_feed_reconnects_to_the_other_replica(
 async def _until(check: Any) -> None:
     while not check():
         await asyncio.sleep(0.05)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the live feed skips an item stored before its parent (it is not visible yet "
+    "when its position passes); the paged feed shows it",
+)
+async def test_live_feed_sends_a_child_stored_before_its_parent(
+    topology: Topology, make_event: EventMaker
+) -> None:
+    """With two replicas ingesting, a check-in can commit before its milestone."""
+    alice = await topology.connect_person("alice")
+    objective = make_event(
+        "alice", ObjectiveCreated(title="alice ships", cycle="2026-Q1", visibility="team")
+    )
+    milestone = make_event("alice", MilestonePlanned(title="Beta", objective=objective.id))
+    checkin = make_event(
+        "alice", CheckInRecorded(subject=milestone.id, confidence="on-track", percent=10)
+    )
+    await push(alice, [objective])
+    await topology.quiesce(3 + 1)
+    token = topology.people["carol"].api_token
+    kinds: list[str] = []
+
+    async def follow() -> None:
+        async with (
+            httpx.AsyncClient(timeout=httpx.Timeout(5.0, read=30.0)) as http,
+            http.stream(
+                "GET",
+                f"{topology.servers[0].http_url}/teams/{TEAM}/feed/stream",
+                headers={"Authorization": f"Bearer {token}"},
+            ) as response,
+        ):
+            async for message in sse_messages(response):
+                if message.event == "feed.item":
+                    kinds.append(json.loads(message.data)["kind"])
+                    if len(kinds) == 2:
+                        return
+
+    follower = asyncio.create_task(follow())
+    await push(alice, [checkin])  # stored first, with the milestone unknown
+    await topology.quiesce(3 + 2)
+    await push(alice, [milestone])
+    await topology.quiesce(3 + 3)
+    paged = get(topology.servers[0].http_url, "/teams/web/feed?limit=200", token)
+    assert len(paged["items"]) == 2  # the paged feed has both
+    try:
+        await asyncio.wait_for(follower, 5)
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+    assert sorted(kinds) == ["checkin.recorded", "milestone.planned"]
