@@ -96,3 +96,45 @@ def owner_of(state: ProjectionState, item_id: str) -> str | None:
     """The person who created an item (None when its creating event is unknown)."""
     event = state.events.get(item_id)
     return event.actor if event is not None else None
+
+
+def _parent_of(state: ProjectionState, item_id: str, body: b.Body) -> str | None:
+    """The next item up the chain towards the visibility root (None at the root)."""
+    if isinstance(body, b.CheckInRecorded):
+        return body.subject
+    if isinstance(body, b.TaskAdded):
+        return body.milestone
+    if isinstance(body, b.MILESTONE_EVENTS):
+        return body.milestone
+    if isinstance(body, b.MilestonePlanned):
+        node = state.milestones.get(item_id)
+        link = node.link.value if node is not None else None
+        if link is None:
+            return None
+        key_result: str | None = link[0]
+        objective: str | None = link[1]
+        return key_result if key_result is not None else objective
+    if isinstance(body, b.KeyResultAdded):
+        return body.objective
+    if isinstance(body, b.ObservationRecorded):
+        return body.indicator
+    if isinstance(body, b.IndicatorDefined):
+        return body.objective
+    return None
+
+
+def awaits_ancestor(state: ProjectionState, event_id: str) -> bool:
+    """Whether the chain from this event up to its root names an event not folded yet.
+
+    Such an event (a check-in stored before its milestone, say) is invisible to
+    others only for now: it becomes visible once the ancestor arrives.
+    """
+    current: str | None = event_id
+    for _ in range(8):  # roots are at most four links up; the bound guards bad data
+        if current is None:
+            return False
+        event = state.events.get(current)
+        if event is None:
+            return True
+        current = _parent_of(state, current, event.body)
+    return False

@@ -213,11 +213,6 @@ async def _until(check: Any) -> None:
         await asyncio.sleep(0.05)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the live feed skips an item stored before its parent (it is not visible yet "
-    "when its position passes); the paged feed shows it",
-)
 async def test_live_feed_sends_a_child_stored_before_its_parent(
     topology: Topology, make_event: EventMaker
 ) -> None:

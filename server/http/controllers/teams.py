@@ -22,6 +22,7 @@ from projections.team import (
     team_drift,
     team_feed,
 )
+from projections.visibility import awaits_ancestor
 from server.http.auth import SECURITY_SCHEME
 from server.http.context import ServerContext
 from server.http.errors import ERROR_RESPONSES, InvalidParameter
@@ -140,25 +141,47 @@ class TeamsController(Controller):
 _encoder = msgspec.json.Encoder()
 
 
-def _new_items(
-    ctx: NamedDependency[ServerContext], team: FromPath[str], viewer: str, after: int
-) -> tuple[list[ServerSentEventMessage], int]:
-    """Messages for the visible team feed items folded after ``after``, and the new position."""
-    follower = ctx.follower
-    state = follower.state
-    upto = follower.position
-    members = state.members_of(team)
-    resolver = SubjectResolver(state, viewer)
-    messages = []
-    for position, event_id in follower.feed_events_after(after):
-        event = state.events.get(event_id)
-        if event is None or event.actor not in members:
-            continue
-        item = resolver.item(event_id)
-        if item is not None:
-            data = _encoder.encode(item).decode()
-            messages.append(ServerSentEventMessage(data=data, event="feed.item", id=position))
-    return messages, upto
+class _StreamCursor:
+    """Where one live feed stream stands: its position and the items held back.
+
+    An item whose ancestor has not been folded yet (with several replicas a
+    check-in can commit before its milestone) is invisible to others for now;
+    it is held and sent, with the then-current position as its id, once the
+    ancestor arrives. The paged feed shows it in its place either way.
+    """
+
+    MAX_HELD = 10_000
+
+    def __init__(self, position: int) -> None:
+        self.position = position
+        self.held: dict[str, None] = {}  # insertion-ordered set of event ids
+
+    def advance(
+        self, ctx: NamedDependency[ServerContext], team: str, viewer: str
+    ) -> list[ServerSentEventMessage]:
+        """Messages for the items that became visible since the last call."""
+        follower = ctx.follower
+        state = follower.state
+        upto = follower.position
+        members = state.members_of(team)
+        resolver = SubjectResolver(state, viewer)
+        messages = []
+        retry = list(self.held)
+        self.held.clear()
+        fresh = [(upto, event_id) for event_id in retry]
+        fresh += list(follower.feed_events_after(self.position))
+        for position, event_id in fresh:
+            event = state.events.get(event_id)
+            if event is None or event.actor not in members:
+                continue
+            item = resolver.item(event_id)
+            if item is not None:
+                data = _encoder.encode(item).decode()
+                messages.append(ServerSentEventMessage(data=data, event="feed.item", id=position))
+            elif awaits_ancestor(state, event_id) and len(self.held) < self.MAX_HELD:
+                self.held[event_id] = None
+        self.position = upto
+        return messages
 
 
 async def _feed_events(
@@ -166,18 +189,16 @@ async def _feed_events(
 ) -> AsyncIterator[ServerSentEventMessage]:
     """Catch up from ``after`` (if given), say ``ready``, then follow the projections."""
     follower = ctx.follower
-    position = follower.position if after is None else min(after, follower.position)
-    messages, position = _new_items(ctx, team, viewer, position)
-    for message in messages:
+    cursor = _StreamCursor(follower.position if after is None else min(after, follower.position))
+    for message in cursor.advance(ctx, team, viewer):
         yield message
-    yield ServerSentEventMessage(data="{}", event="ready", id=position)
+    yield ServerSentEventMessage(data="{}", event="ready", id=cursor.position)
     while not ctx.stopping.is_set():
-        advanced = await follower.wait_beyond(position, ctx.keepalive_seconds)
+        advanced = await follower.wait_beyond(cursor.position, ctx.keepalive_seconds)
         if ctx.stopping.is_set() or team not in follower.state.teams_of(viewer):
             return
         if not advanced:
             yield ServerSentEventMessage(comment="keepalive")
             continue
-        messages, position = _new_items(ctx, team, viewer, position)
-        for message in messages:
+        for message in cursor.advance(ctx, team, viewer):
             yield message
