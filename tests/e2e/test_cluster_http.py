@@ -124,10 +124,9 @@ async def test_the_live_feed_reconnects_to_the_other_replica(
     topology: Topology, make_event: EventMaker
 ) -> None:
     alice = await topology.connect_person("alice")
-    # Feed items whose parent (the objective) is stored before the stream starts: two
-    # replicas may commit them in any order, and each is visible the moment it is stored.
-    # (A child committed before its parent is test_live_feed_sends_a_child_stored_before_
-    # its_parent, xfail.)
+    # Feed items whose parent (the objective) is stored before the stream starts; two
+    # replicas may commit them in any order (a child stored before its parent is
+    # test_live_feed_sends_a_child_stored_before_its_parent).
     objective = make_event(
         "alice", ObjectiveCreated(title="alice ships", cycle="2026-Q1", visibility="team")
     )
