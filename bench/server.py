@@ -166,7 +166,7 @@ async def bare_consumer_rate(nc: NatsClient, count: int, batch: int = 500) -> fl
 async def ingest_rate(nc: NatsClient, store: ServerStore, count: int) -> float:
     """The server's ingest (fetch, append in one transaction, ack, poke) until all stored."""
     durable = f"bench-ingest-{uuid.uuid4().hex[:6]}"
-    worker = IngestWorker(nc, store, durable=durable, batch_size=1000, fetch_timeout=2.0)
+    worker = IngestWorker(nc, store, durable=durable, fetch_timeout=2.0)  # server defaults
     await worker.start()
     stored = 0
     done = asyncio.Event()

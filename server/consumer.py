@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+_YIELD_EVERY = 32
+"""Messages prepared between two yields to the event loop."""
+
 _GRACE = 0.5
 """Seconds past a request's ``expires`` before the client stops waiting for its end."""
 
@@ -134,6 +137,10 @@ class PullConsumer(Generic[T]):
     async def _on_message(self, msg: Msg) -> None:
         if msg.reply:  # a stream message (its reply subject is the ack subject)
             self._buffer.append((msg, self._prepare(msg)))
+            if len(self._buffer) % _YIELD_EVERY == 0:
+                # nats-py hands queued messages over without yielding: let the caller's
+                # store round trips go on between slices of a long backlog.
+                await asyncio.sleep(0)
             self._arrived.set()
             self._remaining -= 1
             if self._remaining <= 0 and self._current is not None:

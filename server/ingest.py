@@ -156,7 +156,7 @@ class IngestWorker:
         store: ServerStore,
         *,
         durable: str = CONSUMER,
-        batch_size: int = 500,
+        batch_size: int = 2000,
         fetch_timeout: float = 1.0,
         ack_wait: float = 30.0,
         replicas: int | None = None,
@@ -220,8 +220,12 @@ class IngestWorker:
         delivered = await self.fetch()
         if not delivered:
             return EMPTY_REPORT
+        return await self._settle(delivered, await self._append(delivered))
+
+    async def _append(self, delivered: list[Delivered]) -> AppendResult:
+        """``store_batch``; when it fails, ask for every message to be redelivered."""
         try:
-            result = await self.store_batch(delivered)
+            return await self.store_batch(delivered)
         except Exception:
             # The store is broken, not the messages: ask for redelivery a bit later.
             log.exception("append failed; %d messages will be redelivered", len(delivered))
@@ -229,6 +233,9 @@ class IngestWorker:
                 with contextlib.suppress(nats.errors.Error):
                     await message.nak(delay=1.0)
             raise
+
+    async def _settle(self, delivered: list[Delivered], result: AppendResult) -> BatchReport:
+        """After the commit: acknowledge every message, then poke."""
         for message, _ in delivered:
             await message.ack()  # queued, not a round trip
         await self._nc.flush()
@@ -262,10 +269,11 @@ class IngestWorker:
     ) -> None:
         """Ingest until ``stop`` is set (the batch in hand is settled first), then ``close``.
 
-        ``on_report`` is called after each batch is settled (committed, acknowledged,
-        poked); ``on_failure`` when a round fails (its messages are redelivered), before
-        a pause. The next batch is already being delivered while one is settled (see
-        ``PullConsumer``).
+        ``on_report`` is called after each round (committed, acknowledged, poked);
+        ``on_failure`` when a round fails (its messages are redelivered), before a pause.
+        The next batch is delivered and validated while one is stored (``PullConsumer``).
+        Acknowledging and poking one batch while storing the next was measured slower:
+        the next batch is then taken smaller, and the audience query competes with it.
         """
         try:
             while not stop.is_set():

@@ -250,14 +250,8 @@ class _PostgresTx(AppendTx):
         return {row["item_id"]: row["parent_id"] for row in rows}
 
     async def insert_events(self, rows: Sequence[EventRow]) -> None:
-        columns = list(zip(*rows, strict=True))
-        await self._conn.execute(
-            """INSERT INTO events(position, id, actor, type, ref_id, root_id, team, subject, raw,
-                stored_at)
-            SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
-                $6::text[], $7::text[], $8::text[], $9::bytea[], $10::timestamptz[])""",
-            *[list(column) for column in columns],
-        )
+        # The ids are new (checked under the position lock): COPY, the cheapest insert.
+        await self._conn.copy_records_to_table("events", records=rows, columns=EventRow._fields)
 
     async def insert_items(self, rows: Sequence[ItemRow]) -> None:
         columns = list(zip(*rows, strict=True))
