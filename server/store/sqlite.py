@@ -3,6 +3,16 @@
 SQLite has a single writer: ``BEGIN IMMEDIATE`` takes the write lock before the
 position is read, so positions are assigned in commit order by construction and
 stay dense (a rolled back batch releases its positions with the lock).
+
+Durability: WAL with ``synchronous=NORMAL`` (chosen, not an accident). A commit
+survives the server process crashing or being killed, which is what
+acknowledging after the commit relies on; an operating-system crash or power
+loss can roll back the last few commits, whose messages JetStream was already
+told are stored. Where that matters, run on PostgreSQL (or FULL synchronous).
+
+An append is one call into the connection's thread: the shared algorithm's SQL
+steps are plain ``sqlite3`` calls there, so nothing waits on the event loop
+between them.
 """
 
 from __future__ import annotations
