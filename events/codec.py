@@ -34,6 +34,7 @@ _encoder = msgspec.json.Encoder()
 _event_decoder = msgspec.json.Decoder(Event)
 _any_decoder = msgspec.json.Decoder()
 _MISSING = re.compile(r"^Object missing required field `([^`]+)`$")
+_HANDLE_ERROR = re.compile(r"^(actor|device): (.*)$", re.DOTALL)
 _LOCATION = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 
 
@@ -56,6 +57,10 @@ def _error_from(exc: msgspec.MsgspecError) -> CodecError:
         return CodecError("$", str(exc))
     path = (match.group("path") or "").lstrip(".")
     reason = match.group("reason")
+    if not path:  # an envelope field checked in Event.__post_init__ names itself
+        handle = _HANDLE_ERROR.match(reason)
+        if handle is not None:
+            path, reason = handle.group(1), handle.group(2)
     missing = _MISSING.match(reason)
     if missing is not None:  # name the missing field itself, not its parent
         path = f"{path}.{missing.group(1)}" if path else missing.group(1)

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated
 
 import msgspec
 from msgspec import Meta
 
-from events.bodies import DeviceId, EventId, KnownBody, PersonId
+from events.bodies import (
+    DEVICE_PATTERN,
+    PERSON_PATTERN,
+    DeviceId,
+    EventId,
+    KnownBody,
+    PersonId,
+)
 
 CURRENT_SCHEMA = 2
 """Schema version written by this code; older events are upcast on decode."""
@@ -17,17 +25,50 @@ Stamp = Annotated[int, Meta(ge=0, le=(1 << 63) - 1, description="Hybrid logical 
 Instant = Annotated[datetime, Meta(tz=True, description="A timezone-aware instant.")]
 
 
+# ``actor`` and ``device`` take few distinct values, so instead of a regex per
+# event (msgspec runs ``re`` on every decode) they are checked once per value
+# and remembered. The sets only ever hold values that passed the pattern; they
+# are bounded so that a stream of distinct handles cannot grow them forever.
+_HANDLE = Annotated[str, Meta(min_length=1, max_length=63)]
+_PERSON = re.compile(PERSON_PATTERN)
+_DEVICE = re.compile(DEVICE_PATTERN)
+_valid_actors: set[str] = set()
+_valid_devices: set[str] = set()
+_MAX_REMEMBERED = 4096
+INVALID_HANDLE = "Expected `str` matching regex "
+"""Start of the reason for an invalid actor or device, as msgspec words it."""
+
+
+def _remember(valid: set[str], value: str) -> None:
+    if len(valid) >= _MAX_REMEMBERED:
+        valid.clear()
+    valid.add(value)
+
+
 class Event(msgspec.Struct, frozen=True, gc=False):
     """One immutable fact: who, on which device, when (three ways), and what."""
 
     id: EventId
-    actor: PersonId
-    device: DeviceId
+    actor: _HANDLE  # a PersonId: checked in __post_init__
+    device: _HANDLE  # a DeviceId: checked in __post_init__
     clock: Stamp
     recorded_at: Instant
     occurred_at: Instant
     body: KnownBody
     schema: int = CURRENT_SCHEMA
+
+    def __post_init__(self) -> None:
+        # The message names the field: the codec reports it as that field's error.
+        actor = self.actor
+        if actor not in _valid_actors:
+            if _PERSON.search(actor) is None:
+                raise ValueError(f"actor: {INVALID_HANDLE}{PERSON_PATTERN!r}")
+            _remember(_valid_actors, actor)
+        device = self.device
+        if device not in _valid_devices:
+            if _DEVICE.search(device) is None:
+                raise ValueError(f"device: {INVALID_HANDLE}{DEVICE_PATTERN!r}")
+            _remember(_valid_devices, device)
 
     @property
     def type(self) -> str:
