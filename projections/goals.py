@@ -128,9 +128,9 @@ def _checkin_view(state: ProjectionState, subject: str, checkin_id: str) -> Chec
     owner_event = state.events.get(subject)
     if owner_event is not None and event.actor != owner_event.actor:
         return None  # only the owner checks in on their own goals
-    if state.is_retracted(checkin_id):
+    if checkin_id in state.retracted and state.is_retracted(checkin_id):
         return None
-    body = state.body(checkin_id)
+    body = state.body(checkin_id) if checkin_id in state.corrections else event.body
     assert isinstance(body, b.CheckInRecorded)
     return CheckInView(
         checkin_id, subject, event.occurred_at, body.confidence, body.value, body.percent, body.note
@@ -200,11 +200,18 @@ def _milestone_view(ctx: _Context, milestone_id: str) -> MilestoneView:
     body = state.body(milestone_id)
     assert isinstance(body, b.MilestonePlanned)
     tasks = []
+    # The hot loop of every goal view: ``is_retracted`` and ``body`` are only
+    # called for the rare task that a retraction or a correction names.
+    all_tasks = state.tasks
+    retracted = state.retracted
+    corrections = state.corrections
     for task_id in node.tasks:
-        task = state.tasks.get(task_id)
-        if task is None or task.event is PLACEHOLDER or state.is_retracted(task_id):
+        task = all_tasks.get(task_id)
+        if task is None or task.event is PLACEHOLDER:
             continue
-        task_body = state.body(task_id)
+        if task_id in retracted and state.is_retracted(task_id):
+            continue
+        task_body = state.body(task_id) if task_id in corrections else task.event.body
         assert isinstance(task_body, b.TaskAdded)
         tasks.append(TaskView(task_id, task_body.title, bool(task.done.value)))
     latest = last_checkins(state, milestone_id)

@@ -8,6 +8,8 @@ from datetime import date, datetime, timedelta
 from events import bodies as b
 from projections.state import ProjectionState
 
+_ONE_DAY = timedelta(days=1)
+
 
 def pauses_of(state: ProjectionState, person: str) -> list[tuple[date, date]]:
     """The person's live pauses as inclusive (start, end) date ranges."""
@@ -25,14 +27,26 @@ def paused_days(start: date, end: date, pauses: Iterable[tuple[date, date]]) -> 
     """Days in [start, end) covered by at least one pause (overlaps counted once)."""
     if end <= start:
         return 0
-    covered: set[date] = set()
+    # Clip each pause to [start, end), then count the union of the clipped ranges
+    # arithmetically (sorted, overlapping ones merged): no set of days is built.
+    clipped = []
     for pause_start, pause_end in pauses:
-        day = max(start, pause_start)
-        last = min(end - timedelta(days=1), pause_end)
-        while day <= last:
-            covered.add(day)
-            day += timedelta(days=1)
-    return len(covered)
+        first = max(start, pause_start)
+        stop = min(end, pause_end + _ONE_DAY)  # exclusive
+        if first < stop:
+            clipped.append((first, stop))
+    if not clipped:
+        return 0
+    clipped.sort()
+    total = 0
+    run_start, run_stop = clipped[0]
+    for first, stop in clipped[1:]:
+        if first <= run_stop:
+            run_stop = max(run_stop, stop)
+        else:
+            total += (run_stop - run_start).days
+            run_start, run_stop = first, stop
+    return total + (run_stop - run_start).days
 
 
 def active_days(start: date, end: date, pauses: Iterable[tuple[date, date]]) -> int:
@@ -47,6 +61,12 @@ def expected_percent(
 ) -> float:
     """Share of the active days from ``start`` to ``due`` (inclusive) elapsed by ``today``."""
     pauses = list(pauses)
+    if not pauses:  # the common case: plain calendar arithmetic
+        total = (due - start).days + 1
+        if total <= 0:
+            return 100.0 if today > due else 0.0
+        elapsed = max(0, (min(today, due + _ONE_DAY) - start).days)
+        return max(0.0, min(100.0, 100.0 * elapsed / total))
     total = active_days(start, due + timedelta(days=1), pauses)
     if total <= 0:
         return 100.0 if today > due else 0.0
