@@ -171,8 +171,40 @@ class IngestWorker:
         self._ack_wait = ack_wait
         self._consumer: PullConsumer[Incoming] | None = None
 
-    async def start(self) -> None:
-        """Create the stream and the durable consumer if needed, and bind to it."""
+    async def start(self, setup_timeout: float = 60.0) -> None:
+        """Create the stream and the durable consumer if needed, and bind to it.
+
+        A cluster that is (re)starting answers JetStream requests only once it has
+        elected its leaders: until then requests time out or report no responders,
+        so setup is retried with backoff for up to ``setup_timeout`` seconds.
+        """
+        deadline = asyncio.get_running_loop().time() + setup_timeout
+        delay = 0.2
+        while True:
+            try:
+                await self._setup()
+                break
+            except (
+                nats.errors.TimeoutError,
+                nats.errors.NoRespondersError,
+                nats.js.errors.ServiceUnavailableError,
+            ) as exc:
+                if asyncio.get_running_loop().time() + delay > deadline:
+                    raise
+                log.warning("JetStream not ready (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 3.0)
+        self._consumer = PullConsumer(
+            self._nc,
+            STREAM,
+            self._durable,
+            _validated,
+            batch=self._batch_size,
+            expires=max(self._fetch_timeout, 0.5),
+        )
+        await self._consumer.start()
+
+    async def _setup(self) -> None:
         await ensure_stream(self._nc, replicas=self._replicas)
         js = self._nc.jetstream()
         config = ConsumerConfig(
@@ -189,15 +221,6 @@ class IngestWorker:
             # Creating an existing consumer with the same settings is a no-op, so two
             # servers starting together are fine.
             await js.add_consumer(STREAM, config)
-        self._consumer = PullConsumer(
-            self._nc,
-            STREAM,
-            self._durable,
-            _validated,
-            batch=self._batch_size,
-            expires=max(self._fetch_timeout, 0.5),
-        )
-        await self._consumer.start()
 
     async def close(self) -> None:
         """Stop fetching; messages fetched but not handed out are redelivered at once."""
