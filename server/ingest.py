@@ -35,7 +35,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 
 from server.consumer import PullConsumer
 from server.nats_embedded import EVENTS_PREFIX, poke_subject
-from server.store.protocol import AppendResult, Incoming, ServerStore
+from server.store.protocol import AppendResult, Incoming, ServerStore, StoredEvent
 
 STREAM = "MILEPOST_EVENTS"
 CONSUMER = "milepost-ingest"
@@ -67,6 +67,11 @@ class BatchReport:
     duplicates: int
     dead_lettered: int
     poked: frozenset[str]
+    committed: tuple[StoredEvent, ...] = ()
+    """The events this round stored, in position order (``AppendResult.stored``)."""
+    incoming: tuple[Incoming, ...] = ()
+    """What the round appended, already decoded: lets the projection follower fold
+    ``committed`` without reading it back and decoding it again."""
 
 
 EMPTY_REPORT = BatchReport(0, 0, 0, 0, frozenset())
@@ -269,6 +274,8 @@ class IngestWorker:
             len(result.duplicates),
             result.dead_lettered,
             frozenset(poked),
+            result.stored,
+            tuple(incoming for _, incoming in delivered),
         )
 
     async def poke(self, result: AppendResult) -> set[str]:

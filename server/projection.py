@@ -6,6 +6,12 @@ polling (another replica sharing the store commits events this process did
 not ingest). Positions are dense and assigned in commit order, so reading
 ``events_after(position)`` never skips an event.
 
+An ingest batch of this process is handed over already decoded (``offer``): when
+it follows on from the follower's position it is folded at once, without
+reading it back from the store and decoding it again; when it does not (another
+replica appended in between, or a catch-up is under way) the follower reads
+from the store as before, so what it folds is always the store's position order.
+
 Folding is synchronous between awaits, so a request handler (running on the
 same event loop) always reads a state that is consistent at one position.
 
@@ -21,11 +27,11 @@ import bisect
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 
-from events import CodecError, Event, decode
+from events import AnyEvent, CodecError, Event, decode
 from projections.state import FEED_TYPES, ProjectionState, apply
-from server.store.protocol import ServerStore, StoredEvent
+from server.store.protocol import Incoming, ServerStore, StoredEvent
 
 log = logging.getLogger(__name__)
 
@@ -50,23 +56,64 @@ class ProjectionFollower:
         self._feed_positions: list[int] = []
         self._feed_ids: list[str] = []
 
-    def _fold(self, stored: list[StoredEvent]) -> None:
+    def _fold(
+        self, stored: Sequence[StoredEvent], decoded: dict[str, Incoming] | None = None
+    ) -> None:
+        """Fold ``stored`` in order; ``decoded`` (by event id) spares decoding an event whose
+        exact stored bytes were already decoded at ingest."""
         state = self.state
         feed_positions = self._feed_positions
         feed_ids = self._feed_ids
         for item in stored:
             if item.position != self.position + 1:
                 log.warning("position gap: expected %d, got %d", self.position + 1, item.position)
-            try:
-                event = decode(item.raw)
-            except CodecError:
-                # Stored events were validated at ingest; a decoder change must not stop us.
-                self.undecodable += 1
-            else:
-                if apply(state, event) and isinstance(event, Event) and event.type in FEED_TYPES:
-                    feed_positions.append(item.position)
-                    feed_ids.append(event.id)
+            event: AnyEvent | None = None
+            if decoded is not None:
+                incoming = decoded.get(item.id)
+                if incoming is not None and incoming.raw == item.raw:
+                    event = incoming.event
+            if event is None:
+                try:
+                    event = decode(item.raw)
+                except CodecError:
+                    # Stored events were validated at ingest; a decoder change must not stop us.
+                    self.undecodable += 1
+            if (
+                event is not None
+                and apply(state, event)
+                and isinstance(event, Event)
+                and event.type in FEED_TYPES
+            ):
+                feed_positions.append(item.position)
+                feed_ids.append(event.id)
             self.position = item.position
+
+    def _folded(self) -> None:
+        self.last_fold_at = time.time()
+        advanced, self._advanced = self._advanced, asyncio.Event()
+        advanced.set()
+
+    def offer(self, stored: Sequence[StoredEvent], incoming: Iterable[Incoming]) -> bool:
+        """Fold a batch this process just committed (``AppendResult.stored``, with the
+        ``Incoming`` it was appended from) if it follows on from ``position``; say whether
+        the follower is now past it. False means: ``poke`` to read it from the store (a gap:
+        another replica appended in between, or a catch-up or a reader holds the state)."""
+        if not stored:
+            return True
+        if stored[-1].position <= self.position:
+            return True  # already read from the store
+        if self._lock.locked():
+            return False  # a catch-up mid-read, or the state is being read in a thread
+        fresh = [item for item in stored if item.position > self.position]
+        if fresh[0].position != self.position + 1:
+            return False
+        decoded: dict[str, Incoming] = {}
+        for item in incoming:
+            if item.event is not None:
+                decoded.setdefault(item.event.id, item)
+        self._fold(fresh, decoded)
+        self._folded()
+        return True
 
     async def catch_up(self) -> int:
         """Fold every event stored after ``position``; return how many were folded."""
@@ -82,9 +129,7 @@ class ProjectionFollower:
                     break
                 await asyncio.sleep(0)  # let requests run between pages
         if folded:
-            self.last_fold_at = time.time()
-            advanced, self._advanced = self._advanced, asyncio.Event()
-            advanced.set()
+            self._folded()
         return folded
 
     @contextlib.asynccontextmanager

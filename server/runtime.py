@@ -96,7 +96,9 @@ async def _ingest_loop(
 
     def settled(report: BatchReport) -> None:
         counters.add(report)
-        if report.stored:
+        # Hand the follower what was just stored, already decoded; it reads from the
+        # store only when the batch does not follow on from its position.
+        if report.stored and not follower.offer(report.committed, report.incoming):
             follower.poke()
 
     def failed() -> None:
