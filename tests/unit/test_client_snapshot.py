@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
+from bench.history import generate_history
+from events import Event
 from projections import snapshot
 from projections.goals import goal_tree
 from projections.state import rebuild
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def _history(events: int) -> list:  # type: ignore[type-arg]
-    spec = importlib.util.spec_from_file_location("bench_history", ROOT / "bench" / "history.py")
-    if spec is None or spec.loader is None:
-        pytest.skip("bench/history.py is not available")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_history"] = module
-    spec.loader.exec_module(module)
-    return list(module.generate_history(1, 1, 6, events, 11))
+def _history(events: int) -> list[Event]:
+    return list(generate_history(1, 1, 6, events, 11))
 
 
 @pytest.mark.parametrize("later", ["2026-02-01", "2026-06-30", "2027-01-15"])
