@@ -38,22 +38,32 @@ import asyncio
 import contextlib
 import json
 import os
+import sqlite3
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
-from client.errors import MilepostError
-from client.store import Store
+from client.errors import MilepostError, StoreError
+from client.store import _INSERT as _INSERT_EVENT
+from client.store import Store, event_row, translate
 from events import AnyEvent, CodecError, Event, decode
 from events.wire import (
-    DEFAULT_PULL_LIMIT,
+    MAX_PULL_LIMIT,
     PullReply,
     PullRequest,
     WireError,
@@ -277,33 +287,55 @@ class SyncLog:
         apply_views: Callable[[Store, list[tuple[int, AnyEvent]], datetime], Awaitable[None]],
     ) -> tuple[int, int, int]:
         """Store pulled events and the cursor in ONE transaction; (new events, own events
-        confirmed, undecodable events skipped)."""
-        decoded: list[tuple[int, AnyEvent]] = []
-        rejected = 0
-        for wire in events:
-            try:
-                decoded.append((wire.position, decode(wire.raw)))
-            except CodecError:
-                rejected += 1  # the server validated it; a newer codec may read it later
+        confirmed, undecodable events skipped).
+
+        The whole transaction runs in the connection's own thread as plain ``sqlite3``
+        calls (``in_thread``): one hop instead of a thread round trip per SQL statement,
+        which dominated applying a big sync. Events the device already holds are
+        recognised by id before they are decoded (a device pulling back its own pushed
+        events decodes none of them)."""
         synced_at = datetime.now(UTC).isoformat(timespec="milliseconds")
-        async with self.store.write():
-            added = await self.store.append_many(event for _, event in decoded)
+
+        async def body(store: Store) -> tuple[int, int, int]:
+            heads: list[tuple[int, bytes, _Head | None]] = []
+            for wire in events:
+                try:
+                    heads.append((wire.position, wire.raw, _head_decoder.decode(wire.raw)))
+                except msgspec.MsgspecError:
+                    heads.append((wire.position, wire.raw, None))
+            held = await _held_ids(store, [h.id for _, _, h in heads if h is not None])
+            confirmed: list[tuple[str, int]] = []
+            fresh: list[AnyEvent] = []
+            own = rejected = top = 0
+            for position, raw, head in heads:
+                if head is not None and head.id in held:
+                    event_id, actor, clock = head.id, head.actor, head.clock
+                else:
+                    try:
+                        event = decode(raw)
+                    except CodecError:
+                        rejected += 1  # the server validated it; a newer codec may read it
+                        continue
+                    fresh.append(event)
+                    event_id, actor, clock = event.id, event.actor, event.clock
+                confirmed.append((event_id, position))
+                own += actor == self.person
+                top = max(top, clock)
+            added = await store.append_many(fresh) if fresh else []
             if added:
-                by_id = {event.id: event for _, event in decoded}
+                by_id = {event.id: event for event in fresh}
                 rows = [(seq, by_id[i]) for seq, data in added if (i := _id_of(data)) in by_id]
-                await apply_views(self.store, rows, now)
-            await self.store.executemany(
-                _MARK_CONFIRMED, [(event.id, position) for position, event in decoded]
-            )
-            top = max((event.clock for _, event in decoded), default=0)
-            clock = await self.store.scalar("SELECT value FROM meta WHERE key = 'clock'")
+                await apply_views(store, rows, now)
+            await store.executemany(_MARK_CONFIRMED, confirmed)
+            clock = await store.scalar("SELECT value FROM meta WHERE key = 'clock'")
             if top > int(clock or 0):
-                await self.store.set_meta("clock", str(top))  # the HLC moves past what we saw
-            await self.store.set_meta("sync_after", str(after))
-            await self.store.set_meta("sync_checked", str(checked))
-            await self.store.set_meta("last_sync_at", synced_at)
-        own = sum(1 for _, event in decoded if event.actor == self.person)
-        return len(added), own, rejected
+                await store.set_meta("clock", str(top))  # the HLC moves past what we saw
+            await store.set_meta("sync_after", str(after))
+            await store.set_meta("sync_checked", str(checked))
+            await store.set_meta("last_sync_at", synced_at)
+            return len(added), own, rejected
+
+        return await in_thread(self.store, body)
 
     async def touch(self) -> None:
         """Record a completed sync that changed nothing."""
@@ -318,10 +350,136 @@ def _id_of(data: bytes) -> str:
 
 
 class _Head(msgspec.Struct):
+    """What apply needs of an event it already holds (the rest is not decoded)."""
+
     id: str
+    actor: str = ""
+    clock: int = 0
 
 
 _head_decoder = msgspec.json.Decoder(_Head)
+
+
+async def _held_ids(store: Store, ids: list[str]) -> set[str]:
+    """Which of these event ids the database already holds."""
+    held: set[str] = set()
+    for start in range(0, len(ids), 20_000):
+        chunk = json.dumps(ids[start : start + 20_000])
+        rows = await store.fetchall(
+            "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))", (chunk,)
+        )
+        held.update(str(row[0]) for row in rows)
+    return held
+
+
+# --- one transaction in the connection's thread ---------------------------------------------
+
+_T = TypeVar("_T")
+
+
+class _ThreadStore(Store):
+    """The ``Store`` API as plain ``sqlite3`` calls, for code running in the connection's
+    own thread inside a transaction ``in_thread`` opened: none of its methods suspends,
+    so a coroutine using only them (the views' maintenance) runs to completion at once."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self.db = db
+        self.path = path
+        self._in_transaction = True
+
+    async def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The first column of the first row (None when there is no row)."""
+        try:
+            row = self.db.execute(sql, params).fetchone()
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
+        return None if row is None else row[0]
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Every row of a query."""
+        try:
+            return self.db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; returns the number of rows changed."""
+        try:
+            return self.db.execute(sql, params).rowcount
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run one statement for many parameter rows."""
+        try:
+            self.db.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
+
+    async def append(self, event: AnyEvent) -> int | None:
+        """Not here: ``append_many`` inside the transaction."""
+        raise StoreError("append inside an in-thread transaction: use append_many")
+
+    async def append_many(self, events: Iterable[AnyEvent]) -> list[tuple[int, bytes]]:
+        """Store events; returns the new ones as (seq, data) (as ``Store.append_many``)."""
+        before = await self.scalar("SELECT coalesce(max(seq), 0) FROM events")
+        await self.executemany(_INSERT_EVENT, (event_row(e) for e in events))
+        return await self.fetchall(
+            "SELECT seq, data FROM events WHERE seq > ? ORDER BY seq", (before,)
+        )
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[Store]:
+        """Already inside the transaction: nesting is an error, as in ``Store``."""
+        raise StoreError("nested write transaction")
+        yield self  # pragma: no cover
+
+    async def close(self) -> None:
+        """The connection belongs to the ``Store`` this runs for."""
+
+
+def _run_to_completion(coroutine: Coroutine[Any, Any, _T]) -> _T:
+    """Run a coroutine that never suspends (each of its awaits returns at once)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as finished:
+        return cast(_T, finished.value)
+    coroutine.close()
+    raise RuntimeError("an in-thread SQLite step suspended")
+
+
+async def in_thread(store: Store, body: Callable[[Store], Coroutine[Any, Any, _T]]) -> _T:
+    """Run ``body`` as ONE write transaction (BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any
+    error) entirely in the store connection's thread, against a ``_ThreadStore``."""
+    if store._in_transaction:
+        raise StoreError("nested write transaction")
+    conn = store.conn
+    path = store.path
+
+    def run(db: sqlite3.Connection) -> _T:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise translate(exc, path) from None
+        try:
+            result = _run_to_completion(body(_ThreadStore(db, path)))
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+        return result
+
+    # aiosqlite has no public API to run a function in its thread (the server's SQLite
+    # store does the same for its append transaction).
+    execute = cast(Callable[..., Awaitable[_T]], conn._execute)
+    store._in_transaction = True
+    try:
+        return await execute(run, conn._conn)
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from None
+    finally:
+        store._in_transaction = False
 
 
 async def apply_views(store: Store, rows: list[tuple[int, AnyEvent]], now: datetime) -> None:
@@ -629,7 +787,7 @@ class Syncer:
         request_timeout: float = 10.0,
         ack_timeout: float = 15.0,
         progress: Progress | None = None,
-        pull_limit: int = DEFAULT_PULL_LIMIT,
+        pull_limit: int = MAX_PULL_LIMIT,
     ) -> None:
         self.log = SyncLog(store, person)
         self.store = store
@@ -729,19 +887,33 @@ class Syncer:
         return reply
 
     async def pull(self) -> Summary:
-        """Page through what the person may see after the cursor; apply each batch with its
-        cursor in one transaction. The next page is requested while a batch is applied."""
+        """Page through what the person may see after the cursor; apply the pages with their
+        cursor, each batch in one transaction.
+
+        Applying overlaps with fetching: while one batch is applied, the next pages are
+        requested and gathered, and as soon as the apply is done everything gathered so far
+        becomes the next batch (so a batch is one page when the device keeps up with the
+        server, and grows up to ``APPLY_BATCH`` when applying is the slower side). Batches
+        are applied one at a time, in order, each with the cursor of its last page."""
         summary = Summary()
         after, checked = await self.log.cursors()
         gathered: list[WireEvent] = []
+        unapplied = False  # the cursor moved past what was applied
         shown = False
-        pending_apply: asyncio.Task[tuple[int, int, int]] | None = None
+        limit = self.pull_limit
+        applying: asyncio.Task[tuple[int, int, int]] | None = None
+
+        def start_apply() -> asyncio.Task[tuple[int, int, int]]:
+            nonlocal gathered, unapplied
+            batch, gathered, unapplied = gathered, [], False
+            return asyncio.create_task(
+                self.log.apply(batch, after, checked, self.now(), apply_views)
+            )
+
         try:
             while True:
                 reply = await self._request(
-                    PullRequest(
-                        device=self.device, after=after, limit=self.pull_limit, checked=checked
-                    )
+                    PullRequest(device=self.device, after=after, limit=limit, checked=checked)
                 )
                 if reply.rescan_from is not None:
                     summary.rescans += 1
@@ -749,22 +921,27 @@ class Syncer:
                     self.progress.start("pull", max(1, reply.head - after))
                     shown = True
                 self.progress.advance("pull", max(0, reply.next_after - after))
+                if reply.more and reply.events and len(reply.events) < limit:
+                    limit = len(reply.events)  # cut by the reply's byte budget: ask for that
                 gathered.extend(reply.events)
+                unapplied = unapplied or (reply.next_after, reply.checked) != (after, checked)
                 after, checked = reply.next_after, reply.checked
                 summary.cursor, summary.head = after, reply.head
-                if len(gathered) >= APPLY_BATCH or not reply.more:
-                    if pending_apply is not None:
-                        task, pending_apply = pending_apply, None
-                        self._count(summary, await task)
-                    batch, gathered = gathered, []
-                    pending_apply = asyncio.create_task(
-                        self.log.apply(batch, after, checked, self.now(), apply_views)
-                    )
+                if applying is not None and (applying.done() or len(gathered) >= APPLY_BATCH):
+                    task, applying = applying, None
+                    self._count(summary, await task)
+                if applying is None and (gathered or unapplied):
+                    applying = start_apply()
                 if not reply.more:
                     break
         finally:
-            if pending_apply is not None:
-                self._count(summary, await pending_apply)
+            if applying is not None:
+                task, applying = applying, None
+                self._count(summary, await task)
+        if gathered or unapplied:
+            self._count(
+                summary, await self.log.apply(gathered, after, checked, self.now(), apply_views)
+            )
         return summary
 
     @staticmethod

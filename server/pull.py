@@ -14,7 +14,10 @@ One page (``answer``):
 1. ``head`` = the highest committed position, read first;
 2. if something became visible to the person after ``request.checked`` at a
    position at or before the cursor (``ServerStore.reveal_floor``), the page
-   starts just before it (``rescan_from``) instead of at the cursor;
+   starts just before it (``rescan_from``) instead of at the cursor. A device
+   paging through a backlog (full pages) has this check deferred to the page
+   that catches up, or made every ``RECHECK_SPAN`` positions: its ``checked``
+   stays as it was meanwhile, so the one check covers the whole backlog;
 3. up to ``limit`` events visible now, in position order, cut so the reply
    stays under the connection's max payload;
 4. a full (or cut) page continues after its last event (``more``); a short
@@ -51,6 +54,9 @@ from server.store.protocol import ServerStore
 
 QUEUE_GROUP = "milepost-pull"
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
+RECHECK_SPAN = 50_000
+"""A device paging through a backlog has its reveals checked at least this often
+(positions), even while every page is full."""
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +79,32 @@ async def answer(
     max_limit: int = MAX_PULL_LIMIT,
 ) -> PullReply:
     """One page of the events ``person`` may see now (see the module docstring)."""
-    head = await store.max_position()
+    head = await store.max_position()  # first: every position <= head is committed
     after = request.after
+    limit = min(request.limit, max_limit)
+    if request.checked >= head or after <= 0:
+        # Nothing stored after ``checked``, or nothing delivered yet: nothing to reveal.
+        floor, stored, checked = None, await store.visible_events_after(person, after, limit), head
+    elif head - after <= limit or head - request.checked > RECHECK_SPAN:
+        # A short page (or a long-deferred check): look for reveals. Both are read after
+        # ``head``; asked together they wait for the store once, not twice (the SQLite
+        # store serialises its queries with the ingest transactions).
+        floor, stored = await asyncio.gather(
+            store.reveal_floor(person, request.checked, after),
+            store.visible_events_after(person, after, limit),
+        )
+        checked = head
+    else:
+        # Probably a full page: a device paging through a backlog. The reveal check is
+        # left to the page that catches up (``checked`` stays as it was), so it is made
+        # once over the whole backlog instead of once per page.
+        floor, stored, checked = None, await store.visible_events_after(person, after, limit), 0
+        if len(stored) < limit:  # short after all (the person sees little of it): check
+            floor, checked = await store.reveal_floor(person, request.checked, after), head
     rescan_from: int | None = None
-    floor = await store.reveal_floor(person, request.checked, after)
     if floor is not None and floor <= after:
         after = rescan_from = floor - 1
-    limit = min(request.limit, max_limit)
-    stored = await store.visible_events_after(person, after, limit)
+        stored = await store.visible_events_after(person, after, limit)
     budget = max_bytes - REPLY_OVERHEAD
     events: list[WireEvent] = []
     used = 0
@@ -101,7 +125,7 @@ async def answer(
         next_after=next_after,
         more=more,
         head=head,
-        checked=max(head, request.checked),
+        checked=max(checked, request.checked),
         rescan_from=rescan_from,
     )
 
