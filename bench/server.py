@@ -444,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ingest-events", type=int, default=None)
     parser.add_argument("--http-events", type=int, default=None)
     parser.add_argument("--http-only", action="store_true", help="skip the ingest figures")
+    parser.add_argument("--ingest-only", action="store_true", help="skip the HTTP figures")
     args = parser.parse_args(argv)
     ingest_count = args.ingest_events or (20_000 if args.quick else 200_000)
     http_count = args.http_events or (50_000 if args.quick else 1_000_000)
@@ -452,7 +453,8 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         if not args.http_only:
             asyncio.run(ingest_figures(workdir, ingest_count))
-        http_figures(workdir, http_count, seconds)
+        if not args.ingest_only:
+            http_figures(workdir, http_count, seconds)
     for name, value, unit in FIGURES:
         print(f"figure: {name} = {value:.4g} {unit}")
     return 0

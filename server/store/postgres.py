@@ -101,6 +101,13 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             )""",
         ),
     ),
+    (
+        2,
+        "drop the two events indexes no query uses",
+        # events_actor: no query filters on the actor alone; events_waiting: unresolved
+        # children are found through events_ref. Each was one more B-tree insert per event.
+        ("DROP INDEX IF EXISTS events_actor", "DROP INDEX IF EXISTS events_waiting"),
+    ),
 )
 """Numbered schema steps; a step runs once and is recorded in ``schema_migrations``."""
 

@@ -60,12 +60,12 @@ def objective(
 
 async def test_migrations_run_once_and_are_versioned(store_factory: StoreFactory) -> None:
     first = await store_factory()
-    assert await first.migrations() == [1]
+    assert await first.migrations() == [1, 2]
     await first.close()
     again = await store_factory()
     second = await store_factory()
-    assert await again.migrations() == [1]
-    assert await second.migrations() == [1]
+    assert await again.migrations() == [1, 2]
+    assert await second.migrations() == [1, 2]
 
 
 # --- idempotent append and positions -------------------------------------------------
