@@ -8,6 +8,7 @@ from typing import Annotated
 
 import msgspec
 from msgspec import Meta
+from msgspec.structs import force_setattr
 
 from events.bodies import (
     DEVICE_PATTERN,
@@ -32,17 +33,17 @@ Instant = Annotated[datetime, Meta(tz=True, description="A timezone-aware instan
 _HANDLE = Annotated[str, Meta(min_length=1, max_length=63)]
 _PERSON = re.compile(PERSON_PATTERN)
 _DEVICE = re.compile(DEVICE_PATTERN)
-_valid_actors: set[str] = set()
-_valid_devices: set[str] = set()
+_valid_actors: dict[str, str] = {}
+_valid_devices: dict[str, str] = {}
 _MAX_REMEMBERED = 4096
 INVALID_HANDLE = "Expected `str` matching regex "
 """Start of the reason for an invalid actor or device, as msgspec words it."""
 
 
-def _remember(valid: set[str], value: str) -> None:
+def _remember(valid: dict[str, str], value: str) -> None:
     if len(valid) >= _MAX_REMEMBERED:
         valid.clear()
-    valid.add(value)
+    valid[value] = value
 
 
 class Event(msgspec.Struct, frozen=True, gc=False):
@@ -59,16 +60,24 @@ class Event(msgspec.Struct, frozen=True, gc=False):
 
     def __post_init__(self) -> None:
         # The message names the field: the codec reports it as that field's error.
+        # A handle seen before is replaced by its first copy: a million events
+        # of a hundred people then hold a hundred strings, not a million.
         actor = self.actor
-        if actor not in _valid_actors:
+        known = _valid_actors.get(actor)
+        if known is None:
             if _PERSON.search(actor) is None:
                 raise ValueError(f"actor: {INVALID_HANDLE}{PERSON_PATTERN!r}")
             _remember(_valid_actors, actor)
+        else:
+            force_setattr(self, "actor", known)
         device = self.device
-        if device not in _valid_devices:
+        known = _valid_devices.get(device)
+        if known is None:
             if _DEVICE.search(device) is None:
                 raise ValueError(f"device: {INVALID_HANDLE}{DEVICE_PATTERN!r}")
             _remember(_valid_devices, device)
+        else:
+            force_setattr(self, "device", known)
 
     @property
     def type(self) -> str:

@@ -178,10 +178,11 @@ def worst(statuses: list[str]) -> Status:
 class _Context:
     """Per-call inputs shared by every node of one tree."""
 
-    __slots__ = ("now", "pauses", "state", "today")
+    __slots__ = ("now", "pauses", "person", "state", "today")
 
     def __init__(self, state: ProjectionState, person: str, now: datetime) -> None:
         self.state = state
+        self.person = person  # whose pauses count: the tree's owner
         self.now = now
         self.today = now.date()
         self.pauses = pauses_of(state, person)
@@ -194,6 +195,15 @@ def milestone_view(state: ProjectionState, milestone_id: str, now: datetime) -> 
 
 
 def _milestone_view(ctx: _Context, milestone_id: str) -> MilestoneView:
+    # A milestone's view depends on the state, the day and whose pauses count.
+    view: MilestoneView = ctx.state.memoized(
+        ("milestone", milestone_id, ctx.person, ctx.today),
+        lambda: _compute_milestone_view(ctx, milestone_id),
+    )
+    return view
+
+
+def _compute_milestone_view(ctx: _Context, milestone_id: str) -> MilestoneView:
     state = ctx.state
     node = state.milestones[milestone_id]
     event = node.event
@@ -340,6 +350,15 @@ def objective_view(state: ProjectionState, objective_id: str, now: datetime) -> 
 
 
 def _objective_view(ctx: _Context, objective_id: str) -> ObjectiveView:
+    # Viewer-independent: who may see the objective is decided by the caller.
+    view: ObjectiveView = ctx.state.memoized(
+        ("objective", objective_id, ctx.person, ctx.today),
+        lambda: _compute_objective_view(ctx, objective_id),
+    )
+    return view
+
+
+def _compute_objective_view(ctx: _Context, objective_id: str) -> ObjectiveView:
     state = ctx.state
     node = state.objectives[objective_id]
     body = state.body(objective_id)

@@ -26,7 +26,7 @@ Nothing here does I/O; ``now`` is always an argument of the views.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from datetime import date, datetime
 from typing import Any
 
@@ -159,6 +159,7 @@ class ProjectionState:
         "indicators",
         "key_results",
         "memberships",
+        "memo",
         "milestones",
         "objectives",
         "opaque",
@@ -198,6 +199,9 @@ class ProjectionState:
         # person -> everyone who ever named them as a partner in a sharing write: a
         # superset of whose items they may see as a partner (views still check).
         self.partnered_by: dict[str, set[str]] = {}
+        # Sub-views computed at one position, shared by the views read there (a
+        # member's objectives serve both their goal tree and the team board).
+        self.memo: dict[Hashable, Any] = {}
 
     # --- reading helpers shared by every view -------------------------------------------
 
@@ -259,6 +263,24 @@ class ProjectionState:
                 best = write
         return best[2] if best is not None else PRIVATE
 
+    def memoized(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """``compute()``, remembered under ``key`` until another event is folded in.
+
+        Only for pure sub-views whose ``key`` names every input besides the
+        state. The position (events folded so far) is part of the stored key,
+        so an entry computed before a fold can never be read after it, even if
+        a view computed in another thread stores it late.
+        """
+        position = len(self.events) + len(self.opaque)
+        memo = self.memo
+        if memo.get(_MEMO_POSITION) != position:
+            memo.clear()
+            memo[_MEMO_POSITION] = position
+        stored = memo.get((position, key), _ABSENT)
+        if stored is _ABSENT:
+            stored = memo[(position, key)] = compute()
+        return stored
+
     def person(self, person: str) -> PersonIndex:
         """The index of a person's items (created empty on first use)."""
         index = self.people.get(person)
@@ -277,6 +299,10 @@ class ProjectionState:
             for (t, member), register in self.memberships.items()
             if t == team and register.value
         }
+
+
+_MEMO_POSITION = "position"
+_ABSENT = object()
 
 
 def _replace_validated(body: Any, updates: dict[str, Any]) -> Any:
