@@ -296,7 +296,7 @@ class SyncLog:
         events decodes none of them)."""
         synced_at = datetime.now(UTC).isoformat(timespec="milliseconds")
 
-        async def body(store: Store) -> tuple[int, int, int]:
+        async def body(store: _ThreadStore) -> tuple[int, int, int]:
             heads: list[tuple[int, bytes, _Head | None]] = []
             for wire in events:
                 try:
@@ -321,10 +321,10 @@ class SyncLog:
                 confirmed.append((event_id, position))
                 own += actor == self.person
                 top = max(top, clock)
-            added = await store.append_many(fresh) if fresh else []
+            added = await store.append_ids(fresh) if fresh else []
             if added:
                 by_id = {event.id: event for event in fresh}
-                rows = [(seq, by_id[i]) for seq, data in added if (i := _id_of(data)) in by_id]
+                rows = [(seq, by_id[i]) for seq, i in added if i in by_id]
                 await apply_views(store, rows, now)
             await store.executemany(_MARK_CONFIRMED, confirmed)
             clock = await store.scalar("SELECT value FROM meta WHERE key = 'clock'")
@@ -342,11 +342,6 @@ class SyncLog:
         async with self.store.write():
             stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
             await self.store.set_meta("last_sync_at", stamp)
-
-
-def _id_of(data: bytes) -> str:
-    head = _head_decoder.decode(data)
-    return head.id
 
 
 class _Head(msgspec.Struct):
@@ -428,6 +423,14 @@ class _ThreadStore(Store):
             "SELECT seq, data FROM events WHERE seq > ? ORDER BY seq", (before,)
         )
 
+    async def append_ids(self, events: Iterable[AnyEvent]) -> list[tuple[int, str]]:
+        """``append_many``, returning the new events as (seq, id)."""
+        before = await self.scalar("SELECT coalesce(max(seq), 0) FROM events")
+        await self.executemany(_INSERT_EVENT, (event_row(e) for e in events))
+        return await self.fetchall(
+            "SELECT seq, id FROM events WHERE seq > ? ORDER BY seq", (before,)
+        )
+
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[Store]:
         """Already inside the transaction: nesting is an error, as in ``Store``."""
@@ -448,7 +451,7 @@ def _run_to_completion(coroutine: Coroutine[Any, Any, _T]) -> _T:
     raise RuntimeError("an in-thread SQLite step suspended")
 
 
-async def in_thread(store: Store, body: Callable[[Store], Coroutine[Any, Any, _T]]) -> _T:
+async def in_thread(store: Store, body: Callable[[_ThreadStore], Coroutine[Any, Any, _T]]) -> _T:
     """Run ``body`` as ONE write transaction (BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any
     error) entirely in the store connection's thread, against a ``_ThreadStore``."""
     if store._in_transaction:
@@ -494,14 +497,17 @@ async def apply_views(store: Store, rows: list[tuple[int, AnyEvent]], now: datet
         await views.rebuild_views(store, now)
         return
     if len(rows) > REBUILD_ABOVE:
-        total = int(await store.scalar("SELECT count(*) FROM events"))
+        # Events are never deleted, so the highest seq is how many there are (O(1)).
+        total = int(await store.scalar("SELECT coalesce(max(seq), 0) FROM events"))
         if len(rows) * 2 > total:  # mostly new (a first sync): one rebuild is cheaper
             await views.rebuild_views(store, now)
             return
     roots: set[str] = set()
     known: list[tuple[int, Event]] = []
+    # All refs first, in one statement: the events are in causal order here (checked
+    # above), so no event below looks up a ref that only a later one would have added.
+    await store.executemany(views._INSERT_REF, [views.ref_row(event) for _, event in rows])
     for seq, event in rows:
-        await store.execute(views._INSERT_REF, views.ref_row(event))
         if not isinstance(event, Event):
             continue
         try:
