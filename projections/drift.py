@@ -460,10 +460,8 @@ def _touched(ctx: _Context, milestone_id: str, node: MilestoneNode) -> tuple[dat
 
     consider_fixes(milestone_id)
     consider_fixes(node.touched[1])
-    for task_id in node.tasks:
-        task = state.tasks.get(task_id)
-        if task is not None:
-            consider(task.done.source)
+    for task_id, task in zip(node.tasks, node.task_nodes, strict=True):
+        consider(task.done.source)
         consider_fixes(task_id)
     for _, _, checkin_id in state.checkins_by_subject.get(milestone_id, ()):
         consider(checkin_id)

@@ -212,13 +212,9 @@ def _compute_milestone_view(ctx: _Context, milestone_id: str) -> MilestoneView:
     tasks = []
     # The hot loop of every goal view: ``is_retracted`` and ``body`` are only
     # called for the rare task that a retraction or a correction names.
-    all_tasks = state.tasks
     retracted = state.retracted
     corrections = state.corrections
-    for task_id in node.tasks:
-        task = all_tasks.get(task_id)
-        if task is None or task.event is PLACEHOLDER:
-            continue
+    for task_id, task in zip(node.tasks, node.task_nodes, strict=True):
         if task_id in retracted and state.is_retracted(task_id):
             continue
         task_body = state.body(task_id) if task_id in corrections else task.event.body

@@ -91,22 +91,23 @@ class KeyResultNode(msgspec.Struct):
     milestones: set[str] = msgspec.field(default_factory=set)
 
 
+class TaskNode(msgspec.Struct, gc=False):
+    event: Event
+    done: Register
+
+
 class MilestoneNode(msgspec.Struct):
     event: Event
     due_on: Register
     link: Register  # value: (key_result id | None, objective id | None)
     completed: Register  # value: the completing event, or None after a reopen
     dropped: Register  # value: bool
-    tasks: list[str] = msgspec.field(default_factory=list)
+    tasks: list[str] = msgspec.field(default_factory=list)  # task ids, sorted
+    task_nodes: list[TaskNode] = msgspec.field(default_factory=list)  # in the order of tasks
     # Latest event naming this milestone directly; check-ins and task events are
     # folded in at read time (they may arrive before the milestone does).
     touched: Stamp = NO_STAMP
     touched_at: datetime | None = None
-
-
-class TaskNode(msgspec.Struct, gc=False):
-    event: Event
-    done: Register
 
 
 class IndicatorNode(msgspec.Struct):
@@ -470,12 +471,24 @@ def _on_relinked(state: ProjectionState, event: Event, body: b.MilestoneRelinked
 
 
 def _on_task_added(state: ProjectionState, event: Event, body: b.TaskAdded) -> None:
-    existing = state.tasks.get(event.id)
-    done = existing.done if existing is not None else Register()
-    done.write(stamp_of(event), False)
-    state.tasks[event.id] = TaskNode(event, done)
+    task_id = event.id
+    task = state.tasks.get(task_id)
+    if task is None:
+        task = state.tasks[task_id] = TaskNode(event, Register())
+    else:  # made by a completion or reopen that came first: the same node, now complete
+        task.event = event
+    task.done.write(stamp_of(event), False)
     node = _milestone_slot(state, body.milestone)
-    add_sorted(node.tasks, event.id)
+    # Views walk a milestone's task nodes directly (no lookup per task): keep the
+    # nodes in the order of the sorted ids.
+    ids = node.tasks
+    if not ids or task_id > ids[-1]:
+        ids.append(task_id)
+        node.task_nodes.append(task)
+    else:
+        index = bisect.bisect_left(ids, task_id)
+        ids.insert(index, task_id)
+        node.task_nodes.insert(index, task)
     _touch(node, event)
 
 
