@@ -754,25 +754,27 @@ def _indicator_signals(ctx: _Context, indicator_id: str, out: list[DriftSignal])
         if objective is None or cycle_bounds(objective.cycle)[1] < today:
             return  # tied to a retracted objective or one whose cycle has ended
     title = body.title
-    # Order by the envelope first; read (corrected) polarity only for the trailing run.
-    observations: list[tuple[datetime, int, str]] = []
-    for observation_id in node.observations:
-        event = state.events.get(observation_id)
-        if event is None or event.actor != owner or state.is_retracted(observation_id):
+    # Walk back from the latest (the fold keeps the keys in (occurred_at, clock, id)
+    # order) over live observations by the owner: the trailing run of positives,
+    # ended by the first live observation that is not positive.
+    latest: tuple[datetime, int, str] | None = None
+    streak: list[tuple[datetime, int, str]] = []
+    for key in reversed(node.observation_keys):
+        observation_id = key[2]
+        if state.events[observation_id].actor != owner or state.is_retracted(observation_id):
             continue
-        observations.append((event.occurred_at, event.clock, observation_id))
-    observations.sort()
-
-    needed = settings.one_sided_observations
-    run = 0
-    for observation in reversed(observations):
-        observed = state.body(observation[2])
+        if latest is None:
+            latest = key
+        observed = state.body(observation_id)
         assert isinstance(observed, b.ObservationRecorded)
         if observed.polarity != "positive":
             break
-        run += 1
+        streak.append(key)
+    streak.reverse()
+
+    needed = settings.one_sided_observations
+    run = len(streak)
     if run >= needed:
-        streak = observations[len(observations) - run :]
         out.append(
             ctx.signal(
                 "one-sided",
@@ -787,11 +789,11 @@ def _indicator_signals(ctx: _Context, indicator_id: str, out: list[DriftSignal])
         )
 
     limit = settings.quiet_days
-    if observations:
+    if latest is not None:
         reference, what, ids = (
-            observations[-1][0].date(),
+            latest[0].date(),
             "the last observation",
-            [indicator_id, observations[-1][2]],
+            [indicator_id, latest[2]],
         )
     else:
         reference, what, ids = node.event.occurred_at.date(), "creation", [indicator_id]

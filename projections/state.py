@@ -112,7 +112,9 @@ class MilestoneNode(msgspec.Struct):
 
 class IndicatorNode(msgspec.Struct):
     event: Event
-    observations: list[str] = msgspec.field(default_factory=list)
+    observations: list[str] = msgspec.field(default_factory=list)  # ids, sorted
+    # (occurred_at, clock, id), sorted: the latest observations are the last entries
+    observation_keys: list[CheckInKey] = msgspec.field(default_factory=list)
 
 
 class PersonIndex(msgspec.Struct):
@@ -518,6 +520,7 @@ def _on_indicator(state: ProjectionState, event: Event, body: b.IndicatorDefined
     node = IndicatorNode(event)
     if existing is not None:
         node.observations = existing.observations
+        node.observation_keys = existing.observation_keys
     state.indicators[event.id] = node
     add_sorted(state.person(event.actor).indicators, event.id)
     if body.objective is not None:
@@ -533,6 +536,12 @@ def _on_observation(state: ProjectionState, event: Event, body: b.ObservationRec
         if node is None:
             node = state.indicators[body.indicator] = IndicatorNode(PLACEHOLDER)
         add_sorted(node.observations, event.id)
+        key = (event.occurred_at, event.clock, event.id)
+        keys = node.observation_keys
+        if not keys or key > keys[-1]:
+            keys.append(key)
+        else:  # logged late (--at) or arrived out of order
+            bisect.insort(keys, key)
 
 
 def _on_sharing(state: ProjectionState, event: Event, body: b.SharingChanged) -> None:

@@ -568,6 +568,28 @@ def test_a_negative_observation_or_a_corrected_polarity_breaks_the_run() -> None
     assert of(drift(h, "2026-01-11"), "one-sided") == []  # only 4 positives remain
 
 
+def test_the_run_follows_when_observations_happened_not_when_they_were_logged() -> None:
+    h = History()
+    ind = indicator(h, when="2026-01-02")
+    ids = [observe(h, ind, "positive", f"2026-01-{d:02d}") for d in (6, 7, 8, 9, 10)]
+    # A setback that happened before the run, logged after it: the run stands.
+    late = h.make(
+        b.ObservationRecorded(text="missed it", indicator=ind, polarity="negative"),
+        when="2026-01-03",
+        recorded="2026-01-11",
+    ).id
+    signal = one(drift(h, "2026-01-12"), "one-sided", ind)
+    assert signal.events == tuple(ids)
+    assert late not in signal.events
+    # One that happened after the run ends it, whenever it was logged.
+    h.make(
+        b.ObservationRecorded(text="slipped", indicator=ind, polarity="negative"),
+        when="2026-01-11",
+        recorded="2026-01-12",
+    )
+    assert of(drift(h, "2026-01-13"), "one-sided") == []
+
+
 def test_quiet_indicator_from_creation_or_last_observation() -> None:
     h = History()
     ind = indicator(h, when="2026-01-05")
