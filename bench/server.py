@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import io
 import json
 import os
@@ -227,6 +228,11 @@ async def ingest_figures(workdir: Path, count: int) -> None:
     data = history_bytes(people=100, teams=10, target_events=count)
     ids = heads(data)
     print(f"ingest: {len(data):,} events", file=sys.stderr)
+    # The inputs held here (hundreds of thousands of objects the server would never hold)
+    # must not be rescanned by every full collection while the server's code is measured;
+    # ``milepost-server run`` freezes its initial state the same way (runtime.py).
+    gc.collect()
+    gc.freeze()
     embedded = EmbeddedNats(workdir / "nats", service_password=new_password())
     await embedded.astart()
     try:

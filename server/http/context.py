@@ -89,36 +89,44 @@ class ServerContext:
         """The current projection state."""
         return self.follower.state
 
-    async def cached(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> bytes:
+    async def cached(
+        self, key: tuple[Any, ...], compute: Callable[[], Any], *, uses_clock: bool = True
+    ) -> bytes:
         """The JSON of ``compute()`` for the projections' current position.
 
-        A view is computed once per position (and again after ``response_ttl`` seconds,
-        since views also depend on the clock), in a worker thread while the follower
-        holds off folding, so the event loop keeps answering other requests. An expired
-        entry at the same position is served while its refresh runs (only its ``now``
-        is older).
+        A view is computed once per position (and, when it ``uses_clock``, again after
+        ``response_ttl`` seconds, since it then also depends on the time), in a worker
+        thread while the follower holds off folding, so the event loop keeps answering
+        other requests. An expired entry at the same position is served while its
+        refresh runs (only its ``now`` is older). A view that does not read the clock
+        (the feed) is the same for as long as the position is: it never expires.
         """
         full_key = (self.follower.position, *key)
         hit = self._responses.get(full_key)
         if hit is not None:
             self._responses.move_to_end(full_key)
             if hit[0] <= time.monotonic() and full_key not in self._computing:
-                self._start(full_key, compute)
+                self._start(full_key, compute, uses_clock)
             return hit[1]
-        pending = self._computing.get(full_key) or self._start(full_key, compute)
+        pending = self._computing.get(full_key) or self._start(full_key, compute, uses_clock)
         return await asyncio.shield(pending)
 
-    def _start(self, full_key: tuple[Any, ...], compute: Callable[[], Any]) -> asyncio.Task[bytes]:
-        task = asyncio.create_task(self._compute(full_key, compute))
+    def _start(
+        self, full_key: tuple[Any, ...], compute: Callable[[], Any], uses_clock: bool
+    ) -> asyncio.Task[bytes]:
+        task = asyncio.create_task(self._compute(full_key, compute, uses_clock))
         self._computing[full_key] = task
         task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
         return task
 
-    async def _compute(self, full_key: tuple[Any, ...], compute: Callable[[], Any]) -> bytes:
+    async def _compute(
+        self, full_key: tuple[Any, ...], compute: Callable[[], Any], uses_clock: bool
+    ) -> bytes:
         try:
             async with self.follower.reading():
                 payload = await asyncio.to_thread(lambda: _encode(compute()))
-            self._responses[full_key] = (time.monotonic() + self.response_ttl, payload)
+            expires = time.monotonic() + self.response_ttl if uses_clock else float("inf")
+            self._responses[full_key] = (expires, payload)
             while len(self._responses) > 2048:
                 self._responses.popitem(last=False)
             return payload

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import aiosqlite
+import msgspec
 
 from server.store.append import (
     AppendTx,
@@ -228,9 +229,19 @@ def _insert_rows(
         db.execute(sql, [value for row in chunk for value in row])
 
 
+_Pairs = list[tuple[str, str]]
+
+
+def _one_json(db: sqlite3.Connection, sql: str, param: str, into: type[_T]) -> _T:
+    """The single JSON value ``sql`` aggregates (``json_group_array``/``_object``): one
+    ``sqlite3_step`` however many rows match, instead of one GIL handover per row."""
+    (value,) = db.execute(sql, (param,)).fetchone()
+    return msgspec.json.decode(value, type=into)
+
+
 def _ids(values: Iterable[str]) -> str:
     """A JSON array parameter, expanded in SQL with ``json_each`` (no parameter limit)."""
-    return json.dumps(list(values))
+    return msgspec.json.encode(list(values)).decode()
 
 
 def _stored(row: Any) -> StoredEvent:
@@ -252,31 +263,39 @@ class _SqliteTx(AppendTx):
         return None  # the position is derived from the table under the write lock
 
     async def existing_ids(self, ids: Sequence[str]) -> set[str]:
-        sql = "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))"
-        return {row[0] for row in self._db.execute(sql, (_ids(ids),))}
+        sql = "SELECT json_group_array(id) FROM events WHERE id IN (SELECT value FROM json_each(?))"
+        return set(_one_json(self._db, sql, _ids(ids), list[str]))
 
     async def roots_of(self, ids: Iterable[str]) -> dict[str, str | None]:
-        sql = "SELECT id, root_id FROM events WHERE id IN (SELECT value FROM json_each(?))"
-        return dict(self._db.execute(sql, (_ids(ids),)).fetchall())
+        sql = (
+            "SELECT json_group_object(id, root_id) FROM events"
+            " WHERE id IN (SELECT value FROM json_each(?))"
+        )
+        return _one_json(self._db, sql, _ids(ids), dict[str, str | None])
 
     async def refs_of(self, ids: Iterable[str]) -> dict[str, str | None]:
-        sql = "SELECT id, ref_id FROM events WHERE id IN (SELECT value FROM json_each(?))"
-        return dict(self._db.execute(sql, (_ids(ids),)).fetchall())
+        sql = (
+            "SELECT json_group_object(id, ref_id) FROM events"
+            " WHERE id IN (SELECT value FROM json_each(?))"
+        )
+        return _one_json(self._db, sql, _ids(ids), dict[str, str | None])
 
     async def upsert_links(self, rows: Sequence[LinkRow]) -> None:
-        self._db.executemany(
-            """INSERT INTO links(item_id, parent_id, clock, event_id) VALUES (?, ?, ?, ?)
-            ON CONFLICT(item_id) DO UPDATE SET parent_id = excluded.parent_id,
+        _insert_rows(
+            self._db,
+            "INSERT INTO links(item_id, parent_id, clock, event_id)",
+            rows,
+            """ON CONFLICT(item_id) DO UPDATE SET parent_id = excluded.parent_id,
                 clock = excluded.clock, event_id = excluded.event_id
             WHERE (excluded.clock, excluded.event_id) > (links.clock, links.event_id)""",
-            rows,
         )
 
     async def links_of(self, milestones: Iterable[str]) -> dict[str, str | None]:
         sql = (
-            "SELECT item_id, parent_id FROM links WHERE item_id IN (SELECT value FROM json_each(?))"
+            "SELECT json_group_object(item_id, parent_id) FROM links"
+            " WHERE item_id IN (SELECT value FROM json_each(?))"
         )
-        return dict(self._db.execute(sql, (_ids(milestones),)).fetchall())
+        return _one_json(self._db, sql, _ids(milestones), dict[str, str | None])
 
     async def insert_events(self, rows: Sequence[EventRow]) -> None:
         stamps = {stamp: stamp.isoformat() for stamp in {row.stored_at for row in rows}}
@@ -300,13 +319,13 @@ class _SqliteTx(AppendTx):
         return self._db.total_changes - before
 
     async def upsert_sharing(self, rows: Sequence[SharingRow]) -> None:
-        self._db.executemany(
-            """INSERT INTO sharing(root_id, actor, visibility, partners, clock, event_id)
-            VALUES (?, ?, ?, ?, ?, ?)
-            ON CONFLICT(root_id, actor) DO UPDATE SET visibility = excluded.visibility,
+        _insert_rows(
+            self._db,
+            "INSERT INTO sharing(root_id, actor, visibility, partners, clock, event_id)",
+            rows,
+            """ON CONFLICT(root_id, actor) DO UPDATE SET visibility = excluded.visibility,
                 partners = excluded.partners, clock = excluded.clock, event_id = excluded.event_id
             WHERE (excluded.clock, excluded.event_id) > (sharing.clock, sharing.event_id)""",
-            rows,
         )
 
     async def upsert_team_members(self, rows: Sequence[TeamRow]) -> None:
@@ -322,22 +341,28 @@ class _SqliteTx(AppendTx):
 
     async def children(self, ids: Iterable[str], unresolved_only: bool) -> list[tuple[str, str]]:
         sql = (
-            "SELECT id, ref_id FROM events WHERE ref_id IN (SELECT value FROM json_each(?))"
-            " AND id <> ref_id"
+            "SELECT json_group_array(json_array(id, ref_id)) FROM events"
+            " WHERE ref_id IN (SELECT value FROM json_each(?)) AND id <> ref_id"
         )
         if unresolved_only:
             sql += " AND root_id IS NULL"
-        return [(row[0], row[1]) for row in self._db.execute(sql, (_ids(ids),))]
+        return [(child, ref) for child, ref in _one_json(self._db, sql, _ids(ids), _Pairs)]
 
     async def set_roots(self, roots: dict[str, str | None]) -> None:
-        pairs = [(root, event_id) for event_id, root in roots.items()]
-        self._db.executemany("UPDATE events SET root_id = ? WHERE id = ?", pairs)
-        self._db.executemany("UPDATE items SET root_id = ? WHERE item_id = ?", pairs)
+        mapping = msgspec.json.encode(roots).decode()
+        self._db.execute(
+            "UPDATE events SET root_id = j.value FROM json_each(?) j WHERE events.id = j.key",
+            (mapping,),
+        )
+        self._db.execute(
+            "UPDATE items SET root_id = j.value FROM json_each(?) j WHERE items.item_id = j.key",
+            (mapping,),
+        )
 
     async def set_refs(self, refs: dict[str, str | None]) -> None:
-        self._db.executemany(
-            "UPDATE events SET ref_id = ? WHERE id = ?",
-            [(ref, event_id) for event_id, ref in refs.items()],
+        self._db.execute(
+            "UPDATE events SET ref_id = j.value FROM json_each(?) j WHERE events.id = j.key",
+            (msgspec.json.encode(refs).decode(),),
         )
 
 

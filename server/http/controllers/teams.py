@@ -88,7 +88,9 @@ class TeamsController(Controller):
         key = ("feed", viewer, team, cursor, limit)
         try:
             payload = await ctx.cached(
-                key, lambda: team_feed(state, team, viewer, cursor=cursor, limit=limit)
+                key,
+                lambda: team_feed(state, team, viewer, cursor=cursor, limit=limit),
+                uses_clock=False,  # the feed reads only the state
             )
             return json_response(payload)
         except InvalidCursor:
