@@ -261,13 +261,9 @@ class _PostgresTx(AppendTx):
         await self._conn.copy_records_to_table("events", records=rows, columns=EventRow._fields)
 
     async def insert_items(self, rows: Sequence[ItemRow]) -> None:
-        columns = list(zip(*rows, strict=True))
-        await self._conn.execute(
-            """INSERT INTO items(item_id, owner, kind, root_id)
-            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
-            ON CONFLICT (item_id) DO NOTHING""",
-            *[list(column) for column in columns],
-        )
+        # An item's id is the id of the event creating it, new like that event (checked
+        # under the position lock, and items are written only with their event): COPY.
+        await self._conn.copy_records_to_table("items", records=rows, columns=ItemRow._fields)
 
     async def insert_dead_letters(self, rows: Sequence[DeadLetterRow]) -> int:
         columns = list(zip(*rows, strict=True))
