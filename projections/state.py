@@ -276,7 +276,7 @@ class ProjectionState:
         """
         position = len(self.events) + len(self.opaque)
         memo = self.memo
-        if memo.get(_MEMO_POSITION) != position:
+        if memo.get(_MEMO_POSITION) != position or len(memo) > _MEMO_LIMIT:
             memo.clear()
             memo[_MEMO_POSITION] = position
         stored = memo.get((position, key), _ABSENT)
@@ -305,6 +305,8 @@ class ProjectionState:
 
 
 _MEMO_POSITION = "position"
+_MEMO_LIMIT = 500_000
+"""Entries kept at one position at most (a server idle for days sees many ``today``s)."""
 _ABSENT = object()
 
 

@@ -300,3 +300,26 @@ def test_cycle_filter_current_all_and_one() -> None:
     assert ids("current", "2027-01-01") == set()
     assert ids("all", "2026-02-10") == ids(None, "2026-02-10") == {q1, q2, year}
     assert ids("2026-Q2", "2026-02-10") == {q2}
+
+
+def test_views_read_after_a_fold_never_come_from_before_it() -> None:
+    # Objective and milestone views are memoized at one fold position: any new
+    # event must make the next read compute afresh.
+    h = History()
+    objective = h.objective(visibility="team")
+    kr = h.key_result(objective)
+    milestone = h.milestone(key_result=kr, due_on=date(2026, 3, 1))
+    task = h.make(b.TaskAdded(milestone=milestone, title="Create a LinkedIn profile")).id
+    state = fold(h)
+    now = at("2026-01-20")
+    before = goal_tree(state, "alice", now)
+    assert before.objectives[0].key_results[0].milestones[0].tasks[0].done is False
+    assert goal_tree(state, "alice", now) == before  # same position: the same view
+    apply(state, h.make(b.TaskCompleted(task=task)))
+    after = goal_tree(state, "alice", now).objectives[0].key_results[0].milestones[0]
+    assert after.tasks[0].done is True
+    assert after.progress == 100.0
+    # Another day at the same position: expected progress moves on.
+    later = goal_tree(state, "alice", at("2026-02-20")).objectives[0].key_results[0]
+    assert later.milestones[0].expected != after.expected
+    assert goal_tree(state, "alice", now).objectives[0].key_results[0].milestones[0] == after
