@@ -699,6 +699,118 @@ class Link:
         return SyncError(f"{what} failed: {text}")
 
 
+class _AckError(msgspec.Struct):
+    code: int = 0
+    err_code: int = 0
+    description: str = ""
+
+
+class _PubAck(msgspec.Struct):
+    """A JetStream publish acknowledgement (``{"stream": ..., "seq": ...}`` or an error)."""
+
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False
+    error: _AckError | None = None
+
+
+_ack_decoder = msgspec.json.Decoder(_PubAck)
+_NOT_ACKED: BaseException = TimeoutError("no acknowledgement from the stream")
+
+
+def _ack_outcome(msg: Any) -> BaseException | None:
+    """None for a stored (or duplicate) message, else why the stream did not take it."""
+    import nats.js.errors
+
+    headers = msg.headers
+    if headers and headers.get("Status") == "503":
+        return nats.js.errors.NoStreamResponseError()  # no stream for this subject
+    try:
+        ack = _ack_decoder.decode(msg.data)
+    except msgspec.MsgspecError:
+        return SyncError("the stream's acknowledgement is unreadable")
+    if ack.error is not None:
+        try:
+            nats.js.errors.APIError.from_error(msgspec.structs.asdict(ack.error))
+        except Exception as exc:  # from_error raises the matching error
+            return exc
+    return None
+
+
+class _AckInbox:
+    """JetStream publishes with their acks in flight, on one wildcard reply subscription.
+
+    What nats-py's ``publish_async`` does, without its per-message future, semaphore,
+    random token, ``json.loads`` and dataclass ack: measured here about 2.5 times less
+    CPU per event, which a big push spends mostly on exactly that. A message's reply
+    subject is the inbox plus a counter; an ack of an earlier chunk that was given up
+    on finds no entry and is ignored."""
+
+    def __init__(self, nc: Any) -> None:
+        self.nc = nc
+        self._prefix: str = nc.new_inbox()
+        self._counter = 0
+        self._waiting: dict[str, int] = {}
+        self._outcomes: list[BaseException | None] = []
+        self._left = 0
+        self._all = asyncio.Event()
+
+    async def open(self) -> None:
+        """Subscribe to the acks (the inbox is under the person's ``_INBOX_<person>``)."""
+        await self.nc.subscribe(f"{self._prefix}.*", cb=self._on_ack)
+
+    async def _on_ack(self, msg: Any) -> None:
+        index = self._waiting.pop(msg.subject[len(self._prefix) + 1 :], None)
+        if index is None:
+            return
+        self._outcomes[index] = _ack_outcome(msg)
+        self._settle(1)
+
+    def _settle(self, count: int) -> None:
+        self._left -= count
+        if self._left <= 0:
+            self._all.set()
+
+    async def publish(
+        self,
+        subject: str,
+        batch: Sequence[tuple[int, str, bytes]],
+        *,
+        timeout: float,
+        refused: Callable[[], bool],
+    ) -> list[BaseException | None]:
+        """Publish each ``(seq, event id, data)`` with ``Nats-Msg-Id`` = event id and wait
+        for the acks (at most ``timeout`` s, or until ``refused()``); one outcome per
+        event: None when the stream acknowledged it, else the reason it did not."""
+        self._waiting.clear()
+        self._outcomes = [_NOT_ACKED] * len(batch)
+        self._left = len(batch)
+        self._all.clear()
+        for index, (_, event_id, data) in enumerate(batch):
+            self._counter += 1
+            token = str(self._counter)
+            self._waiting[token] = index
+            try:
+                await self.nc.publish(
+                    subject,
+                    data,
+                    reply=f"{self._prefix}.{token}",
+                    headers={"Nats-Msg-Id": event_id},
+                )
+            except Exception as exc:
+                del self._waiting[token]
+                for rest in range(index, len(batch)):
+                    self._outcomes[rest] = exc
+                self._settle(len(batch) - index)
+                break
+        deadline = time.monotonic() + timeout
+        while self._left > 0 and not refused() and (left := deadline - time.monotonic()) > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all.wait(), min(0.1, left))
+        self._waiting.clear()  # acks still to come are ignored
+        return list(self._outcomes)
+
+
 # --- the engine ---------------------------------------------------------------------------
 
 
@@ -807,6 +919,7 @@ class Syncer:
         self.progress = progress or Progress()
         self.pull_limit = pull_limit
         self._scanned = 0  # own events with seq <= this have a sync_state row
+        self._acks: _AckInbox | None = None
 
     # --- push ---------------------------------------------------------------------------
 
@@ -817,7 +930,6 @@ class Syncer:
             summary.requeued = await self.log.requeue_stale(
                 wall_ms() - int(self.repush_after * 1000)
             )
-        js = self.link.nc.jetstream(publish_async_max_pending=PUSH_CHUNK)
         subject = _events_subject(self.person, self.device)
         shown = False
         while True:
@@ -832,7 +944,7 @@ class Syncer:
                 )
                 self.progress.start("push", int(total))
                 shown = True
-            acked = await self._publish(js, subject, batch)
+            acked = await self._publish(subject, batch)
             await self.log.mark_pushed(acked, wall_ms())
             summary.pushed += len(acked)
             self.progress.advance("push", len(acked))
@@ -841,38 +953,25 @@ class Syncer:
             self._scanned = max(self._scanned, batch[-1][0])
         return summary
 
-    async def _publish(
-        self, js: Any, subject: str, batch: list[tuple[int, str, bytes]]
-    ) -> list[str]:
-        """Publish a chunk with ``publish_async``; ids acknowledged by the stream, in order."""
-        futures: list[asyncio.Future[Any]] = []
+    async def _publish(self, subject: str, batch: list[tuple[int, str, bytes]]) -> list[str]:
+        """Publish a chunk, all acks in flight; ids acknowledged by the stream, in order."""
+        if self._acks is None or self._acks.nc is not self.link.nc:
+            self._acks = _AckInbox(self.link.nc)
+            await self._acks.open()
         self._push_error: SyncError = SyncError("push failed")
-        try:
-            for _, event_id, data in batch:
-                futures.append(
-                    await js.publish_async(subject, data, headers={"Nats-Msg-Id": event_id})
-                )
-        except Exception as exc:
-            self._push_error = self.link.explain("push", exc)
-        if futures:
-            # Wait for the acks, but give up at once when NATS refused the publishes
-            # (a permissions violation arrives on the error callback, never as an ack).
-            deadline = time.monotonic() + self.ack_timeout
-            waiting: set[asyncio.Future[Any]] = set(futures)
-            while waiting and self.link.refused is None and time.monotonic() < deadline:
-                _, waiting = await asyncio.wait(waiting, timeout=0.1)
-            for future in waiting:
-                future.cancel()
+        outcomes = await self._acks.publish(
+            subject,
+            batch,
+            timeout=self.ack_timeout,
+            # A permissions violation arrives on the error callback, never as an ack.
+            refused=lambda: self.link.refused is not None,
+        )
         acked: list[str] = []
-        for (_, event_id, _), future in zip(batch, futures, strict=False):
-            if future.done() and not future.cancelled() and future.exception() is None:
+        for (_, event_id, _), outcome in zip(batch, outcomes, strict=True):
+            if outcome is None:
                 acked.append(event_id)
-            elif future.done() and not future.cancelled():
-                failure = future.exception()
-                assert failure is not None
-                self._push_error = self.link.explain("push", failure)
             else:
-                self._push_error = self.link.explain("push", TimeoutError())
+                self._push_error = self.link.explain("push", outcome)
         return acked
 
     # --- pull ---------------------------------------------------------------------------
