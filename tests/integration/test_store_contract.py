@@ -412,6 +412,43 @@ async def test_sharing_is_last_writer_wins_by_clock_then_event_id(
     assert goal.id not in await visible_ids(store, "bob")
 
 
+async def test_last_writer_wins_inside_one_batch_whatever_the_order(
+    store: ServerStore, make_event: EventMaker
+) -> None:
+    goal = make_event("alice", ObjectiveCreated(title="Ship", cycle="2026-Q1"), clock=10)
+    to_bob = make_event(
+        "alice", SharingChanged(subject=goal.id, visibility="partners", partners=("bob",)), clock=30
+    )
+    to_carol = make_event(
+        "alice",
+        SharingChanged(subject=goal.id, visibility="partners", partners=("carol",)),
+        clock=20,
+    )
+    await append(store, goal, to_bob, to_carol)  # the newer one first in the batch
+    assert goal.id in await visible_ids(store, "bob")
+    assert goal.id not in await visible_ids(store, "carol")
+
+    other = objective(make_event, "alice")
+    milestone = make_event(
+        "alice",
+        MilestonePlanned(title="Talk", objective=goal.id, visibility="private", partners=()),
+        clock=40,
+    )
+    checkin = make_event(
+        "alice", CheckInRecorded(subject=milestone.id, confidence="on-track", percent=10)
+    )
+    older = make_event(
+        "alice", MilestoneRelinked(milestone=milestone.id, objective=goal.id), clock=50
+    )
+    newer = make_event(
+        "alice", MilestoneRelinked(milestone=milestone.id, objective=other.id), clock=60
+    )
+    await append(store, other, milestone, checkin, newer, older)
+    assert await store.item_root(checkin.id) == other.id
+    assert goal.id in await visible_ids(store, "bob")
+    assert checkin.id not in await visible_ids(store, "bob")
+
+
 async def test_nobody_but_the_owner_can_share_an_item(
     store: ServerStore, make_event: EventMaker
 ) -> None:
