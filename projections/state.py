@@ -19,6 +19,12 @@ Conflict rules (SPEC §3), applied here and in ``projections.rules``:
 * References may arrive before what they reference (a check-in before its
   milestone): everything is indexed by the referenced id, so the late
   creator simply finds what already points at it.
+* Only an item's owner changes it: a reschedule, completion, reopen, drop,
+  restore or relink of a milestone, a task added to it, and a task's
+  completion or reopen count only when their author created the milestone
+  (or task). A write that arrives before the item it names waits on the
+  item's node and is applied, or ignored, once the item shows its owner;
+  either way the result does not depend on arrival order.
 
 Nothing here does I/O; ``now`` is always an argument of the views.
 """
@@ -45,6 +51,9 @@ FeedKey = tuple[datetime, str]
 """(occurred_at, event id): the order of the feed, newest last in storage."""
 
 NO_STAMP: Stamp = (-1, "")
+
+Handler = Callable[["ProjectionState", Event, Any], None]
+"""Folds one event of one body type into the state."""
 
 
 def stamp_of(event: Event) -> Stamp:
@@ -94,6 +103,8 @@ class KeyResultNode(msgspec.Struct):
 class TaskNode(msgspec.Struct, gc=False):
     event: Event
     done: Register
+    # Completions and reopens that arrived before the task: (handler, event, body).
+    waiting: list[tuple[Handler, Event, Any]] | None = None
 
 
 class MilestoneNode(msgspec.Struct):
@@ -108,6 +119,9 @@ class MilestoneNode(msgspec.Struct):
     # folded in at read time (they may arrive before the milestone does).
     touched: Stamp = NO_STAMP
     touched_at: datetime | None = None
+    # Writes that named the milestone before it arrived: (handler, event, body),
+    # applied once its owner is known (only the owner's count).
+    waiting: list[tuple[Handler, Event, Any]] | None = None
 
 
 class IndicatorNode(msgspec.Struct):
@@ -331,8 +345,6 @@ def add_sorted(ids: list[str], item: str) -> None:
     else:
         bisect.insort(ids, item)
 
-Handler = Callable[[ProjectionState, Event, Any], None]
-
 
 def _touch(node: MilestoneNode, event: Event) -> None:
     stamp = (event.clock, event.id)
@@ -424,6 +436,22 @@ def _milestone_slot(state: ProjectionState, milestone_id: str) -> MilestoneNode:
     return node
 
 
+def _owned_milestone(
+    state: ProjectionState, milestone_id: str, event: Event, body: Any, handler: Handler
+) -> MilestoneNode | None:
+    """The milestone if ``event``'s author owns it; None when the write is ignored or
+    waits for the milestone to arrive."""
+    node = _milestone_slot(state, milestone_id)
+    owner = node.event
+    if owner is PLACEHOLDER:
+        if node.waiting is None:
+            node.waiting = [(handler, event, body)]
+        else:
+            node.waiting.append((handler, event, body))
+        return None
+    return node if owner.actor == event.actor else None
+
+
 def _on_milestone_planned(state: ProjectionState, event: Event, body: b.MilestonePlanned) -> None:
     node = _milestone_slot(state, event.id)
     node.event = event
@@ -435,46 +463,59 @@ def _on_milestone_planned(state: ProjectionState, event: Event, body: b.Mileston
     _write_sharing(state, event.id, event, Sharing(body.visibility, body.partners))
     _touch(node, event)
     add_sorted(state.person(event.actor).milestones, event.id)
+    waiting, node.waiting = node.waiting, None
+    for handler, write, write_body in waiting or ():
+        handler(state, write, write_body)  # now the owner is known
 
 
 def _on_rescheduled(state: ProjectionState, event: Event, body: b.MilestoneRescheduled) -> None:
-    node = _milestone_slot(state, body.milestone)
-    node.due_on.write(stamp_of(event), body.due_on)
-    _touch(node, event)
+    node = _owned_milestone(state, body.milestone, event, body, _on_rescheduled)
+    if node is not None:
+        node.due_on.write(stamp_of(event), body.due_on)
+        _touch(node, event)
 
 
 def _on_completed(state: ProjectionState, event: Event, body: b.MilestoneCompleted) -> None:
-    node = _milestone_slot(state, body.milestone)
-    node.completed.write(stamp_of(event), event.id)
-    _touch(node, event)
-    add_sorted(state.person(event.actor).completions, event.id)
+    node = _owned_milestone(state, body.milestone, event, body, _on_completed)
+    if node is not None:
+        node.completed.write(stamp_of(event), event.id)
+        _touch(node, event)
+        add_sorted(state.person(event.actor).completions, event.id)
 
 
 def _on_reopened(state: ProjectionState, event: Event, body: b.MilestoneReopened) -> None:
-    node = _milestone_slot(state, body.milestone)
-    node.completed.write(stamp_of(event), None)
-    _touch(node, event)
+    node = _owned_milestone(state, body.milestone, event, body, _on_reopened)
+    if node is not None:
+        node.completed.write(stamp_of(event), None)
+        _touch(node, event)
 
 
 def _on_dropped(state: ProjectionState, event: Event, body: b.MilestoneDropped) -> None:
-    node = _milestone_slot(state, body.milestone)
-    node.dropped.write(stamp_of(event), True)
-    _touch(node, event)
+    node = _owned_milestone(state, body.milestone, event, body, _on_dropped)
+    if node is not None:
+        node.dropped.write(stamp_of(event), True)
+        _touch(node, event)
 
 
 def _on_restored(state: ProjectionState, event: Event, body: b.MilestoneRestored) -> None:
-    node = _milestone_slot(state, body.milestone)
-    node.dropped.write(stamp_of(event), False)
-    _touch(node, event)
+    node = _owned_milestone(state, body.milestone, event, body, _on_restored)
+    if node is not None:
+        node.dropped.write(stamp_of(event), False)
+        _touch(node, event)
 
 
 def _on_relinked(state: ProjectionState, event: Event, body: b.MilestoneRelinked) -> None:
-    node = _milestone_slot(state, body.milestone)
-    _set_link(state, body.milestone, node, stamp_of(event), (body.key_result, body.objective))
-    _touch(node, event)
+    node = _owned_milestone(state, body.milestone, event, body, _on_relinked)
+    if node is not None:
+        link = (body.key_result, body.objective)
+        _set_link(state, body.milestone, node, stamp_of(event), link)
+        _touch(node, event)
 
 
 def _on_task_added(state: ProjectionState, event: Event, body: b.TaskAdded) -> None:
+    node = _owned_milestone(state, body.milestone, event, body, _on_task_added)
+    if node is None:
+        return
     task_id = event.id
     task = state.tasks.get(task_id)
     if task is None:
@@ -482,7 +523,6 @@ def _on_task_added(state: ProjectionState, event: Event, body: b.TaskAdded) -> N
     else:  # made by a completion or reopen that came first: the same node, now complete
         task.event = event
     task.done.write(stamp_of(event), False)
-    node = _milestone_slot(state, body.milestone)
     # Views walk a milestone's task nodes directly (no lookup per task): keep the
     # nodes in the order of the sorted ids.
     ids = node.tasks
@@ -494,13 +534,22 @@ def _on_task_added(state: ProjectionState, event: Event, body: b.TaskAdded) -> N
         ids.insert(index, task_id)
         node.task_nodes.insert(index, task)
     _touch(node, event)
+    waiting, task.waiting = task.waiting, None
+    for handler, write, write_body in waiting or ():
+        handler(state, write, write_body)  # now the owner is known
 
 
 def _on_task_done(state: ProjectionState, event: Event, body: Any) -> None:
     task = state.tasks.get(body.task)
     if task is None:
         task = state.tasks[body.task] = TaskNode(PLACEHOLDER, Register())
-    task.done.write(stamp_of(event), isinstance(body, b.TaskCompleted))
+    if task.event is PLACEHOLDER:
+        if task.waiting is None:
+            task.waiting = [(_on_task_done, event, body)]
+        else:
+            task.waiting.append((_on_task_done, event, body))
+    elif task.event.actor == event.actor:
+        task.done.write(stamp_of(event), isinstance(body, b.TaskCompleted))
 
 
 def _on_checkin(state: ProjectionState, event: Event, body: b.CheckInRecorded) -> None:

@@ -323,3 +323,39 @@ def test_views_read_after_a_fold_never_come_from_before_it() -> None:
     later = goal_tree(state, "alice", at("2026-02-20")).objectives[0].key_results[0]
     assert later.milestones[0].expected != after.expected
     assert goal_tree(state, "alice", now).objectives[0].key_results[0].milestones[0] == after
+
+
+@pytest.mark.parametrize("arrives", ["after", "before"])
+def test_only_the_owner_changes_a_milestone_or_its_tasks(arrives: str) -> None:
+    """A teammate's reschedule, drop, completion, relink, new task or task completion
+    is ignored, whether it reaches a device after the milestone or before it."""
+    h = History()
+    objective = h.objective(visibility="team", when="2026-01-02")
+    kr = h.key_result(objective, when="2026-01-02")
+    other_kr = h.key_result(objective, "Another", when="2026-01-02")
+    milestone = h.milestone(key_result=kr, due_on=date(2026, 2, 1), when="2026-01-03")
+    task = h.make(b.TaskAdded(milestone=milestone, title="Mine"), when="2026-01-03").id
+    mine = list(h.events)
+    h.make(b.MilestoneRescheduled(milestone=milestone, due_on=date(2026, 9, 1)), actor="bob")
+    h.make(b.MilestoneDropped(milestone=milestone), actor="bob")
+    h.make(b.MilestoneCompleted(milestone=milestone, did="x", why="y", outcome="z"), actor="bob")
+    h.make(b.MilestoneRelinked(milestone=milestone, key_result=other_kr), actor="bob")
+    h.make(b.TaskAdded(milestone=milestone, title="Bob's"), actor="bob")
+    h.make(b.TaskCompleted(task=task), actor="bob")
+    theirs = h.events[len(mine) :]
+    history = mine + theirs if arrives == "after" else theirs + mine
+    view = goal_tree(rebuild(history), "alice", at("2026-01-20")).objectives[0]
+    assert view.milestones == []
+    (milestone_view_,) = next(k for k in view.key_results if k.id == kr).milestones
+    assert (milestone_view_.state, milestone_view_.due_on) == ("open", date(2026, 2, 1))
+    assert [(t.title, t.done) for t in milestone_view_.tasks] == [("Mine", False)]
+    assert next(k for k in view.key_results if k.id == other_kr).milestones == []
+    # The owner's own writes still count, in either order.
+    h.make(b.TaskCompleted(task=task))
+    h.make(b.MilestoneDropped(milestone=milestone))
+    ours = h.events[len(mine) + len(theirs) :]
+    history = mine + theirs + ours if arrives == "after" else ours + theirs + mine
+    view = goal_tree(rebuild(history), "alice", at("2026-01-20")).objectives[0]
+    (milestone_view_,) = next(k for k in view.key_results if k.id == kr).milestones
+    assert milestone_view_.state == "dropped"
+    assert [(t.title, t.done) for t in milestone_view_.tasks] == [("Mine", True)]
