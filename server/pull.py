@@ -50,7 +50,7 @@ from events.wire import (
     encode_reply,
 )
 from server.nats_embedded import PULL_PREFIX
-from server.store.protocol import ServerStore
+from server.store.protocol import ServerStore, StoredEvent
 
 QUEUE_GROUP = "milepost-pull"
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
@@ -77,11 +77,26 @@ async def answer(
     *,
     max_bytes: int = DEFAULT_MAX_PAYLOAD,
     max_limit: int = MAX_PULL_LIMIT,
+    head_hint: int = 0,
 ) -> PullReply:
-    """One page of the events ``person`` may see now (see the module docstring)."""
-    head = await store.max_position()  # first: every position <= head is committed
+    """One page of the events ``person`` may see now (see the module docstring).
+
+    ``head_hint`` is a recent ``head`` (the responder passes the highest it has seen):
+    when it says the device is far behind, the page is read together with ``head``,
+    as a full page needs ``head`` for nothing but the reply's information."""
     after = request.after
     limit = min(request.limit, max_limit)
+    if after > 0 and head_hint - after > limit and head_hint - request.checked <= RECHECK_SPAN:
+        # Probably a full page of a backlog: read ``head`` and the page together (one wait
+        # behind the ingest transactions instead of two). Only a full page may be served
+        # so: its cursor is its last event and ``checked`` stays as it was, whichever of
+        # the two reads came first. A short page is read again the careful way below.
+        head, stored = await asyncio.gather(
+            store.max_position(), store.visible_events_after(person, after, limit)
+        )
+        if len(stored) == limit:
+            return _page(stored, head, after, limit, request.checked, None, max_bytes)
+    head = await store.max_position()  # first: every position <= head is committed
     if request.checked >= head or after <= 0:
         # Nothing stored after ``checked``, or nothing delivered yet: nothing to reveal.
         floor, stored, checked = None, await store.visible_events_after(person, after, limit), head
@@ -105,6 +120,20 @@ async def answer(
     if floor is not None and floor <= after:
         after = rescan_from = floor - 1
         stored = await store.visible_events_after(person, after, limit)
+    return _page(stored, head, after, limit, max(checked, request.checked), rescan_from, max_bytes)
+
+
+def _page(
+    stored: list[StoredEvent],
+    head: int,
+    after: int,
+    limit: int,
+    checked: int,
+    rescan_from: int | None,
+    max_bytes: int,
+) -> PullReply:
+    """The reply for ``stored`` (the page's events read after ``after``), cut to the
+    byte budget; a short page moves the cursor to ``head``."""
     budget = max_bytes - REPLY_OVERHEAD
     events: list[WireEvent] = []
     used = 0
@@ -125,7 +154,7 @@ async def answer(
         next_after=next_after,
         more=more,
         head=head,
-        checked=max(checked, request.checked),
+        checked=checked,
         rescan_from=rescan_from,
     )
 
@@ -149,6 +178,7 @@ class PullResponder:
         self._sub: Any = None
         self.answered = 0
         self.failed = 0
+        self._head = 0  # the highest head an answer saw (a hint: see ``answer``)
 
     async def start(self) -> None:
         """Subscribe (idempotent)."""
@@ -194,10 +224,13 @@ class PullResponder:
             return PullReply(error=str(exc))
         max_bytes = int(getattr(self._nc, "max_payload", 0) or DEFAULT_MAX_PAYLOAD)
         try:
-            reply = await answer(self._store, person, request, max_bytes=max_bytes)
+            reply = await answer(
+                self._store, person, request, max_bytes=max_bytes, head_hint=self._head
+            )
         except Exception:
             self.failed += 1
             log.exception("pull for %s failed", person)
             return PullReply(error="the server's store is unavailable; try again")
         self.answered += 1
+        self._head = max(self._head, reply.head)
         return reply
