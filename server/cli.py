@@ -52,7 +52,9 @@ class CliError(Exception):
 Database = Annotated[
     str | None,
     Parameter(
+        env_var="MILEPOST_DATABASE",
         help="postgresql://… URL or SQLite file (default: milepost.sqlite in the data folder)."
+        " $MILEPOST_DATABASE when not given (keeps a password off the command line).",
     ),
 ]
 AsJson = Annotated[bool, Parameter(name="--json", negative="", help="Print JSON.")]
@@ -203,7 +205,12 @@ def run(
     database: Database = None,
     nats: Annotated[
         str | None,
-        Parameter(help="nats://… of an existing NATS (default: start an embedded nats-server)."),
+        Parameter(
+            env_var="MILEPOST_NATS",
+            help="nats://… of an existing NATS, comma-separated for a cluster (default: start"
+            " an embedded nats-server); $MILEPOST_NATS when not given. URLs without a login"
+            " use the service user with the password in $MILEPOST_NATS_PASSWORD.",
+        ),
     ] = None,
     host: Annotated[str, Parameter(help="Address to listen on (HTTP and embedded NATS).")] = (
         "127.0.0.1"

@@ -31,6 +31,7 @@ from server.accounts import open_accounts
 from server.http import ServerContext, TokenVerifier, create_app
 from server.ingest import CONSUMER, STREAM, BatchReport, IngestWorker
 from server.metrics import IngestCounters
+from server.nats_cluster import SERVICE_PASSWORD_ENV
 from server.nats_embedded import SERVICE_USER, EmbeddedNats, hash_password, new_password
 from server.projection import ProjectionFollower
 from server.pull import PullResponder
@@ -148,7 +149,15 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
         if options.nats is not None:
             # A cluster is given as comma-separated URLs; each may carry the service login.
             servers = [url.strip() for url in options.nats.split(",") if url.strip()]
-            nc = await nats.connect(servers, name="milepost-server", max_reconnect_attempts=-1)
+            # A URL without a login uses the service user and $MILEPOST_NATS_PASSWORD,
+            # so the password need not appear on the command line (visible in `ps`).
+            login: dict[str, str] = {}
+            service_password = os.environ.get(SERVICE_PASSWORD_ENV)
+            if service_password and all(urlsplit(url).username is None for url in servers):
+                login = {"user": SERVICE_USER, "password": service_password}
+            nc = await nats.connect(
+                servers, name="milepost-server", max_reconnect_attempts=-1, **login
+            )
             nats_url = ",".join(public_url(url) for url in servers)
         else:
             nats_port = server_home.choose_port(

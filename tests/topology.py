@@ -58,7 +58,8 @@ class ServerProcess:
     name: str
     home: Path
     database: str
-    nats: str
+    nats: str  # node URLs without a login, as compose.yaml gives them
+    nats_password: str  # the service user's, passed in the environment as compose does
     port: int = field(default_factory=lambda: free_port(HOST))
     ack_wait: float = 3.0
     process: subprocess.Popen[bytes] | None = None
@@ -88,16 +89,19 @@ class ServerProcess:
         if self.running:
             raise RuntimeError(f"{self.name} is already running")
         self.home.mkdir(parents=True, exist_ok=True)
-        env = {**base_env(), "MILEPOST_SERVER_HOME": str(self.home)}
+        # Secrets in the environment, none on the command line: compose.yaml's way.
+        env = {
+            **base_env(),
+            "MILEPOST_SERVER_HOME": str(self.home),
+            "MILEPOST_DATABASE": self.database,
+            "MILEPOST_NATS": self.nats,
+            "MILEPOST_NATS_PASSWORD": self.nats_password,
+        }
         command = [
             sys.executable,
             "-m",
             "server.cli",
             "run",
-            "--database",
-            self.database,
-            "--nats",
-            self.nats,
             "--stream-replicas",
             "3",
             "--ack-wait",
@@ -218,7 +222,13 @@ class Topology:
 
     def add_server(self, name: str) -> ServerProcess:
         """Declare one server process (not started)."""
-        server = ServerProcess(name, self.root / name, self.database, self.cluster.service_urls())
+        server = ServerProcess(
+            name,
+            self.root / name,
+            self.database,
+            self.cluster.servers_arg,
+            self.cluster.service_password,
+        )
         self.servers.append(server)
         return server
 

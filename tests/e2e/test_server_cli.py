@@ -201,3 +201,24 @@ def test_help_has_an_example_everywhere(home: Path) -> None:
         result = cli(home, *args, "--help")
         assert result.returncode == 0, (args, result.stderr)
         assert "Example" in result.stdout, args
+
+
+def test_admin_commands_read_the_database_from_the_environment(
+    home: Path, tmp_path: Path
+) -> None:
+    # compose.yaml keeps the database URL (with its password) off command lines.
+    elsewhere = tmp_path / "shared.sqlite"
+    added = cli(home, "person", "add", "dana", "--database", str(elsewhere), "--json")
+    assert added.returncode == 0, added.stderr
+    in_env = subprocess.run(
+        [str(BIN), "person", "list", "--json"],
+        env={**env_for(home), "MILEPOST_DATABASE": str(elsewhere)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert in_env.returncode == 0, in_env.stderr
+    assert "dana" in in_env.stdout
+    default = cli(home, "person", "list", "--json")  # the data folder's own database
+    assert default.returncode == 0, default.stderr
+    assert "dana" not in default.stdout

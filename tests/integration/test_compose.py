@@ -187,17 +187,19 @@ def test_two_server_replicas_on_postgres_and_the_cluster(compose: dict[str, Any]
             assert depends[node]["condition"] == "service_healthy"
         command = server["command"]
         assert command[:2] == ["milepost-server", "run"]
-        database = flag_value(command, "--database")
-        assert database == (
+        # No secret on the command line: `run` reads them from the environment.
+        assert "--database" not in command and "--nats" not in command
+        assert not any(secret in " ".join(command) for secret in TEST_VALUES.values())
+        environment = server["environment"]
+        assert environment["MILEPOST_DATABASE"] == (
             f"postgresql://milepost:{TEST_VALUES['POSTGRES_PASSWORD']}@postgres:5432/milepost"
         )
-        urls = flag_value(command, "--nats").split(",")
-        assert [u.rsplit("@", 1)[1] for u in urls] == [f"{n}:4222" for n in NATS_NODES]
-        assert all(u.startswith("nats://milepost-server:nats-secret@") for u in urls)
+        urls = environment["MILEPOST_NATS"].split(",")
+        assert urls == [f"nats://{n}:4222" for n in NATS_NODES]
+        assert environment["MILEPOST_NATS_PASSWORD"] == TEST_VALUES["MILEPOST_NATS_PASSWORD"]
         assert flag_value(command, "--stream-replicas") == "3"
         assert flag_value(command, "--host") == "0.0.0.0"
         published += [str(p) for p in server["ports"]]
-        assert server["environment"]["MILEPOST_DATABASE"] == database
     assert len(set(published)) == len(SERVERS), "each replica has its own host port"
     config = service(compose, "nats-config")
     assert flag_value(config["command"], "--out").startswith("/var/lib/milepost/nats-auth/")
