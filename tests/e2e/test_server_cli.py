@@ -203,9 +203,7 @@ def test_help_has_an_example_everywhere(home: Path) -> None:
         assert "Example" in result.stdout, args
 
 
-def test_admin_commands_read_the_database_from_the_environment(
-    home: Path, tmp_path: Path
-) -> None:
+def test_admin_commands_read_the_database_from_the_environment(home: Path, tmp_path: Path) -> None:
     # compose.yaml keeps the database URL (with its password) off command lines.
     elsewhere = tmp_path / "shared.sqlite"
     added = cli(home, "person", "add", "dana", "--database", str(elsewhere), "--json")
