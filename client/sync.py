@@ -79,6 +79,9 @@ DEFAULT_REPUSH_AFTER = 600.0
 PUSH_CHUNK = 5000
 """Events published before their acks are awaited and recorded in one transaction."""
 
+PULL_AHEAD = 2
+"""Pull requests sent ahead of the cursor while catching up on dense positions."""
+
 APPLY_BATCH = 20_000
 """Pulled events applied in one transaction at most (pages are gathered up to this)."""
 
@@ -999,7 +1002,15 @@ class Syncer:
         requested and gathered, and as soon as the apply is done everything gathered so far
         becomes the next batch (so a batch is one page when the device keeps up with the
         server, and grows up to ``APPLY_BATCH`` when applying is the slower side). Batches
-        are applied one at a time, in order, each with the cursor of its last page."""
+        are applied one at a time, in order, each with the cursor of its last page.
+
+        Pages ahead are asked for before they are known to be needed when the person
+        sees every position (a device catching up on its own person's events): the
+        next page of a full page with dense positions most likely starts where this one
+        started plus its length. Each such request names its cursor, and its reply is
+        used only when the cursor really arrives there (so it is exactly the page a
+        request sent then would get, as of a moment after the previous page was read);
+        the others are dropped. ``PULL_AHEAD`` requests are in flight at most."""
         summary = Summary()
         after, checked = await self.log.cursors()
         gathered: list[WireEvent] = []
@@ -1007,6 +1018,8 @@ class Syncer:
         shown = False
         limit = self.pull_limit
         applying: asyncio.Task[tuple[int, int, int]] | None = None
+        ahead: dict[int, asyncio.Task[PullReply]] = {}  # requests sent ahead, by cursor
+        stride = head = 0  # stride: the length of the last page when its positions were dense
 
         def start_apply() -> asyncio.Task[tuple[int, int, int]]:
             nonlocal gathered, unapplied
@@ -1015,11 +1028,20 @@ class Syncer:
                 self.log.apply(batch, after, checked, self.now(), apply_views)
             )
 
+        def ask(at: int) -> asyncio.Task[PullReply]:
+            request = PullRequest(device=self.device, after=at, limit=limit, checked=checked)
+            return asyncio.create_task(self._request(request))
+
         try:
             while True:
-                reply = await self._request(
-                    PullRequest(device=self.device, after=after, limit=limit, checked=checked)
-                )
+                task = ahead.pop(after, None) or ask(after)
+                for k in range(1, PULL_AHEAD + 1) if stride else ():
+                    at = after + k * stride
+                    if at + stride > head:
+                        break  # a page that is not full: asked for when it is due
+                    if at not in ahead:
+                        ahead[at] = ask(at)
+                reply = await task
                 if reply.rescan_from is not None:
                     summary.rescans += 1
                 if not shown and reply.more and reply.head - after >= BIG_SYNC:
@@ -1028,21 +1050,31 @@ class Syncer:
                 self.progress.advance("pull", max(0, reply.next_after - after))
                 if reply.more and reply.events and len(reply.events) < limit:
                     limit = len(reply.events)  # cut by the reply's byte budget: ask for that
+                # Dense: the page holds every position after the cursor up to its last.
+                dense = reply.more and reply.rescan_from is None and bool(reply.events)
+                dense = dense and reply.next_after - after == len(reply.events)
+                stride = len(reply.events) if dense else 0
+                head = max(head, reply.head)
                 gathered.extend(reply.events)
                 unapplied = unapplied or (reply.next_after, reply.checked) != (after, checked)
                 after, checked = reply.next_after, reply.checked
                 summary.cursor, summary.head = after, reply.head
+                for at in [at for at in ahead if at < after or not stride]:
+                    ahead.pop(at).cancel()  # the cursor went elsewhere
                 if applying is not None and (applying.done() or len(gathered) >= APPLY_BATCH):
-                    task, applying = applying, None
-                    self._count(summary, await task)
+                    task_done, applying = applying, None
+                    self._count(summary, await task_done)
                 if applying is None and (gathered or unapplied):
                     applying = start_apply()
                 if not reply.more:
                     break
         finally:
+            for spare in ahead.values():
+                spare.cancel()
+            await asyncio.gather(*ahead.values(), return_exceptions=True)
             if applying is not None:
-                task, applying = applying, None
-                self._count(summary, await task)
+                task_done, applying = applying, None
+                self._count(summary, await task_done)
         if gathered or unapplied:
             self._count(
                 summary, await self.log.apply(gathered, after, checked, self.now(), apply_views)
