@@ -21,7 +21,6 @@ A publish outside these subjects is refused by nats-server: the client gets a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import secrets
@@ -36,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import bcrypt
+
+from server.process import log_tail, spawn_logged, stop_by_pid
 
 SERVICE_USER = "milepost-server"
 EVENTS_PREFIX = "milepost.events"
@@ -215,16 +216,9 @@ class EmbeddedNats:
         if self._process is not None:
             raise RuntimeError("nats-server is already running")
         self.write_config()
-        log = self.log_path.open("ab")
-        try:
-            self._process = subprocess.Popen(
-                [str(nats_server_binary()), "-c", str(self.config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        finally:
-            log.close()
+        self._process = spawn_logged(
+            [str(nats_server_binary()), "-c", str(self.config_path)], self.log_path
+        )
         try:
             self._wait_ready(timeout)
         except BaseException:
@@ -261,10 +255,7 @@ class EmbeddedNats:
         return answer.startswith(b"HTTP/1.") and b" 200 " in answer.split(b"\r\n", 1)[0] + b" "
 
     def _log_tail(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-2000:]
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path)
 
     def set_people(self, people: dict[str, str]) -> None:
         """Replace the people (person → bcrypt hash) and reload a running server."""
@@ -277,15 +268,7 @@ class EmbeddedNats:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop by pid: SIGTERM, then SIGKILL if it has not exited within ``timeout``."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            process.wait()
+        stop_by_pid(process, timeout)
 
     async def astop(self, timeout: float = 10.0) -> None:
         """``stop`` without blocking the event loop."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 import subprocess
 import time
 import urllib.request
@@ -42,6 +41,7 @@ from server.nats_embedded import (
     nats_server_binary,
     new_password,
 )
+from server.process import kill_by_pid, log_tail, spawn_logged, stop_by_pid
 from tests.services import PEOPLE
 
 HOST = "127.0.0.1"
@@ -86,10 +86,7 @@ class ClusterNode:
 
     def log_tail(self) -> str:
         """The end of the node's log, for failure messages."""
-        try:
-            return self.log_path.read_text(errors="replace")[-1500:]
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, 1500)
 
 
 @dataclass
@@ -167,13 +164,9 @@ class NatsCluster:
         node = self.nodes[index]
         if node.running:
             raise RuntimeError(f"{node.name} is already running")
-        with node.log_path.open("ab") as log:
-            node.process = subprocess.Popen(
-                [str(nats_server_binary()), "-c", str(node.config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+        node.process = spawn_logged(
+            [str(nats_server_binary()), "-c", str(node.config_path)], node.log_path
+        )
 
     def start(self, timeout: float = 30.0) -> None:
         """Start every node and wait until the cluster has a JetStream meta leader."""
@@ -227,9 +220,7 @@ class NatsCluster:
         """SIGKILL one node (a crash: no goodbye to its peers or clients)."""
         node = self.nodes[index]
         process, node.process = node.process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
+        kill_by_pid(process)
 
     def restart(self, index: int, timeout: float = 30.0) -> None:
         """Start a stopped node again on the same ports and store; wait for the cluster."""
@@ -240,15 +231,7 @@ class NatsCluster:
         """Stop one node by pid: SIGTERM, then SIGKILL after ``timeout``."""
         node = self.nodes[index]
         process, node.process = node.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            process.wait()
+        stop_by_pid(process, timeout)
 
     def stop(self) -> None:
         """Stop every node by pid."""

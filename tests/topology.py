@@ -37,6 +37,7 @@ from events import Event, encode
 from server.ingest import CONSUMER, STREAM
 from server.nats_cluster import AUTH_FILE, SERVICE_PASSWORD_ENV
 from server.nats_embedded import events_subject, free_port, inbox_prefix
+from server.process import kill_by_pid, log_tail, spawn_logged, stop_by_pid
 from server.store.postgres import PostgresStore
 from server.store.protocol import StoredEvent
 from tests.cluster import HOST, NatsCluster, eventually, running_cluster
@@ -111,10 +112,7 @@ class ServerProcess:
             "--port",
             str(self.port),
         ]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
+        self.process = spawn_logged(command, self.log_path, env)
 
     def healthy(self) -> bool:
         """Whether ``/health`` answers 200."""
@@ -138,9 +136,7 @@ class ServerProcess:
     def kill(self) -> None:
         """SIGKILL (a crash: no batch finished, nothing acknowledged on the way out)."""
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
+        kill_by_pid(process)
 
     def pause(self) -> None:
         """SIGSTOP: the process holds its connections but does nothing."""
@@ -155,22 +151,11 @@ class ServerProcess:
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM (clean stop), then SIGKILL after ``timeout``."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            process.wait()
+        stop_by_pid(process, timeout)
 
     def log_tail(self) -> str:
         """The end of the log, for failure messages."""
-        try:
-            return self.log_path.read_text(errors="replace")[-3000:]
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, 3000)
 
     def metrics(self) -> dict[str, float]:
         """``/metrics`` parsed into name → value."""
