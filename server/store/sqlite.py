@@ -390,13 +390,23 @@ def _append_in_thread(db: sqlite3.Connection, items: Sequence[Incoming]) -> Appe
 
 class SqliteStore:
     """``ServerStore`` on one SQLite file (WAL). Several processes may share the file:
-    writers wait on SQLite's lock (``busy_timeout``)."""
+    writers wait on SQLite's lock (``busy_timeout``).
+
+    Two connections, each with its own thread: appends on one, reads (pulls, the
+    projection follower, audiences) on the other, so a long pull page does not hold up
+    an ingest batch nor the other way round. WAL lets a reader run beside the writer;
+    each read sees what was committed when it started (an append returns after its
+    commit, so what it stored is visible to every read that follows). ``:memory:`` is
+    one database per connection: there, reads share the writer's connection.
+    """
 
     def __init__(self, path: Path | str) -> None:
         self._path = str(path)
         self._db: aiosqlite.Connection | None = None
-        # One connection: an open transaction must not be interleaved with other calls.
+        self._reader: aiosqlite.Connection | None = None
+        # One call at a time per connection: a transaction must not be interleaved.
         self._lock = asyncio.Lock()
+        self._read_lock = asyncio.Lock()
 
     @property
     def _conn(self) -> aiosqlite.Connection:
@@ -416,6 +426,11 @@ class SqliteStore:
         # after which every insert into them reads pages back through the OS.
         await self._db.execute("PRAGMA cache_size=-131072")
         await self._migrate()
+        if self._path != ":memory:":
+            self._reader = await aiosqlite.connect(self._path, isolation_level=None)
+            await self._reader.execute("PRAGMA busy_timeout=30000")
+            await self._reader.execute("PRAGMA cache_size=-65536")
+            await self._reader.execute("PRAGMA query_only=1")
 
     async def _migrate(self) -> None:
         db = self._conn
@@ -445,7 +460,10 @@ class SqliteStore:
                 raise
 
     async def close(self) -> None:
-        """Release the connection; the store can be opened again."""
+        """Release the connections; the store can be opened again."""
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -467,7 +485,10 @@ class SqliteStore:
             return await in_thread(_append_in_thread, db._conn, items)
 
     async def _fetch(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
-        async with self._lock, self._conn.execute(sql, params) as cur:
+        if self._reader is None:
+            async with self._lock, self._conn.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+        async with self._read_lock, self._reader.execute(sql, params) as cur:
             return list(await cur.fetchall())
 
     async def events_after(self, position: int, limit: int) -> list[StoredEvent]:
