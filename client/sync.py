@@ -89,6 +89,9 @@ REBUILD_ABOVE = 1000
 """A transaction adding more new events than this, and more than the log held before,
 rebuilds the views once instead of refolding the touched roots."""
 
+DEFAULT_POLL = 0.002
+"""Seconds between two looks of ``watch`` for newly logged events (a ``pread`` each)."""
+
 PASSWORD_ENV = "MILEPOST_NATS_PASSWORD"
 SERVER_ENV = "MILEPOST_SERVER"
 REPUSH_ENV = "MILEPOST_REPUSH_AFTER"
@@ -926,10 +929,12 @@ class Syncer:
 
     # --- push ---------------------------------------------------------------------------
 
-    async def push(self) -> Summary:
-        """Publish every pending own event, many acks in flight; mark them pushed."""
+    async def push(self, *, requeue: bool = True) -> Summary:
+        """Publish every pending own event, many acks in flight; mark them pushed. With
+        ``requeue``, pushed events unconfirmed for ``repush_after`` are pending again first
+        (``watch`` skips that write when it pushes what was just logged)."""
         summary = Summary()
-        if self.repush_after >= 0:
+        if requeue and self.repush_after >= 0:
             summary.requeued = await self.log.requeue_stale(
                 wall_ms() - int(self.repush_after * 1000)
             )
@@ -954,6 +959,8 @@ class Syncer:
             if len(acked) < len(batch):
                 raise self._push_error
             self._scanned = max(self._scanned, batch[-1][0])
+            if len(batch) < PUSH_CHUNK:
+                break  # that was all of it (what is logged meanwhile is pushed next time)
         return summary
 
     async def _publish(self, subject: str, batch: list[tuple[int, str, bytes]]) -> list[str]:
@@ -1109,7 +1116,7 @@ class Syncer:
         stop: asyncio.Event,
         report: Callable[[Summary], None],
         *,
-        poll: float = 0.005,
+        poll: float = DEFAULT_POLL,
         safety_pull: float = 5.0,
     ) -> None:
         """Stay connected: push as local events are logged (``PRAGMA data_version``), pull
@@ -1131,14 +1138,18 @@ class Syncer:
             raise self.link.explain("subscribe", exc) from None
         first = await self.sync_once()
         report(first)
+        commits = _CommitWatch(self.store.path)
+        commits.changed()
         version = await self.store.scalar("PRAGMA data_version")
         last_pull = time.monotonic()
-        stopping = asyncio.ensure_future(stop.wait())
+        loop = asyncio.get_running_loop()
         try:
             while not stop.is_set():
-                waiter = asyncio.ensure_future(wake.wait())
-                await asyncio.wait({waiter, stopping}, timeout=poll, return_when="FIRST_COMPLETED")
-                waiter.cancel()
+                # Sleep until a poke or ``poll`` seconds (a timer, no task per round: an idle
+                # watcher wakes hundreds of times a second); ``stop`` is seen within ``poll``.
+                timer = loop.call_later(poll, wake.set)
+                await wake.wait()
+                timer.cancel()
                 wake.clear()
                 if stop.is_set():
                     break
@@ -1149,10 +1160,11 @@ class Syncer:
                 if not self.link.connected.is_set():
                     continue
                 summary = Summary()
-                current = await self.store.scalar("PRAGMA data_version")
-                if current != version:
-                    version = current
-                    summary.add(await self.push())
+                if commits.changed():
+                    current = await self.store.scalar("PRAGMA data_version")
+                    if current != version:
+                        version = current
+                        summary.add(await self.push(requeue=False))
                 now = time.monotonic()
                 periodic = now - last_pull >= safety_pull
                 if pull_wanted.is_set() or periodic:
@@ -1164,9 +1176,48 @@ class Syncer:
                 if summary.pushed or summary.received or summary.rescans:
                     report(summary)
         finally:
-            stopping.cancel()
+            commits.close()
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+
+class _CommitWatch:
+    """Whether the database may have changed since the last look, without a query.
+
+    It reads the WAL index header at the start of ``<db>-shm`` (SQLite's shared memory
+    file in WAL mode), whose change counter moves with every write transaction of any
+    connection. Only a hint for the watcher: a changed header, no header to read, or
+    ``RECHECK`` seconds since the last answer "maybe", and ``PRAGMA data_version`` (a
+    thread hop into the connection) decides. So polling every few milliseconds costs a
+    ``pread``, not a query."""
+
+    RECHECK = 0.1
+
+    def __init__(self, path: Path) -> None:
+        self._fd: int | None = None
+        if hasattr(os, "pread"):
+            with contextlib.suppress(OSError):
+                self._fd = os.open(f"{path}-shm", os.O_RDONLY)
+        self._seen = b""
+        self._asked = 0.0
+
+    def changed(self) -> bool:
+        """True when a commit may have happened since the last True."""
+        now = time.monotonic()
+        header = b""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                header = os.pread(self._fd, 96, 0)  # both copies of the header
+        if header and header == self._seen and now - self._asked < self.RECHECK:
+            return False
+        self._seen, self._asked = header, now
+        return True
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 def backoff_delays(first: float = 0.5, cap: float = 30.0) -> Iterator[float]:
@@ -1190,9 +1241,9 @@ def poll_interval() -> float:
     """How often ``watch`` checks the local database for new events (seconds)."""
     raw = os.environ.get(POLL_ENV)
     try:
-        return max(0.001, float(raw) / 1000) if raw else 0.005
+        return max(0.001, float(raw) / 1000) if raw else DEFAULT_POLL
     except ValueError:
-        return 0.005
+        return DEFAULT_POLL
 
 
 def progress_for(stream: Any = None) -> Progress:
