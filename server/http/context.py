@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+from litestar import Request
 
 from projections.settings import DEFAULT_SETTINGS, DriftSettings
 from projections.state import ProjectionState, as_of
@@ -20,6 +21,13 @@ from server.projection import ProjectionFollower
 from server.store.protocol import ServerStore
 
 _encode = msgspec.json.Encoder().encode
+
+
+def context_of(request: Request[Any, Any, Any]) -> ServerContext:
+    """The server context of a request, read straight from the app's state: cheaper
+    than a dependency on the hottest routes (Litestar resolves those per request)."""
+    ctx: ServerContext = request.app.state.ctx
+    return ctx
 
 
 def utc_now() -> datetime:

@@ -12,7 +12,7 @@ from litestar.params import FromPath, QueryParameter
 from projections.goals import GoalTree, goal_tree
 from projections.review import Review, review, review_markdown
 from server.http.auth import SECURITY_SCHEME
-from server.http.context import ServerContext
+from server.http.context import ServerContext, context_of
 from server.http.errors import ERROR_RESPONSES
 from server.http.services import (
     check_cycle,
@@ -38,7 +38,6 @@ class PeopleController(Controller):
     async def goals(
         self,
         request: Viewer,
-        ctx: NamedDependency[ServerContext],
         person: FromPath[str],
         as_of: Annotated[
             date | None, QueryParameter(description="Show what was known at the end of this day.")
@@ -52,6 +51,7 @@ class PeopleController(Controller):
         ] = "current",
     ) -> Response[GoalTree]:
         """The goal tree with progress; private items of others never appear."""
+        ctx = context_of(request)
         viewer = request.user
         check_cycle(cycle)
         now = ctx.clock()

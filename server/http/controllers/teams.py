@@ -24,7 +24,7 @@ from projections.team import (
 )
 from projections.visibility import awaits_ancestor
 from server.http.auth import SECURITY_SCHEME
-from server.http.context import ServerContext
+from server.http.context import ServerContext, context_of
 from server.http.errors import ERROR_RESPONSES, InvalidParameter
 from server.http.services import check_cycle, json_response, require_member
 
@@ -74,7 +74,6 @@ class TeamsController(Controller):
     async def feed(
         self,
         request: Viewer,
-        ctx: NamedDependency[ServerContext],
         team: FromPath[str],
         cursor: Annotated[
             str | None,
@@ -83,6 +82,7 @@ class TeamsController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=200, description="Items per page.")] = 50,
     ) -> Response[FeedPage]:
         """One page of what the caller may see of the team's milestones, check-ins, observations."""
+        ctx = context_of(request)
         require_member(ctx.state, team, request.user)
         viewer, state = request.user, ctx.state
         key = ("feed", viewer, team, cursor, limit)
