@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import sys
 import time
@@ -378,6 +379,12 @@ async def _held_ids(store: Store, ids: list[str]) -> set[str]:
 _T = TypeVar("_T")
 
 
+_MULTI_ROW = re.compile(r"^(INSERT\b.*?\bVALUES\s*)(\([^()]*\))(.*)$", re.DOTALL | re.IGNORECASE)
+"""An ``INSERT ... VALUES (one row)`` statement: its head, its row and what follows."""
+
+_ROWS_PER_INSERT = 500
+
+
 class _ThreadStore(Store):
     """The ``Store`` API as plain ``sqlite3`` calls, for code running in the connection's
     own thread inside a transaction ``in_thread`` opened: none of its methods suspends,
@@ -411,9 +418,25 @@ class _ThreadStore(Store):
             raise translate(exc, self.path) from None
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        """Run one statement for many parameter rows."""
+        """Run one statement for many parameter rows. An ``INSERT ... VALUES (...)`` runs
+        as multi-row ``VALUES (...), (...)`` statements of up to ``_ROWS_PER_INSERT`` rows
+        (applied in order, as by ``executemany``): one ``sqlite3_step`` per chunk, not per
+        row, and each step lets the event loop's thread take the GIL back."""
         try:
-            self.db.executemany(sql, rows)
+            many = _MULTI_ROW.match(sql)
+            if many is None:
+                self.db.executemany(sql, rows)
+                return
+            head, one, tail = many.groups()
+            width = one.count("?")
+            todo = rows if isinstance(rows, list) else list(rows)
+            per = max(1, min(_ROWS_PER_INSERT, 32_000 // max(1, width)))
+            for start in range(0, len(todo), per):
+                chunk = todo[start : start + per]
+                self.db.execute(
+                    f"{head}{', '.join([one] * len(chunk))}{tail}",
+                    [value for row in chunk for value in row],
+                )
         except sqlite3.Error as exc:
             raise translate(exc, self.path) from None
 
@@ -512,7 +535,10 @@ async def apply_views(store: Store, rows: list[tuple[int, AnyEvent]], now: datet
     known: list[tuple[int, Event]] = []
     # All refs first, in one statement: the events are in causal order here (checked
     # above), so no event below looks up a ref that only a later one would have added.
-    await store.executemany(views._INSERT_REF, [views.ref_row(event) for _, event in rows])
+    # In the order of the refs_rhex index (reversed ids are random): its pages are then
+    # written in one sweep instead of at random.
+    refs = sorted((views.ref_row(event) for _, event in rows), key=lambda row: row[1])
+    await store.executemany(views._INSERT_REF, refs)
     for seq, event in rows:
         if not isinstance(event, Event):
             continue
