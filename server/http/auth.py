@@ -24,7 +24,11 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         self, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> AuthenticationResult:
         """The viewer for this request; Unauthorized when the token is missing or wrong."""
-        header = connection.headers.get("authorization", "")
+        header = ""
+        for name, value in connection.scope["headers"]:  # lower-case names (ASGI)
+            if name == b"authorization":
+                header = value.decode("latin-1")
+                break
         scheme, _, token = header.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:

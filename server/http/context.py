@@ -47,6 +47,9 @@ class TokenVerifier:
         self._hashes: dict[str, str] = {}
         self._loaded_at = float("-inf")
         self._lock = asyncio.Lock()
+        # Tokens found valid against the current hashes (emptied when they are re-read):
+        # a token seen again skips hashing. Only valid tokens enter, so it stays small.
+        self._verified: dict[str, str] = {}
 
     async def _current(self) -> dict[str, str]:
         if time.monotonic() - self._loaded_at > self._ttl:
@@ -54,15 +57,23 @@ class TokenVerifier:
                 if time.monotonic() - self._loaded_at > self._ttl:
                     people = await self._accounts.people()
                     self._hashes = {p.name: p.token_hash for p in people}
+                    self._verified = {}
                     self._loaded_at = time.monotonic()
         return self._hashes
 
     async def person_for(self, token: str) -> str | None:
         """The person this token belongs to, or None."""
-        person = token_person(token)
         hashes = await self._current()
+        known = self._verified.get(token)
+        if known is not None:
+            return known
+        person = token_person(token)
         stored = hashes.get(person) if person is not None else None
-        return person if verify_token(token, stored) and person is not None else None
+        if verify_token(token, stored) and person is not None:
+            if hashes is self._hashes and len(self._verified) < 100_000:
+                self._verified[token] = person
+            return person
+        return None
 
     async def is_registered(self, person: str) -> bool:
         """Whether ``person`` has credentials (as of the last refresh)."""
