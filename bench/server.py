@@ -14,7 +14,8 @@ In one run, over the same encoded events (``bench/history.py``):
    installed, else an asyncio httpx loop.
 
 Loopback only; every process started here is stopped by pid. Prints one
-``figure: NAME = VALUE UNIT`` line per figure. ``--quick`` runs in under a minute.
+``figure: NAME = VALUE UNIT`` line per figure. ``--quick`` runs in under a minute;
+``--ingest-only`` / ``--http-only`` run one half.
 PostgreSQL is ``MILEPOST_TEST_DATABASE_URL`` when set, else a throwaway pgserver.
 """
 
