@@ -870,6 +870,9 @@ class Summary(msgspec.Struct):
 class Progress:
     """Where progress goes; the default shows nothing."""
 
+    shows = False
+    """Whether anything is shown (totals that cost a query are only counted then)."""
+
     def start(self, what: str, total: int) -> None:
         """A phase begins with ``total`` units of work."""
 
@@ -882,6 +885,8 @@ class Progress:
 
 class RichProgress(Progress):
     """A rich progress bar on stderr (only used on a terminal)."""
+
+    shows = True
 
     def __init__(self) -> None:
         from rich.console import Console
@@ -970,7 +975,7 @@ class Syncer:
             batch = await self.log.pending(self._scanned, PUSH_CHUNK)
             if not batch:
                 break
-            if not shown and len(batch) >= BIG_SYNC:
+            if not shown and len(batch) >= BIG_SYNC and self.progress.shows:
                 total = await self.store.scalar(
                     "SELECT count(*) FROM events e LEFT JOIN sync_state s ON s.event_id = e.id"
                     " WHERE e.actor = ? AND coalesce(s.state, 'pending') = 'pending'",
