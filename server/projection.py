@@ -12,8 +12,9 @@ reading it back from the store and decoding it again; when it does not (another
 replica appended in between, or a catch-up is under way) the follower reads
 from the store as before, so what it folds is always the store's position order.
 
-Folding is synchronous between awaits, so a request handler (running on the
-same event loop) always reads a state that is consistent at one position.
+Folding is synchronous between awaits (a page is folded in slices with an await
+between them), so a request handler running on the same event loop always reads a
+state that is consistent at one position.
 
 The follower also keeps, for the live team feed, the position of every
 feed-type event in position order: a stream resumes from a position with a
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 
 PAGE = 5_000
 """Events read per ``events_after`` call."""
+
+FOLD_SLICE = 500
+"""Events folded between two chances for requests to run (a few ms of work)."""
 
 
 class ProjectionFollower:
@@ -123,11 +127,14 @@ class ProjectionFollower:
                 page = await self._store.events_after(self.position, self._page)
                 if not page:
                     break
-                self._fold(page)
+                # A page takes tens of ms to decode and fold: let requests run between
+                # slices of it (each reads a state consistent at the position folded).
+                for start in range(0, len(page), FOLD_SLICE):
+                    self._fold(page[start : start + FOLD_SLICE])
+                    await asyncio.sleep(0)
                 folded += len(page)
                 if len(page) < self._page:
                     break
-                await asyncio.sleep(0)  # let requests run between pages
         if folded:
             self._folded()
         return folded
