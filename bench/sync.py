@@ -13,6 +13,9 @@
   append path, in this process) until it is in B's database, both devices running
   ``milepost sync --watch``; vs ``nats_rtt_p50_ms`` / ``nats_rtt_p99_ms``, a bare NATS
   request/reply round trip. Must reach: p50 < 25 ms, p99 < 150 ms.
+  ``watch_after_quiet_max_ms`` — the same for events logged after 3 s of quiet (an
+  idle watcher looks less often); ``watch_idle_cpu_per_watcher`` — CPU share of one
+  idle watcher.
 
 Real processes on 127.0.0.1: a nats-server, ``milepost-server run --nats``, ``milepost``
 CLIs. ``--quick``: 10,000 events and 100 latency samples (under a minute).
@@ -140,13 +143,13 @@ def wait_count(path: Path, target: int, timeout: float) -> float:
     raise RuntimeError(f"{path.name} has {count_events(path)} of {target} events")
 
 
-async def latency(a: Device, b_path: Path, samples: int) -> list[float]:
+async def latency(a: Device, b_path: Path, samples: int, warm_up: int = 5) -> list[float]:
     """Milliseconds from an event's commit on A until it is in B's database."""
     session = await Session.open_path(db_path(a))
     reader = sqlite3.connect(b_path, timeout=10, isolation_level=None)
     out: list[float] = []
     try:
-        for i in range(samples + 5):
+        for i in range(samples + warm_up):
             event = await session.record(ObjectiveCreated(title=f"Latency {i}", cycle="2026-Q1"))
             started = time.perf_counter()
             while True:
@@ -156,12 +159,36 @@ async def latency(a: Device, b_path: Path, samples: int) -> list[float]:
                 if time.perf_counter() - started > 10:
                     raise RuntimeError("an event did not reach B within 10 s")
                 await asyncio.sleep(0.0002)
-            if i >= 5:  # warm-up
+            if i >= warm_up:
                 out.append((time.perf_counter() - started) * 1000)
     finally:
         reader.close()
         await session.close()
     return out
+
+
+async def latency_after_quiet(a: Device, b_path: Path, samples: int, quiet: float) -> list[float]:
+    """Like ``latency``, but each event is logged after ``quiet`` s without any (the
+    watchers have slowed down their looks by then)."""
+    out: list[float] = []
+    for _ in range(samples):
+        await asyncio.sleep(quiet)
+        out += await latency(a, b_path, 1, warm_up=0)
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cpu_percent(processes: list[subprocess.Popen[bytes]], seconds: float) -> float:
+    """Mean CPU share of one process over ``seconds`` in which nothing happens."""
+    before = sum(cpu_seconds(p.pid) for p in processes)
+    time.sleep(seconds)
+    after = sum(cpu_seconds(p.pid) for p in processes)
+    return 100 * (after - before) / seconds / len(processes)
 
 
 async def nats_rtt(w: World, samples: int) -> list[float]:
@@ -254,6 +281,8 @@ def main() -> int:
             time.sleep(1.5)
             lat = asyncio.run(latency(a, db_path(b), samples))
             rtt = asyncio.run(nats_rtt(w, samples))
+            idle = idle_cpu_percent(watchers, 5.0 if args.quick else 10.0)
+            quiet = asyncio.run(latency_after_quiet(a, db_path(b), 2 if args.quick else 5, 3.0))
         finally:
             for process in watchers:
                 stop(process)
@@ -261,6 +290,8 @@ def main() -> int:
         figure("watch_samples", len(lat), "events")
         figure("watch_p50_ms", statistics.median(lat), "ms")
         figure("watch_p99_ms", pct(lat, 0.99), "ms")
+        figure("watch_after_quiet_max_ms", max(quiet), "ms")
+        figure("watch_idle_cpu_per_watcher", idle, "percent")
         figure("nats_rtt_p50_ms", statistics.median(rtt), "ms")
         figure("nats_rtt_p99_ms", pct(rtt, 0.99), "ms")
     return 0

@@ -93,6 +93,13 @@ rebuilds the views once instead of refolding the touched roots."""
 DEFAULT_POLL = 0.002
 """Seconds between two looks of ``watch`` for newly logged events (a ``pread`` each)."""
 
+IDLE_AFTER = 2.0
+"""Seconds without a newly logged event after which ``watch`` looks less often."""
+
+IDLE_POLL = 0.1
+"""The longest interval between two looks of an idle ``watch`` (the delay of an event
+logged after a quiet spell, at most)."""
+
 PASSWORD_ENV = "MILEPOST_NATS_PASSWORD"
 SERVER_ENV = "MILEPOST_SERVER"
 REPUSH_ENV = "MILEPOST_REPUSH_AFTER"
@@ -1172,13 +1179,16 @@ class Syncer:
         commits = _CommitWatch(self.store.path)
         commits.changed()
         version = await self.store.scalar("PRAGMA data_version")
-        last_pull = time.monotonic()
+        last_pull = last_logged = time.monotonic()
+        interval = poll
         loop = asyncio.get_running_loop()
         try:
             while not stop.is_set():
-                # Sleep until a poke or ``poll`` seconds (a timer, no task per round: an idle
-                # watcher wakes hundreds of times a second); ``stop`` is seen within ``poll``.
-                timer = loop.call_later(poll, wake.set)
+                # Sleep until a poke or ``interval`` seconds (a timer, no task per round).
+                # ``poll`` while events are being logged; after IDLE_AFTER s without one
+                # the interval doubles up to IDLE_POLL, so an idle watcher (a laptop on
+                # battery) wakes tens of times a second, not hundreds.
+                timer = loop.call_later(interval, wake.set)
                 await wake.wait()
                 timer.cancel()
                 wake.clear()
@@ -1191,12 +1201,17 @@ class Syncer:
                 if not self.link.connected.is_set():
                     continue
                 summary = Summary()
+                now = time.monotonic()
                 if commits.changed():
                     current = await self.store.scalar("PRAGMA data_version")
                     if current != version:
                         version = current
+                        last_logged = now
                         summary.add(await self.push(requeue=False))
-                now = time.monotonic()
+                if now - last_logged < IDLE_AFTER:
+                    interval = poll
+                else:
+                    interval = min(max(interval, poll) * 2, max(IDLE_POLL, poll))
                 periodic = now - last_pull >= safety_pull
                 if pull_wanted.is_set() or periodic:
                     pull_wanted.clear()
@@ -1222,7 +1237,7 @@ class _CommitWatch:
     thread hop into the connection) decides. So polling every few milliseconds costs a
     ``pread``, not a query."""
 
-    RECHECK = 0.1
+    RECHECK = 0.5
 
     def __init__(self, path: Path) -> None:
         self._fd: int | None = None
