@@ -102,8 +102,7 @@ async def answer(
         floor, stored, checked = None, await store.visible_events_after(person, after, limit), head
     elif head - after <= limit or head - request.checked > RECHECK_SPAN:
         # A short page (or a long-deferred check): look for reveals. Both are read after
-        # ``head``; asked together they wait for the store once, not twice (the SQLite
-        # store serialises its queries with the ingest transactions).
+        # ``head``; asked together they wait for the store once, not twice.
         floor, stored = await asyncio.gather(
             store.reveal_floor(person, request.checked, after),
             store.visible_events_after(person, after, limit),
