@@ -442,31 +442,34 @@ def _touched(ctx: _Context, milestone_id: str, node: MilestoneNode) -> tuple[dat
     """The latest recorded event about a milestone, its tasks or its check-ins (and fixes)."""
     state = ctx.state
     events = state.events
-    best: tuple[datetime, str] = (node.event.recorded_at, milestone_id)
-    if node.touched_at is not None:
-        best = max(best, (node.touched_at, node.touched[1]))
-
-    def consider(event_id: str) -> None:
-        nonlocal best
-        event = events.get(event_id)
-        if event is not None and (event.recorded_at, event_id) > best:
-            best = (event.recorded_at, event_id)
-
-    def consider_fixes(target: str) -> None:
-        for fix in state.corrections.get(target, ()):
-            consider(fix)
-        for fix in state.retracted.get(target, ()):
-            consider(fix)
-
-    consider_fixes(milestone_id)
-    consider_fixes(node.touched[1])
+    corrections = state.corrections
+    retracted = state.retracted
+    best_at, best_id = node.event.recorded_at, milestone_id
+    if node.touched_at is not None and (node.touched_at, node.touched[1]) > (best_at, best_id):
+        best_at, best_id = node.touched_at, node.touched[1]
+    # Every candidate once, then one pass: no call per candidate (an open milestone
+    # can have a year of weekly check-ins and dozens of tasks).
+    candidates: list[str] = []
+    fixed = [milestone_id, node.touched[1]]
     for task_id, task in zip(node.tasks, node.task_nodes, strict=True):
-        consider(task.done.source)
-        consider_fixes(task_id)
+        candidates.append(task.done.source)
+        fixed.append(task_id)
     for _, _, checkin_id in state.checkins_by_subject.get(milestone_id, ()):
-        consider(checkin_id)
-        consider_fixes(checkin_id)
-    return best
+        candidates.append(checkin_id)
+        fixed.append(checkin_id)
+    for target in fixed:
+        if target in corrections:
+            candidates += corrections[target]
+        if target in retracted:
+            candidates += retracted[target]
+    for event_id in candidates:
+        event = events.get(event_id)
+        if event is None:
+            continue
+        at = event.recorded_at
+        if at > best_at or (at == best_at and event_id > best_id):
+            best_at, best_id = at, event_id
+    return best_at, best_id
 
 
 def _restart(ctx: _Context, node: MilestoneNode) -> tuple[date, str, str] | None:

@@ -207,13 +207,13 @@ def _compute_milestone_view(ctx: _Context, milestone_id: str) -> MilestoneView:
     state = ctx.state
     node = state.milestones[milestone_id]
     event = node.event
-    body = state.body(milestone_id)
+    corrections = state.corrections
+    body = state.body(milestone_id) if milestone_id in corrections else event.body
     assert isinstance(body, b.MilestonePlanned)
     tasks = []
     # The hot loop of every goal view: ``is_retracted`` and ``body`` are only
     # called for the rare task that a retraction or a correction names.
     retracted = state.retracted
-    corrections = state.corrections
     for task_id, task in zip(node.tasks, node.task_nodes, strict=True):
         if task_id in retracted and state.is_retracted(task_id):
             continue
@@ -224,7 +224,9 @@ def _compute_milestone_view(ctx: _Context, milestone_id: str) -> MilestoneView:
     last = latest[0] if latest else None
     completion_id = node.completed.value
     completion = None
-    if completion_id is not None and not state.is_retracted(completion_id):
+    if completion_id is not None and not (
+        completion_id in retracted and state.is_retracted(completion_id)
+    ):
         completion = state.events[completion_id]
     dropped = bool(node.dropped.value)
     due_on = node.due_on.value
@@ -241,7 +243,7 @@ def _compute_milestone_view(ctx: _Context, milestone_id: str) -> MilestoneView:
         expected = expected_percent(event.occurred_at.date(), due_on, ctx.today, ctx.pauses)
     answers = None
     if completion is not None:
-        answer_body = state.body(completion.id)
+        answer_body = state.body(completion.id) if completion.id in corrections else completion.body
         assert isinstance(answer_body, b.MilestoneCompleted)
         answers = Answers(answer_body.did, answer_body.why, answer_body.outcome)
     state_name: Literal["open", "completed", "dropped"]
