@@ -301,10 +301,12 @@ class _Gather:
     def checkins(self) -> list[CheckInHistory]:
         state = self.state
         first_seen: dict[str, tuple[datetime, str]] = {}
-        for checkin_id in state.person(self.person).checkins:
+        feed = state.feeds.get(self.person)
+        for _, checkin_id in feed.keys if feed is not None else ():
             event = state.events[checkin_id]
-            body = event.body
-            assert isinstance(body, b.CheckInRecorded)
+            body = event.body  # the feed holds every check-in the person logged
+            if not isinstance(body, b.CheckInRecorded):
+                continue
             if not self.in_period(event.occurred_at) or state.is_retracted(checkin_id):
                 continue
             key = (event.occurred_at, checkin_id)
@@ -331,8 +333,11 @@ class _Gather:
     def observations(self) -> list[ReviewObservation]:
         state = self.state
         found = []
-        for observation_id in state.person(self.person).observations:
+        feed = state.feeds.get(self.person)
+        for _, observation_id in feed.keys if feed is not None else ():
             event = state.events[observation_id]
+            if not isinstance(event.body, b.ObservationRecorded):
+                continue  # the feed holds every observation the person recorded
             if not self.in_period(event.occurred_at) or state.is_retracted(observation_id):
                 continue
             body = state.body(observation_id)

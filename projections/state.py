@@ -132,13 +132,12 @@ class IndicatorNode(msgspec.Struct):
 
 
 class PersonIndex(msgspec.Struct):
-    """Everything a person owns, by kind, for per-person views."""
+    """Everything a person owns, by kind, for per-person views (their check-ins and
+    observations are in their ``Feed``)."""
 
     objectives: list[str] = msgspec.field(default_factory=list)
     milestones: list[str] = msgspec.field(default_factory=list)
     indicators: list[str] = msgspec.field(default_factory=list)
-    observations: list[str] = msgspec.field(default_factory=list)
-    checkins: list[str] = msgspec.field(default_factory=list)
     completions: list[str] = msgspec.field(default_factory=list)
     pauses: list[str] = msgspec.field(default_factory=list)
 
@@ -572,13 +571,8 @@ def _on_checkin(state: ProjectionState, event: Event, body: b.CheckInRecorded) -
         checkins.append(key)
     else:  # logged late (--at) or arrived out of order
         bisect.insort(checkins, key)
-    # state.person and add_sorted, inlined: half of all events are check-ins.
-    index = state.people.get(event.actor) or state.person(event.actor)
-    ids = index.checkins
-    if ids and key[2] < ids[-1]:
-        bisect.insort(ids, key[2])
-    else:
-        ids.append(key[2])
+    # A person's check-ins are the check-ins of their feed (``FEED_TYPES``): no index of
+    # their own (half of all events are check-ins; each index costs the fold).
 
 
 def _on_indicator(state: ProjectionState, event: Event, body: b.IndicatorDefined) -> None:
@@ -595,8 +589,7 @@ def _on_indicator(state: ProjectionState, event: Event, body: b.IndicatorDefined
 
 
 def _on_observation(state: ProjectionState, event: Event, body: b.ObservationRecorded) -> None:
-    index = state.people.get(event.actor) or state.person(event.actor)
-    add_sorted(index.observations, event.id)
+    # A person's observations are those of their feed: no index of their own.
     if body.indicator is None:
         _write_sharing(state, event.id, event, Sharing(body.visibility, body.partners))
     else:

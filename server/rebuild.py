@@ -59,8 +59,8 @@ async def rebuilt_state(store: ServerStore) -> ProjectionState:
 
 
 def people_and_teams(state: ProjectionState) -> tuple[list[str], list[str]]:
-    """Everyone with items or a membership, and every team ever joined."""
-    people = set(state.people)
+    """Everyone with items, feed entries or a membership, and every team ever joined."""
+    people = set(state.people) | set(state.feeds)
     teams: set[str] = set()
     for team, person in state.memberships:
         teams.add(team)
