@@ -313,9 +313,9 @@ class Store:
 
 def decode_rows(rows: Iterable[tuple[int, bytes]]) -> list[AnyEvent]:
     """Decode stored rows (the codec upcasts old schemas, keeps unknown types opaque)."""
-    from events import decode
+    from events import decode_many
 
-    return [decode(data) for _, data in rows]
+    return list(decode_many(data for _, data in rows))
 
 
 __all__ = ["Event", "Store", "decode_rows", "event_row", "lock_timeout", "translate"]

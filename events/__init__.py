@@ -6,7 +6,7 @@ Pure: no I/O. Everything else builds on these types.
 from events.bodies import *  # noqa: F403 - the bodies are this package's vocabulary
 from events.bodies import BODY_TYPES, KnownBody
 from events.clock import HybridLogicalClock
-from events.codec import CodecError, decode, decode_event, encode
+from events.codec import CodecError, decode, decode_event, decode_many, encode
 from events.cycles import cycle_bounds
 from events.envelope import CURRENT_SCHEMA, AnyEvent, Event, OpaqueEvent
 from events.ids import new_event_id
@@ -23,6 +23,7 @@ __all__ = [
     "cycle_bounds",
     "decode",
     "decode_event",
+    "decode_many",
     "encode",
     "new_event_id",
 ]

@@ -391,3 +391,32 @@ def test_cycle_bounds() -> None:
     assert events.cycle_bounds("2026") == (date(2026, 1, 1), date(2026, 12, 31))
     with pytest.raises(ValueError, match="not a cycle"):
         events.cycle_bounds("2026-Q0")
+
+
+def test_decode_many_gives_what_decode_gives_item_by_item() -> None:
+    current = as_bytes(envelope({"type": "task.completed", "task": ID}))
+    old = as_bytes(envelope({"type": "checkin.recorded", "subject": ID, "metric": 3}, schema=1))
+    unknown = as_bytes(envelope({"type": "goal.teleported", "to": "mars"}))
+    newer = as_bytes(envelope({"type": "task.completed", "task": ID, "x": 1}, schema=3))
+    items = [current, old, unknown, newer]
+    assert list(events.decode_many(items)) == [decode(item) for item in items]
+    (upcast,) = events.decode_many([old])
+    assert isinstance(upcast.body, b.CheckInRecorded)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [b"{", b"\xff\xfe", b'{"id": 1}', b" " * (MAX_EVENT_BYTES + 1)],
+)
+def test_decode_many_raises_the_codec_error_at_the_bad_item(bad: bytes) -> None:
+    good = as_bytes(envelope({"type": "task.completed", "task": ID}))
+    decoded = events.decode_many([good, bad, good])
+    assert next(decoded) == decode(good)
+    with pytest.raises(CodecError) as raised:
+        next(decoded)
+    with pytest.raises(CodecError) as expected:
+        decode(bad)
+    assert (raised.value.field, raised.value.reason) == (
+        expected.value.field,
+        expected.value.reason,
+    )
