@@ -92,7 +92,7 @@ async def raw_publish(w: World, payloads: list[tuple[str, bytes]]) -> float:
 
 async def client_push(device: Device) -> tuple[int, float]:
     """(events pushed, events/s) of the client engine's push on ``device``'s database."""
-    session = await Session.open_path(db_path(device))
+    session = await Session.open_path(db_path(device), direct=False)
     link = Link(endpoint(session.meta, {}))
     await link.open()
     try:

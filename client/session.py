@@ -129,16 +129,17 @@ class Session:
         self.device = meta["device"]
 
     @classmethod
-    async def open(cls) -> Session:
-        """Open the current profile's database (NotInitialised before ``init``)."""
+    async def open(cls, *, direct: bool = True) -> Session:
+        """Open the current profile's database (NotInitialised before ``init``).
+        ``direct``: statements in this thread (a one-shot command; see ``Store``)."""
         _, path = load_profile()
-        return await cls.open_path(path)
+        return await cls.open_path(path, direct=direct)
 
     @classmethod
-    async def open_path(cls, path: Path) -> Session:
+    async def open_path(cls, path: Path, *, direct: bool = True) -> Session:
         """Open a given database."""
         current = dates.now()
-        store = await Store.open(path)
+        store = await Store.open(path, direct=direct)
         try:
             meta = await store.meta()
         except BaseException:

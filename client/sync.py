@@ -400,6 +400,7 @@ class _ThreadStore(Store):
     def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self.db = db
         self.path = path
+        self.direct = True  # its statements run at once, in the thread it is used in
         self._in_transaction = True
 
     async def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
@@ -951,6 +952,8 @@ class Syncer:
         progress: Progress | None = None,
         pull_limit: int = MAX_PULL_LIMIT,
     ) -> None:
+        if store.direct:  # the engine overlaps pulls with applying: statements must queue
+            raise StoreError("the sync engine needs a threaded store (Store.open direct=False)")
         self.log = SyncLog(store, person)
         self.store = store
         self.person = person

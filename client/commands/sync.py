@@ -107,7 +107,8 @@ def sync(
         return 0
 
     async def go() -> int:
-        session = await Session.open()
+        # Threaded: the engine overlaps NATS round trips with the database's work.
+        session = await Session.open(direct=False)
         try:
             return await (forever(session) if watch else once(session))
         finally:

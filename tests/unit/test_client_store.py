@@ -27,9 +27,10 @@ def _event(title: str = "Ship it") -> Event:
     )
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> Store:
-    opened = await Store.open(tmp_path / "db.sqlite3", create=True)
+@pytest.fixture(params=[False, True], ids=["threaded", "direct"])
+async def store(tmp_path: Path, request: pytest.FixtureRequest) -> Store:
+    """The same tests for both ways the store runs statements (``Store`` docstring)."""
+    opened = await Store.open(tmp_path / "db.sqlite3", create=True, direct=request.param)
     yield opened  # type: ignore[misc]
     await opened.close()
 
@@ -94,13 +95,16 @@ async def test_read_only_database_writes_nothing(store: Store) -> None:
     assert await store.scalar("SELECT count(*) FROM events") == 1
 
 
-async def test_locked_database_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("direct", [False, True], ids=["threaded", "direct"])
+async def test_locked_database_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct: bool
+) -> None:
     path = tmp_path / "db.sqlite3"
     (await Store.open(path, create=True)).conn  # noqa: B018 - created below
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     monkeypatch.setenv("MILEPOST_LOCK_TIMEOUT", "0.2")
-    store = await Store.open(path)
+    store = await Store.open(path, direct=direct)
     try:
         with pytest.raises(StoreLocked, match="locked by another milepost process"):
             async with store.write():
