@@ -269,11 +269,15 @@ class IngestWorker:
             raise
 
     async def _settle(self, delivered: list[Delivered], result: AppendResult) -> BatchReport:
-        """After the commit: acknowledge every message, then poke."""
+        """After the commit: acknowledge every message and poke, then flush both.
+
+        Pokes are queued before the flush: if the connection drops now, nats-py sends
+        what is queued once it reconnects, so the devices are still told (the acks may
+        be lost, and the redelivered messages are then duplicates that poke no one)."""
         for message, _ in delivered:
             await message.ack()  # queued, not a round trip
-        await self._nc.flush()
         poked = await self.poke(result)
+        await self._nc.flush()
         return BatchReport(
             len(delivered),
             len(result.stored),
