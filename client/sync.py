@@ -393,37 +393,19 @@ _ROWS_PER_INSERT = 500
 
 
 class _ThreadStore(Store):
-    """The ``Store`` API as plain ``sqlite3`` calls, for code running in the connection's
-    own thread inside a transaction ``in_thread`` opened: none of its methods suspends,
-    so a coroutine using only them (the views' maintenance) runs to completion at once."""
+    """The ``Store`` API in its ``direct`` form, for code running in the connection's own
+    thread inside a transaction ``in_thread`` opened: none of its methods suspends, so a
+    coroutine using only them (the views' maintenance) runs to completion at once."""
 
     def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self.db = db
         self.path = path
-        self.direct = True  # its statements run at once, in the thread it is used in
+        self.direct = True  # ``Store``'s direct statements, on this thread's connection
         self._in_transaction = True
 
-    async def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        """The first column of the first row (None when there is no row)."""
-        try:
-            row = self.db.execute(sql, params).fetchone()
-        except sqlite3.Error as exc:
-            raise translate(exc, self.path) from None
-        return None if row is None else row[0]
-
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        """Every row of a query."""
-        try:
-            return self.db.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise translate(exc, self.path) from None
-
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Run one statement; returns the number of rows changed."""
-        try:
-            return self.db.execute(sql, params).rowcount
-        except sqlite3.Error as exc:
-            raise translate(exc, self.path) from None
+    @property
+    def _db(self) -> sqlite3.Connection:
+        return self.db
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """Run one statement for many parameter rows. An ``INSERT ... VALUES (...)`` runs
@@ -451,14 +433,6 @@ class _ThreadStore(Store):
     async def append(self, event: AnyEvent) -> int | None:
         """Not here: ``append_many`` inside the transaction."""
         raise StoreError("append inside an in-thread transaction: use append_many")
-
-    async def append_many(self, events: Iterable[AnyEvent]) -> list[tuple[int, bytes]]:
-        """Store events; returns the new ones as (seq, data) (as ``Store.append_many``)."""
-        before = await self.scalar("SELECT coalesce(max(seq), 0) FROM events")
-        await self.executemany(_INSERT_EVENT, (event_row(e) for e in events))
-        return await self.fetchall(
-            "SELECT seq, data FROM events WHERE seq > ? ORDER BY seq", (before,)
-        )
 
     async def append_ids(self, events: Iterable[AnyEvent]) -> list[tuple[int, str]]:
         """``append_many``, returning the new events as (seq, id)."""
