@@ -435,6 +435,21 @@ def _milestone_slot(state: ProjectionState, milestone_id: str) -> MilestoneNode:
     return node
 
 
+def _wait(node: MilestoneNode | TaskNode, handler: Handler, event: Event, body: Any) -> None:
+    """Keep a write on the node of an item that has not arrived (its owner is unknown)."""
+    if node.waiting is None:
+        node.waiting = [(handler, event, body)]
+    else:
+        node.waiting.append((handler, event, body))
+
+
+def _replay(state: ProjectionState, node: MilestoneNode | TaskNode) -> None:
+    """Apply the writes that waited on the node, now that its owner is known."""
+    waiting, node.waiting = node.waiting, None
+    for handler, write, write_body in waiting or ():
+        handler(state, write, write_body)
+
+
 def _owned_milestone(
     state: ProjectionState, milestone_id: str, event: Event, body: Any, handler: Handler
 ) -> MilestoneNode | None:
@@ -443,10 +458,7 @@ def _owned_milestone(
     node = _milestone_slot(state, milestone_id)
     owner = node.event
     if owner is PLACEHOLDER:
-        if node.waiting is None:
-            node.waiting = [(handler, event, body)]
-        else:
-            node.waiting.append((handler, event, body))
+        _wait(node, handler, event, body)
         return None
     return node if owner.actor == event.actor else None
 
@@ -462,9 +474,7 @@ def _on_milestone_planned(state: ProjectionState, event: Event, body: b.Mileston
     _write_sharing(state, event.id, event, Sharing(body.visibility, body.partners))
     _touch(node, event)
     add_sorted(state.person(event.actor).milestones, event.id)
-    waiting, node.waiting = node.waiting, None
-    for handler, write, write_body in waiting or ():
-        handler(state, write, write_body)  # now the owner is known
+    _replay(state, node)
 
 
 def _on_rescheduled(state: ProjectionState, event: Event, body: b.MilestoneRescheduled) -> None:
@@ -538,9 +548,7 @@ def _on_task_added(state: ProjectionState, event: Event, body: b.TaskAdded) -> N
     if stamp > node.touched:  # _touch, inlined
         node.touched = stamp
         node.touched_at = event.recorded_at
-    waiting, task.waiting = task.waiting, None
-    for handler, write, write_body in waiting or ():
-        handler(state, write, write_body)  # now the owner is known
+    _replay(state, task)
 
 
 def _on_task_done(state: ProjectionState, event: Event, body: Any) -> None:
@@ -548,10 +556,7 @@ def _on_task_done(state: ProjectionState, event: Event, body: Any) -> None:
     if task is None:
         task = state.tasks[body.task] = TaskNode(PLACEHOLDER, Register())
     if task.event is PLACEHOLDER:
-        if task.waiting is None:
-            task.waiting = [(_on_task_done, event, body)]
-        else:
-            task.waiting.append((_on_task_done, event, body))
+        _wait(task, _on_task_done, event, body)
     elif task.event.actor == event.actor:
         register = task.done
         stamp = (event.clock, event.id)
