@@ -58,3 +58,16 @@ async def test_in_order_pages_refold_incrementally(tmp_path: Path) -> None:
         assert again == (0, 10, 0)  # already held: nothing added, still confirmed
     finally:
         await store.close()
+
+
+async def test_the_sync_engine_refuses_a_direct_store(tmp_path: Path) -> None:
+    # It fetches pages while a batch is applied: statements must queue in one thread.
+    from client.errors import StoreError
+    from client.sync import Syncer
+
+    store = await Store.open(tmp_path / "cli.sqlite3", create=True, direct=True)
+    try:
+        with pytest.raises(StoreError, match="threaded store"):
+            Syncer(store, "alice", "phone", link=None, now=lambda: NOW)  # type: ignore[arg-type]
+    finally:
+        await store.close()
