@@ -36,6 +36,19 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
+EVENTS_PREFIX = "milepost.events"
+"""A device publishes its person's events on ``milepost.events.<person>.<device>``."""
+
+
+def subject_person(subject: str) -> str | None:
+    """The person in ``milepost.events.<person>.<...>``, or None for any other subject."""
+    prefix = EVENTS_PREFIX + "."
+    if not subject.startswith(prefix):
+        return None
+    person, _, rest = subject[len(prefix) :].partition(".")
+    return person if person and rest else None
+
+
 MAX_PULL_LIMIT = 5000
 """The largest page a device may ask for; the server also caps a page by bytes."""
 
@@ -49,6 +62,16 @@ class PullRequest(msgspec.Struct, frozen=True, kw_only=True):
     after: Annotated[int, Meta(ge=0)] = 0
     limit: Annotated[int, Meta(ge=1, le=MAX_PULL_LIMIT)] = DEFAULT_PULL_LIMIT
     checked: Annotated[int, Meta(ge=0)] = 0
+    refusals_after: Annotated[int, Meta(ge=0)] = 0
+    """The device's cursor in its person's refusals (``Refusal.id``)."""
+
+
+class Refusal(msgspec.Struct, frozen=True, array_like=True):
+    """One of the person's events the server refused, and why (a dead letter)."""
+
+    id: int
+    event_id: str | None
+    reason: str
 
 
 class WireEvent(msgspec.Struct, frozen=True, array_like=True):
@@ -76,6 +99,8 @@ class PullReply(msgspec.Struct, frozen=True, kw_only=True):
     checked: int = 0
     rescan_from: int | None = None
     error: str | None = None
+    refusals: list[Refusal] = []
+    """The person's refusals after the request's ``refusals_after``, oldest first."""
 
 
 class Poke(msgspec.Struct, frozen=True):

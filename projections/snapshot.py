@@ -35,6 +35,7 @@ from projections.goals import (
     milestone_view,
     objective_view,
 )
+from projections.ownership import referenced_ids
 from projections.state import PLACEHOLDER, ProjectionState
 from projections.timeline import expected_percent, pauses_of
 
@@ -98,7 +99,8 @@ def all_roots(state: ProjectionState) -> dict[str, set[str]]:
 
 
 def _keep(state: ProjectionState, ids: set[str], event_id: str | None) -> None:
-    """Keep an event with the corrections and retractions naming it."""
+    """Keep an event with the corrections and retractions naming it, and the events it
+    references (so the ownership rule admits it when the slice is folded alone)."""
     if not event_id or event_id not in state.events:
         return
     ids.add(event_id)
@@ -106,6 +108,19 @@ def _keep(state: ProjectionState, ids: set[str], event_id: str | None) -> None:
         ids.add(correction)
         ids.update(state.retracted.get(correction, ()))
     ids.update(state.retracted.get(event_id, ()))
+    for referenced in referenced_ids(state.events[event_id]):
+        _keep_referenced(state, ids, referenced)
+
+
+def _keep_referenced(state: ProjectionState, ids: set[str], event_id: str) -> None:
+    """Keep a referenced event and, in turn, what it references (not its corrections:
+    the slice needs it present, not shown)."""
+    event = state.events.get(event_id)
+    if event is None or event_id in ids:
+        return
+    ids.add(event_id)
+    for referenced in referenced_ids(event):
+        _keep_referenced(state, ids, referenced)
 
 
 def _keep_checkins(state: ProjectionState, ids: set[str], subject: str) -> None:

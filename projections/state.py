@@ -16,15 +16,13 @@ Conflict rules (SPEC §3), applied here and in ``projections.rules``:
   corrections of one event apply in (clock, id) order. A retraction hides the
   event it names (and, for a creating event, the item) — including a
   correction or a check-in. A retraction of a retraction is ignored.
-* References may arrive before what they reference (a check-in before its
-  milestone): everything is indexed by the referenced id, so the late
-  creator simply finds what already points at it.
-* Only an item's owner changes it: a reschedule, completion, reopen, drop,
-  restore or relink of a milestone, a task added to it, and a task's
-  completion or reopen count only when their author created the milestone
-  (or task). A write that arrives before the item it names waits on the
-  item's node and is applied, or ignored, once the item shows its owner;
-  either way the result does not depend on arrival order.
+* Every event is judged by the ownership rule (``projections.ownership``)
+  before it is folded: only an item's owner writes to it, moves it or links
+  it. A refused event is kept aside (``refused``) and changes nothing; an
+  event naming one not seen yet waits (``pending``) and is judged again when
+  that one arrives. A verdict depends only on the named events' actors and
+  types, so the result does not depend on arrival order, and a handler only
+  ever sees events whose references are present and the actor's own.
 
 Nothing here does I/O; ``now`` is always an argument of the views.
 """
@@ -40,6 +38,7 @@ import msgspec
 
 from events import AnyEvent, Event, OpaqueEvent
 from events import bodies as b
+from projections.ownership import ADMIN_ONLY, REFERENCES, Referent, Refused, judge
 
 Stamp = tuple[int, str]
 """(clock, event id): the order of last-writer-wins."""
@@ -103,8 +102,6 @@ class KeyResultNode(msgspec.Struct):
 class TaskNode(msgspec.Struct, gc=False):
     event: Event
     done: Register
-    # Completions and reopens that arrived before the task: (handler, event, body).
-    waiting: list[tuple[Handler, Event, Any]] | None = None
 
 
 class MilestoneNode(msgspec.Struct):
@@ -119,9 +116,6 @@ class MilestoneNode(msgspec.Struct):
     # folded in at read time (they may arrive before the milestone does).
     touched: Stamp = NO_STAMP
     touched_at: datetime | None = None
-    # Writes that named the milestone before it arrived: (handler, event, body),
-    # applied once its owner is known (only the owner's count).
-    waiting: list[tuple[Handler, Event, Any]] | None = None
 
 
 class IndicatorNode(msgspec.Struct):
@@ -180,15 +174,24 @@ class ProjectionState:
         "objectives",
         "opaque",
         "partnered_by",
+        "pending",
         "people",
+        "refused",
         "retracted",
         "sharing",
         "tasks",
         "teams_by_person",
+        "waiting_on",
     )
 
     def __init__(self) -> None:
+        # Folded events: accepted by the ownership rule (``projections.ownership``).
         self.events: dict[str, Event] = {}
+        # Events that name one not seen yet, by id; ``waiting_on``: missing id -> their ids.
+        self.pending: dict[str, Event] = {}
+        self.waiting_on: dict[str, list[str]] = {}
+        # Events the ownership rule refuses, with the reason; they change nothing.
+        self.refused: dict[str, tuple[Event, str]] = {}
         self.opaque: dict[str, OpaqueEvent] = {}
         self.objectives: dict[str, ObjectiveNode] = {}
         self.key_results: dict[str, KeyResultNode] = {}
@@ -220,6 +223,27 @@ class ProjectionState:
         self.memo: dict[Hashable, Any] = {}
 
     # --- reading helpers shared by every view -------------------------------------------
+
+    def referent(self, event_id: str) -> Referent | None:
+        """What the ownership rule needs of a folded (or unknown-type) event; None if unseen."""
+        event = self.events.get(event_id)
+        if event is not None:
+            return Referent(event.actor, event.body.__struct_config__.tag)  # type: ignore[arg-type]
+        opaque = self.opaque.get(event_id)
+        return Referent(opaque.actor, opaque.type) if opaque is not None else None
+
+    def all_events(self) -> list[AnyEvent]:
+        """Every event received, whatever its verdict (folded, pending, refused, unknown type)."""
+        return [
+            *self.events.values(),
+            *self.pending.values(),
+            *(event for event, _ in self.refused.values()),
+            *self.opaque.values(),
+        ]
+
+    def event_count(self) -> int:
+        """How many distinct events were received, whatever their verdict."""
+        return len(self.events) + len(self.pending) + len(self.refused) + len(self.opaque)
 
     def is_retracted(self, event_id: str) -> bool:
         """Whether a retraction by the event's own author names this event.
@@ -435,32 +459,10 @@ def _milestone_slot(state: ProjectionState, milestone_id: str) -> MilestoneNode:
     return node
 
 
-def _wait(node: MilestoneNode | TaskNode, handler: Handler, event: Event, body: Any) -> None:
-    """Keep a write on the node of an item that has not arrived (its owner is unknown)."""
-    if node.waiting is None:
-        node.waiting = [(handler, event, body)]
-    else:
-        node.waiting.append((handler, event, body))
-
-
-def _replay(state: ProjectionState, node: MilestoneNode | TaskNode) -> None:
-    """Apply the writes that waited on the node, now that its owner is known."""
-    waiting, node.waiting = node.waiting, None
-    for handler, write, write_body in waiting or ():
-        handler(state, write, write_body)
-
-
-def _owned_milestone(
-    state: ProjectionState, milestone_id: str, event: Event, body: Any, handler: Handler
-) -> MilestoneNode | None:
-    """The milestone if ``event``'s author owns it; None when the write is ignored or
-    waits for the milestone to arrive."""
-    node = _milestone_slot(state, milestone_id)
-    owner = node.event
-    if owner is PLACEHOLDER:
-        _wait(node, handler, event, body)
-        return None
-    return node if owner.actor == event.actor else None
+def _owned_milestone(state: ProjectionState, milestone_id: str) -> MilestoneNode:
+    """The milestone a write names: present and the writer's own (the ownership rule
+    admits the write only then)."""
+    return state.milestones[milestone_id]
 
 
 def _on_milestone_planned(state: ProjectionState, event: Event, body: b.MilestonePlanned) -> None:
@@ -474,67 +476,51 @@ def _on_milestone_planned(state: ProjectionState, event: Event, body: b.Mileston
     _write_sharing(state, event.id, event, Sharing(body.visibility, body.partners))
     _touch(node, event)
     add_sorted(state.person(event.actor).milestones, event.id)
-    _replay(state, node)
 
 
 def _on_rescheduled(state: ProjectionState, event: Event, body: b.MilestoneRescheduled) -> None:
-    node = _owned_milestone(state, body.milestone, event, body, _on_rescheduled)
-    if node is not None:
-        node.due_on.write(stamp_of(event), body.due_on)
-        _touch(node, event)
+    node = _owned_milestone(state, body.milestone)
+    node.due_on.write(stamp_of(event), body.due_on)
+    _touch(node, event)
 
 
 def _on_completed(state: ProjectionState, event: Event, body: b.MilestoneCompleted) -> None:
-    node = _owned_milestone(state, body.milestone, event, body, _on_completed)
-    if node is not None:
-        node.completed.write(stamp_of(event), event.id)
-        _touch(node, event)
-        add_sorted(state.person(event.actor).completions, event.id)
+    node = _owned_milestone(state, body.milestone)
+    node.completed.write(stamp_of(event), event.id)
+    _touch(node, event)
+    add_sorted(state.person(event.actor).completions, event.id)
 
 
 def _on_reopened(state: ProjectionState, event: Event, body: b.MilestoneReopened) -> None:
-    node = _owned_milestone(state, body.milestone, event, body, _on_reopened)
-    if node is not None:
-        node.completed.write(stamp_of(event), None)
-        _touch(node, event)
+    node = _owned_milestone(state, body.milestone)
+    node.completed.write(stamp_of(event), None)
+    _touch(node, event)
 
 
 def _on_dropped(state: ProjectionState, event: Event, body: b.MilestoneDropped) -> None:
-    node = _owned_milestone(state, body.milestone, event, body, _on_dropped)
-    if node is not None:
-        node.dropped.write(stamp_of(event), True)
-        _touch(node, event)
+    node = _owned_milestone(state, body.milestone)
+    node.dropped.write(stamp_of(event), True)
+    _touch(node, event)
 
 
 def _on_restored(state: ProjectionState, event: Event, body: b.MilestoneRestored) -> None:
-    node = _owned_milestone(state, body.milestone, event, body, _on_restored)
-    if node is not None:
-        node.dropped.write(stamp_of(event), False)
-        _touch(node, event)
+    node = _owned_milestone(state, body.milestone)
+    node.dropped.write(stamp_of(event), False)
+    _touch(node, event)
 
 
 def _on_relinked(state: ProjectionState, event: Event, body: b.MilestoneRelinked) -> None:
-    node = _owned_milestone(state, body.milestone, event, body, _on_relinked)
-    if node is not None:
-        link = (body.key_result, body.objective)
-        _set_link(state, body.milestone, node, stamp_of(event), link)
-        _touch(node, event)
+    node = _owned_milestone(state, body.milestone)
+    link = (body.key_result, body.objective)
+    _set_link(state, body.milestone, node, stamp_of(event), link)
+    _touch(node, event)
 
 
 def _on_task_added(state: ProjectionState, event: Event, body: b.TaskAdded) -> None:
-    node = state.milestones.get(body.milestone)
-    if node is None or node.event.actor != event.actor:  # not (yet) known to be theirs
-        node = _owned_milestone(state, body.milestone, event, body, _on_task_added)
-        if node is None:
-            return
+    node = state.milestones[body.milestone]
     task_id = event.id
     stamp = (event.clock, task_id)
-    task = state.tasks.get(task_id)
-    if task is None:
-        task = state.tasks[task_id] = TaskNode(event, Register(stamp, False, task_id))
-    else:  # made by a completion or reopen that came first: the same node, now complete
-        task.event = event
-        task.done.write(stamp, False)
+    task = state.tasks[task_id] = TaskNode(event, Register(stamp, False, task_id))
     # Views walk a milestone's task nodes directly (no lookup per task): keep the
     # nodes in the order of the sorted ids.
     ids = node.tasks
@@ -548,22 +534,16 @@ def _on_task_added(state: ProjectionState, event: Event, body: b.TaskAdded) -> N
     if stamp > node.touched:  # _touch, inlined
         node.touched = stamp
         node.touched_at = event.recorded_at
-    _replay(state, task)
 
 
 def _on_task_done(state: ProjectionState, event: Event, body: Any) -> None:
-    task = state.tasks.get(body.task)
-    if task is None:
-        task = state.tasks[body.task] = TaskNode(PLACEHOLDER, Register())
-    if task.event is PLACEHOLDER:
-        _wait(task, _on_task_done, event, body)
-    elif task.event.actor == event.actor:
-        register = task.done
-        stamp = (event.clock, event.id)
-        if stamp > register.stamp:  # Register.write, inlined: a sixth of all events
-            register.stamp = stamp
-            register.value = type(body) is _TASK_COMPLETED
-            register.source = event.id
+    task = state.tasks[body.task]  # present and the writer's own (the ownership rule)
+    register = task.done
+    stamp = (event.clock, event.id)
+    if stamp > register.stamp:  # Register.write, inlined: a sixth of all events
+        register.stamp = stamp
+        register.value = type(body) is _TASK_COMPLETED
+        register.source = event.id
 
 
 def _on_checkin(state: ProjectionState, event: Event, body: b.CheckInRecorded) -> None:
@@ -686,19 +666,39 @@ _FEED_BODIES = frozenset(b.BODY_TYPES[tag] for tag in FEED_TYPES)
 
 
 def apply(state: ProjectionState, event: AnyEvent) -> bool:
-    """Fold one event in; a duplicate (same id) changes nothing. Returns whether it was new."""
-    if isinstance(event, OpaqueEvent):
-        if event.id in state.opaque:
-            return False
-        state.opaque[event.id] = event
-        return True
-    events = state.events
+    """Judge one event and fold it in if the ownership rule accepts it (see the module
+    docstring); a duplicate (same id) changes nothing. Returns whether it was new."""
     event_id = event.id
-    if event_id in events:
+    if isinstance(event, OpaqueEvent):
+        if event_id in state.opaque:
+            return False
+        state.opaque[event_id] = event
+        if event_id in state.waiting_on:
+            _release(state, event_id)
+        return True
+    if event_id in state.events or event_id in state.pending or event_id in state.refused:
         return False
-    events[event_id] = event
     body = event.body
     body_type = type(body)
+    if body_type in _JUDGED:
+        verdict = judge(event, state.referent)
+        if verdict is not None:
+            if isinstance(verdict, Refused):
+                state.refused[event_id] = (event, verdict.reason)
+            else:
+                state.pending[event_id] = event
+                state.waiting_on.setdefault(verdict.missing, []).append(event_id)
+            return True
+    _fold(state, event, body, body_type)
+    if event_id in state.waiting_on:
+        _release(state, event_id)
+    return True
+
+
+def _fold(state: ProjectionState, event: Event, body: Any, body_type: type) -> None:
+    """Fold an accepted event into the state."""
+    event_id = event.id
+    state.events[event_id] = event
     HANDLERS[body_type](state, event, body)
     if body_type in _FEED_BODIES:
         key = (event.occurred_at, event_id)
@@ -709,7 +709,30 @@ def apply(state: ProjectionState, event: AnyEvent) -> bool:
             feed.keys.append(key)  # Feed.add's common case, inlined: the fold's hot path
         else:
             feed.add(key)
-    return True
+
+
+def _release(state: ProjectionState, arrived: str) -> None:
+    """Judge again the events that waited for ``arrived`` (and, in turn, for them)."""
+    todo = [arrived]
+    while todo:
+        for waiting_id in state.waiting_on.pop(todo.pop(), ()):
+            event = state.pending.pop(waiting_id)
+            verdict = judge(event, state.referent)
+            if verdict is None:
+                _fold(state, event, event.body, type(event.body))
+                if waiting_id in state.waiting_on:
+                    todo.append(waiting_id)
+            elif isinstance(verdict, Refused):
+                state.refused[waiting_id] = (event, verdict.reason)
+            else:
+                state.pending[waiting_id] = event
+                state.waiting_on.setdefault(verdict.missing, []).append(waiting_id)
+
+
+_JUDGED = frozenset(
+    body_type for body_type, refs in REFERENCES.items() if refs or body_type in ADMIN_ONLY
+)
+"""Body types the ownership rule has something to check on."""
 
 
 def rebuild(events: Iterable[AnyEvent]) -> ProjectionState:
@@ -722,4 +745,4 @@ def rebuild(events: Iterable[AnyEvent]) -> ProjectionState:
 
 def as_of(state: ProjectionState, moment: datetime) -> ProjectionState:
     """The state as it was known at ``moment``: only events recorded by then."""
-    return rebuild(e for e in state.events.values() if e.recorded_at <= moment)
+    return rebuild(e for e in state.all_events() if e.recorded_at <= moment)

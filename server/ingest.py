@@ -33,18 +33,19 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
+from events.wire import EVENTS_PREFIX, subject_person
+from projections.ownership import ADMIN
 from server.consumer import PullConsumer
-from server.nats_embedded import EVENTS_PREFIX, poke_subject
+from server.nats_embedded import poke_subject
 from server.store.protocol import AppendResult, Incoming, ServerStore, StoredEvent
 
 STREAM = "MILEPOST_EVENTS"
 CONSUMER = "milepost-ingest"
 DUPLICATE_WINDOW_SECONDS = 120.0
-ADMIN_PERSON = "admin"
-"""The actor and subject person of membership events; a reserved name no person can take,
-so only the service user can publish under ``milepost.events.admin.>``."""
-ADMIN_ONLY_TYPES = frozenset({"team.member_joined", "team.member_left"})
-"""Event types a person may never push: team membership is decided by the server's admin."""
+ADMIN_PERSON = ADMIN
+"""The actor and subject person of membership events (``projections.ownership.ADMIN``); a
+reserved name no person can take, so only the service user can publish under
+``milepost.events.admin.>``."""
 
 BATCH_SIZE = 5000
 """Messages per transaction at most. Per event, a larger batch costs fewer round trips and
@@ -83,15 +84,6 @@ class BatchReport:
 EMPTY_REPORT = BatchReport(0, 0, 0, 0, frozenset())
 
 
-def subject_person(subject: str) -> str | None:
-    """The person in ``milepost.events.<person>.<...>``, or None for any other subject."""
-    prefix = EVENTS_PREFIX + "."
-    if not subject.startswith(prefix):
-        return None
-    person, _, rest = subject[len(prefix) :].partition(".")
-    return person if person and rest else None
-
-
 Delivered = tuple[Msg, Incoming]
 """A delivered message and what validating it gave (validated as it arrived)."""
 
@@ -116,12 +108,6 @@ def validate(raw: bytes, subject: str) -> Incoming:
         return Incoming.rejected(raw, f"subject {subject!r} names no person", subject)
     if incoming.event.actor != person:
         reason = f"actor {incoming.event.actor!r} does not match subject person {person!r}"
-        return Incoming.rejected(raw, reason, subject)
-    if incoming.event.type in ADMIN_ONLY_TYPES and person != ADMIN_PERSON:
-        reason = (
-            f"{incoming.event.type} is accepted only from the server's admin path,"
-            f" not from {person!r}"
-        )
         return Incoming.rejected(raw, reason, subject)
     return incoming
 

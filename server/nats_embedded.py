@@ -36,10 +36,10 @@ from pathlib import Path
 
 import bcrypt
 
+from events.wire import EVENTS_PREFIX
 from server.process import log_tail, spawn_logged, stop_by_pid
 
 SERVICE_USER = "milepost-server"
-EVENTS_PREFIX = "milepost.events"
 PULL_PREFIX = "milepost.pull"
 POKE_PREFIX = "milepost.poke"
 

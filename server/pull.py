@@ -35,6 +35,7 @@ import contextlib
 import logging
 from typing import Any
 
+import msgspec
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
@@ -54,6 +55,8 @@ from server.store.protocol import ServerStore, StoredEvent
 
 QUEUE_GROUP = "milepost-pull"
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
+MAX_REFUSALS = 100
+"""Refusals per reply at most (a device asks again after the last one it got)."""
 RECHECK_SPAN = 50_000
 """A device paging through a backlog has its reveals checked at least this often
 (positions), even while every page is full."""
@@ -78,6 +81,26 @@ async def answer(
     max_bytes: int = DEFAULT_MAX_PAYLOAD,
     max_limit: int = MAX_PULL_LIMIT,
     head_hint: int = 0,
+) -> PullReply:
+    """One page of the events ``person`` may see now (see the module docstring), and on
+    the page that catches up, the person's refusals after ``request.refusals_after``."""
+    reply = await _events_page(
+        store, person, request, max_bytes=max_bytes, max_limit=max_limit, head_hint=head_hint
+    )
+    if reply.more or reply.error is not None:
+        return reply
+    refusals = await store.refusals(person, request.refusals_after, MAX_REFUSALS)
+    return msgspec.structs.replace(reply, refusals=refusals) if refusals else reply
+
+
+async def _events_page(
+    store: ServerStore,
+    person: str,
+    request: PullRequest,
+    *,
+    max_bytes: int,
+    max_limit: int,
+    head_hint: int,
 ) -> PullReply:
     """One page of the events ``person`` may see now (see the module docstring).
 

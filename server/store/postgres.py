@@ -21,10 +21,14 @@ import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
+from events.wire import Refusal
+from projections.ownership import Referent
 from server.store.append import (
     AppendTx,
     DeadLetterRow,
     EventRow,
+    HeldEvent,
+    HeldRow,
     ItemRow,
     LinkRow,
     SharingRow,
@@ -108,6 +112,29 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         # children are found through events_ref. Each was one more B-tree insert per event.
         ("DROP INDEX IF EXISTS events_actor", "DROP INDEX IF EXISTS events_waiting"),
     ),
+    (
+        3,
+        "the ownership rule: held events and whose device a dead letter came from",
+        (
+            """CREATE TABLE held (
+                event_id text COLLATE "C" PRIMARY KEY,
+                missing text COLLATE "C",
+                reason text,
+                released_at bigint
+            )""",
+            "CREATE INDEX held_missing ON held(missing) WHERE missing IS NOT NULL",
+            "CREATE INDEX held_released ON held(released_at) WHERE released_at IS NOT NULL",
+            "ALTER TABLE dead_letters ADD COLUMN person text",
+            "ALTER TABLE dead_letters ADD COLUMN event_id text",
+            "CREATE INDEX dead_letters_person ON dead_letters(person, id)",
+            # Events stored before the rule, still waiting for what they name: held now.
+            """INSERT INTO held(event_id, missing)
+            SELECT e.id, e.ref_id FROM events e
+            WHERE e.root_id IS NULL AND e.ref_id IS NOT NULL AND e.ref_id <> e.id
+                AND NOT EXISTS (SELECT 1 FROM events p WHERE p.id = e.ref_id)""",
+            "UPDATE events SET ref_id = NULL WHERE id IN (SELECT event_id FROM held)",
+        ),
+    ),
 )
 """Numbered schema steps; a step runs once and is recorded in ``schema_migrations``."""
 
@@ -178,6 +205,9 @@ candidates(position) AS (
     WHERE e.team IN (SELECT team FROM changed_teams) AND e.position <= $3
     UNION
     SELECT e.position FROM late JOIN events e ON e.id = late.id WHERE e.position <= $3
+    UNION
+    SELECT e.position FROM held h JOIN events e ON e.id = h.event_id
+    WHERE h.released_at > $2 AND e.position <= $3
 )
 SELECT min(e.position)
 FROM events e
@@ -268,9 +298,10 @@ class _PostgresTx(AppendTx):
     async def insert_dead_letters(self, rows: Sequence[DeadLetterRow]) -> int:
         columns = list(zip(*rows, strict=True))
         inserted = await self._conn.fetch(
-            """INSERT INTO dead_letters(subject, raw, reason, digest, received_at)
+            """INSERT INTO dead_letters(subject, raw, reason, digest, received_at, person,
+                event_id)
             SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[],
-                $5::timestamptz[])
+                $5::timestamptz[], $6::text[], $7::text[])
             ON CONFLICT (digest) DO NOTHING RETURNING id""",
             *[list(column) for column in columns],
         )
@@ -297,12 +328,35 @@ class _PostgresTx(AppendTx):
             rows,
         )
 
-    async def children(self, ids: Iterable[str], unresolved_only: bool) -> list[tuple[str, str]]:
+    async def children(self, ids: Iterable[str]) -> list[tuple[str, str]]:
         sql = "SELECT id, ref_id FROM events WHERE ref_id = ANY($1::text[]) AND id <> ref_id"
-        if unresolved_only:
-            sql += " AND root_id IS NULL"
         rows = await self._conn.fetch(sql, list(ids))
         return [(row["id"], row["ref_id"]) for row in rows]
+
+    async def referents(self, ids: Iterable[str]) -> dict[str, Referent]:
+        rows = await self._conn.fetch(
+            """SELECT e.id, e.actor, e.type FROM events e
+            LEFT JOIN held h ON h.event_id = e.id AND h.released_at IS NULL
+            WHERE e.id = ANY($1::text[]) AND h.event_id IS NULL""",
+            list(ids),
+        )
+        return {row["id"]: Referent(row["actor"], row["type"]) for row in rows}
+
+    async def hold(self, rows: Sequence[HeldRow]) -> None:
+        await self._conn.executemany(
+            """INSERT INTO held(event_id, missing, reason, released_at) VALUES ($1, $2, $3, $4)
+            ON CONFLICT(event_id) DO UPDATE SET missing = excluded.missing,
+                reason = excluded.reason, released_at = excluded.released_at""",
+            rows,
+        )
+
+    async def waiting_on(self, ids: Iterable[str]) -> list[HeldEvent]:
+        rows = await self._conn.fetch(
+            """SELECT e.id, e.subject, e.raw FROM held h JOIN events e ON e.id = h.event_id
+            WHERE h.missing = ANY($1::text[]) ORDER BY e.position""",
+            list(ids),
+        )
+        return [HeldEvent(row["id"], row["subject"], bytes(row["raw"])) for row in rows]
 
     async def set_roots(self, roots: dict[str, str | None]) -> None:
         ids, values = list(roots), list(roots.values())
@@ -435,6 +489,17 @@ class PostgresStore:
             )
             for row in rows
         ]
+
+    async def refusals(self, person: str, after_id: int, limit: int) -> list[Refusal]:
+        """The person's refused events after ``after_id`` (see the Protocol)."""
+        rows = await self.pool.fetch(
+            """SELECT id, event_id, reason FROM dead_letters
+            WHERE person = $1 AND id > $2 ORDER BY id LIMIT $3""",
+            person,
+            after_id,
+            limit,
+        )
+        return [Refusal(row["id"], row["event_id"], row["reason"]) for row in rows]
 
     async def audience(self, roots: Collection[str], teams: Collection[str]) -> set[str]:
         """Everyone who may now see events under these roots or of these teams."""

@@ -10,6 +10,7 @@ from typing import Protocol
 import msgspec
 
 from events import AnyEvent, CodecError, decode
+from events.wire import Refusal
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +130,11 @@ class ServerStore(Protocol):
 
     async def dead_letters(self, after_id: int = 0, limit: int = 100) -> list[DeadLetter]:
         """Dead letters with an id greater than ``after_id``, oldest first."""
+        ...
+
+    async def refusals(self, person: str, after_id: int, limit: int) -> list[Refusal]:
+        """The person's dead letters (their devices' refused events) with an id greater than
+        ``after_id``, oldest first: how a device learns which of its events were refused."""
         ...
 
     async def audience(self, roots: Collection[str], teams: Collection[str]) -> set[str]:

@@ -28,10 +28,14 @@ from typing import Any, TypeVar, cast
 import aiosqlite
 import msgspec
 
+from events.wire import Refusal
+from projections.ownership import Referent
 from server.store.append import (
     AppendTx,
     DeadLetterRow,
     EventRow,
+    HeldEvent,
+    HeldRow,
     ItemRow,
     LinkRow,
     SharingRow,
@@ -111,6 +115,29 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         # was one more B-tree insert per stored event.
         ("DROP INDEX IF EXISTS events_actor", "DROP INDEX IF EXISTS events_waiting"),
     ),
+    (
+        3,
+        "the ownership rule: held events and whose device a dead letter came from",
+        (
+            """CREATE TABLE held (
+                event_id TEXT PRIMARY KEY,
+                missing TEXT,
+                reason TEXT,
+                released_at INTEGER
+            )""",
+            "CREATE INDEX held_missing ON held(missing) WHERE missing IS NOT NULL",
+            "CREATE INDEX held_released ON held(released_at) WHERE released_at IS NOT NULL",
+            "ALTER TABLE dead_letters ADD COLUMN person TEXT",
+            "ALTER TABLE dead_letters ADD COLUMN event_id TEXT",
+            "CREATE INDEX dead_letters_person ON dead_letters(person, id)",
+            # Events stored before the rule, still waiting for what they name: held now.
+            """INSERT INTO held(event_id, missing)
+            SELECT e.id, e.ref_id FROM events e
+            WHERE e.root_id IS NULL AND e.ref_id IS NOT NULL AND e.ref_id <> e.id
+                AND NOT EXISTS (SELECT 1 FROM events p WHERE p.id = e.ref_id)""",
+            "UPDATE events SET ref_id = NULL WHERE id IN (SELECT event_id FROM held)",
+        ),
+    ),
 )
 """Numbered schema steps; a step runs once and is recorded in ``schema_migrations``."""
 
@@ -183,6 +210,9 @@ candidates(position) AS (
     WHERE e.team IN (SELECT team FROM changed_teams) AND e.position <= :after
     UNION
     SELECT e.position FROM late JOIN events e ON e.id = late.id WHERE e.position <= :after
+    UNION
+    SELECT e.position FROM held h JOIN events e ON e.id = h.event_id
+    WHERE h.released_at > :checked AND e.position <= :after
 )
 SELECT min(e.position)
 FROM events e
@@ -312,9 +342,10 @@ class _SqliteTx(AppendTx):
     async def insert_dead_letters(self, rows: Sequence[DeadLetterRow]) -> int:
         before = self._db.total_changes
         self._db.executemany(
-            """INSERT OR IGNORE INTO dead_letters(subject, raw, reason, digest, received_at)
-            VALUES (?, ?, ?, ?, ?)""",
-            [(*row[:4], row.received_at.isoformat()) for row in rows],
+            """INSERT OR IGNORE INTO dead_letters(subject, raw, reason, digest, received_at,
+                person, event_id)
+            VALUES (?, ?, ?, ?, ?, ?, ?)""",
+            [(*row[:4], row.received_at.isoformat(), row.person, row.event_id) for row in rows],
         )
         return self._db.total_changes - before
 
@@ -339,14 +370,37 @@ class _SqliteTx(AppendTx):
             rows,
         )
 
-    async def children(self, ids: Iterable[str], unresolved_only: bool) -> list[tuple[str, str]]:
+    async def children(self, ids: Iterable[str]) -> list[tuple[str, str]]:
         sql = (
             "SELECT json_group_array(json_array(id, ref_id)) FROM events"
             " WHERE ref_id IN (SELECT value FROM json_each(?)) AND id <> ref_id"
         )
-        if unresolved_only:
-            sql += " AND root_id IS NULL"
         return [(child, ref) for child, ref in _one_json(self._db, sql, _ids(ids), _Pairs)]
+
+    async def referents(self, ids: Iterable[str]) -> dict[str, Referent]:
+        sql = (
+            "SELECT json_group_object(e.id, json_array(e.actor, e.type)) FROM events e"
+            " LEFT JOIN held h ON h.event_id = e.id AND h.released_at IS NULL"
+            " WHERE e.id IN (SELECT value FROM json_each(?)) AND h.event_id IS NULL"
+        )
+        pairs = _one_json(self._db, sql, _ids(ids), dict[str, tuple[str, str]])
+        return {event_id: Referent(*pair) for event_id, pair in pairs.items()}
+
+    async def hold(self, rows: Sequence[HeldRow]) -> None:
+        self._db.executemany(
+            """INSERT INTO held(event_id, missing, reason, released_at) VALUES (?, ?, ?, ?)
+            ON CONFLICT(event_id) DO UPDATE SET missing = excluded.missing,
+                reason = excluded.reason, released_at = excluded.released_at""",
+            rows,
+        )
+
+    async def waiting_on(self, ids: Iterable[str]) -> list[HeldEvent]:
+        rows = self._db.execute(
+            """SELECT e.id, e.subject, e.raw FROM held h JOIN events e ON e.id = h.event_id
+            WHERE h.missing IN (SELECT value FROM json_each(?)) ORDER BY e.position""",
+            (_ids(ids),),
+        ).fetchall()
+        return [HeldEvent(row[0], row[1], bytes(row[2])) for row in rows]
 
     async def set_roots(self, roots: dict[str, str | None]) -> None:
         mapping = msgspec.json.encode(roots).decode()
@@ -537,6 +591,15 @@ class SqliteStore:
             DeadLetter(row[0], row[1], bytes(row[2]), row[3], datetime.fromisoformat(row[4]))
             for row in rows
         ]
+
+    async def refusals(self, person: str, after_id: int, limit: int) -> list[Refusal]:
+        """The person's refused events after ``after_id`` (see the Protocol)."""
+        rows = await self._fetch(
+            """SELECT id, event_id, reason FROM dead_letters
+            WHERE person = ? AND id > ? ORDER BY id LIMIT ?""",
+            (person, after_id, limit),
+        )
+        return [Refusal(row[0], row[1], row[2]) for row in rows]
 
     async def audience(self, roots: Collection[str], teams: Collection[str]) -> set[str]:
         """Everyone who may now see events under these roots or of these teams."""

@@ -20,7 +20,8 @@ from events import (
     TeamMemberJoined,
     encode,
 )
-from server.ingest import STREAM, BatchReport, IngestWorker, Poke, subject_person
+from events.wire import subject_person
+from server.ingest import STREAM, BatchReport, IngestWorker, Poke
 from server.nats_embedded import events_subject, poke_subject
 from server.store.protocol import ServerStore
 from tests.services import EventMaker, NatsService, StoreFactory

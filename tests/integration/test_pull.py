@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from events import (
+    Changes,
     CheckInRecorded,
+    Corrected,
     Event,
     MilestonePlanned,
     ObjectiveCreated,
@@ -66,7 +68,7 @@ async def test_pages_skip_what_the_person_may_not_see(
         ObjectiveCreated(title="Ours", cycle="2026-Q1", visibility="partners", partners=("bob",)),
     )
     checks = [
-        make_event("alice", CheckInRecorded(subject=shared.id, confidence="on-track"))
+        make_event("alice", Corrected(target=shared.id, changes=Changes(description="progress")))
         for _ in range(5)
     ]
     await put(store, private, shared, *checks)
@@ -85,7 +87,7 @@ async def test_a_page_stays_under_the_byte_budget(
     goal = make_event("alice", ObjectiveCreated(title="x" * 200, cycle="2026-Q1"))
     note = "n" * 3000
     checks = [
-        make_event("alice", CheckInRecorded(subject=goal.id, confidence="on-track", note=note))
+        make_event("alice", Corrected(target=goal.id, changes=Changes(description=note)))
         for _ in range(10)
     ]
     await put(store, goal, *checks)
@@ -99,7 +101,7 @@ async def test_sharing_after_the_cursor_delivers_the_history(
     store: ServerStore, make_event: EventMaker
 ) -> None:
     goal = make_event("alice", ObjectiveCreated(title="Later", cycle="2026-Q1"))
-    check = make_event("alice", CheckInRecorded(subject=goal.id, confidence="on-track"))
+    check = make_event("alice", Corrected(target=goal.id, changes=Changes(description="progress")))
     await put(store, goal, check)
     ids, cursor, checked = await pull_all(store, "bob")
     assert ids == [] and cursor == 2

@@ -7,7 +7,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from events import CheckInRecorded, Event, ObjectiveCreated, SharingChanged, encode
+from events import Changes, Corrected, Event, ObjectiveCreated, SharingChanged, encode
 from events.wire import PullRequest, decode_reply, encode_reply
 from server.nats_embedded import events_subject
 from server.pull import answer
@@ -53,7 +53,7 @@ async def test_a_share_made_during_a_backlog_still_delivers_its_history(
 ) -> None:
     later = make_event("alice", ObjectiveCreated(title="Shared later", cycle="2026-Q1"))
     hidden = [
-        make_event("alice", CheckInRecorded(subject=later.id, confidence="on-track"))
+        make_event("alice", Corrected(target=later.id, changes=Changes(description="progress")))
         for _ in range(4)
     ]
     ours = make_event(
@@ -61,7 +61,7 @@ async def test_a_share_made_during_a_backlog_still_delivers_its_history(
         ObjectiveCreated(title="Ours", cycle="2026-Q1", visibility="partners", partners=("bob",)),
     )
     seen = [
-        make_event("alice", CheckInRecorded(subject=ours.id, confidence="on-track"))
+        make_event("alice", Corrected(target=ours.id, changes=Changes(description="progress")))
         for _ in range(12)
     ]
     await put(store, later, *hidden, ours, *seen)
@@ -90,7 +90,7 @@ async def test_a_backlog_of_own_events_arrives_whole_and_in_order(
 ) -> None:
     goal = make_event("alice", ObjectiveCreated(title="Mine", cycle="2026-Q1"))
     checks = [
-        make_event("alice", CheckInRecorded(subject=goal.id, confidence="on-track"))
+        make_event("alice", Corrected(target=goal.id, changes=Changes(description="progress")))
         for _ in range(20)
     ]
     await put(store, goal, *checks)

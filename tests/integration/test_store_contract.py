@@ -60,12 +60,12 @@ def objective(
 
 async def test_migrations_run_once_and_are_versioned(store_factory: StoreFactory) -> None:
     first = await store_factory()
-    assert await first.migrations() == [1, 2]
+    assert await first.migrations() == [1, 2, 3]
     await first.close()
     again = await store_factory()
     second = await store_factory()
-    assert await again.migrations() == [1, 2]
-    assert await second.migrations() == [1, 2]
+    assert await again.migrations() == [1, 2, 3]
+    assert await second.migrations() == [1, 2, 3]
 
 
 # --- idempotent append and positions -------------------------------------------------
@@ -242,8 +242,8 @@ async def test_events_arriving_before_their_parents_are_rooted_when_the_parents_
     tree = alice_tree(make_event, "team")
     goal = tree[0]
     team = [
-        make_event("alice", TeamMemberJoined(team="eng", person="alice")),
-        make_event("carol", TeamMemberJoined(team="eng", person="carol")),
+        make_event("admin", TeamMemberJoined(team="eng", person="alice")),
+        make_event("admin", TeamMemberJoined(team="eng", person="carol")),
     ]
     await append(store, *team)
     # Children first, one batch at a time, the objective last.
@@ -316,9 +316,9 @@ async def test_a_relink_arriving_before_its_milestone_still_wins(
 async def test_visibility_matrix(store: ServerStore, make_event: EventMaker) -> None:
     """owner / partner / teammate / outsider × private / partners / team."""
     teams = [
-        make_event("alice", TeamMemberJoined(team="eng", person="alice")),
-        make_event("carol", TeamMemberJoined(team="eng", person="carol")),
-        make_event("dave", TeamMemberJoined(team="ops", person="dave")),
+        make_event("admin", TeamMemberJoined(team="eng", person="alice")),
+        make_event("admin", TeamMemberJoined(team="eng", person="carol")),
+        make_event("admin", TeamMemberJoined(team="ops", person="dave")),
     ]
     trees = {
         "private": alice_tree(make_event, "private"),
@@ -360,17 +360,18 @@ async def test_visibility_follows_membership_and_sharing_now(
     store: ServerStore, make_event: EventMaker
 ) -> None:
     tree = alice_tree(make_event, "team")
-    await append(store, make_event("alice", TeamMemberJoined(team="eng", person="alice")), *tree)
+    await append(store, make_event("admin", TeamMemberJoined(team="eng", person="alice")), *tree)
     assert not (await visible_ids(store, "carol")) & {e.id for e in tree}
 
-    joined = make_event("carol", TeamMemberJoined(team="eng", person="carol"))
+    joined = make_event("admin", TeamMemberJoined(team="eng", person="carol"))
     await append(store, joined)
     # A new teammate receives the history, not only what follows.
     assert {e.id for e in tree} <= await visible_ids(store, "carol")
 
-    left = make_event("carol", TeamMemberLeft(team="eng", person="carol"))
+    left = make_event("admin", TeamMemberLeft(team="eng", person="carol"))
     await append(store, left)
-    assert await visible_ids(store, "carol") == {joined.id, left.id}
+    # The membership events are admin's: after leaving, nothing of eng is hers to see.
+    assert await visible_ids(store, "carol") == set()
 
 
 async def test_sharing_is_last_writer_wins_by_clock_then_event_id(
@@ -460,4 +461,8 @@ async def test_nobody_but_the_owner_can_share_an_item(
     )
     await append(store, goal, forged)
     assert goal.id not in await visible_ids(store, "mallory")
-    assert await visible_ids(store, "mallory") == {forged.id}
+    # Refused by the ownership rule: a dead letter her device learns of, nothing stored.
+    assert await visible_ids(store, "mallory") == set()
+    refusals = await store.refusals("mallory", 0, 10)
+    assert [r.event_id for r in refusals] == [forged.id]
+    assert "belongs to alice" in refusals[0].reason
