@@ -16,6 +16,7 @@ from client.home import load_profile
 from client.store import Store
 from events import CodecError, Event, HybridLogicalClock, decode_event, encode, new_event_id
 from events import bodies as b
+from projections.ownership import Referent, Refused, Waiting, judge, referenced_ids
 from projections.settings import DriftSettings
 
 BodyT = TypeVar("BodyT", bound=b.Body)
@@ -197,11 +198,28 @@ class Session:
         except (CodecError, ValueError) as exc:
             raise _invalid(exc, what) from None
 
+    async def _judge(self, event: Event) -> None:
+        """Refuse, in the product's words, what the server would refuse (the ownership rule)."""
+        known: dict[str, Referent] = {}
+        for ref in referenced_ids(event):
+            rows = await self.store.fetchall("SELECT actor, type FROM refs WHERE id = ?", (ref,))
+            if rows:
+                known[ref] = Referent(str(rows[0][0]), str(rows[0][1]))
+        verdict = judge(event, known.get)
+        if isinstance(verdict, Refused):
+            reason = verdict.reason
+            for ref in known:
+                reason = reason.replace(ref, short_ref(ref))
+            raise InvalidValue(reason)
+        if isinstance(verdict, Waiting):
+            raise InvalidValue(f"{short_ref(verdict.missing)} is not on this device")
+
     async def record(self, body: b.Body, occurred_at: datetime | None = None) -> Event:
         """Validate, append and update the views in one transaction; the stored event."""
         from client.views import on_append
 
-        self.build(body, occurred_at, 0)  # validate before taking the write lock
+        probe = self.build(body, occurred_at, 0)  # validate before taking the write lock
+        await self._judge(probe)
         async with self.store.write():
             last = await self.store.scalar("SELECT value FROM meta WHERE key = 'clock'")
             wall = int(self.now.timestamp() * 1000)

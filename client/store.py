@@ -7,7 +7,8 @@ Rules the database itself enforces (so they hold whatever code runs):
   table stays immutable: ``pending`` → ``pushed`` (the stream acknowledged it)
   → ``confirmed`` (it came back from the server with ``server_position``). An
   event without a row is pending (so appending writes one row, not two); the
-  view ``event_sync`` shows every event with its state;
+  view ``event_sync`` shows every event with its state; an event the server
+  refused has a row in ``sync_refusals`` (its state shows as *rejected*);
 * WAL journal with ``synchronous=NORMAL``: a commit survives a process crash
   (SIGKILL), and a power loss can only lose the last commits, never corrupt;
 * a bounded busy timeout (``MILEPOST_LOCK_TIMEOUT`` seconds, default 5) after
@@ -36,6 +37,13 @@ SCHEMA_VERSION = 1
 LOCK_TIMEOUT_ENV = "MILEPOST_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT = 5.0
 
+REFUSALS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS sync_refusals (event_id TEXT PRIMARY KEY,"
+    " refusal_id INTEGER NOT NULL, reason TEXT NOT NULL) WITHOUT ROWID"
+)
+"""Own events the server refused (the ownership rule, a limit): shown as *rejected* with
+the reason, never pushed again. Created on open in databases made before it existed."""
+
 SCHEMA = f"""
 PRAGMA application_id = {APPLICATION_ID};
 PRAGMA user_version = {SCHEMA_VERSION};
@@ -62,6 +70,7 @@ CREATE TABLE sync_state (
     attempts INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX sync_state_open ON sync_state (state) WHERE state != 'confirmed';
+{REFUSALS_TABLE};
 CREATE VIEW event_sync AS
     SELECT e.seq, e.id, coalesce(s.state, 'pending') AS state, s.server_position
     FROM events e LEFT JOIN sync_state s ON s.event_id = e.id;
@@ -199,6 +208,10 @@ class Store:
                         f"{self.path} has schema {version}; this milepost reads {SCHEMA_VERSION}"
                     )
                 await self._scalar("PRAGMA journal_mode = WAL")
+                if not await self._scalar(
+                    "SELECT 1 FROM sqlite_master WHERE name = 'sync_refusals'"
+                ):
+                    await self.conn.execute(REFUSALS_TABLE)
             await self._scalar("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
             raise translate(exc, self.path) from None

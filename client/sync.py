@@ -11,8 +11,11 @@ The parts, each small (the engine takes the store and the connection as argument
 States of an own event (``sync_state``; no row means *pending*)::
 
     pending --(stream ack)--> pushed --(pulled back with a position)--> confirmed
-       ^                        |
-       +--(no confirmation within repush_after seconds)--+
+       ^                        |  \
+       +--(no confirmation within repush_after seconds)--+  +--(refused by the server)--> rejected
+
+A *rejected* event (``sync_refusals``: the server's reason, e.g. the ownership rule)
+is kept in the log, shown with its reason, and never pushed again.
 
 Rules this module keeps (and the e2e tests check):
 
@@ -67,6 +70,7 @@ from events.wire import (
     MAX_PULL_LIMIT,
     PullReply,
     PullRequest,
+    Refusal,
     WireError,
     WireEvent,
     decode_poke,
@@ -206,6 +210,7 @@ class Counts(msgspec.Struct, frozen=True):
     pushed: int
     confirmed: int
     last_sync_at: str | None
+    rejected: int = 0
 
 
 _PENDING_NEW = (
@@ -214,7 +219,9 @@ _PENDING_NEW = (
 )
 _PENDING_AGAIN = (
     "SELECT e.seq, e.id, e.data FROM sync_state s JOIN events e ON e.id = s.event_id"
-    " WHERE s.state = 'pending' AND e.actor = ? ORDER BY e.seq LIMIT ?"
+    " WHERE s.state = 'pending' AND e.actor = ?"
+    " AND NOT EXISTS (SELECT 1 FROM sync_refusals r WHERE r.event_id = e.id)"
+    " ORDER BY e.seq LIMIT ?"
 )
 _MARK_PUSHED = (
     "INSERT INTO sync_state (event_id, state, pushed_ms, attempts) VALUES (?, 'pushed', ?, 1)"
@@ -241,10 +248,12 @@ class SyncLog:
         self.person = person
 
     async def counts(self) -> Counts:
-        """How many own events are pending, pushed and confirmed."""
+        """How many own events are pending, pushed, confirmed and rejected."""
         rows = await self.store.fetchall(
-            "SELECT coalesce(s.state, 'pending'), count(*) FROM events e"
-            " LEFT JOIN sync_state s ON s.event_id = e.id WHERE e.actor = ? GROUP BY 1",
+            "SELECT CASE WHEN r.event_id IS NOT NULL THEN 'rejected'"
+            " ELSE coalesce(s.state, 'pending') END, count(*) FROM events e"
+            " LEFT JOIN sync_state s ON s.event_id = e.id"
+            " LEFT JOIN sync_refusals r ON r.event_id = e.id WHERE e.actor = ? GROUP BY 1",
             (self.person,),
         )
         by_state = {str(state): int(n) for state, n in rows}
@@ -254,15 +263,38 @@ class SyncLog:
             by_state.get("pushed", 0),
             by_state.get("confirmed", 0),
             str(last) if last else None,
+            by_state.get("rejected", 0),
         )
 
     async def requeue_stale(self, older_than_ms: int) -> int:
         """Pushed events unconfirmed since before ``older_than_ms`` become pending again."""
         async with self.store.write():
             return await self.store.execute(
-                "UPDATE sync_state SET state = 'pending' WHERE state = 'pushed' AND pushed_ms < ?",
+                "UPDATE sync_state SET state = 'pending' WHERE state = 'pushed' AND pushed_ms < ?"
+                " AND event_id NOT IN (SELECT event_id FROM sync_refusals)",
                 (older_than_ms,),
             )
+
+    async def refusals_after(self) -> int:
+        """The cursor in the person's refusals (``PullRequest.refusals_after``)."""
+        value = await self.store.scalar("SELECT value FROM meta WHERE key = 'refusals_after'")
+        return int(value or 0)
+
+    async def record_refusals(self, refusals: Sequence[Refusal]) -> list[Refusal]:
+        """Record refusals of this device's events (in one transaction) and move the cursor;
+        returns those that name an event this device holds."""
+        if not refusals:
+            return []
+        async with self.store.write():
+            held = await _held_ids(self.store, [r.event_id for r in refusals if r.event_id])
+            mine = [r for r in refusals if r.event_id in held]
+            await self.store.executemany(
+                "INSERT OR REPLACE INTO sync_refusals (event_id, refusal_id, reason)"
+                " VALUES (?, ?, ?)",
+                [(r.event_id, r.id, r.reason) for r in mine],
+            )
+            await self.store.set_meta("refusals_after", str(max(r.id for r in refusals)))
+        return mine
 
     async def pending(self, after_seq: int, limit: int) -> list[tuple[int, str, bytes]]:
         """Own events to push: pending again, then never pushed with seq > ``after_seq``."""
@@ -828,6 +860,13 @@ class _AckInbox:
 # --- the engine ---------------------------------------------------------------------------
 
 
+class RefusedEvent(msgspec.Struct, frozen=True):
+    """One of this device's events the server refused."""
+
+    event_id: str
+    reason: str
+
+
 class Summary(msgspec.Struct):
     """What one sync round did (``sync --json``)."""
 
@@ -841,12 +880,15 @@ class Summary(msgspec.Struct):
     head: int = 0
     pending: int = 0
     seconds: float = 0.0
+    refused: list[RefusedEvent] = msgspec.field(default_factory=list)
+    """This device's events the server refused, learned in this round, with the reason."""
 
     def add(self, other: Summary) -> None:
         """Accumulate another round's counts."""
         for name in ("pushed", "received", "confirmed", "rejected", "rescans", "requeued"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.cursor, self.head, self.pending = other.cursor, other.head, other.pending
+        self.refused.extend(other.refused)
 
 
 class Progress:
@@ -1050,8 +1092,17 @@ class Syncer:
                 self.log.apply(batch, after, checked, self.now(), apply_views)
             )
 
+        refusals_after = await self.log.refusals_after()
+        refusals: list[Refusal] = []
+
         def ask(at: int) -> asyncio.Task[PullReply]:
-            request = PullRequest(device=self.device, after=at, limit=limit, checked=checked)
+            request = PullRequest(
+                device=self.device,
+                after=at,
+                limit=limit,
+                checked=checked,
+                refusals_after=refusals_after,
+            )
             return asyncio.create_task(self._request(request))
 
         try:
@@ -1089,6 +1140,7 @@ class Syncer:
                 if applying is None and (gathered or unapplied):
                     applying = start_apply()
                 if not reply.more:
+                    refusals = reply.refusals
                     break
         finally:
             for spare in ahead.values():
@@ -1101,6 +1153,8 @@ class Syncer:
             self._count(
                 summary, await self.log.apply(gathered, after, checked, self.now(), apply_views)
             )
+        mine = await self.log.record_refusals(refusals)  # after every apply: one writer
+        summary.refused.extend(RefusedEvent(r.event_id or "", r.reason) for r in mine)
         return summary
 
     @staticmethod

@@ -297,6 +297,7 @@ class LogEntry(msgspec.Struct, frozen=True):
     seq: int
     sync: str
     event: msgspec.Raw
+    reason: str | None = None  # why the server refused it (``sync`` is then "rejected")
 
 
 def log(
@@ -314,8 +315,10 @@ def log(
     async def go(session: Session) -> None:
         moment = as_of_moment(session, as_of)
         sql = (
-            "SELECT e.seq, s.state, e.data, e.type, e.id FROM events e"
-            " LEFT JOIN sync_state s ON s.event_id = e.id WHERE 1 = 1"
+            "SELECT e.seq, CASE WHEN r.event_id IS NOT NULL THEN 'rejected' ELSE s.state END,"
+            " e.data, e.type, e.id, r.reason FROM events e"
+            " LEFT JOIN sync_state s ON s.event_id = e.id"
+            " LEFT JOIN sync_refusals r ON r.event_id = e.id WHERE 1 = 1"
         )
         params: list[Any] = []
         if moment is not None:
@@ -330,13 +333,16 @@ def log(
             params.append(limit)
         rows = list(reversed(await session.store.fetchall(sql, params)))
         if as_json:
-            render.emit_json([LogEntry(r[0], r[1] or "pending", msgspec.Raw(r[2])) for r in rows])
+            render.emit_json(
+                [LogEntry(r[0], r[1] or "pending", msgspec.Raw(r[2]), r[5]) for r in rows]
+            )
             return
-        for seq, sync, data, kind, event_id in rows:
+        for seq, sync, data, kind, event_id, reason in rows:
             head = msgspec.json.decode(data)
+            why = f" ({reason})" if reason else ""
             render.out(
                 f"{seq:6} {short_ref(event_id)} {str(head.get('occurred_at', ''))[:16]} "
-                f"{kind:22} {sync}"
+                f"{kind:22} {sync or 'pending'}{why}"
             )
 
     with_session(go)

@@ -12,7 +12,7 @@ from cyclopts import Parameter
 
 from client import dates, render
 from client.commands._common import Json
-from client.session import Session
+from client.session import Session, short_ref
 
 
 def sync(
@@ -54,6 +54,8 @@ def sync(
             f"synced: pushed {summary.pushed}, received {summary.received}, "
             f"confirmed {summary.confirmed}, {summary.pending} pending (cursor {summary.cursor})"
         )
+        for refused in summary.refused:
+            render.out(f"rejected {short_ref(refused.event_id)}: {refused.reason}")
         sys.stdout.flush()
 
     async def once(session: Session) -> int:
