@@ -42,11 +42,12 @@ SERVER_BIN = Path(sys.executable).parent / "milepost-server"
 class ServerProcess:
     """``milepost-server run`` on an external NATS and an SQLite file; stopped by pid."""
 
-    def __init__(self, home: Path, nats_url: str) -> None:
+    def __init__(self, home: Path, nats_url: str, database: str | None = None) -> None:
         self.home = home
         self.nats_url = nats_url
-        self.database = str(home / "server.sqlite")
+        self.database = database or str(home / "server.sqlite")
         self.process: subprocess.Popen[str] | None = None
+        self.http_url = ""
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("MILEPOST_")}
         self.env["MILEPOST_SERVER_HOME"] = str(home)
         self.env["PYTHONPATH"] = str(ROOT)
@@ -74,7 +75,10 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if lines.get(timeout=0.1).startswith("nats:"):
+                line = lines.get(timeout=0.1)
+                if line.startswith("http:"):
+                    self.http_url = line.split(":", 1)[1].strip()
+                if line.startswith("nats:"):
                     return
             except queue.Empty:
                 if self.process.poll() is not None:
@@ -134,9 +138,10 @@ class Device(Cli):
 class World:
     """A nats-server with the test people, a server process, and devices."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, database: str | None = None) -> None:
         self.root = root
         self.passwords = {person: new_password() for person in PEOPLE}
+        self.tokens = {person: f"{person}.{new_password()}" for person in PEOPLE}  # API tokens
         self.service_password = new_password()
         self.nats_hashes = {p: hash_password(pw, rounds=4) for p, pw in self.passwords.items()}
         self.nats = EmbeddedNats(
@@ -145,6 +150,7 @@ class World:
         self.server = ServerProcess(
             root / "server",
             self.nats.url.replace("nats://", f"nats://{SERVICE_USER}:{self.service_password}@"),
+            database,
         )
         self.devices: list[Device] = []
 
@@ -162,7 +168,7 @@ class World:
         await accounts.open()
         try:
             for person in PEOPLE:
-                await accounts.add(person, self.nats_hashes[person], hash_token(person))
+                await accounts.add(person, self.nats_hashes[person], hash_token(self.tokens[person]))
         finally:
             await accounts.close()
 
@@ -187,9 +193,10 @@ class World:
 
 
 @contextlib.contextmanager
-def world(root: Path) -> Iterator[World]:
-    """A started ``World``; everything stopped afterwards."""
-    w = World(root)
+def world(root: Path, database: str | None = None) -> Iterator[World]:
+    """A started ``World`` (on SQLite unless ``database`` names another store); everything
+    stopped afterwards."""
+    w = World(root, database)
     try:
         w.start()
         yield w
