@@ -168,7 +168,8 @@ class World:
         await accounts.open()
         try:
             for person in PEOPLE:
-                await accounts.add(person, self.nats_hashes[person], hash_token(self.tokens[person]))
+                token_hash = hash_token(self.tokens[person])
+                await accounts.add(person, self.nats_hashes[person], token_hash)
         finally:
             await accounts.close()
 
