@@ -390,6 +390,8 @@ class History(list[events.Event]):
     """
 
     dangling: frozenset[str]
+    hostile: frozenset[str]
+    """Ids of events that break the ownership rule on purpose (every replica refuses them)."""
     people: tuple[str, ...]
     teams: tuple[str, ...]
     devices: dict[str, tuple[str, ...]]
@@ -436,6 +438,7 @@ class _Builder:
         self.events = History()
         self.by_id: dict[str, events.Event] = {}
         self.dangling: set[str] = set()
+        self.hostile: set[str] = set()
         self.counter = 0
         # per person: ids of items by kind
         self.items: dict[str, dict[str, list[str]]] = {}
@@ -458,14 +461,24 @@ class _Builder:
         h = f"{value:032x}"
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
-    def emit(self, device: _Device, body: KnownBody, refs: Iterable[str] = ()) -> str:
-        """Make an event on ``device`` now; the device first learns of what it references."""
+    def emit(
+        self,
+        device: _Device,
+        body: KnownBody,
+        refs: Iterable[str] = (),
+        *,
+        far_ahead: bool = False,
+    ) -> str:
+        """Make an event on ``device`` now; the device first learns of what it references.
+        ``far_ahead``: a forged stamp a year ahead (the device's clock does not keep it)."""
         for ref in refs:
             known = self.by_id.get(ref)
             if known is not None:
                 device.clock.observe(known.clock)
         self.wall[0] = self.now
         stamp = device.clock.now()
+        if far_ahead:
+            stamp += (365 * _DAY_MS) << 16
         recorded_ms = self.now + device.skew
         recorded = datetime.fromtimestamp(recorded_ms / 1000, UTC)
         occurred = recorded
@@ -482,7 +495,7 @@ class _Builder:
         )
         self.events.append(event)
         self.by_id[event.id] = event
-        if device.person != ADMIN:
+        if device.person != ADMIN and not far_ahead:
             self.items.setdefault(device.person, {}).setdefault(event.type, []).append(event.id)
         return event.id
 
@@ -522,6 +535,8 @@ _ACTIONS = (
     "correct",
     "retract",
     "pause",
+    "hostile",
+    "hostile",
 )
 
 
@@ -575,6 +590,7 @@ def histories(
             action = _PREREQUISITE.get(action)
 
     b.events.dangling = frozenset(b.dangling)
+    b.events.hostile = frozenset(b.hostile)
     b.events.people = tuple(people)
     b.events.teams = tuple(teams)
     b.events.devices = {p: tuple(d.id for d in ds) for p, ds in devices.items()}
@@ -807,6 +823,8 @@ def _step(
         if fixed is None:
             return False
         b.emit(device, Retracted(target=fixed, reason=draw(notes)), [fixed])
+    elif action == "hostile":
+        return _hostile(b, person, device, people)
     elif action == "pause":
         pause_from = date(2026, 1, 1) + timedelta(days=draw(st.integers(0, 360)))
         b.emit(
@@ -819,6 +837,78 @@ def _step(
         )
     else:  # pragma: no cover - programming error
         raise AssertionError(action)
+    return True
+
+
+def _hostile(b: _Builder, person: str, device: _Device, people: list[str]) -> bool:
+    """One write that breaks the ownership rule: ``person`` writes to, moves, links or shares
+    another person's item, sometimes with a clock far ahead. Every replica must refuse it."""
+    draw = b.draw
+    others = [p for p in people if p != person]
+    if not others:
+        return False
+    victim = draw(st.sampled_from(others))
+    theirs = b.items.get(victim, {})
+
+    def their(*kinds: str) -> str | None:
+        pool = [i for kind in kinds for i in theirs.get(kind, ())]
+        return draw(st.sampled_from(pool)) if pool else None
+
+    def mine(*kinds: str) -> str | None:
+        pool = [i for kind in kinds for i in b.items.get(person, {}).get(kind, ())]
+        return draw(st.sampled_from(pool)) if pool else None
+
+    body: KnownBody | None = None
+    attack = draw(
+        st.sampled_from(["relink", "plant", "kr", "checkin", "task", "share", "correct", "edit"])
+    )
+    if attack == "relink":
+        milestone, objective = (
+            their("milestone.planned", "objective.created"),
+            mine("objective.created"),
+        )
+        if milestone is not None:
+            body = MilestoneRelinked(milestone=milestone, objective=objective)
+    elif attack == "plant":
+        target = their("objective.created", "key_result.added")
+        if target is not None:
+            is_kr = b.by_id[target].type == "key_result.added"
+            body = MilestonePlanned(
+                title="Planted",
+                key_result=target if is_kr else None,
+                objective=None if is_kr else target,
+            )
+    elif attack == "kr":
+        objective = their("objective.created")
+        if objective is not None:
+            body = KeyResultAdded(objective=objective, title="Planted")
+    elif attack == "checkin":
+        subject = their("milestone.planned", "key_result.added")
+        if subject is not None:
+            body = CheckInRecorded(subject=subject, confidence="off-track", note="forged")
+    elif attack == "task":
+        milestone = their("milestone.planned")
+        if milestone is not None:
+            body = TaskAdded(milestone=milestone, title="Planted")
+    elif attack == "share":
+        subject = their("objective.created", "milestone.planned", "observation.recorded")
+        if subject is not None:
+            body = SharingChanged(subject=subject, visibility="partners", partners=(person,))
+    elif attack == "correct":
+        target = their("objective.created", "checkin.recorded", "milestone.planned")
+        if target is not None:
+            body = (
+                Retracted(target=target)
+                if draw(st.booleans())
+                else Corrected(target=target, changes=Changes(title="Forged"))
+            )
+    else:
+        milestone = their("milestone.planned")
+        if milestone is not None:
+            body = _milestone_edit(b, victim, milestone)
+    if body is None:
+        return False
+    b.hostile.add(b.emit(device, body, references(body).values(), far_ahead=draw(st.booleans())))
     return True
 
 

@@ -104,7 +104,7 @@ def _check_history(history: History) -> None:
         else:
             assert event.device in history.devices[event.actor]
         for field, ref in references(event.body).items():
-            if ref in history.dangling:
+            if ref in history.dangling or event.id in history.hostile:
                 continue
             assert ref in seen, f"{event.type}.{field} names a later or unknown event"
             target = seen[ref]
