@@ -528,11 +528,6 @@ def _by_month(milestones: Iterable[CompletedMilestone]) -> list[MonthOfCompletio
     return [MonthOfCompletions(month, groups[month]) for month in sorted(groups)]
 
 
-def default_period(year: int) -> tuple[date, date]:
-    """The default review period: a calendar year."""
-    return date(year, 1, 1), date(year, 12, 31)
-
-
 def review(
     state: ProjectionState,
     person: str,

@@ -352,10 +352,6 @@ def _touch(node: MilestoneNode, event: Event) -> None:
         node.touched_at = event.recorded_at
 
 
-def _milestone(state: ProjectionState, milestone_id: str) -> MilestoneNode | None:
-    return state.milestones.get(milestone_id)
-
-
 def _write_sharing(state: ProjectionState, item_id: str, event: Event, sharing: Sharing) -> None:
     writes = state.sharing.get(item_id)
     if writes is None:
