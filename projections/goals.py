@@ -1,6 +1,6 @@
 """Goal state: a person's tree of objectives, key results, milestones and tasks with progress.
 
-Rules (SPEC §3): KR progress = (current − start) / (target − start), clamped
+Rules (docs/contract.md#projections): KR progress = (current − start) / (target − start), clamped
 to 0–100 (so *decrease to* works too); a *stay above/below* KR is met or not
 at its last check-in; a KR without numbers takes the share of its milestones
 completed; a milestone takes its last check-in's percent, or its share of

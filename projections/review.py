@@ -1,6 +1,6 @@
 """Review: one person's record over a period, month by month, without recency bias.
 
-What it holds (SPEC §3): completed milestones with their what/why/outcome by
+What it holds (docs/contract.md#projections): completed milestones with their what/why/outcome by
 objective and month; the check-in history; observations, positive and
 negative; a month-by-month activity count that shows the gaps; the drift
 that occurred; and how well the person's confidence predicted the outcomes.

@@ -1,6 +1,6 @@
 """The fold: every event lands in one ``ProjectionState`` that all views read.
 
-Conflict rules (SPEC §3), applied here and in ``projections.rules``:
+Conflict rules (docs/contract.md#projections), applied here and in ``projections.rules``:
 
 * Every mutable field is a last-writer-wins register keyed by
   ``(clock, event id)``: the event with the greater HLC stamp wins, ties go to

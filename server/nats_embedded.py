@@ -1,7 +1,7 @@
 """A ``nats-server`` child process with JetStream on local disk, configured by us.
 
 The configuration file is written here from the list of people: each person
-is a NATS user with a bcrypt-hashed password and subject permissions (SPEC §5),
+is a NATS user with a bcrypt-hashed password and subject permissions (docs/contract.md#sync),
 and ``milepost-server`` is the service user with full rights. What a person
 may do, and why each permission is there:
 

@@ -111,7 +111,7 @@ def test_folding_one_by_one_equals_rebuilding(history: list[Event]) -> None:
 
 
 class _Model:
-    """Sharing as the SPEC states it, computed directly from the history."""
+    """Sharing as docs/contract.md#domain states it, computed directly from the history."""
 
     def __init__(self, history: list[Event]) -> None:
         self.by_id = {e.id: e for e in history}
