@@ -34,13 +34,13 @@ import nats.errors
 from nats.aio.client import Client as NatsClient
 
 from events import Event, encode
+from milepost_testkit.cluster import HOST, NatsCluster, eventually, running_cluster
 from server.ingest import CONSUMER, STREAM
 from server.nats_cluster import AUTH_FILE, SERVICE_PASSWORD_ENV
 from server.nats_embedded import events_subject, free_port, inbox_prefix
 from server.process import kill_by_pid, log_tail, spawn_logged, stop_by_pid
 from server.store.postgres import PostgresStore
 from server.store.protocol import StoredEvent
-from tests.cluster import HOST, NatsCluster, eventually, running_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Cli, event_count
+from milepost_testkit.cli import Cli
+from tests.e2e.conftest import event_count
 
 
 def test_commands_before_init(cli: Cli) -> None:

@@ -23,11 +23,11 @@ import pytest_asyncio
 from nats.aio.client import Client as NatsClient
 
 from events import Event, ObjectiveCreated, encode, new_event_id
+from milepost_testkit.cluster import NatsCluster, eventually
 from server.ingest import CONSUMER, STREAM, Delivered, IngestWorker
 from server.nats_embedded import events_subject
 from server.store.postgres import PostgresStore
 from server.store.protocol import AppendResult
-from tests.cluster import NatsCluster, eventually
 
 EVENTS = 400
 PUSH_WINDOW = 40
