@@ -102,6 +102,7 @@ _START_MS = int((datetime(START.year, START.month, START.day, tzinfo=UTC) - _EPO
 _START_MS *= 1000
 
 ADMIN = "admin"
+"""The person who writes team memberships (the server's administrator), and its device."""
 ADMIN_DEVICE = "server"
 
 # Structural events per person-month by structure scale, measured with the
