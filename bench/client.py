@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from client.store import Store, event_row  # noqa: E402
 from events import Event, bodies  # noqa: E402
+from milepost_testkit.history import generate_history  # noqa: E402
 
 
 def figure(name: str, value: float, unit: str) -> None:
@@ -163,20 +164,8 @@ async def hop_rate(path: Path, count: int) -> float:
 
 
 def history(count: int, seed: int) -> Iterator[Event]:
-    """A single-person history (bench/history.py)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_history", ROOT / "bench" / "history.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_history"] = module
-    spec.loader.exec_module(module)
-    generate_history = module.generate_history
-
-    made: Iterator[Event] = generate_history(
-        people=1, teams=1, months=12, target_events=count, seed=seed
-    )
-    return made
+    """A single-person history (``milepost_testkit.history``)."""
+    return generate_history(people=1, teams=1, months=12, target_events=count, seed=seed)
 
 
 async def build_log(home: Path, count: int, seed: int) -> tuple[str, datetime]:

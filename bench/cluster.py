@@ -1,6 +1,6 @@
 """Scale-out benchmark: ingest with one vs two server processes, push rate cluster vs single.
 
-In one run, over the same encoded events (``bench/history.py``), on loopback:
+In one run, over the same encoded events (``milepost_testkit/history.py``), on loopback:
 
 1. A three-node NATS JetStream cluster (real ``nats-server`` processes, the events
    stream replicated three times) and PostgreSQL. The events are pushed to the
@@ -39,7 +39,6 @@ import nats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.history import history_bytes
 from bench.server import (
     FIGURES,
     figure,
@@ -48,10 +47,11 @@ from bench.server import (
     postgres_admin_url,
     publish_all,
 )
+from milepost_testkit.cluster import NatsCluster
+from milepost_testkit.history import history_bytes
 from server.ingest import IngestWorker, ensure_stream
 from server.nats_embedded import SERVICE_USER, EmbeddedNats, new_password
 from server.store.postgres import PostgresStore
-from tests.cluster import NatsCluster
 
 # --- one ingest worker process ------------------------------------------------------------
 

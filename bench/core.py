@@ -21,8 +21,8 @@ import msgspec
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import events
-from bench.history import history_bytes
 from events import bodies as b
+from milepost_testkit.history import history_bytes
 from projections.drift import drift_signals
 from projections.goals import goal_tree
 from projections.state import ProjectionState, apply

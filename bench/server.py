@@ -1,6 +1,6 @@
 """Server benchmark: ingest vs raw inserts and a bare consumer; HTTP latency under load.
 
-In one run, over the same encoded events (``bench/history.py``):
+In one run, over the same encoded events (``milepost_testkit/history.py``):
 
 1. PostgreSQL: asyncpg ``copy_records_to_table`` of the events vs the server's
    JetStream → PostgreSQL ingest (``IngestWorker`` + ``PostgresStore``);
@@ -50,7 +50,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.history import history_bytes
+from milepost_testkit.history import history_bytes
 from server.ingest import STREAM, BatchReport, IngestWorker, ensure_stream
 from server.nats_embedded import SERVICE_USER, EmbeddedNats, events_subject, new_password
 from server.store import Incoming, ServerStore

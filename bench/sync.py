@@ -47,7 +47,8 @@ from nats.js.api import StorageType, StreamConfig  # noqa: E402
 from client.session import Session  # noqa: E402
 from client.sync import Link, Syncer, endpoint  # noqa: E402
 from events import ObjectiveCreated, encode  # noqa: E402
-from tests.e2e.sync_world import Device, World, history, jsonl  # noqa: E402
+from milepost_testkit.history import jsonl_file, person_history  # noqa: E402
+from milepost_testkit.sync_world import Device, World  # noqa: E402
 
 
 def figure(name: str, value: float, unit: str) -> None:
@@ -222,7 +223,7 @@ def main() -> int:
     args = parser.parse_args()
     count = args.events or (10_000 if args.quick else 100_000)
     samples = args.samples or (100 if args.quick else 1000)
-    events = history("alice", "laptop", count)
+    events = person_history("alice", "laptop", count)
 
     with tempfile.TemporaryDirectory(prefix="milepost-bench-sync-") as tmp:
         root = Path(tmp)
@@ -232,7 +233,7 @@ def main() -> int:
         try:
             w.server.stop()
             a = w.device("alice", "laptop")
-            a.ok("import", str(jsonl(root / "push.jsonl", events)))
+            a.ok("import", str(jsonl_file(root / "push.jsonl", events)))
             raw_rate = asyncio.run(raw_publish(w, [(e.id, encode(e)) for e in events]))
             pushed, push_rate = asyncio.run(client_push(a))
             assert pushed == count, pushed
@@ -250,7 +251,7 @@ def main() -> int:
         try:
             a = w.device("alice", "laptop")
             b = w.device("alice", "phone")
-            a.ok("import", str(jsonl(root / "atob.jsonl", events)))
+            a.ok("import", str(jsonl_file(root / "atob.jsonl", events)))
             b.sync()
             watcher = watch(b)
             time.sleep(1.5)  # B connected and caught up

@@ -147,11 +147,6 @@ def decode_reply(data: bytes) -> PullReply:
         raise WireError(f"invalid pull reply: {exc}") from None
 
 
-def encode_poke(poke: Poke) -> bytes:
-    """A poke as JSON."""
-    return _json.encode(poke)
-
-
 def decode_poke(data: bytes) -> Poke:
     """Parse a poke; WireError when it is not one."""
     try:
@@ -165,8 +160,3 @@ REPLY_OVERHEAD = 256
 
 EVENT_OVERHEAD = 16
 """Bytes msgpack adds per event around its raw bytes (array header, position, bin header)."""
-
-
-def reply_size(raw_sizes: int, count: int) -> int:
-    """An upper bound of an encoded reply's size for ``count`` events of ``raw_sizes`` bytes."""
-    return REPLY_OVERHEAD + raw_sizes + EVENT_OVERHEAD * count

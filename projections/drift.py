@@ -1,10 +1,10 @@
-"""Drift signals: the early warnings of SPEC §3, for one person's own items.
+"""Drift signals: the early warnings of docs/contract.md#projections, for one person's own items.
 
 Every rule reads only the person's items (``state.person(p)`` indexes and the
 sorted per-subject check-ins), so drift for one person costs what that person
 owns, not what the log holds. Thresholds come from ``DriftSettings``.
 
-Judgement calls (where the SPEC is silent), stated once here:
+Judgement calls (where docs/contract.md is silent), stated once here:
 
 * Days are calendar days between dates (``now.date()``); pause days never count
   towards staleness (``stale``, ``unreviewed``, ``quiet``) nor pace

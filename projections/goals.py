@@ -1,6 +1,6 @@
 """Goal state: a person's tree of objectives, key results, milestones and tasks with progress.
 
-Rules (SPEC §3): KR progress = (current − start) / (target − start), clamped
+Rules (docs/contract.md#projections): KR progress = (current − start) / (target − start), clamped
 to 0–100 (so *decrease to* works too); a *stay above/below* KR is met or not
 at its last check-in; a KR without numbers takes the share of its milestones
 completed; a milestone takes its last check-in's percent, or its share of
@@ -18,7 +18,7 @@ import msgspec
 
 from events import bodies as b
 from events import cycle_bounds
-from projections.state import PLACEHOLDER, ProjectionState, Sharing
+from projections.state import PLACEHOLDER, ProjectionState
 from projections.timeline import expected_percent, pauses_of
 from projections.visibility import can_see, milestone_root_sharing
 
@@ -459,10 +459,3 @@ def goal_tree(
         standalone.append(_milestone_view(ctx, milestone_id))
     standalone.sort(key=lambda v: (v.due_on or date.max, v.title, v.id))
     return GoalTree(person, now, objectives, standalone)
-
-
-def sharing_label(sharing: Sharing) -> str:
-    """Human form of a sharing setting, e.g. ``partners: bob, carol``."""
-    if sharing.visibility == "partners":
-        return "partners: " + ", ".join(sharing.partners)
-    return sharing.visibility

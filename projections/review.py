@@ -1,6 +1,6 @@
 """Review: one person's record over a period, month by month, without recency bias.
 
-What it holds (SPEC §3): completed milestones with their what/why/outcome by
+What it holds (docs/contract.md#projections): completed milestones with their what/why/outcome by
 objective and month; the check-in history; observations, positive and
 negative; a month-by-month activity count that shows the gaps; the drift
 that occurred; and how well the person's confidence predicted the outcomes.
@@ -526,11 +526,6 @@ def _by_month(milestones: Iterable[CompletedMilestone]) -> list[MonthOfCompletio
     for milestone in milestones:
         groups.setdefault(_month(milestone.completed_on), []).append(milestone)
     return [MonthOfCompletions(month, groups[month]) for month in sorted(groups)]
-
-
-def default_period(year: int) -> tuple[date, date]:
-    """The default review period: a calendar year."""
-    return date(year, 1, 1), date(year, 12, 31)
 
 
 def review(

@@ -1,4 +1,5 @@
-"""Thresholds of every drift rule in one place, with the SPEC's defaults."""
+"""Thresholds of every drift rule in one place, with the defaults of
+docs/contract.md#projections."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The fold: every event lands in one ``ProjectionState`` that all views read.
 
-Conflict rules (SPEC §3), applied here and in ``projections.rules``:
+Conflict rules (docs/contract.md#projections), applied here and in ``projections.rules``:
 
 * Every mutable field is a last-writer-wins register keyed by
   ``(clock, event id)``: the event with the greater HLC stamp wins, ties go to
@@ -374,10 +374,6 @@ def _touch(node: MilestoneNode, event: Event) -> None:
     if stamp > node.touched:
         node.touched = stamp
         node.touched_at = event.recorded_at
-
-
-def _milestone(state: ProjectionState, milestone_id: str) -> MilestoneNode | None:
-    return state.milestones.get(milestone_id)
 
 
 def _write_sharing(state: ProjectionState, item_id: str, event: Event, sharing: Sharing) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 
 from events import bodies as b
 from projections.state import ProjectionState
@@ -77,8 +77,3 @@ def expected_percent(
 def in_pause(day: date, pauses: Iterable[tuple[date, date]]) -> bool:
     """Whether ``day`` falls inside a pause."""
     return any(start <= day <= end for start, end in pauses)
-
-
-def day_of(moment: datetime) -> date:
-    """The calendar day of an instant (in its own offset; events carry UTC)."""
-    return moment.date()

@@ -97,11 +97,6 @@ class IndexUpdate(msgspec.Struct, frozen=True):
     link: LinkUpdate | None = None
     team: TeamUpdate | None = None
 
-    @property
-    def is_root(self) -> bool:
-        """True when the event creates (or is) its own visibility root."""
-        return self.ref == self.event_id
-
 
 def index_update(event: AnyEvent) -> IndexUpdate:
     """The index changes one event implies (unknown types: none; actor-only)."""

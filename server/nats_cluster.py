@@ -1,4 +1,4 @@
-"""Configuration for an external NATS JetStream cluster (SPEC §7).
+"""Configuration for an external NATS JetStream cluster (docs/contract.md#scale-out).
 
 On one machine ``milepost-server`` writes and runs its own nats-server
 (``server.nats_embedded``). On a cluster each node has a hand-kept

@@ -1,7 +1,7 @@
 """A ``nats-server`` child process with JetStream on local disk, configured by us.
 
 The configuration file is written here from the list of people: each person
-is a NATS user with a bcrypt-hashed password and subject permissions (SPEC §5),
+is a NATS user with a bcrypt-hashed password and subject permissions (docs/contract.md#sync),
 and ``milepost-server`` is the service user with full rights. What a person
 may do, and why each permission is there:
 
@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -73,11 +71,6 @@ def hash_password(password: str, rounds: int = 10) -> str:
     """A bcrypt hash nats-server accepts (``$2a$`` prefix); only hashes are stored."""
     salt = bcrypt.gensalt(rounds=rounds, prefix=b"2a")
     return bcrypt.hashpw(password.encode(), salt).decode()
-
-
-def check_password(password: str, hashed: str) -> bool:
-    """Whether ``password`` matches a hash made by ``hash_password``."""
-    return bcrypt.checkpw(password.encode(), hashed.encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,14 +249,6 @@ class EmbeddedNats:
 
     def _log_tail(self) -> str:
         return log_tail(self.log_path)
-
-    def set_people(self, people: dict[str, str]) -> None:
-        """Replace the people (person → bcrypt hash) and reload a running server."""
-        self._people = dict(people)
-        self.write_config()
-        if self._process is not None and self._process.poll() is None:
-            # nats-server re-reads its config on SIGHUP without dropping connections.
-            os.kill(self._process.pid, signal.SIGHUP)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop by pid: SIGTERM, then SIGKILL if it has not exited within ``timeout``."""

@@ -3,7 +3,7 @@
 The *incremental* state is what a running server holds: events folded page by
 page in position order as they were stored (``ProjectionFollower``). The
 *rebuilt* state folds the same events from scratch in a different order (by
-event id), which the projections must not notice (SPEC §3). Equality is
+event id), which the projections must not notice (docs/contract.md#projections). Equality is
 checked on what users see: every person's goal tree, drift and review (as
 themself), and every team's board, full feed and drift as each member sees it.
 """

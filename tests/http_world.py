@@ -15,7 +15,9 @@ which visibility classes leaked into it: ``ZZPRIV``, ``ZZPART``, ``ZZTEAM``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+import uvicorn
 
 from events import (
     CheckInRecorded,
@@ -190,3 +193,18 @@ async def world(location: str) -> AsyncIterator[World]:
 
 
 __all__ = ["create_app"]
+
+
+async def until_serving(
+    server: uvicorn.Server, task: asyncio.Task[None], timeout: float = 20.0
+) -> None:
+    """Wait until ``server`` (served by ``task``) accepts requests; raise if it ended or
+    ``timeout`` seconds passed first."""
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if task.done():
+            task.result()  # its exception, if it failed
+            raise RuntimeError("uvicorn stopped before it started serving")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"uvicorn did not start within {timeout} s")
+        await asyncio.sleep(0.01)

@@ -28,6 +28,7 @@ import pytest_asyncio
 from nats.aio.client import Client as NatsClient
 
 from events import Event, KnownBody, new_event_id
+from milepost_testkit import PEOPLE
 from server.nats_embedded import (
     SERVICE_USER,
     EmbeddedNats,
@@ -38,9 +39,6 @@ from server.nats_embedded import (
 from server.store.postgres import PostgresStore
 from server.store.protocol import ServerStore
 from server.store.sqlite import SqliteStore
-
-PEOPLE = ("alice", "bob", "carol", "dave")
-"""People provisioned on every test nats-server."""
 
 
 def with_database(url: str, database: str) -> str:

@@ -34,13 +34,13 @@ import nats.errors
 from nats.aio.client import Client as NatsClient
 
 from events import Event, encode
+from milepost_testkit.cluster import HOST, NatsCluster, eventually, running_cluster
 from server.ingest import CONSUMER, STREAM
 from server.nats_cluster import AUTH_FILE, SERVICE_PASSWORD_ENV
 from server.nats_embedded import events_subject, free_port, inbox_prefix
 from server.process import kill_by_pid, log_tail, spawn_logged, stop_by_pid
 from server.store.postgres import PostgresStore
 from server.store.protocol import StoredEvent
-from tests.cluster import HOST, NatsCluster, eventually, running_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -345,12 +345,16 @@ async def running_topology(
             await asyncio.to_thread(topology.stop)
 
 
-async def push(client: NatsClient, events: list[Event], window: int = 50) -> list[str]:
+async def push(
+    client: NatsClient, events: list[Event], window: int = 50, timeout: float = 60.0
+) -> list[str]:
     """Push like a device (Nats-Msg-Id = event id), retrying each until the stream
-    acknowledges it; return the acknowledged ids in order."""
+    acknowledges it (TimeoutError after ``timeout`` seconds); return the acknowledged
+    ids in order."""
     js = client.jetstream()
 
     async def one(event: Event) -> str:
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 await js.publish(
@@ -359,7 +363,9 @@ async def push(client: NatsClient, events: list[Event], window: int = 50) -> lis
                     headers={"Nats-Msg-Id": event.id},
                     timeout=2.0,
                 )
-            except (nats.errors.Error, TimeoutError):
+            except (nats.errors.Error, TimeoutError) as exc:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{event.id} not acknowledged: {exc!r}") from None
                 await asyncio.sleep(0.1)
                 continue
             return event.id

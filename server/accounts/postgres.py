@@ -8,8 +8,9 @@ from typing import Any
 import asyncpg
 
 from server.accounts.protocol import Person, PersonExists, UnknownPerson
+from server.migrations import Migration, migrate_postgres
 
-MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+MIGRATIONS: tuple[Migration, ...] = (
     (
         1,
         "people and their credential hashes",
@@ -25,6 +26,8 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     ),
 )
 """Numbered schema steps, recorded in ``account_migrations`` (apart from the event store's)."""
+
+_MIGRATION_LOCK = 727274  # apart from the event store's: the two migrate independently
 
 _COLUMNS = "name, nats_password_hash, token_hash, created_at, rotated_at"
 
@@ -49,25 +52,7 @@ class PostgresAccounts:
     async def open(self) -> None:
         """Connect and run pending versioned migrations (each exactly once)."""
         self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=2)
-        async with self._db.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(727274)")
-            await conn.execute(
-                """CREATE TABLE IF NOT EXISTS account_migrations (
-                    version integer PRIMARY KEY, name text NOT NULL,
-                    applied_at timestamptz NOT NULL)"""
-            )
-            applied = {r[0] for r in await conn.fetch("SELECT version FROM account_migrations")}
-            for version, name, statements in MIGRATIONS:
-                if version in applied:
-                    continue
-                for statement in statements:
-                    await conn.execute(statement)
-                await conn.execute(
-                    "INSERT INTO account_migrations VALUES ($1, $2, $3)",
-                    version,
-                    name,
-                    datetime.now(UTC),
-                )
+        await migrate_postgres(self._db, "account_migrations", MIGRATIONS, _MIGRATION_LOCK)
 
     async def close(self) -> None:
         """Close the pool."""

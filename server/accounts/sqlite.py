@@ -11,8 +11,9 @@ from typing import Any
 import aiosqlite
 
 from server.accounts.protocol import Person, PersonExists, UnknownPerson
+from server.migrations import Migration, connect_sqlite, migrate_sqlite
 
-MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+MIGRATIONS: tuple[Migration, ...] = (
     (
         1,
         "people and their credential hashes",
@@ -53,34 +54,9 @@ class SqliteAccounts:
 
     async def open(self) -> None:
         """Connect and run pending versioned migrations (each exactly once)."""
-        if self._path != ":memory:":
-            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self._path, isolation_level=None)
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute("PRAGMA busy_timeout=30000")
+        self._db = await connect_sqlite(self._path)
         async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                await self._db.execute(
-                    """CREATE TABLE IF NOT EXISTS account_migrations (
-                        version INTEGER PRIMARY KEY, name TEXT NOT NULL,
-                        applied_at TEXT NOT NULL)"""
-                )
-                async with self._db.execute("SELECT version FROM account_migrations") as cur:
-                    applied = {row[0] for row in await cur.fetchall()}
-                for version, name, statements in MIGRATIONS:
-                    if version in applied:
-                        continue
-                    for statement in statements:
-                        await self._db.execute(statement)
-                    await self._db.execute(
-                        "INSERT INTO account_migrations VALUES (?, ?, ?)",
-                        (version, name, datetime.now(UTC).isoformat()),
-                    )
-                await self._db.execute("COMMIT")
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
+            await migrate_sqlite(self._db, "account_migrations", MIGRATIONS)
 
     async def close(self) -> None:
         """Release the connection."""

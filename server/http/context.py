@@ -75,10 +75,6 @@ class TokenVerifier:
             return person
         return None
 
-    async def is_registered(self, person: str) -> bool:
-        """Whether ``person`` has credentials (as of the last refresh)."""
-        return person in await self._current()
-
 
 @dataclass
 class ServerContext:

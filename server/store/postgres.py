@@ -23,6 +23,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from events.wire import Refusal
 from projections.ownership import Referent
+from server.migrations import Migration, migrate_postgres
 from server.store.append import (
     AppendTx,
     DeadLetterRow,
@@ -37,7 +38,7 @@ from server.store.append import (
 )
 from server.store.protocol import AppendResult, DeadLetter, Incoming, StoredEvent
 
-MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+MIGRATIONS: tuple[Migration, ...] = (
     (
         1,
         "events, dead letters and the access-control indexes",
@@ -401,25 +402,8 @@ class PostgresStore:
     async def open(self) -> None:
         """Connect and run pending versioned migrations (each exactly once)."""
         self._pool = await asyncpg.create_pool(self._dsn, min_size=self._min, max_size=self._max)
-        async with self.pool.acquire() as conn, conn.transaction():
-            # Two servers starting together must not both run migration 1.
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-            await conn.execute(
-                """CREATE TABLE IF NOT EXISTS schema_migrations (
-                    version integer PRIMARY KEY, name text NOT NULL,
-                    applied_at timestamptz NOT NULL DEFAULT now())"""
-            )
-            applied = {
-                row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")
-            }
-            for version, name, statements in MIGRATIONS:
-                if version in applied:
-                    continue
-                for statement in statements:
-                    await conn.execute(statement)
-                await conn.execute(
-                    "INSERT INTO schema_migrations(version, name) VALUES ($1, $2)", version, name
-                )
+        # Two servers starting together must not both run migration 1.
+        await migrate_postgres(self.pool, "schema_migrations", MIGRATIONS, _MIGRATION_LOCK)
 
     async def close(self) -> None:
         """Close the pool; the store can be opened again."""

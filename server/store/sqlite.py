@@ -21,7 +21,7 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -30,6 +30,7 @@ import msgspec
 
 from events.wire import Refusal
 from projections.ownership import Referent
+from server.migrations import Migration, connect_sqlite, migrate_sqlite
 from server.store.append import (
     AppendTx,
     DeadLetterRow,
@@ -44,7 +45,7 @@ from server.store.append import (
 )
 from server.store.protocol import AppendResult, DeadLetter, Incoming, StoredEvent
 
-MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+MIGRATIONS: tuple[Migration, ...] = (
     (
         1,
         "events, dead letters and the access-control indexes",
@@ -470,48 +471,13 @@ class SqliteStore:
 
     async def open(self) -> None:
         """Connect and run pending versioned migrations (each exactly once)."""
-        if self._path != ":memory:":
-            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self._path, isolation_level=None)
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute("PRAGMA synchronous=NORMAL")
-        await self._db.execute("PRAGMA busy_timeout=30000")
         # The events indexes outgrow SQLite's default 2 MB page cache within ~100k events,
         # after which every insert into them reads pages back through the OS.
-        await self._db.execute("PRAGMA cache_size=-131072")
-        await self._migrate()
-        if self._path != ":memory:":
-            self._reader = await aiosqlite.connect(self._path, isolation_level=None)
-            await self._reader.execute("PRAGMA busy_timeout=30000")
-            await self._reader.execute("PRAGMA cache_size=-65536")
-            await self._reader.execute("PRAGMA query_only=1")
-
-    async def _migrate(self) -> None:
-        db = self._conn
+        self._db = await connect_sqlite(self._path, "synchronous=NORMAL", "cache_size=-131072")
         async with self._lock:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                await db.execute(
-                    """CREATE TABLE IF NOT EXISTS schema_migrations (
-                        version INTEGER PRIMARY KEY,
-                        name TEXT NOT NULL,
-                        applied_at TEXT NOT NULL)"""
-                )
-                async with db.execute("SELECT version FROM schema_migrations") as cur:
-                    applied = {row[0] for row in await cur.fetchall()}
-                for version, name, statements in MIGRATIONS:
-                    if version in applied:
-                        continue
-                    for statement in statements:
-                        await db.execute(statement)
-                    await db.execute(
-                        "INSERT INTO schema_migrations(version, name, applied_at) VALUES (?, ?, ?)",
-                        (version, name, datetime.now(UTC).isoformat()),
-                    )
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
+            await migrate_sqlite(self._db, "schema_migrations", MIGRATIONS)
+        if self._path != ":memory:":
+            self._reader = await connect_sqlite(self._path, "cache_size=-65536", "query_only=1")
 
     async def close(self) -> None:
         """Release the connections; the store can be opened again."""

@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 
-from tests.e2e.conftest import Cli
+from milepost_testkit.cli import Cli
 
 PROCESSES = 24
 KILLED = 8

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Cli, event_count
+from milepost_testkit.cli import Cli
+from tests.e2e.conftest import event_count
 
 
 def test_commands_before_init(cli: Cli) -> None:
@@ -50,7 +51,7 @@ def test_bad_values_write_nothing(ready: Cli) -> None:
 
 
 def _common_prefix(cli: Cli, first: str, second: str) -> str:
-    ids = {e["event"]["id"].replace("-", "") for e in cli.json("log", "--limit", "0")}
+    ids = {str(e["event"]["id"]).replace("-", "") for e in cli.json("log", "--limit", "0")}
     full = [i for i in ids if i.endswith(first) or i.endswith(second)]
     assert len(full) == 2
     first_id, second_id = full

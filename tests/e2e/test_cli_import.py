@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.e2e.conftest import Cli, event_count
+from milepost_testkit.cli import Cli
+from tests.e2e.conftest import event_count
 
 
 def test_export_import_twice_changes_nothing(ready: Cli, tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.e2e.conftest import Cli
+from milepost_testkit.cli import Cli
 
 WEEK = ["2026-01-05", "2026-01-12", "2026-01-19"]
 

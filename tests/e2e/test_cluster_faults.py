@@ -40,9 +40,9 @@ from events import (
     encode,
     new_event_id,
 )
+from milepost_testkit.cli import Cli
+from milepost_testkit.cluster import eventually
 from server.ingest import CONSUMER, STREAM
-from tests.cluster import eventually
-from tests.e2e.conftest import Cli
 from tests.topology import Topology, push, running_topology
 
 pytestmark = pytest.mark.slow

@@ -167,6 +167,7 @@ async def test_the_live_feed_reconnects_to_the_other_replica(
                             await asyncio.sleep(0.2)
                             continue
                         connections.append(url)
+                        opened.set()
                         async for message in sse_messages(response):
                             if message.id is not None:
                                 last_id = message.id
@@ -179,8 +180,10 @@ async def test_the_live_feed_reconnects_to_the_other_replica(
     def count() -> int:
         return len([m for m in received if m.event == "feed.item"])
 
+    opened = asyncio.Event()
     follower = asyncio.create_task(follow())
     try:
+        await asyncio.wait_for(opened.wait(), 10)
         await push(alice, first[1:])
         try:
             await asyncio.wait_for(_until(lambda: count() >= len(first) - 1), 20)
@@ -207,8 +210,11 @@ async def test_the_live_feed_reconnects_to_the_other_replica(
     assert ids == sorted(positions[e.id] for e in first[1:] + more)
 
 
-async def _until(check: Any) -> None:
+async def _until(check: Any, timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
     while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError
         await asyncio.sleep(0.05)
 
 
@@ -228,6 +234,7 @@ async def test_live_feed_sends_a_child_stored_before_its_parent(
     await topology.quiesce(3 + 1)
     token = topology.people["carol"].api_token
     kinds: list[str] = []
+    opened = asyncio.Event()
 
     async def follow() -> None:
         async with (
@@ -238,6 +245,8 @@ async def test_live_feed_sends_a_child_stored_before_its_parent(
                 headers={"Authorization": f"Bearer {token}"},
             ) as response,
         ):
+            assert response.status_code == 200
+            opened.set()  # the stream starts at the position the server had when it answered
             async for message in sse_messages(response):
                 if message.event == "feed.item":
                     kinds.append(json.loads(message.data)["kind"])
@@ -245,6 +254,7 @@ async def test_live_feed_sends_a_child_stored_before_its_parent(
                         return
 
     follower = asyncio.create_task(follow())
+    await asyncio.wait_for(opened.wait(), 10)
     await push(alice, [checkin])  # stored first, with the milestone unknown
     await topology.quiesce(3 + 2)
     await push(alice, [milestone])

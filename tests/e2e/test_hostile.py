@@ -44,10 +44,11 @@ from events import (
     new_event_id,
 )
 from events.clock import pack
+from milepost_testkit.history import jsonl_file as jsonl
+from milepost_testkit.sync_world import Device, World
 from server.nats_embedded import inbox_prefix
 from server.store import open_store
 from server.store.protocol import DeadLetter
-from tests.e2e.sync_world import Device, World, jsonl
 from tests.services import fresh_database
 
 pytestmark = pytest.mark.slow

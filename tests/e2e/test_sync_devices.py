@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.e2e.sync_world import history, jsonl, wait_until, world
+from milepost_testkit.history import jsonl_file, person_history
+from milepost_testkit.sync_world import wait_until, world
 
 
 def test_an_offline_laptop_logs_500_events_and_the_second_device_sees_them_all(
@@ -17,8 +18,10 @@ def test_an_offline_laptop_logs_500_events_and_the_second_device_sees_them_all(
         laptop = w.device("alice", "laptop")
         phone = w.device("alice", "phone")
         # Offline: nothing reaches the server until `sync`.
-        events = history("alice", "laptop", 500)
-        assert laptop.json("import", str(jsonl(tmp_path / "bulk.jsonl", events)))["added"] == 500
+        events = person_history("alice", "laptop", 500)
+        assert (
+            laptop.json("import", str(jsonl_file(tmp_path / "bulk.jsonl", events)))["added"] == 500
+        )
         assert set(laptop.log_states().values()) == {"pending"}
         pushed = laptop.sync()
         assert pushed["pushed"] == 500 and pushed["pending"] == 0

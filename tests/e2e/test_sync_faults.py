@@ -13,9 +13,10 @@ from pathlib import Path
 
 import nats
 
+from milepost_testkit.history import jsonl_file, person_history
+from milepost_testkit.sync_world import World, wait_until, world
 from server.nats_embedded import inbox_prefix
 from server.store.sqlite import SqliteStore
-from tests.e2e.sync_world import World, history, jsonl, wait_until, world
 
 
 async def server_counts(w: World, person: str) -> tuple[int, int]:
@@ -62,8 +63,8 @@ def test_a_device_killed_mid_push_loses_nothing_and_duplicates_nothing(tmp_path:
     with world(tmp_path) as w:
         laptop = w.device("alice", "laptop")
         phone = w.device("alice", "phone")
-        events = history("alice", "laptop", 6000)
-        laptop.ok("import", str(jsonl(tmp_path / "bulk.jsonl", events)))
+        events = person_history("alice", "laptop", 6000)
+        laptop.ok("import", str(jsonl_file(tmp_path / "bulk.jsonl", events)))
         env = {**laptop.env, "MILEPOST_HOME": str(laptop.home), "MILEPOST_NOW": laptop.now}
         pusher = subprocess.Popen(
             [sys.executable, "-m", "client.cli", "sync"],

@@ -14,10 +14,11 @@ import nats.errors
 import pytest
 
 from events import ObjectiveCreated, TeamMemberJoined, encode
+from milepost_testkit.history import person_history
+from milepost_testkit.sync_world import World, wait_until, world
 from server.nats_embedded import inbox_prefix
 from server.store.protocol import DeadLetter
 from server.store.sqlite import SqliteStore
-from tests.e2e.sync_world import World, history, wait_until, world
 
 
 def titles(feed: Any) -> set[str]:
@@ -100,7 +101,7 @@ async def _raw_attacks(w: World) -> tuple[list[str], Any]:
     )  # fmt: skip
     try:
         js = nc.jetstream()
-        forged = history("bob", "laptop", 1)[0]
+        forged = person_history("bob", "laptop", 1)[0]
         with pytest.raises(nats.errors.TimeoutError):
             await js.publish("milepost.events.bob.laptop", encode(forged), timeout=1.0)
         await nc.flush()
@@ -108,12 +109,13 @@ async def _raw_attacks(w: World) -> tuple[list[str], Any]:
         await js.publish("milepost.events.alice.laptop", encode(forged))
         # Team membership from a person's subject is refused too.
         join = msgspec.structs.replace(
-            history("alice", "laptop", 1)[0], body=TeamMemberJoined(team="web", person="alice")
+            person_history("alice", "laptop", 1)[0],
+            body=TeamMemberJoined(team="web", person="alice"),
         )
         await js.publish("milepost.events.alice.laptop", encode(join))
         await js.publish("milepost.events.alice.laptop", b'{"id": "not an event"')
         good = msgspec.structs.replace(
-            history("alice", "laptop", 1)[0],
+            person_history("alice", "laptop", 1)[0],
             body=ObjectiveCreated(title="After the junk", cycle="2026-Q1"),
         )
         await js.publish("milepost.events.alice.laptop", encode(good))

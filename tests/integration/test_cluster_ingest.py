@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,11 +23,11 @@ import pytest_asyncio
 from nats.aio.client import Client as NatsClient
 
 from events import Event, ObjectiveCreated, encode, new_event_id
+from milepost_testkit.cluster import NatsCluster, eventually
 from server.ingest import CONSUMER, STREAM, Delivered, IngestWorker
 from server.nats_embedded import events_subject
 from server.store.postgres import PostgresStore
 from server.store.protocol import AppendResult
-from tests.cluster import NatsCluster, eventually
 
 EVENTS = 400
 PUSH_WINDOW = 40
@@ -54,9 +55,11 @@ class Pusher:
     acked: dict[str, int] = field(default_factory=dict)  # event id → stream sequence
     retries: int = 0
 
-    async def push(self, event: Event) -> None:
-        """Publish until the stream acknowledges (a re-push is harmless)."""
+    async def push(self, event: Event, timeout: float = 60.0) -> None:
+        """Publish until the stream acknowledges (a re-push is harmless); TimeoutError
+        after ``timeout`` seconds."""
         js = self.client.jetstream()
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 ack = await js.publish(
@@ -65,7 +68,9 @@ class Pusher:
                     headers={"Nats-Msg-Id": event.id},
                     timeout=2.0,
                 )
-            except (nats.errors.Error, TimeoutError):
+            except (nats.errors.Error, TimeoutError) as exc:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{event.id} not acknowledged: {exc!r}") from None
                 self.retries += 1
                 await asyncio.sleep(0.1)
                 continue

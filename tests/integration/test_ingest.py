@@ -10,6 +10,7 @@ import nats.errors
 import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 
 from events import (
     CheckInRecorded,
@@ -59,7 +60,8 @@ async def drain(worker: IngestWorker) -> BatchReport:
     while True:
         report = await worker.run_once()
         if report.fetched == 0:
-            return BatchReport(*totals, frozenset(poked))
+            fetched, stored, duplicates, dead_lettered = totals
+            return BatchReport(fetched, stored, duplicates, dead_lettered, frozenset(poked))
         for i, value in enumerate(
             (report.fetched, report.stored, report.duplicates, report.dead_lettered)
         ):
@@ -217,7 +219,7 @@ async def test_pokes_reach_everyone_who_can_see_the_new_events(
         queue: asyncio.Queue[Poke] = asyncio.Queue()
         inboxes[person] = queue
 
-        async def on_poke(msg: nats.aio.msg.Msg, queue: asyncio.Queue[Poke] = queue) -> None:
+        async def on_poke(msg: Msg, queue: asyncio.Queue[Poke] = queue) -> None:
             await queue.put(msgspec.json.decode(msg.data, type=Poke))
 
         await client.subscribe(poke_subject(person), cb=on_poke)

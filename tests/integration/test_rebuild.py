@@ -1,6 +1,6 @@
 """``rebuild`` equals the incremental state after a long random history, on both backends.
 
-The history (bench/history.py: 8 people, 2 teams, ~5,000 events with
+The history (milepost_testkit/history.py: 8 people, 2 teams, ~5,000 events with
 corrections, retractions, relinks, sharing changes, membership changes) is
 appended through the store in random batches in a shuffled order, while a
 projection follower catches up between batches, as a running server does.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.history import generate_history
+from milepost_testkit.history import generate_history
 from server.cli import main
 from server.projection import ProjectionFollower
 from server.rebuild import differences, rebuilt_state, views

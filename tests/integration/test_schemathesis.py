@@ -13,6 +13,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import schemathesis
@@ -20,8 +21,9 @@ import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
+from schemathesis.core.result import Err
 
-from tests.http_world import backend, create_app, location, open_world
+from tests.http_world import backend, create_app, location, open_world, until_serving
 
 __all__ = ["backend", "location"]
 
@@ -52,8 +54,7 @@ def served(location: str) -> Iterator[Served]:
                 uvicorn.Config(create_app(world.ctx), log_level="error", lifespan="on")
             )
             task = asyncio.create_task(server.serve(sockets=[sock]))
-            while not server.started:
-                await asyncio.sleep(0.01)
+            await until_serving(server, task)
             served.ready.set()
             while not stop.is_set():
                 await asyncio.sleep(0.05)
@@ -85,6 +86,8 @@ def test_no_generated_request_gets_a_5xx(served: Served) -> None:
     schema = schemathesis.openapi.from_url(f"{served.base_url}/schema/openapi.json")
     strategies = []
     for result in schema.get_all_operations():
+        if isinstance(result, Err):
+            raise result.err()
         operation = result.ok()
         if operation.path == STREAM:
             continue
@@ -104,11 +107,11 @@ def test_no_generated_request_gets_a_5xx(served: Served) -> None:
         database=None,
         suppress_health_check=list(HealthCheck),
     )
-    def check(case: schemathesis.Case, existing: bool) -> None:
+    def check(case: schemathesis.Case[Any], existing: bool) -> None:
         if existing and case.path_parameters:
             # Half the cases name a person and a team that exist, to reach the views.
             case.path_parameters = {k: known.get(k, v) for k, v in case.path_parameters.items()}
-        case_headers = {**(case.headers or {}), **headers}
+        case_headers = {**dict(case.headers or {}), **headers}
         response = case.call(base_url=served.base_url, headers=case_headers, timeout=10)
         statuses.append(response.status_code)
         if response.status_code >= 500:

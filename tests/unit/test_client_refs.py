@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -23,7 +24,7 @@ IDS = [
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> Store:
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
     opened = await Store.open(tmp_path / "db.sqlite3", create=True)
     moment = datetime(2026, 1, 5, tzinfo=UTC)
     for index, event_id in enumerate(IDS):
@@ -32,7 +33,7 @@ async def store(tmp_path: Path) -> Store:
             "INSERT INTO refs (id, rhex, type, actor, parent, title) VALUES (?, ?, ?, ?, ?, ?)",
             ref_row(event),
         )
-    yield opened  # type: ignore[misc]
+    yield opened
     await opened.close()
 
 

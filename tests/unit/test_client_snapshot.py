@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bench.history import generate_history
 from events import Event
+from milepost_testkit.history import generate_history
 from projections import snapshot
 from projections.goals import goal_tree
 from projections.state import rebuild

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,10 +29,10 @@ def _event(title: str = "Ship it") -> Event:
 
 
 @pytest.fixture(params=[False, True], ids=["threaded", "direct"])
-async def store(tmp_path: Path, request: pytest.FixtureRequest) -> Store:
+async def store(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Store]:
     """The same tests for both ways the store runs statements (``Store`` docstring)."""
     opened = await Store.open(tmp_path / "db.sqlite3", create=True, direct=request.param)
-    yield opened  # type: ignore[misc]
+    yield opened
     await opened.close()
 
 

@@ -1,4 +1,5 @@
-"""Drift signals (SPEC §3): every kind with a positive and a negative case, and the edges."""
+"""Drift signals (docs/contract.md#projections): every kind with a positive and a negative
+case, and the edges."""
 
 from __future__ import annotations
 

@@ -401,6 +401,7 @@ def test_decode_many_gives_what_decode_gives_item_by_item() -> None:
     items = [current, old, unknown, newer]
     assert list(events.decode_many(items)) == [decode(item) for item in items]
     (upcast,) = events.decode_many([old])
+    assert isinstance(upcast, events.Event)
     assert isinstance(upcast.body, b.CheckInRecorded)
 
 

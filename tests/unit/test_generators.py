@@ -1,6 +1,6 @@
 """The event generators produce valid, coherent histories.
 
-``tests/strategies.py`` (hypothesis) and ``bench/history.py`` (benchmarks)
+``milepost_testkit/strategies.py`` (hypothesis) and ``milepost_testkit/history.py``
 feed many other tests; here we check that what they make is what they claim.
 """
 
@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import itertools
 import random
-import sys
 from collections import defaultdict
 from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 
 import events
 from events.bodies import (
@@ -25,13 +24,8 @@ from events.bodies import (
     PauseDeclared,
     Retracted,
 )
-
-_ROOT = Path(__file__).resolve().parents[2]
-if str(_ROOT) not in sys.path:  # plain `pytest` does not put the repository root on the path
-    sys.path.insert(0, str(_ROOT))
-
-from bench.history import generate_history, history_bytes, write_jsonl  # noqa: E402
-from tests.strategies import ADMIN, History, events_strategy, histories, references  # noqa: E402
+from milepost_testkit.history import generate_history, history_bytes, write_jsonl
+from milepost_testkit.strategies import ADMIN, History, events_strategy, histories, references
 
 # --- single events ----------------------------------------------------------------------
 
@@ -139,6 +133,7 @@ def test_histories_cover_the_interesting_cases() -> None:
     types: set[str] = set()
     concurrent = dangling = 0
 
+    @settings(max_examples=250, deadline=None)
     @given(histories())
     def collect(history: History) -> None:
         nonlocal concurrent, dangling
@@ -254,7 +249,7 @@ def test_every_person_checks_in_every_month_outside_pauses(
 
 
 def test_history_bytes_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import bench.history as history
+    import milepost_testkit.history as history
 
     monkeypatch.setattr(history, "DATA_DIR", tmp_path)
     first = history_bytes(people=5, teams=2, months=2, target_events=1500, seed=2)

@@ -22,12 +22,12 @@ import events
 from events import bodies as b
 from events.codec import CodecError
 from events.envelope import Event
+from milepost_testkit.strategies import events_strategy, histories
 from projections.drift import drift_signals
 from projections.goals import goal_tree
 from projections.review import review
 from projections.state import ProjectionState, apply, rebuild
 from projections.team import team_board, team_drift, team_feed, viewer_feed
-from tests.strategies import events_strategy, histories
 
 NOW = datetime(2026, 6, 30, 12, tzinfo=UTC)
 PERIOD = (date(2026, 1, 1), date(2026, 12, 31))
@@ -184,8 +184,8 @@ def accepted_events(history: list[Event]) -> list[Event]:
 
 
 class _Model:
-    """Sharing as the SPEC states it, computed directly from the history (its accepted
-    events: the rest changes nothing)."""
+    """Sharing as docs/contract.md#domain states it, computed directly from the history (its
+    accepted events: the rest changes nothing)."""
 
     def __init__(self, history: list[Event]) -> None:
         history = accepted_events(history)

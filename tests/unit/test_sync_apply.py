@@ -12,7 +12,7 @@ from client.sync import SyncLog, apply_views
 from client.views import check_views
 from events import encode
 from events.wire import WireEvent
-from tests.e2e.sync_world import history
+from milepost_testkit.history import person_history
 
 NOW = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)
 
@@ -27,7 +27,7 @@ async def opened(tmp_path: Path) -> Store:
 
 @pytest.mark.parametrize("page", [1, 3, 50])
 async def test_children_pulled_before_their_parents_still_show(tmp_path: Path, page: int) -> None:
-    events = history("alice", "laptop", 50)
+    events = person_history("alice", "laptop", 50)
     store = await opened(tmp_path)
     log = SyncLog(store, "alice")
     try:
@@ -44,7 +44,7 @@ async def test_children_pulled_before_their_parents_still_show(tmp_path: Path, p
 
 
 async def test_in_order_pages_refold_incrementally(tmp_path: Path) -> None:
-    events = history("alice", "laptop", 120)
+    events = person_history("alice", "laptop", 120)
     store = await opened(tmp_path)
     log = SyncLog(store, "alice")
     try:

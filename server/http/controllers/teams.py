@@ -122,7 +122,12 @@ class TeamsController(Controller):
     ) -> ServerSentEvent:
         """Server-sent events of the team feed."""
         require_member(ctx.state, team, request.user)
-        return ServerSentEvent(_feed_events(ctx, team, request.user, last_event_id))
+        # The stream's start is fixed here, before the response headers go out, not when
+        # the body is first iterated: a client that has seen the 200 gets every item
+        # folded from then on.
+        position = ctx.follower.position
+        cursor = _StreamCursor(position if last_event_id is None else min(last_event_id, position))
+        return ServerSentEvent(_feed_events(ctx, team, request.user, cursor))
 
     @get("/drift", summary="The team's drift signals the caller may see")
     async def drift(
@@ -187,11 +192,10 @@ class _StreamCursor:
 
 
 async def _feed_events(
-    ctx: NamedDependency[ServerContext], team: FromPath[str], viewer: str, after: int | None
+    ctx: NamedDependency[ServerContext], team: FromPath[str], viewer: str, cursor: _StreamCursor
 ) -> AsyncIterator[ServerSentEventMessage]:
-    """Catch up from ``after`` (if given), say ``ready``, then follow the projections."""
+    """Catch up from ``cursor``, say ``ready``, then follow the projections."""
     follower = ctx.follower
-    cursor = _StreamCursor(follower.position if after is None else min(after, follower.position))
     for message in cursor.advance(ctx, team, viewer):
         yield message
     yield ServerSentEventMessage(data="{}", event="ready", id=cursor.position)

@@ -55,6 +55,7 @@ from events.bodies import (
 )
 from events.clock import HybridLogicalClock
 from events.codec import MAX_EVENT_BYTES
+from milepost_testkit.history import ADMIN, ADMIN_DEVICE
 
 __all__ = [
     "ADMIN",
@@ -69,8 +70,6 @@ __all__ = [
 T = TypeVar("T")
 Draw = Callable[[st.SearchStrategy[Any]], Any]
 
-ADMIN = "admin"
-ADMIN_DEVICE = "server"
 
 # --- leaves: every field type within its limits ---------------------------------------
 

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import nats
-import pytest_asyncio
 from nats.aio.client import Client as NatsClient
 
+from milepost_testkit import PEOPLE
 from server.ingest import STREAM, ensure_stream
 from server.nats_cluster import AUTH_FILE, render_node, write_authorization
 from server.nats_embedded import (
@@ -42,7 +42,6 @@ from server.nats_embedded import (
     new_password,
 )
 from server.process import kill_by_pid, log_tail, spawn_logged, stop_by_pid
-from tests.services import PEOPLE
 
 HOST = "127.0.0.1"
 
@@ -310,13 +309,6 @@ async def running_cluster(root: Path, size: int = 3) -> AsyncIterator[NatsCluste
     finally:
         await cluster.close_clients()
         await asyncio.to_thread(cluster.stop)
-
-
-@pytest_asyncio.fixture
-async def nats_cluster(tmp_path: Path) -> AsyncIterator[NatsCluster]:
-    """A three-node cluster with the events stream replicated three times."""
-    async with running_cluster(tmp_path / "cluster") as cluster:
-        yield cluster
 
 
 async def eventually(

@@ -1,4 +1,5 @@
-"""A deterministic, realistic Milepost event history for benchmarks.
+"""Generated Milepost histories: the one generator of random histories for benchmarks and
+tests (the Hypothesis strategies for property tests are ``milepost_testkit.strategies``).
 
 ``generate_history`` simulates ``people`` people in ``teams`` teams, day by day
 over ``months`` months from 2026-01-01, and yields about ``target_events``
@@ -23,7 +24,10 @@ Bodies are built directly (msgspec does not validate on construction), so the
 code below keeps every value inside the limits declared in ``events.bodies``;
 the tests round-trip a sample through the codec.
 
-Run ``python bench/history.py --events N --out FILE`` to write JSON Lines.
+``person_history`` is the small, fixed-shape history of one person that the sync tests
+and ``bench/sync.py`` import through the CLI.
+
+Run ``python -m milepost_testkit.history --events N --out FILE`` to write JSON Lines.
 """
 
 from __future__ import annotations
@@ -79,13 +83,16 @@ __all__ = [
     "generate_history",
     "history_bytes",
     "history_path",
+    "jsonl_file",
+    "person_history",
     "write_jsonl",
 ]
 
 GENERATOR_VERSION = 1
 """Bump when the output for given parameters changes (invalidates the cache)."""
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parent.parent / "bench" / "data"
+"""The cache of generated histories (not committed)."""
 START = date(2026, 1, 1)
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
@@ -95,6 +102,7 @@ _START_MS = int((datetime(START.year, START.month, START.day, tzinfo=UTC) - _EPO
 _START_MS *= 1000
 
 ADMIN = "admin"
+"""The person who writes team memberships (the server's administrator), and its device."""
 ADMIN_DEVICE = "server"
 
 # Structural events per person-month by structure scale, measured with the
@@ -1389,6 +1397,43 @@ def history_bytes(
     if lines and not lines[-1]:
         lines.pop()
     return lines
+
+
+def person_history(
+    person: str, device: str, count: int, *, start: datetime | None = None
+) -> list[events.Event]:
+    """``count`` valid events by ``person``: objectives of 50 events each (9 milestones under
+    each, 40 check-ins on them), one second apart from ``start``; ids are fresh UUIDv7s."""
+    moment = start or datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    clock = int(moment.timestamp() * 1000) << 16
+    made: list[events.Event] = []
+
+    def add(body: events.KnownBody) -> events.Event:
+        nonlocal clock, moment
+        clock += 1
+        moment += timedelta(seconds=1)
+        event = events.Event(
+            id=events.new_event_id(), actor=person, device=device, clock=clock,
+            recorded_at=moment, occurred_at=moment, body=body,
+        )  # fmt: skip
+        made.append(event)
+        return event
+
+    while len(made) < count:
+        goal = add(ObjectiveCreated(title=f"Goal {len(made) // 50}", cycle="2026-Q1"))
+        milestones = [
+            add(MilestonePlanned(title=f"Milestone {i}", objective=goal.id)) for i in range(9)
+        ]
+        for i in range(40):
+            target = milestones[i % len(milestones)]
+            add(CheckInRecorded(subject=target.id, confidence="on-track", percent=float(i)))
+    return made[:count]
+
+
+def jsonl_file(path: Path, history: Iterable[events.Event]) -> Path:
+    """Write events as an importable JSON Lines file; return its path."""
+    write_jsonl(path, history)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,24 +18,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from events import (
-    CheckInRecorded,
-    Event,
-    KnownBody,
-    MilestonePlanned,
-    ObjectiveCreated,
-    encode,
-    new_event_id,
-)
+from milepost_testkit import PEOPLE, ROOT
+from milepost_testkit.cli import Cli
 from server.accounts import hash_token, open_accounts
 from server.nats_embedded import SERVICE_USER, EmbeddedNats, hash_password, new_password
-from tests.e2e.conftest import ROOT, Cli
 
-PEOPLE = ("alice", "bob", "carol", "dave")
 SERVER_BIN = Path(sys.executable).parent / "milepost-server"
 
 
@@ -213,38 +203,3 @@ def wait_until(check: Callable[[], bool], timeout: float = 15.0, every: float = 
             return
         time.sleep(every)
     raise AssertionError(f"condition not met within {timeout}s")
-
-
-def history(person: str, device: str, count: int, *, start: datetime | None = None) -> list[Event]:
-    """``count`` valid events by ``person``: an objective, milestones under it, check-ins."""
-    moment = start or datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
-    clock = int(moment.timestamp() * 1000) << 16
-    events: list[Event] = []
-
-    def add(body: KnownBody) -> Event:
-        nonlocal clock, moment
-        clock += 1
-        moment += timedelta(seconds=1)
-        event = Event(
-            id=new_event_id(), actor=person, device=device, clock=clock,
-            recorded_at=moment, occurred_at=moment, body=body,
-        )  # fmt: skip
-        events.append(event)
-        return event
-
-    # Like a person's year: objectives of 50 events each (9 milestones, 40 check-ins).
-    while len(events) < count:
-        goal = add(ObjectiveCreated(title=f"Goal {len(events) // 50}", cycle="2026-Q1"))
-        milestones = [
-            add(MilestonePlanned(title=f"Milestone {i}", objective=goal.id)) for i in range(9)
-        ]
-        for i in range(40):
-            target = milestones[i % len(milestones)]
-            add(CheckInRecorded(subject=target.id, confidence="on-track", percent=float(i)))
-    return events[:count]
-
-
-def jsonl(path: Path, events: list[Event]) -> Path:
-    """Write events as an importable JSON Lines file."""
-    path.write_bytes(b"".join(encode(e) + b"\n" for e in events))
-    return path
