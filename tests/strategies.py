@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import string
 from collections.abc import Callable, Iterable
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from typing import Any, TypeVar
 
 from hypothesis import strategies as st
 
 import events
 from events.bodies import (
+    MAX_DATE,
+    MIN_DATE,
     Body,
     Changes,
     CheckInRecorded,
@@ -53,7 +55,7 @@ from events.bodies import (
     TeamMemberLeft,
     Visibility,
 )
-from events.clock import HybridLogicalClock
+from events.clock import MAX_STAMP, HybridLogicalClock
 from events.codec import MAX_EVENT_BYTES
 
 __all__ = [
@@ -120,12 +122,18 @@ weights: st.SearchStrategy[float] = st.one_of(
 stage_indexes: st.SearchStrategy[int] = st.integers(min_value=0, max_value=49)
 cycles: st.SearchStrategy[str] = st.builds(
     lambda year, suffix: f"{year:04d}{suffix}",
-    st.integers(min_value=1, max_value=9999),
+    st.one_of(
+        st.integers(min_value=MIN_DATE.year, max_value=MAX_DATE.year),
+        st.sampled_from([MIN_DATE.year, MAX_DATE.year]),
+    ),
     st.sampled_from(
         ["", "-Q1", "-Q2", "-Q3", "-Q4", "-H1", "-H2"] + [f"-{m:02d}" for m in range(1, 13)]
     ),
 )
-dates: st.SearchStrategy[date] = st.dates()
+dates: st.SearchStrategy[date] = st.one_of(
+    st.dates(min_value=MIN_DATE, max_value=MAX_DATE), st.sampled_from([MIN_DATE, MAX_DATE])
+)
+"""Any date an event may carry, the two ends of the range included."""
 visibilities = st.sampled_from(["private", "partners", "team"])
 cadences = st.sampled_from(["weekly", "biweekly", "monthly"])
 confidences = st.sampled_from(["on-track", "at-risk", "off-track"])
@@ -136,11 +144,19 @@ timezones: st.SearchStrategy[timezone] = st.one_of(
         lambda minutes: timezone(timedelta(minutes=minutes))
     ),
 )
-instants: st.SearchStrategy[datetime] = st.datetimes(
-    min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=timezones
+_FIRST_INSTANT = datetime.combine(MIN_DATE, time.min)
+_LAST_INSTANT = datetime.combine(MAX_DATE, time.max)
+instants: st.SearchStrategy[datetime] = st.one_of(
+    st.datetimes(min_value=_FIRST_INSTANT, max_value=_LAST_INSTANT, timezones=timezones),
+    st.builds(
+        datetime.replace,
+        st.sampled_from([_FIRST_INSTANT, _LAST_INSTANT]),
+        tzinfo=st.sampled_from([timezone(timedelta(hours=14)), timezone(timedelta(hours=-14))]),
+    ),
 )
+"""Any instant an event may carry: its date as written in 1970..2199, extreme offsets too."""
 stamps: st.SearchStrategy[int] = st.one_of(
-    st.integers(min_value=0, max_value=(1 << 63) - 1), st.sampled_from([0, (1 << 63) - 1])
+    st.integers(min_value=0, max_value=MAX_STAMP), st.sampled_from([0, MAX_STAMP])
 )
 
 
