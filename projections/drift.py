@@ -45,7 +45,7 @@ from projections.goals import CheckInView, KeyResultView, last_checkins, milesto
 from projections.goals import objective_view as _objective_view
 from projections.settings import DEFAULT_SETTINGS, DriftSettings
 from projections.state import PLACEHOLDER, MilestoneNode, ProjectionState
-from projections.timeline import active_days, expected_percent, in_pause
+from projections.timeline import active_days, after_active_days, expected_percent
 
 DriftKind = Literal[
     "stale",
@@ -126,16 +126,6 @@ def _pauses(state: ProjectionState, person: str) -> list[Pause]:
     return merged
 
 
-def _after_active_days(start: date, count: int, ranges: list[tuple[date, date]]) -> date:
-    """The first day by which ``count`` active (unpaused) days from ``start`` have passed."""
-    day, seen = start, 0
-    while seen < count:
-        if not in_pause(day, ranges):
-            seen += 1
-        day += _ONE_DAY
-    return day
-
-
 def _extended_due(due: date, pauses: list[Pause]) -> tuple[date, int, tuple[str, ...]]:
     """A pause spanning the due date moves it by the pause's length (repeatedly)."""
     effective, extra = due, 0
@@ -179,7 +169,7 @@ class _Context:
 
     def crossing(self, start: date, days: float) -> date:
         """The first day on which ``days`` active days had passed since ``start``."""
-        return _after_active_days(start, max(1, math.ceil(days)), self.ranges)
+        return after_active_days(start, max(1, math.ceil(days)), self.ranges)
 
     def signal(
         self,

@@ -445,8 +445,9 @@ class _Device:
 class _Builder:
     """Mutable state of one history under construction."""
 
-    def __init__(self, draw: Draw) -> None:
+    def __init__(self, draw: Draw, extreme: bool = False) -> None:
         self.draw = draw
+        self.extreme = extreme
         self.wall = [_BASE_MS]
         self.now = _BASE_MS
         self.events = History()
@@ -487,6 +488,13 @@ class _Builder:
         occurred = recorded
         if self.draw(st.integers(0, 9)) == 0:  # logged later: yesterday's win
             occurred = recorded - timedelta(milliseconds=self.draw(st.integers(1, 2 * _DAY_MS)))
+        if self.extreme and self.draw(st.integers(0, 4)) == 0:
+            # built by hand: any instant and any stamp the codec accepts
+            occurred = self.draw(instants)
+            if self.draw(st.booleans()):
+                recorded = self.draw(instants)
+            if self.draw(st.booleans()):
+                stamp = self.draw(stamps)
         event = events.Event(
             id=self.new_id(recorded_ms),
             actor=device.person,
@@ -501,6 +509,12 @@ class _Builder:
         if device.person != ADMIN:
             self.items.setdefault(device.person, {}).setdefault(event.type, []).append(event.id)
         return event.id
+
+    def wild(self, anything: st.SearchStrategy[T], usual: st.SearchStrategy[T]) -> T:
+        """A value of ``usual``; in an extreme history, now and then one of ``anything``."""
+        rare = self.extreme and self.draw(st.integers(0, 2)) == 0
+        value: T = self.draw(anything if rare else usual)
+        return value
 
     def pick(self, person: str, *kinds: str) -> str | None:
         """An existing item of the person (or, now and then, a dangling id)."""
@@ -541,6 +555,10 @@ _ACTIONS = (
 )
 
 
+def _in_2026(days: int) -> date:
+    return date(2026, 1, 1) + timedelta(days=days)
+
+
 @st.composite
 def histories(
     draw: Draw,
@@ -548,9 +566,14 @@ def histories(
     max_devices: int = 2,
     max_teams: int = 2,
     max_events: int = 60,
+    extreme: bool = False,
 ) -> History:
-    """A coherent random history of several people, devices and teams."""
-    b = _Builder(draw)
+    """A coherent random history of several people, devices and teams.
+
+    ``extreme``: now and then a date, cycle, number, instant or clock stamp is drawn
+    from the whole range the codec accepts (as a hostile or broken client would send).
+    """
+    b = _Builder(draw, extreme)
     n_people = draw(st.integers(1, max(1, max_people)))
     people = (
         list(_NAMES[:n_people]) if n_people <= len(_NAMES) else [f"p{i}" for i in range(n_people)]
@@ -639,7 +662,9 @@ def _step(
             device,
             ObjectiveCreated(
                 title=draw(st.sampled_from(_TITLES)),
-                cycle=draw(st.sampled_from(["2026-Q1", "2026-Q2", "2026", "2026-H2", "2026-03"])),
+                cycle=b.wild(
+                    cycles, st.sampled_from(["2026-Q1", "2026-Q2", "2026", "2026-H2", "2026-03"])
+                ),
                 cadence=draw(cadences),
                 visibility=visibility,
                 partners=partners,
@@ -652,6 +677,10 @@ def _step(
         kind = draw(st.sampled_from(["increase", "decrease", "stay-above", "stay-below", "none"]))
         start: float | None = float(draw(st.integers(0, 50)))
         target: float | None = float(draw(st.integers(51, 100)))
+        if b.extreme and draw(st.booleans()):
+            start, target = sorted(draw(st.lists(measures, min_size=2, max_size=2, unique=True)))
+            if start == target:  # 0.0 and -0.0
+                start, target = 0.0, 1e15
         if kind == "decrease":
             start, target = target, start
         elif kind in ("stay-above", "stay-below"):
@@ -678,7 +707,7 @@ def _step(
         visibility, partners = (
             _partners_of(b, person, people) if kr is None and objective is None else ("private", ())
         )
-        due = date(2026, 1, 1) + timedelta(days=draw(st.integers(0, 400)))
+        due = b.wild(dates, st.integers(0, 400).map(_in_2026))
         mid = b.emit(
             device,
             MilestonePlanned(
@@ -716,8 +745,8 @@ def _step(
             CheckInRecorded(
                 subject=subject,
                 confidence=draw(confidences),
-                value=float(draw(st.integers(-10, 120))) if is_kr else None,
-                percent=float(draw(st.integers(0, 100))) if not is_kr else None,
+                value=b.wild(measures, st.integers(-10, 120).map(float)) if is_kr else None,
+                percent=b.wild(percents, st.integers(0, 100).map(float)) if not is_kr else None,
                 note=draw(st.sampled_from(["", "ok", "blocked ⛔"])),
             ),
             [subject],
@@ -824,12 +853,15 @@ def _step(
             return False
         b.emit(device, Retracted(target=fixed, reason=draw(notes)), [fixed])
     elif action == "pause":
-        pause_from = date(2026, 1, 1) + timedelta(days=draw(st.integers(0, 360)))
+        pause_from = _in_2026(draw(st.integers(0, 360)))
+        pause_to = pause_from + timedelta(days=draw(st.integers(0, 21)))
+        if b.extreme and draw(st.booleans()):
+            pause_from, pause_to = sorted(draw(st.lists(dates, min_size=2, max_size=2)))
         b.emit(
             device,
             PauseDeclared(
                 starts_on=pause_from,
-                ends_on=pause_from + timedelta(days=draw(st.integers(0, 21))),
+                ends_on=pause_to,
                 reason=draw(st.sampled_from(["", "leave", "travel"])),
             ),
         )
@@ -850,7 +882,7 @@ def _milestone_edit(b: _Builder, person: str, milestone: str) -> KnownBody:
     if op == "restore":
         return MilestoneRestored(milestone=milestone)
     if op == "reschedule":
-        due = date(2026, 1, 1) + timedelta(days=draw(st.integers(0, 400)))
+        due = b.wild(dates, st.integers(0, 400).map(_in_2026))
         return MilestoneRescheduled(
             milestone=milestone, due_on=due if draw(st.booleans()) else None
         )
