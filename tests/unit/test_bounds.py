@@ -222,3 +222,59 @@ async def test_a_pulled_stamp_far_ahead_moves_the_device_clock_only_to_the_bound
         assert decode(encoded_event(stamp)).clock == stamp
     finally:
         await store.close()
+
+
+async def test_a_device_holding_events_an_older_version_accepted_still_works(
+    tmp_path: Path,
+) -> None:
+    # A device that synced an occurred_at of 9999-12-31T23:59:59-05:00 before the
+    # range existed: its log and its stored views hold it. This version leaves that
+    # one event out and keeps everything else working.
+    from client.store import _INSERT
+    from client.views import load_all, rebuild_views
+
+    now = datetime(2026, 3, 5, 12, 0, tzinfo=UTC)
+    objective_id, milestone_id = ID, OTHER
+    checkin_id, task_id = (f"01a2099d-b30{n}-7511-89d4-40abe2a26844" for n in (3, 4))
+    objective = {"type": "objective.created", "title": "Ship", "cycle": "2026-Q1"}
+    milestone = {"type": "milestone.planned", "title": "Beta", "objective": objective_id}
+    checkin = {"type": "checkin.recorded", "subject": milestone_id, "confidence": "at-risk"}
+    task = {"type": "task.added", "milestone": milestone_id, "title": "Write it"}
+    store = await Store.open(tmp_path / "phone.sqlite3", create=True)
+    try:
+        async with store.write():
+            await store.set_meta("person", "mallory")
+            await store.set_meta("device", "phone")
+        log = SyncLog(store, "mallory")
+        first = [
+            WireEvent(1, envelope(objective, id=objective_id)),
+            WireEvent(2, envelope(milestone, id=milestone_id, clock=(1 << 40) + 1)),
+        ]
+        await log.apply(first, 2, 2, now, apply_views)
+        # What an older version stored: the event in the log and in its goal's slice.
+        old = envelope(
+            checkin, id=checkin_id, clock=(1 << 40) + 2, occurred_at="9999-12-31T23:59:59-05:00"
+        )
+        with pytest.raises(CodecError):
+            decode(old)
+        row = ("x", "mallory", "checkin.recorded", (1 << 40) + 2, 0, 0, old)
+        slice_type = list[tuple[int, msgspec.Raw]]
+        async with store.write():
+            await store.execute(_INSERT, (checkin_id, *row[1:]))
+            (root, blob), *_ = await store.fetchall("SELECT root, slice FROM goal_parts")
+            held = msgspec.json.decode(blob, type=slice_type)
+            held.append((3, msgspec.Raw(old)))
+            await store.execute(
+                "UPDATE goal_parts SET slice = ? WHERE root = ?",
+                (msgspec.json.encode(held), root),
+            )
+        # A new event on the same goal refolds its slice; a full rebuild reads the log.
+        task_event = envelope(task, id=task_id, clock=(1 << 40) + 3)
+        added, _, _ = await log.apply([WireEvent(4, task_event)], 4, 4, now, apply_views)
+        assert added == 1
+        async with store.write():
+            assert await rebuild_views(store, now) == 1
+        loaded = await load_all(store)
+        assert sorted(loaded.seqs) == sorted([objective_id, milestone_id, task_id])
+    finally:
+        await store.close()
