@@ -6,11 +6,17 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator
+from datetime import date
 
 import httpx
 import pytest_asyncio
 
-from tests.http_world import World, backend, create_app, location, world
+from events import CheckInRecorded, MilestonePlanned, ObjectiveCreated, PauseDeclared, encode
+from events.bodies import MAX_DATE, MIN_DATE
+from server.nats_embedded import events_subject
+from server.store import Incoming
+from tests.http_world import World, backend, create_app, incoming, location, world
+from tests.services import EventMaker
 
 __all__ = ["backend", "location", "world"]
 
@@ -92,3 +98,72 @@ async def test_health_answers_while_a_view_is_computing(
         release.set()
     assert await view == b'{"done":true}'
     await settled(world)
+
+
+# --- absurd dates: every route keeps answering ------------------------------------------
+
+ROUTES = (
+    ("carol", "/people/alice/goals?cycle=all"),
+    ("carol", "/teams/growth/board"),
+    ("carol", "/teams/growth/board?cycle=all"),
+    ("carol", "/teams/growth/drift"),
+    ("carol", "/people/alice/review?from=2026-01-01&to=2026-12-31"),
+    ("carol", "/people/alice/review?from=2199-01-01&to=2199-12-31"),
+    ("carol", "/people/alice/review?from=2026-01-01&to=2026-12-31&format=markdown"),
+    ("alice", "/people/alice/review?from=2026-01-01&to=2026-12-31&format=markdown"),
+)
+
+
+def _with(raw: bytes, old: str, new: str) -> bytes:
+    assert old.encode() in raw
+    return raw.replace(old.encode(), new.encode())
+
+
+async def test_extreme_dates_in_range_and_absurd_ones_stored_earlier_break_no_route(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    # The attacks of issue 10 (a team milestone due 9999-12-31, a pause ending
+    # 9999-12-31, an occurred_at of 9999-12-31T23:59:59-05:00) as bytes a store may
+    # hold from before the range existed, next to the most extreme dates the codec
+    # accepts now. Every route answers 200; the absurd events are simply left out.
+    make = EventMaker()
+    growth = make("alice", ObjectiveCreated(title="ZZTEAM far", cycle="2199-Q4", visibility="team"))
+    last_day = make(
+        "alice", MilestonePlanned(title="ZZTEAM last", due_on=MAX_DATE, objective=growth.id)
+    )
+    first_day = make(
+        "alice", MilestonePlanned(title="ZZTEAM first", due_on=MIN_DATE, visibility="team")
+    )
+    long_pause = make("alice", PauseDeclared(starts_on=MIN_DATE, ends_on=MAX_DATE))
+    extremes = [growth, last_day, first_day, long_pause]
+    planned = make(
+        "alice", MilestonePlanned(title="ZZTEAM 9999", due_on=date(2026, 5, 1), visibility="team")
+    )
+    pause = make("alice", PauseDeclared(starts_on=date(2026, 1, 10), ends_on=date(2026, 2, 1)))
+    checkin = make("alice", CheckInRecorded(subject=last_day.id, confidence="at-risk", percent=5.0))
+    absurd = [
+        (planned, _with(encode(planned), '"due_on":"2026-05-01"', '"due_on":"9999-12-31"')),
+        (pause, _with(encode(pause), '"ends_on":"2026-02-01"', '"ends_on":"9999-12-31"')),
+        (
+            checkin,
+            _with(
+                encode(checkin),
+                '"occurred_at":"2026-03-02T09:00:00Z"',
+                '"occurred_at":"9999-12-31T23:59:59-05:00"',
+            ),
+        ),
+    ]
+    await world.store.append_batch(
+        [
+            *incoming(extremes),
+            *(Incoming(raw, e, None, events_subject(e.actor, e.id)) for e, raw in absurd),
+        ]
+    )
+    await world.follower.catch_up()
+    assert world.follower.undecodable == 3
+    for viewer, route in ROUTES:
+        response = await client.get(route, headers=world.auth(viewer))
+        assert response.status_code == 200, (route, response.text)
+    board = (await client.get("/teams/growth/board?cycle=all", headers=world.auth("carol"))).text
+    assert "ZZTEAM last" in board and "ZZTEAM first" in board
+    assert "ZZTEAM 9999" not in board
