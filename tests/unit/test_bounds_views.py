@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from msgspec.structs import force_setattr
 
 from events import bodies as b
 from events.bodies import MAX_DATE, MIN_DATE
@@ -65,7 +66,9 @@ def every_view(state: ProjectionState, history: list[Event], now: datetime) -> i
         produced.append(drift_signals(state, viewer, now))
         for person in people:
             for cycle in ("current", "all"):
-                produced.append(goal_tree(state, person, now, viewer=viewer, cycle=cycle))
+                tree = goal_tree(state, person, now, viewer=viewer, cycle=cycle)
+                assert tree.unavailable == []  # no item's view failed
+                produced.append(tree)
             shown = review(state, person, date(year, 1, 1), date(year, 12, 31), now, viewer)
             produced.append(shown)
             produced.append(review_markdown(shown))
@@ -154,3 +157,33 @@ def test_after_active_days_skips_whole_pauses() -> None:
     )
     assert expected_percent(MIN_DATE, MAX_DATE, MAX_DATE, full) == 0.0
     assert expected_percent(MIN_DATE, MAX_DATE, MAX_DATE + timedelta(days=1), []) == 100.0
+
+
+def test_one_item_whose_view_fails_degrades_that_item_not_the_tree() -> None:
+    # An event this codec would refuse (due 9999-12-31) held in a state anyway, as a
+    # store written by an older version could: its milestone is listed as unavailable
+    # with the reason; every other item and the board still show.
+    h = History(start="2026-01-05")
+    h.join("t", "alice")
+    h.join("t", "bob")
+    objective = h.objective(visibility="team", cycle="2026-Q1")
+    h.milestone(title="Fine", objective=objective, due_on="2026-03-01")
+    broken_objective = h.objective(title="Broken", visibility="team", cycle="2026-Q1")
+    broken = h.milestone(title="Forever", objective=broken_objective, due_on="2026-03-01")
+    standalone = h.milestone(title="Alone", visibility="team", due_on="2026-03-01")
+    state = rebuild(h.events)
+    for item in (broken, standalone):
+        force_setattr(state.events[item].body, "due_on", date(9999, 12, 31))
+        force_setattr(state.milestones[item].due_on, "value", date(9999, 12, 31))
+    now = at("2026-02-01")
+    tree = goal_tree(state, "alice", now, viewer="bob")
+    assert [o.title for o in tree.objectives] == ["Show people how Roads works"]
+    assert {(u.id, u.title) for u in tree.unavailable} == {
+        (broken_objective, "Broken"),
+        (standalone, "Alone"),
+    }
+    assert all(u.reason.startswith("OverflowError") for u in tree.unavailable)
+    (alice, bob) = team_board(state, "t", "bob", now).members
+    assert alice.unavailable == tree.unavailable
+    assert [o.title for o in alice.objectives] == ["Show people how Roads works"]
+    assert b'"unavailable"' not in msgspec.json.encode(bob)  # omitted when empty
