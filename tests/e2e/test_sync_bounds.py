@@ -59,8 +59,8 @@ def test_hostile_clocks_and_dates_are_refused_and_poison_no_device(tmp_path: Pat
         _, year_6000 = _team_goal("Year 6000", pack(YEAR_6000_MS, 0))
         _, too_far = _team_goal("Three days ahead", pack(now + 72 * HOUR_MS, 0))
         allowed_id, allowed = _team_goal("A day ahead", pack(now + 24 * HOUR_MS, 0))
-        absurd_due = _replaced(
-            _team_goal("Due 9999", pack(now, 0))[1], '"cycle":"2026-Q1"', '"cycle":"9999-Q4"'
+        absurd_cycle = _replaced(
+            _team_goal("Cycle 9999", pack(now, 0))[1], '"cycle":"2026-Q1"', '"cycle":"9999-Q4"'
         )
         _, plain = _team_goal("Occurred 9999", pack(now, 0))
         absurd_occurred = _replaced(
@@ -68,7 +68,7 @@ def test_hostile_clocks_and_dates_are_refused_and_poison_no_device(tmp_path: Pat
             '"occurred_at":"2026-01-05T09:00:01Z"',
             '"occurred_at":"9999-12-31T23:59:59-05:00"',
         )
-        asyncio.run(_push(w, [poison, year_6000, too_far, absurd_due, absurd_occurred, allowed]))
+        asyncio.run(_push(w, [poison, year_6000, too_far, absurd_cycle, absurd_occurred, allowed]))
 
         def dead() -> list[DeadLetter]:
             return asyncio.run(dead_letters(w))
@@ -78,7 +78,7 @@ def test_hostile_clocks_and_dates_are_refused_and_poison_no_device(tmp_path: Pat
         assert reasons[poison].startswith("clock: stamp is later than 2199-12-31")
         assert reasons[year_6000].startswith("clock: stamp is later than 2199-12-31")
         assert "at most 48 h ahead is accepted" in reasons[too_far]
-        assert reasons[absurd_due] == "body.cycle: year must be between 1970 and 2199"
+        assert reasons[absurd_cycle] == "body.cycle: year must be between 1970 and 2199"
         assert reasons[absurd_occurred].startswith("occurred_at: date must be between")
 
         # bob syncs what was accepted, then keeps writing and syncing: no "invalid clock".
