@@ -63,7 +63,9 @@ def every_view(state: ProjectionState, history: list[Event], now: datetime) -> i
     year = now.year
     produced: list[Any] = []
     for viewer in people:
-        produced.append(drift_signals(state, viewer, now))
+        failures: list[tuple[str, str]] = []
+        produced.append(drift_signals(state, viewer, now, failures=failures))
+        assert failures == []  # no rule failed on any item
         for person in people:
             for cycle in ("current", "all"):
                 tree = goal_tree(state, person, now, viewer=viewer, cycle=cycle)
@@ -187,3 +189,25 @@ def test_one_item_whose_view_fails_degrades_that_item_not_the_tree() -> None:
     assert alice.unavailable == tree.unavailable
     assert [o.title for o in alice.objectives] == ["Show people how Roads works"]
     assert b'"unavailable"' not in msgspec.json.encode(bob)  # omitted when empty
+
+
+def test_one_item_whose_drift_rule_fails_drops_only_that_items_signals() -> None:
+    h = History(start="2026-01-05")
+    h.join("t", "alice")
+    h.join("t", "bob")
+    objective = h.objective(visibility="team", cycle="2026-Q1")
+    late = h.milestone(title="Late", objective=objective, due_on="2026-01-20")
+    broken = h.milestone(title="Forever", objective=objective, due_on="2026-01-20")
+    state = rebuild(h.events)
+    now = at("2026-02-10")
+    force_setattr(state.events[broken].body, "due_on", date(9999, 12, 31))
+    force_setattr(state.milestones[broken].due_on, "value", date(9999, 12, 31))
+    failures: list[tuple[str, str]] = []
+    after = {(s.kind, s.subject) for s in drift_signals(state, "alice", now, failures=failures)}
+    assert ("overdue", late) in after
+    assert not any(subject == broken for _, subject in after)
+    # the milestone's own rules failed, and so did its objective's (its view holds it)
+    assert sorted(item for item, _ in failures) == sorted([objective, broken])
+    assert all(reason.startswith("OverflowError") for _, reason in failures)
+    shown = team_drift(state, "t", "bob", now)  # the team's list still answers
+    assert any(s.subject == late for s in shown)
