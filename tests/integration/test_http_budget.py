@@ -167,3 +167,49 @@ async def test_extreme_dates_in_range_and_absurd_ones_stored_earlier_break_no_ro
     board = (await client.get("/teams/growth/board?cycle=all", headers=world.auth("carol"))).text
     assert "ZZTEAM last" in board and "ZZTEAM first" in board
     assert "ZZTEAM 9999" not in board
+
+
+async def test_health_answers_while_a_real_heavy_review_is_rendered(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    # A year of alice's work: 800 milestones with three check-ins each. Its review in
+    # Markdown takes a good fraction of a second; /health, asked while it is being
+    # rendered, answers before it (the rendering used to run on the event loop).
+    make = EventMaker()
+    events = []
+    objective = make(
+        "alice", ObjectiveCreated(title="ZZTEAM year", cycle="2026", visibility="team")
+    )
+    events.append(objective)
+    for index in range(800):
+        milestone = make(
+            "alice",
+            MilestonePlanned(
+                title=f"ZZTEAM m{index}",
+                due_on=date(2026, 1 + index % 12, 1),
+                objective=objective.id,
+            ),
+        )
+        events.append(milestone)
+        for confidence in ("on-track", "at-risk", "off-track"):
+            events.append(
+                make(
+                    "alice",
+                    CheckInRecorded(subject=milestone.id, confidence=confidence, percent=10.0),
+                )
+            )
+    await world.append(events)
+    world.ctx.view_budget = 120.0
+    heavy = "/people/alice/review?from=2026-01-01&to=2026-12-31&format=markdown"
+    review = asyncio.create_task(client.get(heavy, headers=world.auth("alice")))
+    for _ in range(500):  # until the review is being computed
+        if world.ctx.views_in_progress:
+            break
+        await asyncio.sleep(0.01)
+    assert world.ctx.views_in_progress == 1
+    health = await client.get("/health")
+    assert health.status_code == 200
+    assert not review.done()  # /health did not wait behind the review
+    response = await review
+    assert response.status_code == 200
+    assert "ZZTEAM m799" in response.text
