@@ -65,7 +65,7 @@ import msgspec
 from client.errors import MilepostError, StoreError
 from client.store import _INSERT as _INSERT_EVENT
 from client.store import Store, event_row, translate
-from events import AnyEvent, CodecError, Event, decode
+from events import AnyEvent, CodecError, Event, HybridLogicalClock, decode
 from events.wire import (
     MAX_PULL_LIMIT,
     PullReply,
@@ -341,6 +341,7 @@ class SyncLog:
         recognised by id before they are decoded (a device pulling back its own pushed
         events decodes none of them)."""
         synced_at = datetime.now(UTC).isoformat(timespec="milliseconds")
+        wall = int(now.timestamp() * 1000)
 
         async def body(store: _ThreadStore) -> tuple[int, int, int]:
             heads: list[tuple[int, bytes, _Head | None]] = []
@@ -373,9 +374,12 @@ class SyncLog:
                 rows = [(seq, by_id[i]) for seq, i in added if i in by_id]
                 await apply_views(store, rows, now)
             await store.executemany(_MARK_CONFIRMED, confirmed)
-            clock = await store.scalar("SELECT value FROM meta WHERE key = 'clock'")
-            if top > int(clock or 0):
-                await store.set_meta("clock", str(top))  # the HLC moves past what we saw
+            stored = await store.scalar("SELECT value FROM meta WHERE key = 'clock'")
+            # The HLC moves past what we saw, never past the bound ahead of our wall clock.
+            hlc = HybridLogicalClock(int(stored or 0), wall=lambda: wall)
+            hlc.observe(top)
+            if hlc.last != int(stored or 0):
+                await store.set_meta("clock", str(hlc.last))
             await store.set_meta("sync_after", str(after))
             await store.set_meta("sync_checked", str(checked))
             await store.set_meta("last_sync_at", synced_at)

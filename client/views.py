@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from client.store import Store
-from events import AnyEvent, Event, OpaqueEvent, decode
+from events import AnyEvent, CodecError, Event, OpaqueEvent, decode
 from events import bodies as b
 from projections.goals import GoalTree
 from projections.snapshot import (
@@ -36,6 +36,8 @@ from projections.state import ProjectionState, rebuild
 
 _slice_encoder = msgspec.json.Encoder()
 _slice_decoder = msgspec.json.Decoder(list[tuple[int, Event]])
+_raw_slice_decoder = msgspec.json.Decoder(list[tuple[int, msgspec.Raw]])
+_event_decoder = msgspec.json.Decoder(Event)
 _part_encoder = msgspec.msgpack.Encoder()
 _part_decoder = msgspec.msgpack.Decoder(RootPart)
 
@@ -210,6 +212,21 @@ async def on_append(store: Store, seq: int, event: AnyEvent, now: datetime) -> N
     await _refold(store, sorted(roots), [(seq, event)], now)
 
 
+def _slice_events(blob: bytes) -> list[tuple[int, Event]]:
+    """A stored slice's events; one this version's codec refuses (e.g. a date outside the
+    range, stored by an older version) is left out instead of failing the whole slice."""
+    try:
+        return _slice_decoder.decode(blob)
+    except msgspec.ValidationError:
+        kept = []
+        for seq, raw in _raw_slice_decoder.decode(blob):
+            try:
+                kept.append((seq, _event_decoder.decode(raw)))
+            except msgspec.ValidationError:
+                continue
+        return kept
+
+
 async def _refold(
     store: Store, roots: list[str], extra: list[tuple[int, Event]], now: datetime
 ) -> None:
@@ -217,7 +234,7 @@ async def _refold(
     rows = await store.fetchall(f"SELECT slice FROM goal_parts WHERE root IN ({marks})", roots)
     by_id: dict[str, tuple[int, Event]] = {}
     for (blob,) in rows:
-        for seq, event in _slice_decoder.decode(blob):
+        for seq, event in _slice_events(blob):
             by_id[event.id] = (seq, event)
     for seq, event in extra:
         by_id[event.id] = (seq, event)
@@ -268,8 +285,15 @@ class Loaded(msgspec.Struct):
 async def load_all(store: Store, *, recorded_until_ms: int | None = None) -> Loaded:
     """Decode and fold the whole log (or what was recorded by a moment): the slow path."""
     rows = await store.read_events(recorded_until_ms=recorded_until_ms)
-    decoded = [decode(data) for _, data in rows]
-    seqs = {event.id: seq for (seq, _), event in zip(rows, decoded, strict=True)}
+    decoded: list[AnyEvent] = []
+    seqs: dict[str, int] = {}
+    for seq, data in rows:
+        try:
+            event = decode(data)
+        except CodecError:  # stored by an older version, refused by this one: left out
+            continue
+        decoded.append(event)
+        seqs[event.id] = seq
     return Loaded(rebuild(decoded), seqs, decoded)
 
 

@@ -68,6 +68,28 @@ Confidence = Literal["on-track", "at-risk", "off-track"]
 KeyResultKind = Literal["increase", "decrease", "stay-above", "stay-below"]
 Polarity = Literal["positive", "negative"]
 
+# --- the date range -------------------------------------------------------------------
+#
+# Every date in a body, every instant in the envelope (as written, in its own offset)
+# and every cycle's year lies in MIN_DATE..MAX_DATE. Views add a pause's length or a
+# day to these dates; within this range that arithmetic can never leave what
+# ``datetime.date`` represents (year 1..9999), however the dates combine. msgspec
+# has no bounds for dates, so the bodies with dates check them in ``__post_init__``
+# (only those bodies pay; the envelope checks its two instants the same way).
+
+MIN_DATE = date(1970, 1, 1)
+"""The earliest date (and local date of an instant) an event may carry."""
+MAX_DATE = date(2199, 12, 31)
+"""The latest date an event may carry (the same bound as the clock's ``MAX_PHYSICAL_MS``)."""
+DATE_RANGE_ERROR = f"date must be between {MIN_DATE} and {MAX_DATE}"
+
+
+def check_date(field: str, value: date | None) -> None:
+    """ValueError naming ``field`` unless ``value`` is None or within MIN_DATE..MAX_DATE."""
+    if value is not None and not MIN_DATE <= value <= MAX_DATE:
+        raise ValueError(f"{field}: {DATE_RANGE_ERROR}")
+
+
 CADENCE_DAYS: dict[str, int] = {"weekly": 7, "biweekly": 14, "monthly": 30}
 CONFIDENCE_RANK: dict[str, int] = {"on-track": 0, "at-risk": 1, "off-track": 2}
 
@@ -103,6 +125,8 @@ class ObjectiveCreated(Body, frozen=True, tag="objective.created"):
 
     def __post_init__(self) -> None:
         _check_sharing(self.visibility, self.partners)
+        if not MIN_DATE.year <= int(self.cycle[:4]) <= MAX_DATE.year:
+            raise ValueError(f"cycle: year must be between {MIN_DATE.year} and {MAX_DATE.year}")
 
 
 class KeyResultAdded(Body, frozen=True, tag="key_result.added"):
@@ -154,12 +178,16 @@ class MilestonePlanned(Body, frozen=True, tag="milestone.planned"):
 
     def __post_init__(self) -> None:
         _check_sharing(self.visibility, self.partners)
+        check_date("due_on", self.due_on)
 
 
 class MilestoneRescheduled(Body, frozen=True, tag="milestone.rescheduled"):
     milestone: EventRef
     due_on: date | None
     reason: Note = ""
+
+    def __post_init__(self) -> None:
+        check_date("due_on", self.due_on)
 
 
 class MilestoneCompleted(Body, frozen=True, tag="milestone.completed"):
@@ -326,6 +354,8 @@ class PauseDeclared(Body, frozen=True, tag="pause.declared"):
     reason: Note = ""
 
     def __post_init__(self) -> None:
+        check_date("starts_on", self.starts_on)
+        check_date("ends_on", self.ends_on)
         if self.ends_on < self.starts_on:
             raise ValueError("a pause must end on or after its start")
 

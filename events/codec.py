@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from events.bodies import BODY_TYPES
+from events.clock import MAX_STAMP
 from events.envelope import CURRENT_SCHEMA, AnyEvent, Event, Instant, OpaqueEvent, Stamp
 from events.upcast import upcast
 
@@ -35,7 +36,10 @@ _encoder = msgspec.json.Encoder()
 _event_decoder = msgspec.json.Decoder(Event)
 _any_decoder = msgspec.json.Decoder()
 _MISSING = re.compile(r"^Object missing required field `([^`]+)`$")
-_HANDLE_ERROR = re.compile(r"^(actor|device): (.*)$", re.DOTALL)
+_FIELD_ERROR = re.compile(
+    r"^(actor|device|recorded_at|occurred_at|due_on|starts_on|ends_on|cycle): (.*)$", re.DOTALL
+)
+"""Reasons raised by a ``__post_init__`` that name their own field (``due_on: date must...``)."""
 _LOCATION = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 
 
@@ -58,14 +62,16 @@ def _error_from(exc: msgspec.MsgspecError) -> CodecError:
         return CodecError("$", str(exc))
     path = (match.group("path") or "").lstrip(".")
     reason = match.group("reason")
-    if not path:  # an envelope field checked in Event.__post_init__ names itself
-        handle = _HANDLE_ERROR.match(reason)
-        if handle is not None:
-            path, reason = handle.group(1), handle.group(2)
+    named = _FIELD_ERROR.match(reason)
+    if named is not None:  # a field checked in a __post_init__ names itself
+        path = f"{path}.{named.group(1)}" if path else named.group(1)
+        reason = named.group(2)
     missing = _MISSING.match(reason)
     if missing is not None:  # name the missing field itself, not its parent
         path = f"{path}.{missing.group(1)}" if path else missing.group(1)
         reason = "required field is missing"
+    if path == "clock" and reason.startswith("Expected `int` <="):
+        reason = f"stamp is later than 2199-12-31 (at most {MAX_STAMP})"
     return CodecError(path or "$", reason)
 
 

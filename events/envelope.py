@@ -11,18 +11,29 @@ from msgspec import Meta
 from msgspec.structs import force_setattr
 
 from events.bodies import (
+    DATE_RANGE_ERROR,
     DEVICE_PATTERN,
+    MAX_DATE,
+    MIN_DATE,
     PERSON_PATTERN,
     DeviceId,
     EventId,
     KnownBody,
     PersonId,
 )
+from events.clock import MAX_STAMP
 
 CURRENT_SCHEMA = 2
 """Schema version written by this code; older events are upcast on decode."""
 
-Stamp = Annotated[int, Meta(ge=0, le=(1 << 63) - 1, description="Hybrid logical clock stamp.")]
+Stamp = Annotated[
+    int,
+    Meta(
+        ge=0,
+        le=MAX_STAMP,
+        description="Hybrid logical clock stamp, physical part at most 2199-12-31T23:59:59.999Z.",
+    ),
+]
 Instant = Annotated[datetime, Meta(tz=True, description="A timezone-aware instant.")]
 
 
@@ -38,6 +49,23 @@ _valid_devices: dict[str, str] = {}
 _MAX_REMEMBERED = 4096
 INVALID_HANDLE = "Expected `str` matching regex "
 """Start of the reason for an invalid actor or device, as msgspec words it."""
+
+
+_MIN_YEAR = MIN_DATE.year
+_MAX_YEAR = MAX_DATE.year
+
+
+def _check_instants(recorded_at: datetime, occurred_at: datetime) -> None:
+    """ValueError naming the field unless both instants' dates are within the date range.
+
+    The date as written (in the instant's own offset) is checked: two attribute reads
+    per event, the cheapest check on the hot path. An offset is less than a day, so
+    the instant in UTC is within a day of that range and converting cannot overflow.
+    """
+    if not _MIN_YEAR <= recorded_at.year <= _MAX_YEAR:
+        raise ValueError(f"recorded_at: {DATE_RANGE_ERROR}")
+    if not _MIN_YEAR <= occurred_at.year <= _MAX_YEAR:
+        raise ValueError(f"occurred_at: {DATE_RANGE_ERROR}")
 
 
 def _remember(valid: dict[str, str], value: str) -> None:
@@ -60,6 +88,11 @@ class Event(msgspec.Struct, frozen=True, gc=False):
 
     def __post_init__(self) -> None:
         # The message names the field: the codec reports it as that field's error.
+        if not (
+            _MIN_YEAR <= self.recorded_at.year <= _MAX_YEAR
+            and _MIN_YEAR <= self.occurred_at.year <= _MAX_YEAR
+        ):
+            _check_instants(self.recorded_at, self.occurred_at)
         # A handle seen before is replaced by its first copy: a million events
         # of a hundred people then hold a hundred strings, not a million.
         actor = self.actor
@@ -101,6 +134,9 @@ class OpaqueEvent(msgspec.Struct, frozen=True, gc=False):
     type: str
     raw: bytes
     schema: int = CURRENT_SCHEMA
+
+    def __post_init__(self) -> None:
+        _check_instants(self.recorded_at, self.occurred_at)
 
 
 AnyEvent = Event | OpaqueEvent

@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import string
 from collections.abc import Callable, Iterable
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from typing import Any, TypeVar
 
 from hypothesis import strategies as st
 
 import events
 from events.bodies import (
+    MAX_DATE,
+    MIN_DATE,
     Body,
     Changes,
     CheckInRecorded,
@@ -53,7 +55,7 @@ from events.bodies import (
     TeamMemberLeft,
     Visibility,
 )
-from events.clock import HybridLogicalClock
+from events.clock import MAX_STAMP, HybridLogicalClock
 from events.codec import MAX_EVENT_BYTES
 from milepost_testkit.history import ADMIN, ADMIN_DEVICE
 
@@ -119,12 +121,18 @@ weights: st.SearchStrategy[float] = st.one_of(
 stage_indexes: st.SearchStrategy[int] = st.integers(min_value=0, max_value=49)
 cycles: st.SearchStrategy[str] = st.builds(
     lambda year, suffix: f"{year:04d}{suffix}",
-    st.integers(min_value=1, max_value=9999),
+    st.one_of(
+        st.integers(min_value=MIN_DATE.year, max_value=MAX_DATE.year),
+        st.sampled_from([MIN_DATE.year, MAX_DATE.year]),
+    ),
     st.sampled_from(
         ["", "-Q1", "-Q2", "-Q3", "-Q4", "-H1", "-H2"] + [f"-{m:02d}" for m in range(1, 13)]
     ),
 )
-dates: st.SearchStrategy[date] = st.dates()
+dates: st.SearchStrategy[date] = st.one_of(
+    st.dates(min_value=MIN_DATE, max_value=MAX_DATE), st.sampled_from([MIN_DATE, MAX_DATE])
+)
+"""Any date an event may carry, the two ends of the range included."""
 visibilities = st.sampled_from(["private", "partners", "team"])
 cadences = st.sampled_from(["weekly", "biweekly", "monthly"])
 confidences = st.sampled_from(["on-track", "at-risk", "off-track"])
@@ -135,11 +143,19 @@ timezones: st.SearchStrategy[timezone] = st.one_of(
         lambda minutes: timezone(timedelta(minutes=minutes))
     ),
 )
-instants: st.SearchStrategy[datetime] = st.datetimes(
-    min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=timezones
+_FIRST_INSTANT = datetime.combine(MIN_DATE, time.min)
+_LAST_INSTANT = datetime.combine(MAX_DATE, time.max)
+instants: st.SearchStrategy[datetime] = st.one_of(
+    st.datetimes(min_value=_FIRST_INSTANT, max_value=_LAST_INSTANT, timezones=timezones),
+    st.builds(
+        datetime.replace,
+        st.sampled_from([_FIRST_INSTANT, _LAST_INSTANT]),
+        tzinfo=st.sampled_from([timezone(timedelta(hours=14)), timezone(timedelta(hours=-14))]),
+    ),
 )
+"""Any instant an event may carry: its date as written in 1970..2199, extreme offsets too."""
 stamps: st.SearchStrategy[int] = st.one_of(
-    st.integers(min_value=0, max_value=(1 << 63) - 1), st.sampled_from([0, (1 << 63) - 1])
+    st.integers(min_value=0, max_value=MAX_STAMP), st.sampled_from([0, MAX_STAMP])
 )
 
 
@@ -430,8 +446,9 @@ class _Device:
 class _Builder:
     """Mutable state of one history under construction."""
 
-    def __init__(self, draw: Draw) -> None:
+    def __init__(self, draw: Draw, extreme: bool = False) -> None:
         self.draw = draw
+        self.extreme = extreme
         self.wall = [_BASE_MS]
         self.now = _BASE_MS
         self.events = History()
@@ -483,6 +500,13 @@ class _Builder:
         occurred = recorded
         if self.draw(st.integers(0, 9)) == 0:  # logged later: yesterday's win
             occurred = recorded - timedelta(milliseconds=self.draw(st.integers(1, 2 * _DAY_MS)))
+        if self.extreme and self.draw(st.integers(0, 4)) == 0:
+            # built by hand: any instant and any stamp the codec accepts
+            occurred = self.draw(instants)
+            if self.draw(st.booleans()):
+                recorded = self.draw(instants)
+            if self.draw(st.booleans()):
+                stamp = self.draw(stamps)
         event = events.Event(
             id=self.new_id(recorded_ms),
             actor=device.person,
@@ -497,6 +521,12 @@ class _Builder:
         if device.person != ADMIN and not far_ahead:
             self.items.setdefault(device.person, {}).setdefault(event.type, []).append(event.id)
         return event.id
+
+    def wild(self, anything: st.SearchStrategy[T], usual: st.SearchStrategy[T]) -> T:
+        """A value of ``usual``; in an extreme history, now and then one of ``anything``."""
+        rare = self.extreme and self.draw(st.integers(0, 2)) == 0
+        value: T = self.draw(anything if rare else usual)
+        return value
 
     def pick(self, person: str, *kinds: str) -> str | None:
         """An existing item of the person (or, now and then, a dangling id)."""
@@ -539,6 +569,10 @@ _ACTIONS = (
 )
 
 
+def _in_2026(days: int) -> date:
+    return date(2026, 1, 1) + timedelta(days=days)
+
+
 @st.composite
 def histories(
     draw: Draw,
@@ -546,9 +580,14 @@ def histories(
     max_devices: int = 2,
     max_teams: int = 2,
     max_events: int = 60,
+    extreme: bool = False,
 ) -> History:
-    """A coherent random history of several people, devices and teams."""
-    b = _Builder(draw)
+    """A coherent random history of several people, devices and teams.
+
+    ``extreme``: now and then a date, cycle, number, instant or clock stamp is drawn
+    from the whole range the codec accepts (as a hostile or broken client would send).
+    """
+    b = _Builder(draw, extreme)
     n_people = draw(st.integers(1, max(1, max_people)))
     people = (
         list(_NAMES[:n_people]) if n_people <= len(_NAMES) else [f"p{i}" for i in range(n_people)]
@@ -638,7 +677,9 @@ def _step(
             device,
             ObjectiveCreated(
                 title=draw(st.sampled_from(_TITLES)),
-                cycle=draw(st.sampled_from(["2026-Q1", "2026-Q2", "2026", "2026-H2", "2026-03"])),
+                cycle=b.wild(
+                    cycles, st.sampled_from(["2026-Q1", "2026-Q2", "2026", "2026-H2", "2026-03"])
+                ),
                 cadence=draw(cadences),
                 visibility=visibility,
                 partners=partners,
@@ -651,6 +692,10 @@ def _step(
         kind = draw(st.sampled_from(["increase", "decrease", "stay-above", "stay-below", "none"]))
         start: float | None = float(draw(st.integers(0, 50)))
         target: float | None = float(draw(st.integers(51, 100)))
+        if b.extreme and draw(st.booleans()):
+            start, target = sorted(draw(st.lists(measures, min_size=2, max_size=2, unique=True)))
+            if start == target:  # 0.0 and -0.0
+                start, target = 0.0, 1e15
         if kind == "decrease":
             start, target = target, start
         elif kind in ("stay-above", "stay-below"):
@@ -677,7 +722,7 @@ def _step(
         visibility, partners = (
             _partners_of(b, person, people) if kr is None and objective is None else ("private", ())
         )
-        due = date(2026, 1, 1) + timedelta(days=draw(st.integers(0, 400)))
+        due = b.wild(dates, st.integers(0, 400).map(_in_2026))
         mid = b.emit(
             device,
             MilestonePlanned(
@@ -715,8 +760,8 @@ def _step(
             CheckInRecorded(
                 subject=subject,
                 confidence=draw(confidences),
-                value=float(draw(st.integers(-10, 120))) if is_kr else None,
-                percent=float(draw(st.integers(0, 100))) if not is_kr else None,
+                value=b.wild(measures, st.integers(-10, 120).map(float)) if is_kr else None,
+                percent=b.wild(percents, st.integers(0, 100).map(float)) if not is_kr else None,
                 note=draw(st.sampled_from(["", "ok", "blocked ⛔"])),
             ),
             [subject],
@@ -825,12 +870,15 @@ def _step(
     elif action == "hostile":
         return _hostile(b, person, device, people)
     elif action == "pause":
-        pause_from = date(2026, 1, 1) + timedelta(days=draw(st.integers(0, 360)))
+        pause_from = _in_2026(draw(st.integers(0, 360)))
+        pause_to = pause_from + timedelta(days=draw(st.integers(0, 21)))
+        if b.extreme and draw(st.booleans()):
+            pause_from, pause_to = sorted(draw(st.lists(dates, min_size=2, max_size=2)))
         b.emit(
             device,
             PauseDeclared(
                 starts_on=pause_from,
-                ends_on=pause_from + timedelta(days=draw(st.integers(0, 21))),
+                ends_on=pause_to,
                 reason=draw(st.sampled_from(["", "leave", "travel"])),
             ),
         )
@@ -923,7 +971,7 @@ def _milestone_edit(b: _Builder, person: str, milestone: str) -> KnownBody:
     if op == "restore":
         return MilestoneRestored(milestone=milestone)
     if op == "reschedule":
-        due = date(2026, 1, 1) + timedelta(days=draw(st.integers(0, 400)))
+        due = b.wild(dates, st.integers(0, 400).map(_in_2026))
         return MilestoneRescheduled(
             milestone=milestone, due_on=due if draw(st.booleans()) else None
         )

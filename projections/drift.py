@@ -33,8 +33,9 @@ Judgement calls (where docs/contract.md is silent), stated once here:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import date, datetime, timedelta
+from functools import partial
 from typing import Literal
 
 import msgspec
@@ -45,7 +46,7 @@ from projections.goals import CheckInView, KeyResultView, last_checkins, milesto
 from projections.goals import objective_view as _objective_view
 from projections.settings import DEFAULT_SETTINGS, DriftSettings
 from projections.state import PLACEHOLDER, MilestoneNode, ProjectionState
-from projections.timeline import active_days, expected_percent, in_pause
+from projections.timeline import active_days, after_active_days, expected_percent
 
 DriftKind = Literal[
     "stale",
@@ -126,16 +127,6 @@ def _pauses(state: ProjectionState, person: str) -> list[Pause]:
     return merged
 
 
-def _after_active_days(start: date, count: int, ranges: list[tuple[date, date]]) -> date:
-    """The first day by which ``count`` active (unpaused) days from ``start`` have passed."""
-    day, seen = start, 0
-    while seen < count:
-        if not in_pause(day, ranges):
-            seen += 1
-        day += _ONE_DAY
-    return day
-
-
 def _extended_due(due: date, pauses: list[Pause]) -> tuple[date, int, tuple[str, ...]]:
     """A pause spanning the due date moves it by the pause's length (repeatedly)."""
     effective, extra = due, 0
@@ -179,7 +170,7 @@ class _Context:
 
     def crossing(self, start: date, days: float) -> date:
         """The first day on which ``days`` active days had passed since ``start``."""
-        return _after_active_days(start, max(1, math.ceil(days)), self.ranges)
+        return after_active_days(start, max(1, math.ceil(days)), self.ranges)
 
     def signal(
         self,
@@ -827,14 +818,42 @@ def drift_signals(
     person: str,
     now: datetime,
     settings: DriftSettings = DEFAULT_SETTINGS,
+    failures: list[tuple[str, str]] | None = None,
 ) -> list[DriftSignal]:
-    """Every drift signal on the person's own items, alerts first, then by since, kind, subject."""
+    """Every drift signal on the person's own items, alerts first, then by since, kind, subject.
+
+    A rule that fails on one item drops that item's signals, never the list; ``failures``
+    (if given) receives ``(item id, reason)`` for each. The codec's ranges make every
+    rule total, so it stays empty; the property tests check that it does.
+    """
     index = state.people.get(person)
     if index is None:
         return []
     ctx = _Context(state, person, now, settings)
     today = ctx.today
     out: list[DriftSignal] = []
+
+    def attempt(item_id: str, rule: Callable[[], object]) -> None:
+        mark = len(out)
+        try:
+            rule()
+        except Exception as exc:  # one bad item must not take the list down
+            del out[mark:]
+            if failures is not None:
+                failures.append((item_id, f"{type(exc).__name__}: {exc}"[:200]))
+
+    def key_results(
+        objective_id: str, objective: b.ObjectiveCreated, first: date, last: date
+    ) -> None:
+        view = _objective_view(state, objective_id, now)
+        for kr_view in view.key_results:
+            if kr_view.status != "done":
+                _key_result_signals(ctx, objective, kr_view, first, last, out)
+
+    def slowdown() -> None:
+        signal = _slowdown(ctx, list(completions.values()))
+        if signal is not None:
+            out.append(signal)
 
     # Objectives of a current cycle: their key results, and the cycles to weigh load in.
     current_cycles: dict[str, list[str]] = {}
@@ -846,10 +865,7 @@ def drift_signals(
         if not starts_on <= today <= ends_on:
             continue
         current_cycles.setdefault(objective.cycle, []).append(objective_id)
-        view = _objective_view(state, objective_id, now)
-        for kr_view in view.key_results:
-            if kr_view.status != "done":
-                _key_result_signals(ctx, objective, kr_view, starts_on, ends_on, out)
+        attempt(objective_id, partial(key_results, objective_id, objective, starts_on, ends_on))
 
     # Milestones: the per-item rules for open ones; load and pace over all of them.
     first_current_day = min((cycle_bounds(cycle)[0] for cycle in current_cycles), default=date.max)
@@ -863,7 +879,7 @@ def drift_signals(
         completion = _completion(ctx, node)
         dropped = bool(node.dropped.value)
         if completion is None and not dropped:
-            _milestone_signals(ctx, milestone_id, node, out)
+            attempt(milestone_id, partial(_milestone_signals, ctx, milestone_id, node, out))
             cycle = _milestone_cycle(ctx, node)
             if cycle is not None:
                 open_by_cycle.setdefault(cycle, []).append(
@@ -884,16 +900,14 @@ def drift_signals(
         if cycle in current_cycles and (cycle not in closed_on or closing > closed_on[cycle]):
             closed_on[cycle] = closing
 
-    _load_signals(ctx, current_cycles, open_by_cycle, closed_on, out)
-    signal = _slowdown(ctx, list(completions.values()))
-    if signal is not None:
-        out.append(signal)
+    attempt(person, lambda: _load_signals(ctx, current_cycles, open_by_cycle, closed_on, out))
+    attempt(person, slowdown)
 
     for indicator_id in index.indicators:
         node_i = state.indicators.get(indicator_id)
         if node_i is None or node_i.event is PLACEHOLDER or state.is_retracted(indicator_id):
             continue
-        _indicator_signals(ctx, indicator_id, out)
+        attempt(indicator_id, partial(_indicator_signals, ctx, indicator_id, out))
 
     out.sort(key=_sort_key)
     return out

@@ -113,13 +113,27 @@ class ObjectiveView(msgspec.Struct, frozen=True):
     milestones: list[MilestoneView]
 
 
-class GoalTree(msgspec.Struct, frozen=True):
-    """What ``milepost status`` shows and ``GET /people/{p}/goals`` returns."""
+class Unavailable(msgspec.Struct, frozen=True):
+    """An item whose view could not be computed, and why: the rest of the response stands."""
+
+    id: str
+    title: str
+    reason: str
+
+
+class GoalTree(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What ``milepost status`` shows and ``GET /people/{p}/goals`` returns.
+
+    ``unavailable`` (omitted when empty) lists items whose view failed: one bad item
+    degrades that item, never the tree. The codec's ranges make every view total, so
+    this stays empty; it is the guard should a rule ever fail on some input.
+    """
 
     person: str
     as_of: datetime
     objectives: list[ObjectiveView]
     standalone_milestones: list[MilestoneView]
+    unavailable: list[Unavailable] = []
 
 
 def _checkin_view(state: ProjectionState, subject: str, checkin_id: str) -> CheckInView | None:
@@ -437,6 +451,7 @@ def goal_tree(
     ctx = _Context(state, person, now)
     index = state.person(person)
     objectives = []
+    unavailable: list[Unavailable] = []
     for objective_id in index.objectives:
         if state.is_retracted(objective_id):
             continue
@@ -447,7 +462,10 @@ def goal_tree(
         assert isinstance(body, b.ObjectiveCreated)
         if not _in_cycle(body.cycle, cycle, ctx.today):
             continue
-        objectives.append(_objective_view(ctx, objective_id))
+        try:
+            objectives.append(_objective_view(ctx, objective_id))
+        except Exception as exc:  # one bad item must not take the tree down
+            unavailable.append(Unavailable(objective_id, body.title, _failure(exc)))
     objectives.sort(key=lambda o: (o.starts_on, o.title, o.id))
     standalone = []
     for milestone_id in index.milestones:
@@ -456,6 +474,17 @@ def goal_tree(
             continue
         if not can_see(state, viewer, person, milestone_root_sharing(state, milestone_id)):
             continue
-        standalone.append(_milestone_view(ctx, milestone_id))
+        try:
+            standalone.append(_milestone_view(ctx, milestone_id))
+        except Exception as exc:  # one bad item must not take the tree down
+            planned = state.body(milestone_id)
+            title = planned.title if isinstance(planned, b.MilestonePlanned) else ""
+            unavailable.append(Unavailable(milestone_id, title, _failure(exc)))
     standalone.sort(key=lambda v: (v.due_on or date.max, v.title, v.id))
-    return GoalTree(person, now, objectives, standalone)
+    unavailable.sort(key=lambda u: u.id)
+    return GoalTree(person, now, objectives, standalone, unavailable)
+
+
+def _failure(exc: Exception) -> str:
+    """The reason an item's view is unavailable, e.g. ``OverflowError: date value out of range``."""
+    return f"{type(exc).__name__}: {exc}"[:200]

@@ -30,7 +30,7 @@ from msgspec import Meta
 from events import bodies as b
 from events.envelope import Event
 from projections.drift import DriftSignal, drift_signals
-from projections.goals import MilestoneView, ObjectiveView, goal_tree
+from projections.goals import MilestoneView, ObjectiveView, Unavailable, goal_tree
 from projections.settings import DEFAULT_SETTINGS, DriftSettings
 from projections.state import PLACEHOLDER, FeedKey, ProjectionState, Sharing
 from projections.visibility import can_see, item_sharing
@@ -80,8 +80,11 @@ class FeedPage(msgspec.Struct, frozen=True):
     next_cursor: str | None
 
 
-class MemberBoard(msgspec.Struct, frozen=True):
-    """One member's goals as the viewer may see them, with milestone counts."""
+class MemberBoard(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One member's goals as the viewer may see them, with milestone counts.
+
+    ``unavailable`` (omitted when empty): items whose view failed (see ``GoalTree``).
+    """
 
     person: str
     objectives: list[ObjectiveView]
@@ -89,6 +92,7 @@ class MemberBoard(msgspec.Struct, frozen=True):
     open_milestones: int
     completed_milestones: int
     overdue_milestones: int
+    unavailable: list[Unavailable] = []
 
 
 class TeamBoard(msgspec.Struct, frozen=True):
@@ -452,6 +456,7 @@ def _member_board(
         open_milestones=len(open_),
         completed_milestones=sum(1 for m in milestones.values() if m.state == "completed"),
         overdue_milestones=sum(1 for m in open_ if m.due_on is not None and m.due_on < today),
+        unavailable=tree.unavailable,
     )
 
 

@@ -74,6 +74,24 @@ def expected_percent(
     return max(0.0, min(100.0, 100.0 * elapsed / total))
 
 
+def after_active_days(start: date, count: int, pauses: Iterable[tuple[date, date]]) -> date:
+    """The day after the ``count``-th active (unpaused) day from ``start`` on (``start`` if
+    ``count`` <= 0): skips whole pauses, O(pauses log pauses) whatever their length."""
+    day, remaining = start, max(0, count)
+    for pause_start, pause_end in sorted(pauses):
+        if remaining == 0:
+            break
+        if pause_end < day:
+            continue
+        if pause_start > day:
+            gap = (pause_start - day).days  # active days before this pause
+            if remaining <= gap:
+                break
+            remaining -= gap
+        day = pause_end + _ONE_DAY  # in range: MAX_DATE + 1 day is a valid date
+    return day + timedelta(days=remaining)
+
+
 def in_pause(day: date, pauses: Iterable[tuple[date, date]]) -> bool:
     """Whether ``day`` falls inside a pause."""
     return any(start <= day <= end for start, end in pauses)

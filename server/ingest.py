@@ -33,6 +33,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
+from events.clock import clock_ahead_reason, wall_ms
 from events.wire import EVENTS_PREFIX, subject_person
 from projections.ownership import ADMIN
 from server.consumer import PullConsumer
@@ -99,7 +100,8 @@ def _validated(message: Msg) -> Incoming:
 
 
 def validate(raw: bytes, subject: str) -> Incoming:
-    """Decode one message and check its actor against the person in its subject."""
+    """Decode one message; check its actor against the person in its subject and its clock
+    against the server's (at most ``MAX_CLOCK_AHEAD_MS`` ahead)."""
     incoming = Incoming.from_raw(raw, subject)
     if incoming.event is None:
         return incoming
@@ -109,6 +111,8 @@ def validate(raw: bytes, subject: str) -> Incoming:
     if incoming.event.actor != person:
         reason = f"actor {incoming.event.actor!r} does not match subject person {person!r}"
         return Incoming.rejected(raw, reason, subject)
+    if (ahead := clock_ahead_reason(incoming.event.clock, wall_ms())) is not None:
+        return Incoming.rejected(raw, ahead, subject)  # see events.clock.MAX_CLOCK_AHEAD_MS
     return incoming
 
 

@@ -8,7 +8,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from litestar import Request
@@ -16,11 +16,19 @@ from litestar import Request
 from projections.settings import DEFAULT_SETTINGS, DriftSettings
 from projections.state import ProjectionState, as_of
 from server.accounts import AccountStore, token_person, verify_token
+from server.http.errors import ViewTooSlow
 from server.metrics import DeadLetterCount, IngestCounters
 from server.projection import ProjectionFollower
 from server.store.protocol import ServerStore
 
 _encode = msgspec.json.Encoder().encode
+T = TypeVar("T")
+
+VIEW_BUDGET_SECONDS = 5.0
+"""How long a request waits for a view (review, drift, board, goals) computed in a worker
+thread. Views of honest histories take milliseconds to a few hundred; one that takes longer
+answers 503 with a reason instead of holding the connection, and goes on in the background
+(cached for the retry). The event loop never runs a view, so ``/health`` stays fast."""
 
 
 def context_of(request: Request[Any, Any, Any]) -> ServerContext:
@@ -91,6 +99,8 @@ class ServerContext:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     keepalive_seconds: float = 15.0
     response_ttl: float = 5.0
+    view_budget: float = VIEW_BUDGET_SECONDS
+    """Seconds a request waits for a view computed in a worker thread before a 503."""
     _responses: OrderedDict[tuple[Any, ...], tuple[float, bytes]] = field(
         default_factory=OrderedDict
     )
@@ -105,9 +115,14 @@ class ServerContext:
         return self.follower.state
 
     async def cached(
-        self, key: tuple[Any, ...], compute: Callable[[], Any], *, uses_clock: bool = True
+        self,
+        key: tuple[Any, ...],
+        compute: Callable[[], Any],
+        *,
+        uses_clock: bool = True,
+        raw: bool = False,
     ) -> bytes:
-        """The JSON of ``compute()`` for the projections' current position.
+        """The JSON of ``compute()`` (with ``raw``, its bytes) for the projections' position.
 
         A view is computed once per position (and, when it ``uses_clock``, again after
         ``response_ttl`` seconds, since it then also depends on the time), in a worker
@@ -115,31 +130,57 @@ class ServerContext:
         other requests. An expired entry at the same position is served while its
         refresh runs (only its ``now`` is older). A view that does not read the clock
         (the feed) is the same for as long as the position is: it never expires.
+
+        A view not ready within ``view_budget`` seconds raises ``ViewTooSlow`` (a 503):
+        its computation goes on and is cached, so a retry finds it.
         """
         full_key = (self.follower.position, *key)
         hit = self._responses.get(full_key)
         if hit is not None:
             self._responses.move_to_end(full_key)
             if hit[0] <= time.monotonic() and full_key not in self._computing:
-                self._start(full_key, compute, uses_clock)
+                self._start(full_key, compute, uses_clock, raw)
             return hit[1]
-        pending = self._computing.get(full_key) or self._start(full_key, compute, uses_clock)
-        return await asyncio.shield(pending)
+        pending = self._computing.get(full_key) or self._start(full_key, compute, uses_clock, raw)
+        try:
+            return await asyncio.wait_for(asyncio.shield(pending), self.view_budget)
+        except TimeoutError:
+            if pending.done() and not pending.cancelled():
+                return pending.result()  # finished as the budget ran out
+            raise ViewTooSlow(self.view_budget) from None
+
+    async def off_loop(self, compute: Callable[[], T]) -> T:
+        """``compute()`` on the projection state in a worker thread, within ``view_budget``.
+
+        For work that is neither cached nor encoded (an access check that needs views).
+        """
+
+        async def run() -> T:
+            async with self.follower.reading():
+                return await asyncio.to_thread(compute)
+
+        task = asyncio.create_task(run())
+        task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), self.view_budget)
+        except TimeoutError:
+            raise ViewTooSlow(self.view_budget) from None
 
     def _start(
-        self, full_key: tuple[Any, ...], compute: Callable[[], Any], uses_clock: bool
+        self, full_key: tuple[Any, ...], compute: Callable[[], Any], uses_clock: bool, raw: bool
     ) -> asyncio.Task[bytes]:
-        task = asyncio.create_task(self._compute(full_key, compute, uses_clock))
+        task = asyncio.create_task(self._compute(full_key, compute, uses_clock, raw))
         self._computing[full_key] = task
         task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
         return task
 
     async def _compute(
-        self, full_key: tuple[Any, ...], compute: Callable[[], Any], uses_clock: bool
+        self, full_key: tuple[Any, ...], compute: Callable[[], Any], uses_clock: bool, raw: bool
     ) -> bytes:
+        encode: Callable[[Any], bytes] = bytes if raw else _encode
         try:
             async with self.follower.reading():
-                payload = await asyncio.to_thread(lambda: _encode(compute()))
+                payload = await asyncio.to_thread(lambda: encode(compute()))
             expires = time.monotonic() + self.response_ttl if uses_clock else float("inf")
             self._responses[full_key] = (expires, payload)
             while len(self._responses) > 2048:
@@ -147,6 +188,11 @@ class ServerContext:
             return payload
         finally:
             self._computing.pop(full_key, None)
+
+    @property
+    def views_in_progress(self) -> int:
+        """How many cached views are being computed right now (in worker threads)."""
+        return len(self._computing)
 
     def state_as_of(self, moment: datetime) -> ProjectionState:
         """The state as known at ``moment`` (a refold; the last few are cached)."""

@@ -6,7 +6,9 @@ matter to clients:
 - 401: no bearer token, or one that matches nobody;
 - 404: anything the caller may not see, worded exactly like a missing thing,
   so a response never reveals that a hidden person or team exists;
-- 422: a bad parameter, naming the field and the reason.
+- 422: a bad parameter, naming the field and the reason;
+- 503: a view that took longer than its time budget (it is still computed in the
+  background; retry after the ``Retry-After`` seconds).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from litestar.status_codes import (
     HTTP_404_NOT_FOUND,
     HTTP_422_UNPROCESSABLE_ENTITY,
     HTTP_500_INTERNAL_SERVER_ERROR,
+    HTTP_503_SERVICE_UNAVAILABLE,
 )
 from litestar.types import ExceptionHandlersMap
 
@@ -48,6 +51,10 @@ class ApiError(Exception):
         """The JSON body for this error."""
         return ErrorBody(self.status, self.message)
 
+    def headers(self) -> dict[str, str] | None:
+        """Extra response headers for this error."""
+        return None
+
 
 class Unauthorized(ApiError):
     """No token, or a token that matches nobody."""
@@ -57,6 +64,10 @@ class Unauthorized(ApiError):
     def __init__(self, message: str = "a valid bearer token is required") -> None:
         super().__init__(message)
         self.message = message
+
+    def headers(self) -> dict[str, str] | None:
+        """Where to authenticate."""
+        return {"WWW-Authenticate": 'Bearer realm="milepost"'}
 
 
 class NotVisible(ApiError):
@@ -82,15 +93,35 @@ class InvalidParameter(ApiError):
         return ErrorBody(self.status, self.message, self.field, self.reason)
 
 
+class ViewTooSlow(ApiError):
+    """A view that did not finish within its time budget; it goes on in the background."""
+
+    status = HTTP_503_SERVICE_UNAVAILABLE
+    message = "view not ready"
+
+    def __init__(self, budget: float) -> None:
+        self.budget = budget
+        self.reason = (
+            f"the view took longer than its budget of {budget:g} s; it is still being"
+            " computed, retry shortly"
+        )
+        super().__init__(self.reason)
+
+    def body(self) -> ErrorBody:
+        """The JSON body, with the reason."""
+        return ErrorBody(self.status, self.message, reason=self.reason)
+
+    def headers(self) -> dict[str, str] | None:
+        """When to come back: about one budget later."""
+        return {"Retry-After": str(max(1, round(self.budget)))}
+
+
 def _json(body: ErrorBody, headers: dict[str, str] | None = None) -> Response[ErrorBody]:
     return Response(body, status_code=body.status, headers=headers, media_type="application/json")
 
 
 def _api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[ErrorBody]:
-    headers = (
-        {"WWW-Authenticate": 'Bearer realm="milepost"'} if isinstance(exc, Unauthorized) else None
-    )
-    return _json(exc.body(), headers)
+    return _json(exc.body(), exc.headers())
 
 
 PUBLIC_NAMES = {"start": "from", "end": "to", "last_event_id": "Last-Event-ID"}
@@ -127,6 +158,9 @@ ERROR_RESPONSES: dict[int, ResponseSpec] = {
     HTTP_404_NOT_FOUND: ResponseSpec(ErrorBody, description="Missing, or not visible to you."),
     HTTP_422_UNPROCESSABLE_ENTITY: ResponseSpec(
         ErrorBody, description="A bad parameter: the field and the reason."
+    ),
+    HTTP_503_SERVICE_UNAVAILABLE: ResponseSpec(
+        ErrorBody, description="The view took longer than its time budget; retry shortly."
     ),
 }
 """The error responses every data route documents in the OpenAPI schema."""

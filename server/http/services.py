@@ -17,6 +17,7 @@ from typing import Any
 
 from litestar import Response
 
+from events import bodies as b
 from events import cycle_bounds
 from projections.goals import ALL, CURRENT, goal_tree
 from projections.review import review
@@ -24,8 +25,9 @@ from projections.state import ProjectionState
 from projections.team import is_member
 from server.http.errors import InvalidParameter, NotVisible
 
-MIN_DATE = date(1970, 1, 1)
-MAX_DATE = date(9998, 12, 31)
+# The range every date of an event has (events.bodies): a query outside it can match nothing.
+MIN_DATE = b.MIN_DATE
+MAX_DATE = b.MAX_DATE
 MAX_REVIEW_DAYS = 366 * 5
 
 

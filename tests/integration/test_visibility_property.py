@@ -88,7 +88,7 @@ async def _check(database: str, history: list[Event], order: list[Event], cuts: 
         model = EventModel(history)
         state = rebuild(history)
         people, _ = people_and_teams(history)
-        hostile = getattr(history, "hostile", frozenset())
+        hostile: frozenset[str] = getattr(history, "hostile", frozenset())
         for viewer in people:
             served = {e.id for e in await store.visible_events_after(viewer, 0, 100_000)}
             for event in history:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, get
@@ -24,6 +24,14 @@ from server.http.services import (
 )
 
 Viewer = Request[str, str, Any]
+
+
+async def _require_person(ctx: ServerContext, viewer: str, person: str, now: datetime) -> None:
+    """``require_person``; its partner check computes views, so it runs off the event loop."""
+    state = ctx.state
+    if viewer == person or state.teams_of(viewer) & state.teams_of(person):
+        return  # the cheap cases, decided here
+    await ctx.off_loop(lambda: require_person(ctx.state, viewer, person, now))
 
 
 class PeopleController(Controller):
@@ -57,7 +65,7 @@ class PeopleController(Controller):
         now = ctx.clock()
         if as_of is not None:
             now = min(now, end_of_day(check_date("as_of", as_of)))
-        require_person(ctx.state, viewer, person, ctx.clock())
+        await _require_person(ctx, viewer, person, ctx.clock())
 
         def compute() -> GoalTree:
             state = ctx.state if as_of is None else ctx.state_as_of(now)
@@ -89,10 +97,15 @@ class PeopleController(Controller):
         viewer = request.user
         now = ctx.clock()
         first, last = review_period(start, end, now.date())
-        require_person(ctx.state, viewer, person, now)
-        if format == "markdown":
-            result = review(ctx.state, person, first, last, now, viewer, ctx.settings)
-            return Response(review_markdown(result), media_type="text/markdown; charset=utf-8")
+        await _require_person(ctx, viewer, person, now)
+        if format == "markdown":  # rendered in the worker thread too
+
+            def markdown() -> bytes:
+                result = review(ctx.state, person, first, last, now, viewer, ctx.settings)
+                return review_markdown(result).encode()
+
+            text = await ctx.cached(("review.md", viewer, person, first, last), markdown, raw=True)
+            return Response(text.decode(), media_type="text/markdown; charset=utf-8")
         key = ("review", viewer, person, first, last)
         return json_response(
             await ctx.cached(
