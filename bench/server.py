@@ -3,9 +3,10 @@
 In one run, over the same encoded events (``milepost_testkit/history.py``):
 
 1. PostgreSQL: asyncpg ``copy_records_to_table`` of the events vs the server's
-   JetStream → PostgreSQL ingest (``IngestWorker`` + ``PostgresStore``);
+   JetStream → PostgreSQL ingest (``IngestWorker`` + ``PostgresStore``), and that ingest
+   with vs without the ownership rule's checks (``append.OWNERSHIP_CHECKS``);
 2. SQLite: bare ``sqlite3`` ``executemany`` in one transaction vs ingest into
-   ``SqliteStore``;
+   ``SqliteStore``, with vs without the checks likewise;
 3. a bare nats-py pull consumer fetching and acknowledging the same messages
    (one ack per message, one flush per batch) — the ingest ratio's baseline;
 4. HTTP: the real ``milepost-server run`` (one process) over a store holding the
@@ -53,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from milepost_testkit.history import history_bytes
 from server.ingest import STREAM, BatchReport, IngestWorker, ensure_stream
 from server.nats_embedded import SERVICE_USER, EmbeddedNats, events_subject, new_password
-from server.store import Incoming, ServerStore
+from server.store import Incoming, ServerStore, append
 from server.store.postgres import PostgresStore
 from server.store.sqlite import SqliteStore
 
@@ -165,8 +166,13 @@ async def bare_consumer_rate(nc: NatsClient, count: int, batch: int = 500) -> fl
     return count / elapsed
 
 
-async def ingest_rate(nc: NatsClient, store: ServerStore, count: int) -> float:
-    """The server's ingest (fetch, append in one transaction, ack, poke) until all stored."""
+async def ingest_rate(
+    nc: NatsClient, store: ServerStore, count: int, *, checks: bool = True
+) -> float:
+    """The server's ingest (fetch, append in one transaction, ack, poke) until all stored;
+    ``checks=False``: without the ownership rule (``append.OWNERSHIP_CHECKS``), the baseline
+    of what the rule costs."""
+    append.OWNERSHIP_CHECKS = checks
     durable = f"bench-ingest-{uuid.uuid4().hex[:6]}"
     worker = IngestWorker(nc, store, durable=durable, fetch_timeout=2.0)  # server defaults
     await worker.start()
@@ -182,6 +188,7 @@ async def ingest_rate(nc: NatsClient, store: ServerStore, count: int) -> float:
     began = time.perf_counter()
     await worker.run(done, on_report=settled)  # the server's own loop (runtime.py)
     elapsed = time.perf_counter() - began
+    append.OWNERSHIP_CHECKS = True
     await nc.jetstream().delete_consumer(STREAM, durable)
     return count / elapsed
 
@@ -248,26 +255,36 @@ async def ingest_figures(workdir: Path, count: int) -> None:
                 async with fresh_database(admin_url) as raw_url:
                     copy = await copy_rate(raw_url, data, ids)
                 figure("postgres_copy_rate", copy, "events/s")
-                async with fresh_database(admin_url) as url:
-                    store = PostgresStore(url)
-                    await store.open()
-                    try:
-                        rate = await ingest_rate(nc, store, len(data))
-                    finally:
-                        await store.close()
+                rates: dict[bool, float] = {}
+                for checks in (False, True):
+                    async with fresh_database(admin_url) as url:
+                        store = PostgresStore(url)
+                        await store.open()
+                        try:
+                            rates[checks] = await ingest_rate(nc, store, len(data), checks=checks)
+                        finally:
+                            await store.close()
+                rate = rates[True]
                 figure("postgres_ingest_rate", rate, "events/s")
+                figure("postgres_ingest_without_ownership_checks_rate", rates[False], "events/s")
+                figure("postgres_ingest_checks_vs_without", rate / rates[False], "ratio")
                 figure("postgres_ingest_vs_copy", rate / copy, "ratio")
                 figure("postgres_ingest_vs_bare_consumer", rate / bare, "ratio")
 
             raw_rate = executemany_rate(workdir / "raw.sqlite", data, ids)
             figure("sqlite_executemany_rate", raw_rate, "events/s")
-            sqlite_store = SqliteStore(workdir / "ingest.sqlite")
-            await sqlite_store.open()
-            try:
-                rate = await ingest_rate(nc, sqlite_store, len(data))
-            finally:
-                await sqlite_store.close()
+            rates = {}
+            for checks in (False, True):
+                sqlite_store = SqliteStore(workdir / f"ingest-{checks}.sqlite")
+                await sqlite_store.open()
+                try:
+                    rates[checks] = await ingest_rate(nc, sqlite_store, len(data), checks=checks)
+                finally:
+                    await sqlite_store.close()
+            rate = rates[True]
             figure("sqlite_ingest_rate", rate, "events/s")
+            figure("sqlite_ingest_without_ownership_checks_rate", rates[False], "events/s")
+            figure("sqlite_ingest_checks_vs_without", rate / rates[False], "ratio")
             figure("sqlite_ingest_vs_executemany", rate / raw_rate, "ratio")
             figure("sqlite_ingest_vs_bare_consumer", rate / bare, "ratio")
         finally:
