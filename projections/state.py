@@ -277,17 +277,10 @@ class ProjectionState:
         body = event.body
         for correction in live:
             assert isinstance(correction.body, b.Corrected)
-            changes = correction.body.changes
-            updates = {
-                name: value
-                for name in changes.__struct_fields__
-                if (value := getattr(changes, name)) is not None and hasattr(body, name)
-            }
-            if updates:
-                try:
-                    body = _replace_validated(body, updates)
-                except (msgspec.ValidationError, ValueError, TypeError):
-                    continue  # a correction that would make the item invalid is ignored
+            try:
+                body = corrected(body, correction.body.changes)
+            except InvalidCorrection:
+                continue  # a correction the rule refuses is ignored
         return body
 
     def own_sharing(self, item_id: str) -> Sharing:
@@ -347,12 +340,30 @@ _MEMO_LIMIT = 500_000
 _ABSENT = object()
 
 
-def _replace_validated(body: Any, updates: dict[str, Any]) -> Any:
-    """Apply corrected fields and re-run the body's validation (limits, cross-field rules)."""
+class InvalidCorrection(ValueError):
+    """A correction that names a field its target lacks, or would make the target invalid."""
+
+
+def corrected(body: Any, changes: b.Changes) -> Any:
+    """``body`` with the fields ``changes`` sets replaced, validated again like any body
+    (limits and cross-field rules). The one rule for corrections: the fold ignores a
+    correction this refuses, and the client refuses to record it."""
+    updates = {
+        name: value
+        for name in changes.__struct_fields__
+        if (value := getattr(changes, name)) is not None
+    }
+    unknown = [name for name in updates if not hasattr(body, name)]
+    if unknown:
+        tag = body.__struct_config__.tag
+        raise InvalidCorrection(f"a {tag} event has no field {unknown[0]!r} to correct")
     merged = msgspec.structs.asdict(body) | updates
-    return msgspec.convert(
-        {"type": body.__struct_config__.tag, **merged}, b.KnownBody, from_attributes=False
-    )
+    try:
+        return msgspec.convert(
+            {"type": body.__struct_config__.tag, **merged}, b.KnownBody, from_attributes=False
+        )
+    except (msgspec.ValidationError, ValueError, TypeError) as exc:
+        raise InvalidCorrection(f"invalid correction: {str(exc).replace('`', '')}") from None
 
 
 # --- the fold ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from client.errors import InvalidValue, UsageError
 from client.session import Session, make, short_ref
 from events import Event
 from events import bodies as b
+from projections.state import InvalidCorrection, corrected
 
 Cadence = Literal["weekly", "biweekly", "monthly"]
 Reason = Annotated[str, Parameter(help="Why (kept in the log).")]
@@ -500,13 +501,13 @@ def correct(
     async def go(session: Session) -> None:
         ref = await session.resolve(event, "event")
         target_body = await _body_of(session, ref.id)
-        unknown = [k for k in changes if not hasattr(target_body, k)]
-        if unknown:
-            raise InvalidValue(f"a {ref.type} event has no field {unknown[0]!r} to correct")
         body = make(
             b.Corrected, target=ref.id, changes=msgspec.convert(changes, b.Changes), reason=reason
         )
-        await _check_correction(session, ref.id, target_body, changes)
+        try:
+            corrected(target_body, body.changes)  # the fold's rule: it would be ignored
+        except InvalidCorrection as exc:
+            raise InvalidValue(str(exc)) from None
         await _record(session, body, f"correct {short_ref(ref.id)} {ref.title}", as_json)
 
     with_session(go)
@@ -517,23 +518,6 @@ async def _body_of(session: Session, event_id: str) -> object:
 
     data = await session.store.scalar("SELECT data FROM events WHERE id = ?", (event_id,))
     return decode(data).body  # type: ignore[union-attr]
-
-
-async def _check_correction(
-    session: Session, event_id: str, body: object, changes: dict[str, object]
-) -> None:
-    """Refuse a correction the projections would ignore (it would make the item invalid)."""
-    import msgspec
-
-    merged = msgspec.structs.asdict(body) | changes  # type: ignore[arg-type]
-    try:
-        msgspec.convert(
-            {"type": body.__struct_config__.tag, **merged},  # type: ignore[attr-defined]
-            b.KnownBody,
-            from_attributes=False,
-        )
-    except (msgspec.ValidationError, ValueError) as exc:
-        raise InvalidValue(f"invalid correction: {str(exc).replace('`', '')}") from None
 
 
 def retract(
