@@ -48,7 +48,7 @@ from bench.server import (
     publish_all,
 )
 from milepost_testkit.cluster import NatsCluster
-from milepost_testkit.history import history_bytes
+from milepost_testkit.history import history_bytes, history_wall
 from server.ingest import IngestWorker, ensure_stream
 from server.nats_embedded import SERVICE_USER, EmbeddedNats, new_password
 from server.store.postgres import PostgresStore
@@ -61,7 +61,10 @@ async def worker_main(nats_urls: str, database: str, durable: str) -> int:
     nc = await nats.connect(nats_urls.split(","), max_reconnect_attempts=-1)
     store = PostgresStore(database)
     await store.open()
-    worker = IngestWorker(nc, store, durable=durable, batch_size=500, fetch_timeout=0.5)
+    # The bench history runs to the end of 2026: judge its stamps against its own time.
+    worker = IngestWorker(
+        nc, store, durable=durable, batch_size=500, fetch_timeout=0.5, wall=history_wall
+    )
     await worker.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -51,7 +51,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from milepost_testkit.history import history_bytes
+from milepost_testkit.history import history_bytes, history_wall
 from server.ingest import STREAM, BatchReport, IngestWorker, ensure_stream
 from server.nats_embedded import SERVICE_USER, EmbeddedNats, events_subject, new_password
 from server.store import Incoming, ServerStore, append
@@ -174,7 +174,8 @@ async def ingest_rate(
     of what the rule costs."""
     append.OWNERSHIP_CHECKS = checks
     durable = f"bench-ingest-{uuid.uuid4().hex[:6]}"
-    worker = IngestWorker(nc, store, durable=durable, fetch_timeout=2.0)  # server defaults
+    # The bench history runs to the end of 2026: judge its stamps against its own time.
+    worker = IngestWorker(nc, store, durable=durable, fetch_timeout=2.0, wall=history_wall)
     await worker.start()
     stored = 0
     done = asyncio.Event()

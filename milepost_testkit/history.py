@@ -101,6 +101,14 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _START_MS = int((datetime(START.year, START.month, START.day, tzinfo=UTC) - _EPOCH).total_seconds())
 _START_MS *= 1000
 
+
+def history_wall() -> int:
+    """A wall clock (Unix ms) at the end of the generated histories' year: the server judges
+    clock stamps against its wall clock (at most 48 h ahead), so a benchmark that ingests a
+    history dated ahead of today judges it as if it were then."""
+    return int(datetime(START.year + 1, 1, 1, tzinfo=UTC).timestamp() * 1000)
+
+
 ADMIN = "admin"
 """The person who writes team memberships (the server's administrator), and its device."""
 ADMIN_DEVICE = "server"

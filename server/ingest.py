@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,19 +90,19 @@ Delivered = tuple[Msg, Incoming]
 """A delivered message and what validating it gave (validated as it arrived)."""
 
 
-def _validated(message: Msg) -> Incoming:
+def _validated(message: Msg, wall: Callable[[], int] = wall_ms) -> Incoming:
     """``validate`` for a message as it arrives; anything unexpected dead-letters it."""
     try:
-        return validate(message.data, message.subject)
+        return validate(message.data, message.subject, wall())
     except Exception as exc:  # a decoder bug must not make a message undeliverable
         log.exception("validating a message failed")
         reason = f"could not be validated: {exc!r}"
         return Incoming.rejected(message.data, reason, message.subject)
 
 
-def validate(raw: bytes, subject: str) -> Incoming:
+def validate(raw: bytes, subject: str, now_ms: int | None = None) -> Incoming:
     """Decode one message; check its actor against the person in its subject and its clock
-    against the server's (at most ``MAX_CLOCK_AHEAD_MS`` ahead)."""
+    against the server's wall clock ``now_ms`` (at most ``MAX_CLOCK_AHEAD_MS`` ahead)."""
     incoming = Incoming.from_raw(raw, subject)
     if incoming.event is None:
         return incoming
@@ -111,7 +112,8 @@ def validate(raw: bytes, subject: str) -> Incoming:
     if incoming.event.actor != person:
         reason = f"actor {incoming.event.actor!r} does not match subject person {person!r}"
         return Incoming.rejected(raw, reason, subject)
-    if (ahead := clock_ahead_reason(incoming.event.clock, wall_ms())) is not None:
+    now = wall_ms() if now_ms is None else now_ms
+    if (ahead := clock_ahead_reason(incoming.event.clock, now)) is not None:
         return Incoming.rejected(raw, ahead, subject)  # see events.clock.MAX_CLOCK_AHEAD_MS
     return incoming
 
@@ -161,9 +163,13 @@ class IngestWorker:
         fetch_timeout: float = 1.0,
         ack_wait: float = 30.0,
         replicas: int | None = None,
+        wall: Callable[[], int] = wall_ms,
     ) -> None:
-        """``replicas``: the event stream's replica count (see ``ensure_stream``)."""
+        """``replicas``: the event stream's replica count (see ``ensure_stream``); ``wall``:
+        the clock stamps are judged against (Unix ms; a benchmark replaying a history dated
+        ahead of today passes the history's own time)."""
         self._nc = nc
+        self._wall = wall
         self._replicas = replicas
         self._store = store
         self._durable = durable
@@ -199,7 +205,7 @@ class IngestWorker:
             self._nc,
             STREAM,
             self._durable,
-            _validated,
+            functools.partial(_validated, wall=self._wall),
             batch=self._batch_size,
             expires=max(self._fetch_timeout, 0.5),
         )
