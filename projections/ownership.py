@@ -114,6 +114,18 @@ REFERENCES: dict[type[b.Body], tuple[tuple[str, frozenset[str]], ...]] = {
 """For each body type, the fields naming another event and the types they may name."""
 
 
+ALLOWED_BODIES: dict[type[b.Body], tuple[tuple[str, frozenset[type[b.Body]]], ...]] = {
+    body_type: tuple(
+        (field, frozenset(b.BODY_TYPES[tag] for tag in allowed) if allowed else frozenset())
+        for field, allowed in refs
+    )
+    for body_type, refs in REFERENCES.items()
+}
+"""``REFERENCES`` with body classes instead of type tags, for the fold's fast path (an
+event whose every named event is folded, the actor's own and of an allowed class is
+accepted without calling ``judge``)."""
+
+
 def references(body: b.Body) -> Iterator[tuple[str, str, frozenset[str]]]:
     """(field, referenced id, allowed types) of every reference the body makes."""
     for field, allowed in REFERENCES[type(body)]:

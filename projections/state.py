@@ -38,7 +38,14 @@ import msgspec
 
 from events import AnyEvent, Event, OpaqueEvent
 from events import bodies as b
-from projections.ownership import ADMIN_ONLY, REFERENCES, Referent, Refused, judge
+from projections.ownership import (
+    ADMIN_ONLY,
+    ALLOWED_BODIES,
+    REFERENCES,
+    Referent,
+    Refused,
+    judge,
+)
 
 Stamp = tuple[int, str]
 """(clock, event id): the order of last-writer-wins."""
@@ -688,7 +695,26 @@ def apply(state: ProjectionState, event: AnyEvent) -> bool:
     body = event.body
     body_type = type(body)
     if body_type in _JUDGED:
-        verdict = judge(event, state.referent)
+        # The fast path of ``judge`` (most events name a folded event of their own): only
+        # when it cannot accept at once is the event judged in full.
+        events = state.events
+        actor = event.actor
+        verdict = None
+        for field, allowed in ALLOWED_BODIES[body_type]:
+            ref = getattr(body, field)
+            if ref is None:
+                continue
+            target = events.get(ref)
+            if (
+                target is None
+                or target.actor != actor
+                or (allowed and type(target.body) not in allowed)
+            ):
+                verdict = judge(event, state.referent)
+                break
+        else:
+            if body_type in ADMIN_ONLY:
+                verdict = judge(event, state.referent)
         if verdict is not None:
             if isinstance(verdict, Refused):
                 state.refused[event_id] = (event, verdict.reason)
