@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -58,6 +59,14 @@ Database = Annotated[
     ),
 ]
 AsJson = Annotated[bool, Parameter(name="--json", negative="", help="Print JSON.")]
+Output = Annotated[
+    Path | None,
+    Parameter(
+        help="Write the credentials (JSON, for `milepost init --credentials`) to this file,"
+        " created readable by its owner only (0600), instead of printing them."
+    ),
+]
+Force = Annotated[bool, Parameter(negative="", help="With --output: replace an existing file.")]
 
 app = App(
     name="milepost-server",
@@ -161,8 +170,43 @@ def _urls(nats_url: str | None, http_url: str | None) -> tuple[str, str]:
     )
 
 
+def _check_output(output: Path | None, force: bool) -> None:
+    """Before any change: refuse an --output that exists (unless --force) or cannot be made."""
+    if output is None:
+        if force:
+            raise CliError("--force goes with --output", 2)
+        return
+    if output.exists() and not force:
+        raise CliError(f"{output} exists; choose another file or add --force to replace it", 2)
+    if output.exists() and not output.is_file():
+        raise CliError(f"{output} is not a file", 2)
+    if not output.parent.is_dir():
+        raise CliError(f"the folder of {output} does not exist", 2)
+
+
+def write_secret_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (0600) from its first byte:
+    a temporary file created 0600 in the same folder, then renamed over ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
 def _print_credentials(
-    person: str, teams: Sequence[str], creds: Credentials, as_json: bool, urls: tuple[str, str]
+    person: str,
+    teams: Sequence[str],
+    creds: Credentials,
+    as_json: bool,
+    urls: tuple[str, str],
+    output: Path | None = None,
 ) -> None:
     nats_url, http_url = urls
     shown: dict[str, Any] = {
@@ -173,14 +217,24 @@ def _print_credentials(
         "nats_password": creds.nats_password,
         "api_token": creds.api_token,
     }
+    team_flag = f" --team {teams[0]}" if teams else ""
+    if output is not None:
+        write_secret_file(output, json.dumps(shown, indent=2) + "\n")
+        print(
+            f"wrote {person}'s credentials to {output} (mode 0600; shown only there)."
+            f" Give it to {person} privately, then on their device:\n"
+            f"  milepost init --person {person}{team_flag} --server {nats_url}"
+            f" --credentials {output.name}"
+        )
+        return
     if as_json:
         print(json.dumps(shown, indent=2))
         return
     for key, value in shown.items():
         print(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
-    team_flag = f" --team {teams[0]}" if teams else ""
     print(
-        f"# shown only now. Save it with --json to {person}.json, then on {person}'s device:\n"
+        f"# shown only now. Save it with --output {person}.json (mode 0600),"
+        f" then on {person}'s device:\n"
         f"#   milepost init --person {person}{team_flag} --server {nats_url}"
         f" --credentials {person}.json"
     )
@@ -230,6 +284,13 @@ def run(
         float,
         Parameter(help="Seconds before messages a crashed replica fetched are redelivered."),
     ] = 30.0,
+    monitor_host: Annotated[
+        str,
+        Parameter(
+            help="Address of the embedded nats-server's monitoring port (unauthenticated:"
+            " it lists users, addresses and subscriptions). Loopback whatever --host is."
+        ),
+    ] = "127.0.0.1",
 ) -> int:
     """Run the server: store, NATS, ingest, projections and the HTTP API in one process.
 
@@ -258,7 +319,17 @@ def run(
         print(f"http: {http_url}", flush=True)
         print(f"nats: {nats_url}", flush=True)
 
-    options = RunOptions(_home(), database, nats, host, port, nats_port, stream_replicas, ack_wait)
+    options = RunOptions(
+        _home(),
+        database,
+        nats,
+        host,
+        port,
+        nats_port,
+        stream_replicas,
+        ack_wait,
+        monitor_host=monitor_host,
+    )
     return asyncio.run(serve(options, announce))
 
 
@@ -302,14 +373,18 @@ def person_add(
     team: Annotated[tuple[str, ...], Parameter(help="A team to join (repeatable).")] = (),
     database: Database = None,
     as_json: AsJson = False,
+    output: Output = None,
+    force: Force = False,
     nats_url: Annotated[str | None, Parameter(help="NATS URL to tell the client.")] = None,
     http_url: Annotated[str | None, Parameter(help="HTTP URL to tell the client.")] = None,
 ) -> int:
-    """Register a person and print what `milepost init` needs (shown once).
+    """Register a person and print what `milepost init` needs (shown once), or write it
+    to a file only its owner can read with --output.
 
-    Example: milepost-server person add alice --team growth --json
+    Example: milepost-server person add alice --team growth --output alice.json
     """
     _check_names(name, team)
+    _check_output(output, force)
 
     async def go() -> Credentials:
         async with _opened(database) as opened:
@@ -323,7 +398,9 @@ def person_add(
             return creds
 
     creds = asyncio.run(go())
-    _print_credentials(name, list(dict.fromkeys(team)), creds, as_json, _urls(nats_url, http_url))
+    _print_credentials(
+        name, list(dict.fromkeys(team)), creds, as_json, _urls(nats_url, http_url), output
+    )
     return 0
 
 
@@ -389,14 +466,17 @@ def person_rotate(
     *,
     database: Database = None,
     as_json: AsJson = False,
+    output: Output = None,
+    force: Force = False,
     nats_url: Annotated[str | None, Parameter(help="NATS URL to tell the client.")] = None,
     http_url: Annotated[str | None, Parameter(help="HTTP URL to tell the client.")] = None,
 ) -> int:
     """Issue new credentials; the old password and token stop working.
 
-    Example: milepost-server person rotate alice
+    Example: milepost-server person rotate alice --output alice.json --force
     """
     _check_names(name, ())
+    _check_output(output, force)
 
     async def go() -> tuple[Credentials, list[str]]:
         async with _opened(database) as opened:
@@ -409,7 +489,7 @@ def person_rotate(
             return creds, (await opened.accounts.teams()).get(name, [])
 
     creds, teams = asyncio.run(go())
-    _print_credentials(name, teams, creds, as_json, _urls(nats_url, http_url))
+    _print_credentials(name, teams, creds, as_json, _urls(nats_url, http_url), output)
     return 0
 
 
@@ -535,6 +615,9 @@ def _one_line(message: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; errors become one line on stderr and exit 1 (or 2 for usage)."""
     tokens = list(sys.argv[1:] if argv is None else argv)
+    # Everything the server writes (database, logs, NATS configuration and store) is
+    # readable by its owner only, including the files SQLite and nats-server create.
+    os.umask(0o077)
     try:
         result = app(
             tokens,

@@ -32,7 +32,13 @@ from server.http import ServerContext, TokenVerifier, create_app
 from server.ingest import CONSUMER, STREAM, BatchReport, IngestWorker
 from server.metrics import IngestCounters
 from server.nats_cluster import SERVICE_PASSWORD_ENV
-from server.nats_embedded import SERVICE_USER, EmbeddedNats, hash_password, new_password
+from server.nats_embedded import (
+    DEFAULT_MONITOR_HOST,
+    SERVICE_USER,
+    EmbeddedNats,
+    hash_password,
+    new_password,
+)
 from server.projection import ProjectionFollower
 from server.pull import PullResponder
 from server.store import open_store
@@ -54,6 +60,9 @@ class RunOptions:
     """The events stream's replica count (3 on a three-node cluster); None keeps it."""
     ack_wait: float = 30.0
     """Seconds before a batch a crashed replica fetched but never acked is redelivered."""
+    monitor_host: str = DEFAULT_MONITOR_HOST
+    """Where the embedded nats-server's monitoring port listens (loopback by default:
+    it has no authentication and lists users, addresses and inbox subscriptions)."""
 
 
 class _Server(uvicorn.Server):
@@ -121,8 +130,7 @@ def _consumer_lag(nc: NatsClient) -> Callable[[], Any]:
 
 async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> int:
     """Run until SIGINT/SIGTERM; ``announce(http_url, nats_url)`` once listening. Returns 0."""
-    home = options.home
-    home.mkdir(parents=True, exist_ok=True)
+    home = server_home.secure_home(options.home)
     database = options.database or server_home.default_database(home)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -136,6 +144,7 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
         accounts = open_accounts(database)
         await accounts.open()
         stack.push_async_callback(accounts.close)
+        server_home.restrict_database(database)  # everyone's private events, credential hashes
 
         http_port = server_home.choose_port(
             home, "http", options.port, server_home.DEFAULT_HTTP_PORT, options.host
@@ -172,6 +181,7 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
                 people=people,
                 host=options.host,
                 port=nats_port,
+                monitor_host=options.monitor_host,
             )
             await embedded.astart()
             stack.push_async_callback(embedded.astop)
@@ -236,6 +246,7 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
                 nats_port=embedded.port if embedded else None,
                 nats_monitor_port=embedded.monitor_port if embedded else None,
                 service_hash=service_hash,
+                nats_monitor_host=embedded.monitor_host if embedded else None,
             ),
         )
         stack.callback(server_home.clear_run_info, home)
