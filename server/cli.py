@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -32,6 +33,14 @@ from server.accounts import (
     check_name,
     new_credentials,
     open_accounts,
+)
+from server.ingest import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_STREAM_MAX_BYTES
+from server.limits import (
+    DEFAULT_BYTE_BURST,
+    DEFAULT_BYTES_PER_SECOND,
+    DEFAULT_EVENT_BURST,
+    DEFAULT_EVENTS_PER_SECOND,
+    IngestLimits,
 )
 from server.nats_embedded import events_subject
 from server.store import Incoming, ServerStore, open_store
@@ -253,6 +262,26 @@ def _check_names(person: str | None, teams: Sequence[str]) -> None:
 # --- run --------------------------------------------------------------------------------
 
 
+def _ingest_limits(
+    rate_limit: float, burst: int, byte_rate: int, byte_burst: int
+) -> IngestLimits | None:
+    """The per-person limits the flags ask for (a rate of 0 turns that limit off)."""
+    if rate_limit < 0 or not math.isfinite(rate_limit):
+        raise CliError("--rate-limit must be a number of events per second, 0 or more", 2)
+    if byte_rate < 0:
+        raise CliError("--byte-rate must be 0 or more", 2)
+    if burst < 1 or byte_burst < 1:
+        raise CliError("--burst and --byte-burst must be at least 1", 2)
+    if not rate_limit and not byte_rate:
+        return None
+    return IngestLimits(
+        events_per_second=rate_limit or None,
+        event_burst=burst,
+        bytes_per_second=byte_rate or None,
+        byte_burst=byte_burst,
+    )
+
+
 @app.command
 def run(
     *,
@@ -291,6 +320,35 @@ def run(
             " it lists users, addresses and subscriptions). Loopback whatever --host is."
         ),
     ] = "127.0.0.1",
+    rate_limit: Annotated[
+        float,
+        Parameter(
+            help="Events per second one person may push, after a burst (0: no limit)."
+            " Past it their events are refused with 'rate limit: … retry after N s' and"
+            " their devices push them again later; nothing is lost."
+        ),
+    ] = DEFAULT_EVENTS_PER_SECOND,
+    burst: Annotated[
+        int, Parameter(help="Events one person may push at once before --rate-limit applies.")
+    ] = DEFAULT_EVENT_BURST,
+    byte_rate: Annotated[
+        int,
+        Parameter(help="Bytes per second one person may push, after --byte-burst (0: no limit)."),
+    ] = DEFAULT_BYTES_PER_SECOND,
+    byte_burst: Annotated[
+        int, Parameter(help="Bytes one person may push at once before --byte-rate applies.")
+    ] = DEFAULT_BYTE_BURST,
+    stream_max_bytes: Annotated[
+        int,
+        Parameter(
+            help="Bytes the events stream may hold not yet ingested (-1: no limit); when"
+            " full, pushes are refused and devices retry."
+        ),
+    ] = DEFAULT_STREAM_MAX_BYTES,
+    max_event_bytes: Annotated[
+        int,
+        Parameter(help="Largest message the events stream takes, headers included (bytes)."),
+    ] = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> int:
     """Run the server: store, NATS, ingest, projections and the HTTP API in one process.
 
@@ -298,6 +356,7 @@ def run(
 
     Example: milepost-server run --port 0
     """
+    from server.ingest import StreamLimits
     from server.runtime import RunOptions, serve
 
     for name, value in (("--port", port), ("--nats-port", nats_port)):
@@ -309,6 +368,11 @@ def run(
         raise CliError("--stream-replicas must be between 1 and 5", 2)
     if not 0.5 <= ack_wait <= 3600:
         raise CliError("--ack-wait must be between 0.5 and 3600 seconds", 2)
+    limits = _ingest_limits(rate_limit, burst, byte_rate, byte_burst)
+    if stream_max_bytes != -1 and stream_max_bytes < 1024 * 1024:
+        raise CliError("--stream-max-bytes must be at least 1048576 (1 MiB), or -1", 2)
+    if not 1024 <= max_event_bytes <= 64 * 1024 * 1024:
+        raise CliError("--max-event-bytes must be between 1024 and 67108864", 2)
     logging.basicConfig(
         level=logging.WARNING,
         stream=sys.stderr,
@@ -329,6 +393,8 @@ def run(
         stream_replicas,
         ack_wait,
         monitor_host=monitor_host,
+        limits=limits,
+        stream_limits=StreamLimits(stream_max_bytes, max_event_bytes),
     )
     return asyncio.run(serve(options, announce))
 

@@ -1,0 +1,167 @@
+"""Fair limits at ingest: a token bucket per person for events and for bytes.
+
+Every message on ``milepost.events.<person>.<id>`` takes one event token and
+``len(message)`` byte tokens from that person's buckets, before it is decoded.
+A bucket holds up to ``burst`` tokens and refills at ``rate`` per second, so a
+person may push a burst (a device catching up after a week offline, an import)
+and then keeps a steady rate; past that, their messages are refused and nobody
+else's are slowed down.
+
+A refused message is never lost: the device still holds the event and pushes
+it again. The refusal is a dead letter whose reason starts with
+``RATE_LIMITED`` (``rate limit:``) and names the delay after which the device
+should push again (``retry after N s``); ``retry_after`` reads it back. The
+event id is the store's key, so a push repeated after the event was stored in
+the meantime is a harmless duplicate. The dead letter keeps the subject (which
+names the person and the event id) but not the message's bytes: the device has
+them, and a flood must not fill the server's disk through its dead letters.
+A refused message takes no tokens, so a device that waits as told gets in.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+RATE_LIMITED = "rate limit:"
+"""The start of every retryable refusal's reason."""
+
+_RETRY_AFTER = re.compile(r"retry after (\d+(?:\.\d+)?) ?s\b")
+
+DEFAULT_EVENTS_PER_SECOND = 200.0
+DEFAULT_EVENT_BURST = 20_000
+DEFAULT_BYTES_PER_SECOND = 1024 * 1024
+DEFAULT_BYTE_BURST = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class IngestLimits:
+    """Per-person limits; ``None`` rates disable that bucket."""
+
+    events_per_second: float | None = DEFAULT_EVENTS_PER_SECOND
+    event_burst: int = DEFAULT_EVENT_BURST
+    bytes_per_second: float | None = DEFAULT_BYTES_PER_SECOND
+    byte_burst: int = DEFAULT_BYTE_BURST
+
+    def __post_init__(self) -> None:
+        for name in ("events_per_second", "bytes_per_second"):
+            value = getattr(self, name)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive number")
+        for name in ("event_burst", "byte_burst"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+
+class TokenBucket:
+    """``burst`` tokens at most, refilled at ``rate`` per second (starts full)."""
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = now
+
+    def _refill(self, now: float) -> None:
+        if now > self.stamp:
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+
+    def wait_for(self, amount: float, now: float) -> float:
+        """Seconds until ``amount`` tokens are there (0: now). Takes nothing."""
+        self._refill(now)
+        if amount <= self.tokens:
+            return 0.0
+        # Never more than a full bucket is asked for (``min``): a message larger than
+        # the burst waits for a full bucket, then goes through.
+        return (min(amount, self.burst) - self.tokens) / self.rate
+
+    def take(self, amount: float) -> None:
+        """Take ``amount`` tokens (after ``wait_for`` said 0); may go below zero once."""
+        self.tokens -= amount
+
+
+class PersonLimiter:
+    """One pair of buckets (events, bytes) per person; ``admit`` decides each message."""
+
+    def __init__(
+        self,
+        limits: IngestLimits,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        exempt: frozenset[str] = frozenset(),
+    ) -> None:
+        """``exempt``: people never limited (the server's own ``admin`` path)."""
+        self.limits = limits
+        self._clock = clock
+        self._exempt = exempt
+        self._events: dict[str, TokenBucket] = {}
+        self._bytes: dict[str, TokenBucket] = {}
+        self.refused = 0
+
+    def admit(self, person: str, size: int) -> str | None:
+        """None when ``person`` may have one more message of ``size`` bytes (its tokens
+        are taken); else the refusal's reason (``RATE_LIMITED …``), taking nothing."""
+        if person in self._exempt:
+            return None
+        now = self._clock()
+        limits = self.limits
+        waits: list[tuple[float, str]] = []
+        events = bytes_ = None
+        if limits.events_per_second is not None:
+            events = self._events.get(person)
+            if events is None:
+                events = self._events[person] = TokenBucket(
+                    limits.events_per_second, limits.event_burst, now
+                )
+            wait = events.wait_for(1, now)
+            if wait:
+                waits.append(
+                    (
+                        wait,
+                        f"more than {limits.event_burst} events at once or"
+                        f" {limits.events_per_second:g} events/s",
+                    )
+                )
+        if limits.bytes_per_second is not None:
+            bytes_ = self._bytes.get(person)
+            if bytes_ is None:
+                bytes_ = self._bytes[person] = TokenBucket(
+                    limits.bytes_per_second, limits.byte_burst, now
+                )
+            wait = bytes_.wait_for(size, now)
+            if wait:
+                waits.append(
+                    (
+                        wait,
+                        f"more than {limits.byte_burst} bytes at once or"
+                        f" {limits.bytes_per_second:g} bytes/s",
+                    )
+                )
+        if waits:
+            self.refused += 1
+            wait, what = max(waits)
+            return f"{RATE_LIMITED} {person} sent {what}; retry after {math.ceil(wait)}s"
+        if events is not None:
+            events.take(1)
+        if bytes_ is not None:
+            bytes_.take(size)
+        return None
+
+
+def is_retryable(reason: str) -> bool:
+    """Whether a dead letter's reason is a refusal the device should push again after."""
+    return reason.startswith(RATE_LIMITED)
+
+
+def retry_after(reason: str) -> float | None:
+    """The delay (seconds) a retryable reason asks for; None for any other reason."""
+    if not is_retryable(reason):
+        return None
+    found = _RETRY_AFTER.search(reason)
+    return float(found.group(1)) if found else 1.0
