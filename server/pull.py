@@ -257,7 +257,8 @@ class PullResponder:
             waiting = self._waiting[person] = collections.deque()
         if len(waiting) >= self._max_queued:
             self.busy += 1
-            self._refuse(f"{person!r} has {len(waiting)} pull requests waiting")
+            if self._on_refused is not None:  # not logged: a flood would flood the log
+                self._on_refused(f"{person!r} has {len(waiting)} pull requests waiting")
             busy = PullReply(error=f"too many pull requests from {person} at once; try again")
             await self._nc.publish(msg.reply, encode_reply(busy))
             return
