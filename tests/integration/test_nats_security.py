@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import nats.js.errors
 import pytest
@@ -399,3 +400,63 @@ async def test_ingest_batches_are_bounded_in_bytes(
         assert seen == 40
     finally:
         await consumer.close()
+
+
+# --- upgrading the embedded store --------------------------------------------------------
+
+
+async def test_an_embedded_stream_from_before_the_accounts_is_adopted(tmp_path: Path) -> None:
+    """Events a device pushed to an older server (one NATS account for all) and not yet
+    ingested are still in the stream once the server runs with one account per person."""
+    import json
+    import subprocess
+    import time
+
+    import nats
+
+    from server.nats_embedded import EmbeddedNats, free_port, hash_password, nats_server_binary
+    from server.process import spawn_logged, stop_by_pid
+
+    folder = tmp_path / "nats"
+    (folder / "jetstream").mkdir(parents=True)
+    port, monitor = free_port(), free_port()
+    old = {
+        "host": "127.0.0.1",
+        "port": port,
+        "http": f"127.0.0.1:{monitor}",
+        "jetstream": {"store_dir": str(folder / "jetstream")},
+        "authorization": {
+            "users": [{"user": "milepost-server", "password": hash_password("pw", rounds=4)}]
+        },
+    }
+    (folder / "old.conf").write_text(json.dumps(old))
+    process: subprocess.Popen[bytes] = spawn_logged(
+        [str(nats_server_binary()), "-c", str(folder / "old.conf")], folder / "old.log"
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                nc = await nats.connect(
+                    f"nats://127.0.0.1:{port}", user="milepost-server", password="pw"
+                )
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+        await ensure_stream(nc)
+        for i in range(3):
+            await nc.jetstream().publish(events_subject("alice", f"e{i}"), b"{}")
+        await nc.close()
+    finally:
+        stop_by_pid(process)
+    embedded = EmbeddedNats(folder, service_password="pw2", port=port, monitor_port=monitor)
+    await embedded.astart()
+    try:
+        nc = await nats.connect(embedded.url, user="milepost-server", password="pw2")
+        info = await nc.jetstream().stream_info(STREAM)
+        assert info.state.messages == 3
+        await nc.close()
+    finally:
+        await embedded.astop()
