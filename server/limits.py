@@ -15,7 +15,9 @@ event id is the store's key, so a push repeated after the event was stored in
 the meantime is a harmless duplicate. The dead letter keeps the subject (which
 names the person and the event id) but not the message's bytes: the device has
 them, and a flood must not fill the server's disk through its dead letters.
-A refused message takes no tokens, so a device that waits as told gets in.
+A refused message takes no tokens, so a device that waits as told gets in; the
+delays of messages refused in a row are spread out (``TokenBucket``), so a flood's
+messages come back at the rate, not all at once.
 """
 
 from __future__ import annotations
@@ -31,11 +33,11 @@ RATE_LIMITED = "rate limit:"
 
 _RETRY_AFTER = re.compile(r"retry after (\d+(?:\.\d+)?) ?s\b")
 
-DEFAULT_EVENTS_PER_SECOND = 1000.0
+DEFAULT_EVENTS_PER_SECOND = 100.0
 DEFAULT_EVENT_BURST = 100_000
 """A device back from a long time offline, or an import, pushes its whole backlog at once:
 the sync promise is 100,000 events from one device to another in under 20 s."""
-DEFAULT_BYTES_PER_SECOND = 1024 * 1024
+DEFAULT_BYTES_PER_SECOND = 256 * 1024
 DEFAULT_BYTE_BURST = 64 * 1024 * 1024
 """100,000 events of a typical size (a few hundred bytes) fit in the byte burst too."""
 
@@ -60,19 +62,27 @@ class IngestLimits:
 
 
 class TokenBucket:
-    """``burst`` tokens at most, refilled at ``rate`` per second (starts full)."""
+    """``burst`` tokens at most, refilled at ``rate`` per second (starts full).
 
-    __slots__ = ("burst", "rate", "stamp", "tokens")
+    Refused amounts are remembered as ``owed``: the device will bring them back, so
+    the next refusal's delay comes after theirs (the k-th message refused in a row is
+    told to wait about k / rate seconds, not all of them the same second, which would
+    only bring the whole flood back at once). What is owed runs down at ``rate``."""
+
+    __slots__ = ("burst", "owed", "rate", "stamp", "tokens")
 
     def __init__(self, rate: float, burst: float, now: float) -> None:
         self.rate = rate
         self.burst = burst
         self.tokens = burst
+        self.owed = 0.0
         self.stamp = now
 
     def _refill(self, now: float) -> None:
         if now > self.stamp:
-            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+            added = (now - self.stamp) * self.rate
+            self.tokens = min(self.burst, self.tokens + added)
+            self.owed = max(0.0, self.owed - added)
             self.stamp = now
 
     def wait_for(self, amount: float, now: float) -> float:
@@ -82,11 +92,15 @@ class TokenBucket:
             return 0.0
         # Never more than a full bucket is asked for (``min``): a message larger than
         # the burst waits for a full bucket, then goes through.
-        return (min(amount, self.burst) - self.tokens) / self.rate
+        return (min(amount, self.burst) + self.owed - self.tokens) / self.rate
 
     def take(self, amount: float) -> None:
         """Take ``amount`` tokens (after ``wait_for`` said 0); may go below zero once."""
         self.tokens -= amount
+
+    def refuse(self, amount: float) -> None:
+        """Remember a refused ``amount``: it is owed a later turn."""
+        self.owed += min(amount, self.burst)
 
 
 class PersonLimiter:
@@ -148,6 +162,9 @@ class PersonLimiter:
                 )
         if waits:
             self.refused += 1
+            for bucket, amount in ((events, 1), (bytes_, size)):
+                if bucket is not None:
+                    bucket.refuse(amount)
             wait, what = max(waits)
             return f"{RATE_LIMITED} {person} sent {what}; retry after {math.ceil(wait)}s"
         if events is not None:

@@ -158,8 +158,6 @@ def test_reply_allowed() -> None:
 
 
 def test_monitoring_listens_on_loopback_whatever_the_client_address() -> None:
-    from pathlib import Path
-
     text = render_config(
         host="0.0.0.0", port=4222, monitor_port=8222, store_dir=Path("/x"), users=[]
     )

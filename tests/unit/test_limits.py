@@ -24,12 +24,26 @@ def test_a_burst_then_the_rate_then_refusals_with_a_delay() -> None:
     reason = limiter.admit("bob", 10)
     assert reason is not None and is_retryable(reason) and retry_after(reason) == 1.0
     assert limiter.admit("alice", 10) is None  # others are not slowed down
-    clock.now += 0.5  # one token back
+    clock.now += 0.5  # one token back (and the refused one's turn has come)
     assert limiter.admit("bob", 10) is None
     assert limiter.admit("bob", 10) is not None
     clock.now += 100  # never more than the burst
     assert [limiter.admit("bob", 10) for _ in range(4)].count(None) == 3
     assert limiter.refused == 3
+
+
+def test_the_delays_of_a_flood_are_spread_at_the_rate() -> None:
+    clock = Clock()
+    limiter = PersonLimiter(
+        IngestLimits(events_per_second=10, event_burst=10, bytes_per_second=None), clock=clock
+    )
+    assert all(limiter.admit("bob", 1) is None for _ in range(10))
+    delays = [retry_after(limiter.admit("bob", 1) or "") for _ in range(100)]
+    assert delays[0] == 1 and delays[-1] == 10  # the 100th waits for 99 before it
+    assert delays == sorted(delays)
+    # Each comes back when told: the bucket has refilled for the ones before it.
+    clock.now += 10.5
+    assert sum(limiter.admit("bob", 1) is None for _ in range(10)) == 10
 
 
 def test_bytes_are_counted_and_a_refusal_takes_nothing() -> None:
