@@ -405,7 +405,8 @@ def nats_config(*, out: Path, database: Database = None) -> int:
     and every person with their subject permissions (hashes only).
 
     Every node's configuration includes this file; after adding, removing or rotating
-    a person, write it again and send SIGHUP to every node. The service user's
+    a person, write it again and send SIGHUP to every node, twice (a new person's
+    account gets its imports at the second reload). The service user's
     password is read from $MILEPOST_NATS_PASSWORD (never from the command line).
 
     Example: milepost-server nats-config --database postgresql://… --out deploy/nats/auth/auth.conf

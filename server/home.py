@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,7 +13,13 @@ from typing import Any
 
 import platformdirs
 
-from server.nats_embedded import DEFAULT_MONITOR_HOST, SERVICE_USER, NatsUser, render_config
+from server.nats_embedded import (
+    DEFAULT_MONITOR_HOST,
+    SERVICE_USER,
+    NatsUser,
+    reload_config,
+    render_config,
+)
 
 DEFAULT_HTTP_PORT = 8321
 DEFAULT_NATS_PORT = 4222
@@ -204,5 +209,5 @@ def reload_embedded_nats(home: Path, people: dict[str, str]) -> bool:
     with os.fdopen(fd, "w") as out:
         out.write(text)
     tmp.replace(config)
-    os.kill(info.nats_pid, signal.SIGHUP)
+    reload_config(info.nats_pid, folder / "nats-server.log")
     return True

@@ -192,6 +192,39 @@ def render_config(
     return json.dumps(config, indent=2) + "\n"
 
 
+RELOADED = b"Reloaded server configuration"
+
+
+def reload_config(pid: int, log_path: Path | None = None, timeout: float = 5.0) -> None:
+    """Make nats-server ``pid`` re-read its configuration (SIGHUP: connections stay), twice.
+
+    A person's account that appears in a reload can log in at once, but its imports
+    are wired only at the next reload (seen with nats-server 2.15: until then its
+    pushes get no ack and its pulls no responder). So: SIGHUP, wait until the log
+    (``log_path``) reports the reload, SIGHUP again and wait again. Without a log,
+    wait a moment between the two."""
+    for _ in range(2):
+        before = _reload_count(log_path)
+        os.kill(pid, signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if log_path is None:
+                time.sleep(0.3)
+                break
+            if _reload_count(log_path) > before:
+                break
+            time.sleep(0.02)
+
+
+def _reload_count(log_path: Path | None) -> int:
+    if log_path is None:
+        return 0
+    try:
+        return log_path.read_bytes().count(RELOADED)
+    except OSError:
+        return 0
+
+
 def adopt_global_account_store(store_dir: Path) -> bool:
     """Move JetStream's files of the global account (``$G``: where versions before one
     account per person kept the event stream) to ``SERVICE_ACCOUNT``, so a stream with
@@ -354,8 +387,7 @@ class EmbeddedNats:
         self._people = dict(people)
         self.write_config()
         if self._process is not None and self._process.poll() is None:
-            # nats-server re-reads its config on SIGHUP without dropping connections.
-            os.kill(self._process.pid, signal.SIGHUP)
+            reload_config(self._process.pid, self.log_path)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop by pid: SIGTERM, then SIGKILL if it has not exited within ``timeout``."""

@@ -458,3 +458,44 @@ async def test_an_embedded_stream_from_before_the_accounts_is_adopted(tmp_path: 
         await nc.close()
     finally:
         await embedded.astop()
+
+
+async def test_a_person_added_while_running_gets_their_account_on_reload(
+    nats_service: NatsService, service: NatsClient, store: ServerStore, make_event: EventMaker
+) -> None:
+    """``person add`` rewrites the configuration and SIGHUPs nats-server: the new
+    person's account, with its imports, works without a restart."""
+    import nats as nats_py
+
+    from server.nats_embedded import hash_password, new_password
+
+    password = new_password()
+    people = {p: hash_password(pw, rounds=4) for p, pw in nats_service.passwords.items()}
+    nats_service.embedded.set_people({**people, "erin": hash_password(password, rounds=4)})
+    responder = PullResponder(service, store)
+    await responder.start()
+    try:
+        erin = None
+        for _ in range(50):
+            try:
+                erin = await nats_py.connect(
+                    nats_service.url,
+                    user="erin",
+                    password=password,
+                    inbox_prefix=inbox_prefix("erin"),
+                    allow_reconnect=False,
+                )
+                break
+            except Exception:
+                await asyncio.sleep(0.1)
+        assert erin is not None, "erin cannot log in after the reload"
+        nats_service.clients.append(erin)
+        event = make_event("erin", ObjectiveCreated(title="New here", cycle="2026-Q1"))
+        ack = await erin.jetstream().publish(events_subject("erin", event.id), encode(event))
+        assert ack.stream == STREAM
+        page = await erin.request(
+            pull_subject("erin"), encode_request(PullRequest(device="d")), timeout=5
+        )
+        assert decode_reply(page.data).error is None
+    finally:
+        await responder.stop()
