@@ -16,7 +16,9 @@ to show that what the limits refuse costs no memory. For each run it prints
 the resident memory (RSS) of the milepost-server process and of its nats-server
 before the flood, at the peak while the flood is ingested (sampled every 50 ms),
 and once ingest has settled, plus how many messages were stored and refused, as
-``figure: NAME = VALUE UNIT`` lines. Every process is stopped by pid.
+``figure: NAME = VALUE UNIT`` lines. After the limited events flood, a bystander's
+pull round trip is measured alone and while the flooder keeps 200 pull requests
+in flight (``pull_during_200_pulls_vs_alone``). Every process is stopped by pid.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,10 +49,12 @@ import nats  # noqa: E402
 from nats.aio.msg import Msg  # noqa: E402
 
 from events import Event, ObjectiveCreated, encode, new_event_id  # noqa: E402
-from server.nats_embedded import events_subject, inbox_prefix  # noqa: E402
+from events.wire import PullRequest, encode_request  # noqa: E402
+from server.nats_embedded import events_subject, inbox_prefix, pull_subject  # noqa: E402
 
 BIN = Path(sys.executable).parent / "milepost-server"
 PERSON = "mallory"
+BYSTANDER = "alice"
 FIGURES: list[tuple[str, float, str]] = []
 
 
@@ -74,14 +79,17 @@ class Server:
     def __init__(self, home: Path, extra: list[str]) -> None:
         env = {**os.environ, "MILEPOST_SERVER_HOME": str(home)}
         self.home = home
-        creds_file = home.parent / f"{home.name}-{PERSON}.json"
-        subprocess.run(
-            [str(BIN), "person", "add", PERSON, "--output", str(creds_file)],
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        self.password = json.loads(creds_file.read_text())["nats_password"]
+        self.passwords: dict[str, str] = {}
+        for person in (PERSON, BYSTANDER):
+            creds_file = home.parent / f"{home.name}-{person}.json"
+            subprocess.run(
+                [str(BIN), "person", "add", person, "--output", str(creds_file)],
+                env=env,
+                check=True,
+                capture_output=True,
+            )
+            self.passwords[person] = json.loads(creds_file.read_text())["nats_password"]
+        self.password = self.passwords[PERSON]
         self.process = subprocess.Popen(
             [str(BIN), "run", "--port", "0", "--nats-port", "0", *extra],
             env=env,
@@ -243,8 +251,59 @@ def run_case(
             figure(f"{name}_{label}_rss_peak", peaks[index], "MB")
             figure(f"{name}_{label}_rss_after", after[index], "MB")
         figure(f"{name}_server_rss_growth", after[0] - before[0], "MB")
+        if name == "events_limited":
+            alone, flooded = asyncio.run(pull_fairness(server))
+            figure("pull_alone_p50", alone, "ms")
+            figure("pull_during_200_pulls_p50", flooded, "ms")
+            figure("pull_during_200_pulls_vs_alone", flooded / alone, "ratio")
     finally:
         server.stop()
+
+
+async def pull_fairness(server: Server, samples: int = 20) -> tuple[float, float]:
+    """Alice's pull round trip (p50, ms) alone, then while mallory keeps 200 pull requests
+    of 5,000 events each in flight (his own backlog: the flood just stored)."""
+    alice = await nats.connect(
+        server.nats_url,
+        user=BYSTANDER,
+        password=server.passwords[BYSTANDER],
+        inbox_prefix=inbox_prefix(BYSTANDER),
+    )
+    mallory = await nats.connect(
+        server.nats_url,
+        user=PERSON,
+        password=server.password,
+        inbox_prefix=inbox_prefix(PERSON),
+        pending_size=256 << 20,
+    )
+
+    async def alice_pulls() -> float:
+        times = []
+        for _ in range(samples):
+            began = time.perf_counter()
+            await alice.request(
+                pull_subject(BYSTANDER), encode_request(PullRequest(device="d")), timeout=30
+            )
+            times.append((time.perf_counter() - began) * 1000)
+        return statistics.median(times)
+
+    alone = await alice_pulls()
+    stop = asyncio.Event()
+    heavy = encode_request(PullRequest(device="d", limit=5000))
+
+    async def keep_pulling() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(Exception):
+                await mallory.request(pull_subject(PERSON), heavy, timeout=30)
+
+    floods = [asyncio.create_task(keep_pulling()) for _ in range(200)]
+    await asyncio.sleep(1.0)
+    flooded = await alice_pulls()
+    stop.set()
+    await asyncio.gather(*floods, return_exceptions=True)
+    await alice.close()
+    await mallory.close()
+    return alone, flooded
 
 
 def main() -> None:
