@@ -92,13 +92,22 @@ async def test_a_push_ack_never_lands_in_another_persons_inbox(
     own = make_event("bob", ObjectiveCreated(title="Mine", cycle="2026-Q1"))
     ack = await bob.jetstream().publish(events_subject("bob", own.id), encode(own))
     assert ack.stream == STREAM  # his own push is acknowledged to him
-    for reply in (f"{inbox_prefix('alice')}.x", f"{inbox_prefix('alice')}.AbC.1"):
+    aimed = (
+        f"{inbox_prefix('alice')}.x",
+        f"{inbox_prefix('alice')}.AbC.1",
+        events_subject("alice", "planted"),  # the ack as a message on alice's subject
+        pull_subject("alice"),  # the ack as a pull request from alice
+    )
+    for reply in aimed:
         event = make_event("bob", ObjectiveCreated(title="Aimed", cycle="2026-Q1"))
         await bob.publish(events_subject("bob", event.id), encode(event), reply=reply)
     await settle(bob, service, alice)
-    info = await service.jetstream().stream_info(STREAM)
-    assert info.state.messages == 3  # the aimed pushes were stored all the same
-    assert inbox.received == []  # ... but their acks went nowhere near alice
+    info = await service.jetstream().stream_info(STREAM, subjects_filter=">")
+    assert info.state.messages == 1 + len(aimed)  # the aimed pushes were stored all the same
+    subjects = list(info.state.subjects or {})
+    assert subjects and all(s.startswith(events_subject("bob", "")) for s in subjects), subjects
+    # ... and nothing landed on alice's subjects
+    assert inbox.received == []  # ... nor in her inbox
 
 
 async def test_a_pull_reply_never_lands_where_the_asker_may_not_listen(
