@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import nats
@@ -59,3 +60,80 @@ def test_a_person_added_while_the_server_runs_can_push_and_pull(
             await nc.close()
 
     asyncio.run(go())
+
+
+def start(home: Path, *flags: str) -> Running:
+    import subprocess
+
+    from tests.e2e.test_server_cli import BIN, env_for
+
+    process = subprocess.Popen(
+        [str(BIN), "run", "--port", "0", "--nats-port", "0", *flags],
+        env=env_for(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    urls = dict(process.stdout.readline().strip().split(": ", 1) for _ in range(2))
+    return Running(process, urls["http"], urls["nats"])
+
+
+def test_the_rate_limit_flags_refuse_past_the_burst_and_count_it(
+    home: Path, tmp_path: Path
+) -> None:
+    import signal
+
+    import httpx
+
+    target = tmp_path / "erin.json"
+    assert cli(home, "person", "add", "erin", "--output", str(target)).returncode == 0
+    creds = json.loads(target.read_text())
+    server = start(home, "--burst", "3", "--rate-limit", "0.01")
+    try:
+        make = EventMaker()
+        events = [make("erin", ObjectiveCreated(title=f"o{i}", cycle="2026-Q1")) for i in range(5)]
+
+        async def go() -> None:
+            from events import encode
+
+            nc = await nats.connect(
+                server.nats_url,
+                user="erin",
+                password=creds["nats_password"],
+                inbox_prefix=inbox_prefix("erin"),
+            )
+            for event in events:
+                await nc.jetstream().publish(events_subject("erin", event.id), encode(event))
+            await nc.close()
+
+        asyncio.run(go())
+        metrics: dict[str, float] = {}
+        for _ in range(100):
+            text = httpx.get(f"{server.http_url}/metrics", timeout=5).text
+            metrics = {
+                line.split()[0]: float(line.split()[1])
+                for line in text.splitlines()
+                if line.startswith("milepost_")
+            }
+            if metrics.get("milepost_ingest_messages_total", 0) >= 5:
+                break
+            time.sleep(0.1)
+        assert metrics["milepost_ingest_stored_total"] == 3
+        assert metrics["milepost_ingest_rate_limited_total"] == 2
+        assert metrics["milepost_pull_refused_total"] == 0
+    finally:
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(20)
+
+
+def test_bad_limit_flags_exit_2_with_one_line(home: Path) -> None:
+    for flags in (
+        ["--rate-limit", "-1"],
+        ["--burst", "0"],
+        ["--stream-max-bytes", "10"],
+        ["--max-event-bytes", "1"],
+    ):
+        done = cli(home, "run", "--port", "0", *flags)
+        assert done.returncode == 2, (flags, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
