@@ -508,3 +508,14 @@ async def test_a_person_added_while_running_gets_their_account_on_reload(
         assert decode_reply(page.data).error is None
     finally:
         await responder.stop()
+
+
+def test_compose_publishes_nats_monitoring_on_the_hosts_loopback_only() -> None:
+    import yaml  # type: ignore[import-untyped]
+
+    root = Path(__file__).resolve().parents[2]
+    compose = yaml.safe_load((root / "compose.yaml").read_text())
+    for name in ("nats-1", "nats-2", "nats-3"):
+        ports = [str(p) for p in compose["services"][name]["ports"]]
+        monitoring = [p for p in ports if p.endswith(":8222")]
+        assert monitoring and all(p.startswith("127.0.0.1:") for p in monitoring), ports

@@ -38,7 +38,7 @@ def test_the_delays_of_a_flood_are_spread_at_the_rate() -> None:
         IngestLimits(events_per_second=10, event_burst=10, bytes_per_second=None), clock=clock
     )
     assert all(limiter.admit("bob", 1) is None for _ in range(10))
-    delays = [retry_after(limiter.admit("bob", 1) or "") for _ in range(100)]
+    delays = [retry_after(limiter.admit("bob", 1) or "") or 0.0 for _ in range(100)]
     assert delays[0] == 1 and delays[-1] == 10  # the 100th waits for 99 before it
     assert delays == sorted(delays)
     # Each comes back when told: the bucket has refilled for the ones before it.
