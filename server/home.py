@@ -77,9 +77,18 @@ def restrict_database(location: str) -> None:
 
 def _write_private(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    write_private_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_private_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically through a temporary file created 0600 (never
+    readable by others, not even between its creation and a chmod)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.chmod(0o600)
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
     tmp.replace(path)
 
 
@@ -201,13 +210,6 @@ def reload_embedded_nats(home: Path, people: dict[str, str]) -> bool:
         users=users,
         monitor_host=info.nats_monitor_host or DEFAULT_MONITOR_HOST,
     )
-    config = folder / "nats-server.conf"
-    tmp = config.with_suffix(".tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    tmp.replace(config)
+    write_private_text(folder / "nats-server.conf", text)
     reload_config(info.nats_pid, folder / "nats-server.log")
     return True
