@@ -179,7 +179,10 @@ class PullResponder:
 
     Fair across people: requests wait in one queue per person and are started in
     turn (round robin over the people with requests waiting), at most
-    ``per_person`` of one person's at a time and ``concurrency`` in all. A person
+    ``per_person`` of one person's at a time and ``concurrency`` in all. Two per
+    person: an answer may hold two store connections at once (``answer`` reads the
+    head and the page together), and one person must not take the whole pool
+    (PostgreSQL: 8), where waiting is not first come, first served. A person
     with more than ``max_queued`` requests waiting has the newest answered at once
     with an error (``busy``: their device retries), so a flood from one person
     costs everyone else at most one turn and the server a bounded queue."""
@@ -191,7 +194,7 @@ class PullResponder:
         *,
         queue: str = QUEUE_GROUP,
         concurrency: int = 8,
-        per_person: int = 4,
+        per_person: int = 2,
         max_queued: int = 64,
         on_refused: Callable[[str], None] | None = None,
     ) -> None:

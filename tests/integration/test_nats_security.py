@@ -199,7 +199,7 @@ async def test_one_persons_flood_of_pulls_does_not_hold_up_anothers(
     from tests.integration.test_pull import put
 
     await put(store, *events)
-    responder = Recording(service, store, concurrency=8, per_person=4, max_queued=64)
+    responder = Recording(service, store, concurrency=8, per_person=2, max_queued=64)
     await responder.start()
     try:
         bob = await nats_service.connect_person("bob")
@@ -245,12 +245,13 @@ async def test_one_persons_flood_of_pulls_does_not_hold_up_anothers(
         await asyncio.wait_for(all_answered(), 60)
         # The server's order (two clients' arrival order is not comparable: they read on
         # two connections). Alice's request is started as soon as it arrives: bob has his
-        # four at a time, and the other four slots are free.
-        assert responder.started_for.index("alice") == 4
-        # Finished: behind a handful of bob's pages, not behind his whole flood (the
-        # store and the connection are shared, so not exactly right after his four).
+        # two at a time, and the other slots are free.
+        assert responder.started_for.index("alice") == 2
+        # Finished: not behind his whole flood (about 190 before). How many of his cheap
+        # pages finish while hers runs depends on the machine's load (the store and the
+        # connection are shared): under two CPU hogs, up to 36 were seen.
         finished = responder.answered_for
-        assert finished.index("alice") < 40, f"alice waited for {finished.index('alice')}"
+        assert finished.index("alice") < 100, f"alice waited for {finished.index('alice')}"
         assert finished.count("bob") == bob_pages
         assert bob_pages + busy == 200  # nothing dropped silently
         assert bob_pages >= 64 and busy == responder.busy
