@@ -85,6 +85,12 @@ class TokenBucket:
             self.owed = max(0.0, self.owed - added)
             self.stamp = now
 
+    def ready(self, amount: float, now: float) -> bool:
+        """Whether ``amount`` tokens (a full bucket at most) are there now."""
+        if now > self.stamp:
+            self._refill(now)
+        return self.tokens >= (amount if amount < self.burst else self.burst)
+
     def wait_for(self, amount: float, now: float) -> float:
         """Seconds until ``amount`` tokens are there (0: now). Takes nothing."""
         self._refill(now)
@@ -117,8 +123,7 @@ class PersonLimiter:
         self.limits = limits
         self._clock = clock
         self._exempt = exempt
-        self._events: dict[str, TokenBucket] = {}
-        self._bytes: dict[str, TokenBucket] = {}
+        self._people: dict[str, tuple[TokenBucket | None, TokenBucket | None]] = {}
         self.refused = 0
 
     def admit(self, person: str, size: int) -> str | None:
@@ -127,51 +132,62 @@ class PersonLimiter:
         if person in self._exempt:
             return None
         now = self._clock()
+        buckets = self._people.get(person)
+        if buckets is None:
+            buckets = self._people[person] = self._buckets(now)
+        events, bytes_ = buckets
+        if (events is None or events.ready(1, now)) and (bytes_ is None or bytes_.ready(size, now)):
+            if events is not None:
+                events.tokens -= 1
+            if bytes_ is not None:
+                bytes_.tokens -= size
+            return None
+        return self._refuse(person, size, now, events, bytes_)
+
+    def _buckets(self, now: float) -> tuple[TokenBucket | None, TokenBucket | None]:
+        limits = self.limits
+        return (
+            TokenBucket(limits.events_per_second, limits.event_burst, now)
+            if limits.events_per_second is not None
+            else None,
+            TokenBucket(limits.bytes_per_second, limits.byte_burst, now)
+            if limits.bytes_per_second is not None
+            else None,
+        )
+
+    def _refuse(
+        self,
+        person: str,
+        size: int,
+        now: float,
+        events: TokenBucket | None,
+        bytes_: TokenBucket | None,
+    ) -> str:
         limits = self.limits
         waits: list[tuple[float, str]] = []
-        events = bytes_ = None
-        if limits.events_per_second is not None:
-            events = self._events.get(person)
-            if events is None:
-                events = self._events[person] = TokenBucket(
-                    limits.events_per_second, limits.event_burst, now
+        if events is not None and (wait := events.wait_for(1, now)):
+            waits.append(
+                (
+                    wait,
+                    f"more than {limits.event_burst} events at once or"
+                    f" {limits.events_per_second:g} events/s",
                 )
-            wait = events.wait_for(1, now)
-            if wait:
-                waits.append(
-                    (
-                        wait,
-                        f"more than {limits.event_burst} events at once or"
-                        f" {limits.events_per_second:g} events/s",
-                    )
+            )
+        if bytes_ is not None and (wait := bytes_.wait_for(size, now)):
+            waits.append(
+                (
+                    wait,
+                    f"more than {limits.byte_burst} bytes at once or"
+                    f" {limits.bytes_per_second:g} bytes/s",
                 )
-        if limits.bytes_per_second is not None:
-            bytes_ = self._bytes.get(person)
-            if bytes_ is None:
-                bytes_ = self._bytes[person] = TokenBucket(
-                    limits.bytes_per_second, limits.byte_burst, now
-                )
-            wait = bytes_.wait_for(size, now)
-            if wait:
-                waits.append(
-                    (
-                        wait,
-                        f"more than {limits.byte_burst} bytes at once or"
-                        f" {limits.bytes_per_second:g} bytes/s",
-                    )
-                )
-        if waits:
-            self.refused += 1
-            for bucket, amount in ((events, 1), (bytes_, size)):
-                if bucket is not None:
-                    bucket.refuse(amount)
-            wait, what = max(waits)
-            return f"{RATE_LIMITED} {person} sent {what}; retry after {math.ceil(wait)}s"
+            )
+        self.refused += 1
         if events is not None:
-            events.take(1)
+            events.refuse(1)
         if bytes_ is not None:
-            bytes_.take(size)
-        return None
+            bytes_.refuse(size)
+        wait, what = max(waits)
+        return f"{RATE_LIMITED} {person} sent {what}; retry after {math.ceil(wait)}s"
 
 
 def is_retryable(reason: str) -> bool:
