@@ -18,6 +18,16 @@ from tests.services import EventMaker
 __all__ = ["home", "running"]  # fixtures used below
 
 
+def stop_cleanly(server: Running) -> None:
+    """SIGTERM, so the server stops its nats-server child too (the fixture's SIGKILL would
+    leave that child running)."""
+    import signal
+
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(20)
+
+
 def test_a_person_added_while_the_server_runs_can_push_and_pull(
     home: Path, running: Running, tmp_path: Path
 ) -> None:
@@ -59,7 +69,10 @@ def test_a_person_added_while_the_server_runs_can_push_and_pull(
         finally:
             await nc.close()
 
-    asyncio.run(go())
+    try:
+        asyncio.run(go())
+    finally:
+        stop_cleanly(running)
 
 
 def start(home: Path, *flags: str) -> Running:
@@ -82,7 +95,6 @@ def start(home: Path, *flags: str) -> Running:
 def test_the_rate_limit_flags_refuse_past_the_burst_and_count_it(
     home: Path, tmp_path: Path
 ) -> None:
-    import signal
 
     import httpx
 
@@ -123,8 +135,7 @@ def test_the_rate_limit_flags_refuse_past_the_burst_and_count_it(
         assert metrics["milepost_ingest_rate_limited_total"] == 2
         assert metrics["milepost_pull_refused_total"] == 0
     finally:
-        server.process.send_signal(signal.SIGTERM)
-        server.process.wait(20)
+        stop_cleanly(server)
 
 
 def test_bad_limit_flags_exit_2_with_one_line(home: Path) -> None:

@@ -104,17 +104,20 @@ def check_private(home: Path) -> None:
 
 
 def test_nats_monitoring_listens_on_loopback_only(home: Path, running: Running) -> None:
-    info = json.loads((home / "run.json").read_text())
-    assert info["nats_monitor_host"] == "127.0.0.1"
-    config = json.loads((home / "nats" / "nats-server.conf").read_text())
-    assert config["http"] == f"127.0.0.1:{info['nats_monitor_port']}"
-    listening = loopback_listeners(info["nats_monitor_port"])
-    assert listening and all(
-        a in ("0100007F", "00000000000000000000000001000000") for a in listening
-    )
-    check_private(home)
-    running.process.send_signal(signal.SIGTERM)
-    assert running.process.wait(20) == 0
+    try:
+        info = json.loads((home / "run.json").read_text())
+        assert info["nats_monitor_host"] == "127.0.0.1"
+        config = json.loads((home / "nats" / "nats-server.conf").read_text())
+        assert config["http"] == f"127.0.0.1:{info['nats_monitor_port']}"
+        listening = loopback_listeners(info["nats_monitor_port"])
+        assert listening and all(
+            a in ("0100007F", "00000000000000000000000001000000") for a in listening
+        )
+        check_private(home)
+    finally:
+        # SIGTERM, so the server stops its nats-server child (a SIGKILL would not).
+        running.process.send_signal(signal.SIGTERM)
+        assert running.process.wait(20) == 0
 
 
 def test_the_client_home_and_database_are_private(cli: Cli) -> None:
