@@ -6,6 +6,7 @@ One database per person and device (``<person>@<device>.sqlite3``); the file
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -60,9 +61,27 @@ def load_profile(home: Path | None = None) -> tuple[Profile, Path]:
     return profile, home / profile.database
 
 
+def make_private_home(home: Path) -> None:
+    """Create ``home`` readable by its owner only (0700); tighten an existing one (the
+    databases hold the person's private goals and everything their teams share)."""
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    home.chmod(0o700)
+
+
+def restrict_database(path: Path) -> None:
+    """``chmod 0600`` a database and the files SQLite keeps beside it, where they exist."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            Path(str(path) + suffix).chmod(0o600)
+
+
 def save_profile(home: Path, profile: Profile) -> None:
-    """Write the profile atomically (temp file, then rename)."""
-    home.mkdir(parents=True, exist_ok=True)
+    """Write the profile atomically (temp file created 0600, then rename)."""
+    make_private_home(home)
     tmp = home / (PROFILE_FILE + ".tmp")
-    tmp.write_text(json.dumps(msgspec.to_builtins(profile), indent=2) + "\n")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps(msgspec.to_builtins(profile), indent=2) + "\n")
     os.replace(tmp, home / PROFILE_FILE)

@@ -30,6 +30,7 @@ from typing import Any
 import aiosqlite
 
 from client.errors import StoreCorrupt, StoreError, StoreLocked, StoreWriteFailed
+from client.home import restrict_database
 from events import AnyEvent, Event, encode
 
 APPLICATION_ID = 0x4D4C5053  # "MLPS": marks a file as a Milepost client database
@@ -178,12 +179,19 @@ class Store:
         if create and not path.exists() and not os.access(path.parent, os.W_OK):
             raise StoreWriteFailed(f"cannot create {path}: the folder is missing or read-only")
         try:
+            if create and not path.exists():
+                # Created readable by its owner only; SQLite gives -wal and -shm the same mode.
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
             conn = await aiosqlite.connect(
                 str(path), timeout=lock_timeout(), isolation_level=None, check_same_thread=False
             )
         except sqlite3.Error as exc:
             await asyncio.sleep(0.05)  # let aiosqlite's worker finish before the loop ends
             raise translate(exc, path) from None
+        except OSError as exc:
+            raise StoreWriteFailed(f"cannot create {path}: {exc.strerror}") from None
+        with suppress(OSError):  # a database made by an older version was 0644
+            restrict_database(path)
         store = cls(conn, path, direct=direct)
         try:
             await store._prepare(create)

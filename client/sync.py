@@ -76,6 +76,8 @@ from events.wire import (
     decode_poke,
     decode_reply,
     encode_request,
+    is_retryable,
+    retry_after,
 )
 
 DEFAULT_REPUSH_AFTER = 600.0
@@ -250,7 +252,8 @@ class SyncLog:
     async def counts(self) -> Counts:
         """How many own events are pending, pushed, confirmed and rejected."""
         rows = await self.store.fetchall(
-            "SELECT CASE WHEN r.event_id IS NOT NULL THEN 'rejected'"
+            "SELECT CASE WHEN s.state = 'confirmed' THEN 'confirmed'"
+            " WHEN r.event_id IS NOT NULL THEN 'rejected'"
             " ELSE coalesce(s.state, 'pending') END, count(*) FROM events e"
             " LEFT JOIN sync_state s ON s.event_id = e.id"
             " LEFT JOIN sync_refusals r ON r.event_id = e.id WHERE e.actor = ? GROUP BY 1",
@@ -280,9 +283,15 @@ class SyncLog:
         value = await self.store.scalar("SELECT value FROM meta WHERE key = 'refusals_after'")
         return int(value or 0)
 
-    async def record_refusals(self, refusals: Sequence[Refusal]) -> list[Refusal]:
+    async def record_refusals(
+        self, refusals: Sequence[Refusal], *, now_ms: int, repush_after_ms: int
+    ) -> list[Refusal]:
         """Record refusals of this device's events (in one transaction) and move the cursor;
-        returns those that name an event this device holds."""
+        returns those that name an event this device holds.
+
+        A final refusal makes the event *rejected*. A retryable one (a rate limit) leaves it
+        *pushed*, dated so that ``requeue_stale`` makes it pending again once the delay the
+        server asked for has passed: it is pushed again, never lost."""
         if not refusals:
             return []
         async with self.store.write():
@@ -291,7 +300,19 @@ class SyncLog:
             await self.store.executemany(
                 "INSERT OR REPLACE INTO sync_refusals (event_id, refusal_id, reason)"
                 " VALUES (?, ?, ?)",
-                [(r.event_id, r.id, r.reason) for r in mine],
+                [(r.event_id, r.id, r.reason) for r in mine if not is_retryable(r.reason)],
+            )
+            await self.store.executemany(
+                "UPDATE sync_state SET state = 'pushed', pushed_ms = ?"
+                " WHERE event_id = ? AND state != 'confirmed'",
+                [
+                    (
+                        now_ms + int((retry_after(r.reason) or 1.0) * 1000) - repush_after_ms,
+                        r.event_id,
+                    )
+                    for r in mine
+                    if is_retryable(r.reason)
+                ],
             )
             await self.store.set_meta("refusals_after", str(max(r.id for r in refusals)))
         return mine
@@ -869,6 +890,7 @@ class RefusedEvent(msgspec.Struct, frozen=True):
 
     event_id: str
     reason: str
+    retry: bool = False  # refused for now (a rate limit): pushed again after the delay
 
 
 class Summary(msgspec.Struct):
@@ -1157,8 +1179,12 @@ class Syncer:
             self._count(
                 summary, await self.log.apply(gathered, after, checked, self.now(), apply_views)
             )
-        mine = await self.log.record_refusals(refusals)  # after every apply: one writer
-        summary.refused.extend(RefusedEvent(r.event_id or "", r.reason) for r in mine)
+        mine = await self.log.record_refusals(  # after every apply: one writer
+            refusals, now_ms=wall_ms(), repush_after_ms=int(self.repush_after * 1000)
+        )
+        summary.refused.extend(
+            RefusedEvent(r.event_id or "", r.reason, is_retryable(r.reason)) for r in mine
+        )
         return summary
 
     @staticmethod

@@ -31,6 +31,7 @@ The pull cursor protocol (see ``docs/sync.md``):
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import msgspec
@@ -64,6 +65,26 @@ class PullRequest(msgspec.Struct, frozen=True, kw_only=True):
     checked: Annotated[int, Meta(ge=0)] = 0
     refusals_after: Annotated[int, Meta(ge=0)] = 0
     """The device's cursor in its person's refusals (``Refusal.id``)."""
+
+
+RATE_LIMITED = "rate limit:"
+"""The start of every retryable refusal's reason (``server.limits``): the device pushes the
+event again after the delay the reason names; every other refusal is final."""
+
+_RETRY_AFTER = re.compile(r"retry after (\d+(?:\.\d+)?) ?s\b")
+
+
+def is_retryable(reason: str) -> bool:
+    """Whether a refusal's reason asks the device to push the event again later."""
+    return reason.startswith(RATE_LIMITED)
+
+
+def retry_after(reason: str) -> float | None:
+    """The delay (seconds) a retryable reason asks for; None for any other reason."""
+    if not is_retryable(reason):
+        return None
+    found = _RETRY_AFTER.search(reason)
+    return float(found.group(1)) if found else 1.0
 
 
 class Refusal(msgspec.Struct, frozen=True, array_like=True):

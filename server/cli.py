@@ -9,6 +9,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -31,6 +33,14 @@ from server.accounts import (
     check_name,
     new_credentials,
     open_accounts,
+)
+from server.ingest import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_STREAM_MAX_BYTES
+from server.limits import (
+    DEFAULT_BYTE_BURST,
+    DEFAULT_BYTES_PER_SECOND,
+    DEFAULT_EVENT_BURST,
+    DEFAULT_EVENTS_PER_SECOND,
+    IngestLimits,
 )
 from server.nats_embedded import events_subject
 from server.store import Incoming, ServerStore, open_store
@@ -58,6 +68,14 @@ Database = Annotated[
     ),
 ]
 AsJson = Annotated[bool, Parameter(name="--json", negative="", help="Print JSON.")]
+Output = Annotated[
+    Path | None,
+    Parameter(
+        help="Write the credentials (JSON, for `milepost init --credentials`) to this file,"
+        " created readable by its owner only (0600), instead of printing them."
+    ),
+]
+Force = Annotated[bool, Parameter(negative="", help="With --output: replace an existing file.")]
 
 app = App(
     name="milepost-server",
@@ -161,8 +179,43 @@ def _urls(nats_url: str | None, http_url: str | None) -> tuple[str, str]:
     )
 
 
+def _check_output(output: Path | None, force: bool) -> None:
+    """Before any change: refuse an --output that exists (unless --force) or cannot be made."""
+    if output is None:
+        if force:
+            raise CliError("--force goes with --output", 2)
+        return
+    if output.exists() and not force:
+        raise CliError(f"{output} exists; choose another file or add --force to replace it", 2)
+    if output.exists() and not output.is_file():
+        raise CliError(f"{output} is not a file", 2)
+    if not output.parent.is_dir():
+        raise CliError(f"the folder of {output} does not exist", 2)
+
+
+def write_secret_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (0600) from its first byte:
+    a temporary file created 0600 in the same folder, then renamed over ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
 def _print_credentials(
-    person: str, teams: Sequence[str], creds: Credentials, as_json: bool, urls: tuple[str, str]
+    person: str,
+    teams: Sequence[str],
+    creds: Credentials,
+    as_json: bool,
+    urls: tuple[str, str],
+    output: Path | None = None,
 ) -> None:
     nats_url, http_url = urls
     shown: dict[str, Any] = {
@@ -173,14 +226,24 @@ def _print_credentials(
         "nats_password": creds.nats_password,
         "api_token": creds.api_token,
     }
+    team_flag = f" --team {teams[0]}" if teams else ""
+    if output is not None:
+        write_secret_file(output, json.dumps(shown, indent=2) + "\n")
+        print(
+            f"wrote {person}'s credentials to {output} (mode 0600; shown only there)."
+            f" Give it to {person} privately, then on their device:\n"
+            f"  milepost init --person {person}{team_flag} --server {nats_url}"
+            f" --credentials {output.name}"
+        )
+        return
     if as_json:
         print(json.dumps(shown, indent=2))
         return
     for key, value in shown.items():
         print(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
-    team_flag = f" --team {teams[0]}" if teams else ""
     print(
-        f"# shown only now. Save it with --json to {person}.json, then on {person}'s device:\n"
+        f"# shown only now. Save it with --output {person}.json (mode 0600),"
+        f" then on {person}'s device:\n"
         f"#   milepost init --person {person}{team_flag} --server {nats_url}"
         f" --credentials {person}.json"
     )
@@ -197,6 +260,26 @@ def _check_names(person: str | None, teams: Sequence[str]) -> None:
 
 
 # --- run --------------------------------------------------------------------------------
+
+
+def _ingest_limits(
+    rate_limit: float, burst: int, byte_rate: int, byte_burst: int
+) -> IngestLimits | None:
+    """The per-person limits the flags ask for (a rate of 0 turns that limit off)."""
+    if rate_limit < 0 or not math.isfinite(rate_limit):
+        raise CliError("--rate-limit must be a number of events per second, 0 or more", 2)
+    if byte_rate < 0:
+        raise CliError("--byte-rate must be 0 or more", 2)
+    if burst < 1 or byte_burst < 1:
+        raise CliError("--burst and --byte-burst must be at least 1", 2)
+    if not rate_limit and not byte_rate:
+        return None
+    return IngestLimits(
+        events_per_second=rate_limit or None,
+        event_burst=burst,
+        bytes_per_second=byte_rate or None,
+        byte_burst=byte_burst,
+    )
 
 
 @app.command
@@ -230,6 +313,42 @@ def run(
         float,
         Parameter(help="Seconds before messages a crashed replica fetched are redelivered."),
     ] = 30.0,
+    monitor_host: Annotated[
+        str,
+        Parameter(
+            help="Address of the embedded nats-server's monitoring port (unauthenticated:"
+            " it lists users, addresses and subscriptions). Loopback whatever --host is."
+        ),
+    ] = "127.0.0.1",
+    rate_limit: Annotated[
+        float,
+        Parameter(
+            help="Events per second one person may push, after a burst (0: no limit)."
+            " Past it their events are refused with 'rate limit: … retry after N s' and"
+            " their devices push them again later; nothing is lost."
+        ),
+    ] = DEFAULT_EVENTS_PER_SECOND,
+    burst: Annotated[
+        int, Parameter(help="Events one person may push at once before --rate-limit applies.")
+    ] = DEFAULT_EVENT_BURST,
+    byte_rate: Annotated[
+        int,
+        Parameter(help="Bytes per second one person may push, after --byte-burst (0: no limit)."),
+    ] = DEFAULT_BYTES_PER_SECOND,
+    byte_burst: Annotated[
+        int, Parameter(help="Bytes one person may push at once before --byte-rate applies.")
+    ] = DEFAULT_BYTE_BURST,
+    stream_max_bytes: Annotated[
+        int,
+        Parameter(
+            help="Bytes the events stream may hold not yet ingested (-1: no limit); when"
+            " full, pushes are refused and devices retry."
+        ),
+    ] = DEFAULT_STREAM_MAX_BYTES,
+    max_event_bytes: Annotated[
+        int,
+        Parameter(help="Largest message the events stream takes, headers included (bytes)."),
+    ] = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> int:
     """Run the server: store, NATS, ingest, projections and the HTTP API in one process.
 
@@ -237,6 +356,7 @@ def run(
 
     Example: milepost-server run --port 0
     """
+    from server.ingest import StreamLimits
     from server.runtime import RunOptions, serve
 
     for name, value in (("--port", port), ("--nats-port", nats_port)):
@@ -248,6 +368,11 @@ def run(
         raise CliError("--stream-replicas must be between 1 and 5", 2)
     if not 0.5 <= ack_wait <= 3600:
         raise CliError("--ack-wait must be between 0.5 and 3600 seconds", 2)
+    limits = _ingest_limits(rate_limit, burst, byte_rate, byte_burst)
+    if stream_max_bytes != -1 and stream_max_bytes < 1024 * 1024:
+        raise CliError("--stream-max-bytes must be at least 1048576 (1 MiB), or -1", 2)
+    if not 1024 <= max_event_bytes <= 64 * 1024 * 1024:
+        raise CliError("--max-event-bytes must be between 1024 and 67108864", 2)
     logging.basicConfig(
         level=logging.WARNING,
         stream=sys.stderr,
@@ -258,7 +383,19 @@ def run(
         print(f"http: {http_url}", flush=True)
         print(f"nats: {nats_url}", flush=True)
 
-    options = RunOptions(_home(), database, nats, host, port, nats_port, stream_replicas, ack_wait)
+    options = RunOptions(
+        _home(),
+        database,
+        nats,
+        host,
+        port,
+        nats_port,
+        stream_replicas,
+        ack_wait,
+        monitor_host=monitor_host,
+        limits=limits,
+        stream_limits=StreamLimits(stream_max_bytes, max_event_bytes),
+    )
     return asyncio.run(serve(options, announce))
 
 
@@ -268,7 +405,8 @@ def nats_config(*, out: Path, database: Database = None) -> int:
     and every person with their subject permissions (hashes only).
 
     Every node's configuration includes this file; after adding, removing or rotating
-    a person, write it again and send SIGHUP to every node. The service user's
+    a person, write it again and send SIGHUP to every node, twice (a new person's
+    account gets its imports at the second reload). The service user's
     password is read from $MILEPOST_NATS_PASSWORD (never from the command line).
 
     Example: milepost-server nats-config --database postgresql://… --out deploy/nats/auth/auth.conf
@@ -302,14 +440,18 @@ def person_add(
     team: Annotated[tuple[str, ...], Parameter(help="A team to join (repeatable).")] = (),
     database: Database = None,
     as_json: AsJson = False,
+    output: Output = None,
+    force: Force = False,
     nats_url: Annotated[str | None, Parameter(help="NATS URL to tell the client.")] = None,
     http_url: Annotated[str | None, Parameter(help="HTTP URL to tell the client.")] = None,
 ) -> int:
-    """Register a person and print what `milepost init` needs (shown once).
+    """Register a person and print what `milepost init` needs (shown once), or write it
+    to a file only its owner can read with --output.
 
-    Example: milepost-server person add alice --team growth --json
+    Example: milepost-server person add alice --team growth --output alice.json
     """
     _check_names(name, team)
+    _check_output(output, force)
 
     async def go() -> Credentials:
         async with _opened(database) as opened:
@@ -323,7 +465,9 @@ def person_add(
             return creds
 
     creds = asyncio.run(go())
-    _print_credentials(name, list(dict.fromkeys(team)), creds, as_json, _urls(nats_url, http_url))
+    _print_credentials(
+        name, list(dict.fromkeys(team)), creds, as_json, _urls(nats_url, http_url), output
+    )
     return 0
 
 
@@ -389,14 +533,17 @@ def person_rotate(
     *,
     database: Database = None,
     as_json: AsJson = False,
+    output: Output = None,
+    force: Force = False,
     nats_url: Annotated[str | None, Parameter(help="NATS URL to tell the client.")] = None,
     http_url: Annotated[str | None, Parameter(help="HTTP URL to tell the client.")] = None,
 ) -> int:
     """Issue new credentials; the old password and token stop working.
 
-    Example: milepost-server person rotate alice
+    Example: milepost-server person rotate alice --output alice.json --force
     """
     _check_names(name, ())
+    _check_output(output, force)
 
     async def go() -> tuple[Credentials, list[str]]:
         async with _opened(database) as opened:
@@ -409,7 +556,7 @@ def person_rotate(
             return creds, (await opened.accounts.teams()).get(name, [])
 
     creds, teams = asyncio.run(go())
-    _print_credentials(name, teams, creds, as_json, _urls(nats_url, http_url))
+    _print_credentials(name, teams, creds, as_json, _urls(nats_url, http_url), output)
     return 0
 
 
@@ -535,6 +682,9 @@ def _one_line(message: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; errors become one line on stderr and exit 1 (or 2 for usage)."""
     tokens = list(sys.argv[1:] if argv is None else argv)
+    # Everything the server writes (database, logs, NATS configuration and store) is
+    # readable by its owner only, including the files SQLite and nats-server create.
+    os.umask(0o077)
     try:
         result = app(
             tokens,

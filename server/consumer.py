@@ -66,13 +66,18 @@ class PullConsumer(Generic[T]):
         *,
         batch: int,
         expires: float,
+        max_bytes: int | None = None,
     ) -> None:
-        """``prepare`` must not raise: a message it fails on would only come back later."""
+        """``prepare`` must not raise: a message it fails on would only come back later.
+        ``max_bytes`` bounds the bytes one request delivers (and so what is buffered: about
+        two requests' worth), whatever the messages' sizes."""
         self._nc = nc
         self._prepare = prepare
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self._batch = batch
         self._expires = expires
+        self._max_bytes = max_bytes
+        self._buffered_bytes = 0
         self._inbox = nc.new_inbox()
         self._sub: Subscription | None = None
         self._buffer: list[tuple[Msg, T]] = []
@@ -103,6 +108,7 @@ class PullConsumer(Generic[T]):
                 return []
         messages = self._buffer[: self._batch]
         del self._buffer[: self._batch]
+        self._buffered_bytes = sum(len(message.data) for message, _ in self._buffer)
         await self._request()
         return messages
 
@@ -113,6 +119,7 @@ class PullConsumer(Generic[T]):
                 await self._sub.unsubscribe()
             self._sub = None
         held, self._buffer = self._buffer, []
+        self._buffered_bytes = 0
         for message, _ in held:
             with contextlib.suppress(nats.errors.Error):
                 await message.nak()
@@ -121,6 +128,8 @@ class PullConsumer(Generic[T]):
         """Send a pull request unless one is in flight or a batch is already buffered."""
         if self._sub is None or len(self._buffer) >= self._batch:
             return
+        if self._max_bytes is not None and self._buffered_bytes >= self._max_bytes:
+            return
         if self._current is not None and time.monotonic() < self._deadline:
             return
         self._serial += 1
@@ -128,6 +137,8 @@ class PullConsumer(Generic[T]):
         self._remaining = self._batch
         self._deadline = time.monotonic() + self._expires + _GRACE
         payload = {"batch": self._batch, "expires": int(self._expires * 1e9)}
+        if self._max_bytes is not None:
+            payload["max_bytes"] = self._max_bytes
         try:
             await self._nc.publish(self._next_subject, json.dumps(payload).encode(), self._current)
         except nats.errors.Error:
@@ -137,6 +148,7 @@ class PullConsumer(Generic[T]):
     async def _on_message(self, msg: Msg) -> None:
         if msg.reply:  # a stream message (its reply subject is the ack subject)
             self._buffer.append((msg, self._prepare(msg)))
+            self._buffered_bytes += len(msg.data)
             if len(self._buffer) % _YIELD_EVERY == 0:
                 # nats-py hands queued messages over without yielding: let the caller's
                 # store round trips go on between slices of a long backlog.
@@ -152,9 +164,11 @@ class PullConsumer(Generic[T]):
         if status == "100" or msg.subject != self._current:
             return  # a heartbeat, or the end of a request we no longer wait for
         self._current = None
-        if status in ("404", "408"):
+        description = msg.headers.get("Description") if msg.headers else None
+        if status in ("404", "408") or (
+            status == "409" and "MaxBytes" in (description or "")  # its byte budget is used
+        ):
             await self._request()  # it expired: ask again at once
         else:
             # e.g. 409 a leadership change, 503 no consumer: the next fetch asks again.
-            description = msg.headers.get("Description") if msg.headers else None
             log.warning("pull request ended with status %s %s", status, description)

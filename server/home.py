@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,7 +13,13 @@ from typing import Any
 
 import platformdirs
 
-from server.nats_embedded import SERVICE_USER, NatsUser, render_config
+from server.nats_embedded import (
+    DEFAULT_MONITOR_HOST,
+    SERVICE_USER,
+    NatsUser,
+    reload_config,
+    render_config,
+)
 
 DEFAULT_HTTP_PORT = 8321
 DEFAULT_NATS_PORT = 4222
@@ -39,11 +44,51 @@ def nats_dir(home: Path) -> Path:
     return home / "nats"
 
 
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+SQLITE_SIDE_FILES = ("", "-wal", "-shm", "-journal")
+"""A SQLite database and the files SQLite keeps beside it (all hold its rows)."""
+
+
+def secure_home(home: Path) -> Path:
+    """Create ``home`` (and the NATS folder) readable by its owner only; tighten an
+    existing one (an older version made them 0755). Returns ``home``."""
+    home.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    home.chmod(PRIVATE_DIR)
+    folder = nats_dir(home)
+    if folder.exists():
+        folder.chmod(PRIVATE_DIR)
+    return home
+
+
+def restrict_files(*paths: Path) -> None:
+    """``chmod 0600`` each file that exists (the database, logs, configuration)."""
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            path.chmod(PRIVATE_FILE)
+
+
+def restrict_database(location: str) -> None:
+    """``restrict_files`` for a SQLite database and its side files (no-op for a URL)."""
+    if "://" in location:
+        return
+    restrict_files(*(Path(location + suffix) for suffix in SQLITE_SIDE_FILES))
+
+
 def _write_private(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    write_private_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_private_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically through a temporary file created 0600 (never
+    readable by others, not even between its creation and a chmod)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.chmod(0o600)
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
     tmp.replace(path)
 
 
@@ -103,6 +148,7 @@ class RunInfo:
     nats_port: int | None = None
     nats_monitor_port: int | None = None
     service_hash: str | None = None
+    nats_monitor_host: str | None = None
 
 
 def write_run_info(home: Path, info: RunInfo) -> None:
@@ -162,11 +208,8 @@ def reload_embedded_nats(home: Path, people: dict[str, str]) -> bool:
         monitor_port=info.nats_monitor_port,
         store_dir=folder / "jetstream",
         users=users,
+        monitor_host=info.nats_monitor_host or DEFAULT_MONITOR_HOST,
     )
-    config = folder / "nats-server.conf"
-    tmp = config.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.chmod(0o600)
-    tmp.replace(config)
-    os.kill(info.nats_pid, signal.SIGHUP)
+    write_private_text(folder / "nats-server.conf", text)
+    reload_config(info.nats_pid, folder / "nats-server.log")
     return True

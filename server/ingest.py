@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,12 +31,22 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 
 from events.clock import clock_ahead_reason, wall_ms
+from events.codec import MAX_EVENT_BYTES
 from events.wire import EVENTS_PREFIX, subject_person
 from projections.ownership import ADMIN
 from server.consumer import PullConsumer
+from server.limits import RATE_LIMITED, PersonLimiter
 from server.nats_embedded import poke_subject
 from server.store.protocol import AppendResult, Incoming, ServerStore, StoredEvent
 
@@ -81,9 +90,15 @@ class BatchReport:
     incoming: tuple[Incoming, ...] = ()
     """What the round appended, already decoded: lets the projection follower fold
     ``committed`` without reading it back and decoding it again."""
+    rate_limited: int = 0
+    """Messages of this round refused by the per-person limits (dead-lettered, retryable)."""
 
 
 EMPTY_REPORT = BatchReport(0, 0, 0, 0, frozenset())
+
+
+def _is_rate_limited(incoming: Incoming) -> bool:
+    return incoming.error is not None and incoming.error.startswith(RATE_LIMITED)
 
 
 Delivered = tuple[Msg, Incoming]
@@ -118,36 +133,80 @@ def validate(raw: bytes, subject: str, now_ms: int | None = None) -> Incoming:
     return incoming
 
 
+DEFAULT_STREAM_MAX_BYTES = 1024**3
+"""What ``milepost-server run`` lets wait in the stream, not yet ingested (1 GiB)."""
+DEFAULT_MAX_MESSAGE_BYTES = MAX_EVENT_BYTES + 4096
+"""The largest message the stream takes: the codec's largest event plus room for headers."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """The operator's limits on the event stream (``milepost-server run`` flags).
+
+    The stream keeps a message only until every consumer (the ingest's durable) has
+    acknowledged it (interest retention), so ``max_bytes`` bounds the backlog waiting
+    to be ingested, not the history. When it is full, or a message is larger than
+    ``max_message_bytes``, JetStream refuses the publish (discard *new*): the device
+    gets an error instead of an ack, keeps the event and pushes it again later. Old
+    messages are never discarded to make room, so an acknowledged push is never lost.
+    """
+
+    max_bytes: int = DEFAULT_STREAM_MAX_BYTES
+    """-1: no limit."""
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    """-1: nats-server's own limit (its max_payload)."""
+
+
 async def ensure_stream(
     nc: NatsClient,
     *,
     replicas: int | None = None,
     duplicate_window: float = DUPLICATE_WINDOW_SECONDS,
+    limits: StreamLimits | None = None,
 ) -> None:
     """Create the event stream, or update it to our settings if it exists.
 
     ``replicas`` is the stream's replica count (3 on a three-node cluster). None
     creates it with one replica and keeps an existing stream's count, so a process
     started without the flag never scales a replicated stream down.
+
+    ``limits`` (see ``StreamLimits``) also switch the stream to interest retention.
+    A stream created here starts with limits retention either way: an interest
+    stream drops what is published while it has no consumer, and the ingest's
+    consumer is created just after (``IngestWorker``), which then applies the limits.
+    Without ``limits`` the stream keeps its retention and has no limits.
     """
     js = nc.jetstream()
     try:
         info = await js.stream_info(STREAM)
     except nats.js.errors.NotFoundError:
-        await js.add_stream(_stream_config(replicas or 1, duplicate_window))
+        await js.add_stream(_stream_config(replicas or 1, duplicate_window, None))
     else:
         current = info.config.num_replicas or 1
-        await js.update_stream(_stream_config(replicas or current, duplicate_window))
+        keep = info.config.retention or RetentionPolicy.LIMITS
+        await js.update_stream(_stream_config(replicas or current, duplicate_window, limits, keep))
 
 
-def _stream_config(replicas: int, duplicate_window: float) -> StreamConfig:
-    return StreamConfig(
+def _stream_config(
+    replicas: int,
+    duplicate_window: float,
+    limits: StreamLimits | None,
+    retention: RetentionPolicy = RetentionPolicy.LIMITS,
+) -> StreamConfig:
+    config = StreamConfig(
         name=STREAM,
         subjects=[f"{EVENTS_PREFIX}.>"],
         storage=StorageType.FILE,
         duplicate_window=duplicate_window,
         num_replicas=replicas,
+        retention=retention,
     )
+    if limits is not None:
+        config.retention = RetentionPolicy.INTEREST
+        config.max_bytes = limits.max_bytes
+        config.max_msg_size = limits.max_message_bytes
+        config.discard = DiscardPolicy.NEW
+    return config
 
 
 class IngestWorker:
@@ -163,14 +222,23 @@ class IngestWorker:
         fetch_timeout: float = 1.0,
         ack_wait: float = 30.0,
         replicas: int | None = None,
+        limiter: PersonLimiter | None = None,
+        stream_limits: StreamLimits | None = None,
+        max_batch_bytes: int | None = None,
         wall: Callable[[], int] = wall_ms,
     ) -> None:
-        """``replicas``: the event stream's replica count (see ``ensure_stream``); ``wall``:
-        the clock stamps are judged against (Unix ms; a benchmark replaying a history dated
-        ahead of today passes the history's own time)."""
+        """``replicas``: the event stream's replica count (see ``ensure_stream``);
+        ``limiter``: per-person rate limits (``server.limits``), checked as each message
+        arrives, before it is decoded; ``stream_limits``: see ``StreamLimits``;
+        ``max_batch_bytes``: the bytes one pull request may deliver (bounds memory when
+        messages are large); ``wall``: the clock stamps are judged against (Unix ms; a
+        benchmark replaying a history dated ahead of today passes the history's own time)."""
         self._nc = nc
         self._wall = wall
         self._replicas = replicas
+        self._limiter = limiter
+        self._stream_limits = stream_limits
+        self._max_batch_bytes = max_batch_bytes
         self._store = store
         self._durable = durable
         self._batch_size = batch_size
@@ -205,11 +273,27 @@ class IngestWorker:
             self._nc,
             STREAM,
             self._durable,
-            functools.partial(_validated, wall=self._wall),
+            self._prepare,
             batch=self._batch_size,
             expires=max(self._fetch_timeout, 0.5),
+            max_bytes=self._max_batch_bytes,
         )
         await self._consumer.start()
+
+    def _prepare(self, message: Msg) -> Incoming:
+        """As a message arrives: the person's limits first (a refused message is not
+        decoded, and its bytes are not kept), then ``validate``."""
+        if self._limiter is not None:
+            person = subject_person(message.subject)
+            if person is not None:
+                reason = self._limiter.admit(person, len(message.data))
+                if reason is not None:
+                    # Not the bytes (a flood must not fill the disk), but the event id its
+                    # device gave as ``Nats-Msg-Id``, so the device learns which to push again.
+                    msg_id = (message.headers or {}).get("Nats-Msg-Id", "")[:64]
+                    stub = msgspec.json.encode({"id": msg_id}) if msg_id else b""
+                    return Incoming.rejected(stub, reason, message.subject)
+        return _validated(message, self._wall)
 
     async def _setup(self) -> None:
         await ensure_stream(self._nc, replicas=self._replicas)
@@ -228,6 +312,10 @@ class IngestWorker:
             # Creating an existing consumer with the same settings is a no-op, so two
             # servers starting together are fine.
             await js.add_consumer(STREAM, config)
+        if self._stream_limits is not None:
+            # Now that the consumer exists, the stream may keep only what it has not
+            # acknowledged (see ``ensure_stream``).
+            await ensure_stream(self._nc, replicas=self._replicas, limits=self._stream_limits)
 
     async def close(self) -> None:
         """Stop fetching; messages fetched but not handed out are redelivered at once."""
@@ -282,6 +370,7 @@ class IngestWorker:
             frozenset(poked),
             result.stored,
             tuple(incoming for _, incoming in delivered),
+            sum(1 for _, incoming in delivered if _is_rate_limited(incoming)),
         )
 
     async def poke(self, result: AppendResult) -> set[str]:

@@ -20,6 +20,8 @@ class IngestCounters:
     duplicates: int = 0
     dead_lettered: int = 0
     failures: int = 0
+    rate_limited: int = 0
+    pull_refused: int = 0
     started_at: float = field(default_factory=time.time)
 
     def add(self, report: BatchReport) -> None:
@@ -30,6 +32,7 @@ class IngestCounters:
         self.stored += report.stored
         self.duplicates += report.duplicates
         self.dead_lettered += report.dead_lettered
+        self.rate_limited += report.rate_limited
 
 
 class DeadLetterCount:
@@ -91,6 +94,18 @@ async def render(
         "counter",
         "Messages dead-lettered by ingest.",
         ingest.dead_lettered,
+    )
+    lines += _line(
+        "milepost_ingest_rate_limited_total",
+        "counter",
+        "Messages refused by the per-person rate limits (dead-lettered, retryable).",
+        ingest.rate_limited,
+    )
+    lines += _line(
+        "milepost_pull_refused_total",
+        "counter",
+        "Pull requests dropped or refused (a reply subject not the asker's, too many waiting).",
+        ingest.pull_refused,
     )
     lines += _line(
         "milepost_ingest_failures_total", "counter", "Ingest rounds that failed.", ingest.failures

@@ -16,14 +16,30 @@ may do, and why each permission is there:
 
 A publish outside these subjects is refused by nats-server: the client gets a
 "Permissions Violation" in its error callback and its request times out.
+
+Replies land only with the requester: subject permissions constrain the subject
+a client publishes on, never the reply subject it attaches, so within one NATS
+account a person could push with reply ``_INBOX_<other>.x`` and JetStream's ack
+(or the pull responder's page) would land in the other's inbox. So every person
+is a NATS *account* of their own, and the service user with the stream lives in
+the ``MILEPOST`` account, which exports ``milepost.events.>`` and
+``milepost.pull.*`` as services and ``milepost.poke.*`` as a stream; each
+person's account imports only its own subjects. A request crossing a service
+import has its reply subject rewritten by nats-server (``_R_.…`` in the
+``MILEPOST`` account) and the answer is delivered back into the requester's
+account only, to the reply subject the requester gave: a reply naming someone
+else's inbox lands in the requester's own account, where no one else listens.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -40,6 +56,8 @@ from server.process import log_tail, spawn_logged, stop_by_pid
 SERVICE_USER = "milepost-server"
 PULL_PREFIX = "milepost.pull"
 POKE_PREFIX = "milepost.poke"
+SERVICE_ACCOUNT = "MILEPOST"
+"""The NATS account of the service user and the event stream (see the module docstring)."""
 
 
 def events_subject(person: str, event_id: str) -> str:
@@ -94,6 +112,58 @@ def person_permissions(person: str) -> dict[str, dict[str, list[str]]]:
     }
 
 
+def person_imports(person: str) -> list[dict[str, dict[str, str]]]:
+    """What one person's account imports from ``SERVICE_ACCOUNT``: their own subjects only."""
+    return [
+        {"service": {"account": SERVICE_ACCOUNT, "subject": f"{EVENTS_PREFIX}.{person}.>"}},
+        {"service": {"account": SERVICE_ACCOUNT, "subject": pull_subject(person)}},
+        {"stream": {"account": SERVICE_ACCOUNT, "subject": poke_subject(person)}},
+    ]
+
+
+SERVICE_EXPORTS: list[dict[str, str]] = [
+    {"service": f"{EVENTS_PREFIX}.>"},
+    {"service": f"{PULL_PREFIX}.*"},
+    {"stream": f"{POKE_PREFIX}.*"},
+]
+"""What the service account offers; each person's account imports its own part."""
+
+
+def accounts_config(users: Iterable[NatsUser]) -> dict[str, dict[str, object]]:
+    """nats-server ``accounts``: ``SERVICE_ACCOUNT`` (the service user, JetStream, the
+    exports) and one account per person (their user, restricted, and their imports).
+    Person names are lowercase (``check_name``), so none can be ``SERVICE_ACCOUNT``."""
+    service_users: list[dict[str, object]] = []
+    accounts: dict[str, dict[str, object]] = {}
+    for user in users:
+        if user.is_service:
+            service_users.append({"user": user.name, "password": user.password_hash})
+            continue
+        accounts[user.name] = {
+            "users": [
+                {
+                    "user": user.name,
+                    "password": user.password_hash,
+                    "permissions": person_permissions(user.name),
+                }
+            ],
+            "imports": person_imports(user.name),
+        }
+    return {
+        SERVICE_ACCOUNT: {
+            "jetstream": "enabled",
+            "users": service_users,
+            "exports": list(SERVICE_EXPORTS),
+        },
+        **accounts,
+    }
+
+
+DEFAULT_MONITOR_HOST = "127.0.0.1"
+"""The monitoring port (``/varz``, ``/connz``, ``/subsz``: users, addresses, inboxes) has
+no authentication, so it listens on loopback whatever ``host`` the clients use."""
+
+
 def render_config(
     *,
     host: str,
@@ -102,24 +172,66 @@ def render_config(
     store_dir: Path,
     users: Iterable[NatsUser],
     server_name: str = "milepost",
+    monitor_host: str = DEFAULT_MONITOR_HOST,
 ) -> str:
     """The nats-server configuration text. JSON is valid nats-server config syntax, and
     quoting every string keeps ``$`` in bcrypt hashes from being read as a variable."""
-    user_entries: list[dict[str, object]] = []
-    for user in users:
-        entry: dict[str, object] = {"user": user.name, "password": user.password_hash}
-        if not user.is_service:
-            entry["permissions"] = person_permissions(user.name)
-        user_entries.append(entry)
     config = {
         "server_name": server_name,
         "host": host,
         "port": port,
-        "http": f"{host}:{monitor_port}",
+        "http": f"{monitor_host}:{monitor_port}",
         "jetstream": {"store_dir": str(store_dir)},
-        "authorization": {"users": user_entries},
+        "accounts": accounts_config(users),
     }
     return json.dumps(config, indent=2) + "\n"
+
+
+RELOADED = b"Reloaded server configuration"
+
+
+def reload_config(pid: int, log_path: Path | None = None, timeout: float = 5.0) -> None:
+    """Make nats-server ``pid`` re-read its configuration (SIGHUP: connections stay), twice.
+
+    A person's account that appears in a reload can log in at once, but its imports
+    are wired only at the next reload (seen with nats-server 2.15: until then its
+    pushes get no ack and its pulls no responder). So: SIGHUP, wait until the log
+    (``log_path``) reports the reload, SIGHUP again and wait again. Without a log,
+    wait a moment between the two."""
+    for _ in range(2):
+        before = _reload_count(log_path)
+        os.kill(pid, signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if log_path is None:
+                time.sleep(0.3)
+                break
+            if _reload_count(log_path) > before:
+                break
+            time.sleep(0.02)
+
+
+def _reload_count(log_path: Path | None) -> int:
+    if log_path is None:
+        return 0
+    try:
+        return log_path.read_bytes().count(RELOADED)
+    except OSError:
+        return 0
+
+
+def adopt_global_account_store(store_dir: Path) -> bool:
+    """Move JetStream's files of the global account (``$G``: where versions before one
+    account per person kept the event stream) to ``SERVICE_ACCOUNT``, so a stream with
+    messages not yet ingested survives the upgrade. A single server keeps each account's
+    streams in ``<store_dir>/jetstream/<account>/``; a cluster's replicated streams are
+    moved by draining instead (docs/operations.md). Returns whether it moved them."""
+    root = store_dir / "jetstream"
+    old, new = root / "$G", root / SERVICE_ACCOUNT
+    if not old.is_dir() or new.exists():
+        return False
+    old.rename(new)
+    return True
 
 
 def nats_server_binary() -> Path:
@@ -156,12 +268,15 @@ class EmbeddedNats:
         host: str = "127.0.0.1",
         port: int = 0,
         monitor_port: int = 0,
+        monitor_host: str = DEFAULT_MONITOR_HOST,
     ) -> None:
-        """``people`` maps person → bcrypt hash; port 0 picks a free port."""
+        """``people`` maps person → bcrypt hash; port 0 picks a free port. The monitoring
+        port listens on ``monitor_host`` (loopback unless asked), not on ``host``."""
         self.data_dir = Path(data_dir)
         self.host = host
         self.port = port or free_port(host)
-        self.monitor_port = monitor_port or free_port(host)
+        self.monitor_host = monitor_host
+        self.monitor_port = monitor_port or free_port(monitor_host)
         self.service_password = service_password
         self._service_hash = hash_password(service_password)
         self._people: dict[str, str] = dict(people or {})
@@ -189,7 +304,8 @@ class EmbeddedNats:
 
     def write_config(self) -> None:
         """Write the configuration for the current people (atomically)."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
         users = [NatsUser(SERVICE_USER, self._service_hash)]
         users += [NatsUser(name, hashed) for name, hashed in sorted(self._people.items())]
         text = render_config(
@@ -198,10 +314,15 @@ class EmbeddedNats:
             monitor_port=self.monitor_port,
             store_dir=self.data_dir / "jetstream",
             users=users,
+            monitor_host=self.monitor_host,
         )
         tmp = self.config_path.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.chmod(0o600)
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        # Created 0600, never readable by others even for a moment (it holds the hashes).
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
         tmp.replace(self.config_path)
 
     def start(self, timeout: float = 15.0) -> None:
@@ -209,6 +330,7 @@ class EmbeddedNats:
         if self._process is not None:
             raise RuntimeError("nats-server is already running")
         self.write_config()
+        adopt_global_account_store(self.data_dir / "jetstream")
         self._process = spawn_logged(
             [str(nats_server_binary()), "-c", str(self.config_path)], self.log_path
         )
@@ -237,18 +359,30 @@ class EmbeddedNats:
 
     def _healthy(self) -> bool:
         request = (
-            f"GET /healthz?js-enabled-only=true HTTP/1.0\r\nHost: {self.host}\r\n\r\n"
+            f"GET /healthz?js-enabled-only=true HTTP/1.0\r\nHost: {self.monitor_host}\r\n\r\n"
         ).encode()
+        address = (self._monitor_dial_host(), self.monitor_port)
         try:
-            with socket.create_connection((self.host, self.monitor_port), timeout=0.5) as sock:
+            with socket.create_connection(address, timeout=0.5) as sock:
                 sock.sendall(request)
                 answer = sock.recv(64)
         except OSError:
             return False
         return answer.startswith(b"HTTP/1.") and b" 200 " in answer.split(b"\r\n", 1)[0] + b" "
 
+    def _monitor_dial_host(self) -> str:
+        """Where to reach the monitoring port (a wildcard address is dialled on loopback)."""
+        return "127.0.0.1" if self.monitor_host in ("0.0.0.0", "") else self.monitor_host
+
     def _log_tail(self) -> str:
         return log_tail(self.log_path)
+
+    def set_people(self, people: dict[str, str]) -> None:
+        """Replace the people (person → bcrypt hash) and reload a running server."""
+        self._people = dict(people)
+        self.write_config()
+        if self._process is not None and self._process.poll() is None:
+            reload_config(self._process.pid, self.log_path)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop by pid: SIGTERM, then SIGKILL if it has not exited within ``timeout``."""

@@ -8,6 +8,7 @@ stopped the same way.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -17,7 +18,10 @@ def spawn_logged(
     command: list[str], log_path: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
     """Start ``command`` with stdout and stderr appended to ``log_path`` and no stdin."""
-    with log_path.open("ab") as log:
+    # 0600: a log names users and addresses. ``chmod`` too: an older version made it 0644.
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.chmod(log_path, 0o600)
+    with os.fdopen(fd, "ab") as log:
         return subprocess.Popen(
             command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )

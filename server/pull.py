@@ -2,12 +2,14 @@
 
 Authorization is by subject: nats-server lets only ``<person>`` publish on
 ``milepost.pull.<person>`` (see ``server.nats_embedded``), so the person in the
-subject is the asker, whatever the request body says. Replies go to the
-request's reply inbox, which only that person may subscribe to.
+subject is the asker, whatever the request body says. Replies go only to the
+asker's own inbox (``reply_allowed``): a request naming any other reply subject
+is dropped unanswered and counted.
 
 The responder subscribes with a queue group, so several server replicas
-share the requests. Each request is answered in its own task (bounded), so one
-slow page does not hold up other devices.
+share the requests. Each request is answered in its own task (bounded, and fair
+across people: see ``PullResponder``), so one slow page, or one person's flood
+of requests, does not hold up other devices.
 
 One page (``answer``):
 
@@ -31,8 +33,10 @@ event still being committed.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -50,13 +54,15 @@ from events.wire import (
     decode_request,
     encode_reply,
 )
-from server.nats_embedded import PULL_PREFIX
+from server.nats_embedded import PULL_PREFIX, inbox_prefix
 from server.store.protocol import ServerStore, StoredEvent
 
 QUEUE_GROUP = "milepost-pull"
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 MAX_REFUSALS = 100
 """Refusals per reply at most (a device asks again after the last one it got)."""
+SERVICE_IMPORT_REPLY_PREFIX = "_R_."
+"""The reply subjects nats-server gives requests that crossed a service import."""
 RECHECK_SPAN = 50_000
 """A device paging through a backlog has its reveals checked at least this often
 (positions), even while every page is full."""
@@ -181,8 +187,28 @@ def _page(
     )
 
 
+def reply_allowed(person: str, reply: str) -> bool:
+    """Whether a pull by ``person`` may be answered on ``reply``: their own inbox
+    (``_INBOX_<person>.…``), or a reply subject nats-server made for a request that
+    crossed from the person's account into the service's (``_R_.…``, delivered back
+    into the requester's account only; see ``server.nats_embedded``). Anything else
+    (``milepost.poke.<other>``, ``_INBOX_<other>.x``) would make the server publish
+    where the requester may not."""
+    return reply.startswith((inbox_prefix(person) + ".", SERVICE_IMPORT_REPLY_PREFIX))
+
+
 class PullResponder:
-    """Serves pull requests on ``milepost.pull.*`` in a queue group until stopped."""
+    """Serves pull requests on ``milepost.pull.*`` in a queue group until stopped.
+
+    Fair across people: requests wait in one queue per person and are started in
+    turn (round robin over the people with requests waiting), at most
+    ``per_person`` of one person's at a time and ``concurrency`` in all. Two per
+    person: an answer may hold two store connections at once (``answer`` reads the
+    head and the page together), and one person must not take the whole pool
+    (PostgreSQL: 8), where waiting is not first come, first served. A person
+    with more than ``max_queued`` requests waiting has the newest answered at once
+    with an error (``busy``: their device retries), so a flood from one person
+    costs everyone else at most one turn and the server a bounded queue."""
 
     def __init__(
         self,
@@ -191,15 +217,28 @@ class PullResponder:
         *,
         queue: str = QUEUE_GROUP,
         concurrency: int = 8,
+        per_person: int = 2,
+        max_queued: int = 64,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_refused(reason)`` is called for every request dropped or refused here."""
         self._nc = nc
         self._store = store
         self._queue = queue
-        self._slots = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
+        self._per_person = max(1, per_person)
+        self._max_queued = max(1, max_queued)
+        self._on_refused = on_refused
+        self._waiting: dict[str, collections.deque[Msg]] = {}
+        self._turns: collections.deque[str] = collections.deque()  # people with requests waiting
+        self._running: collections.Counter[str] = collections.Counter()
+        self._active = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._sub: Any = None
         self.answered = 0
         self.failed = 0
+        self.refused_replies = 0
+        self.busy = 0
         self._head = 0  # the highest head an answer saw (a hint: see ``answer``)
 
     async def start(self) -> None:
@@ -210,35 +249,87 @@ class PullResponder:
             )
 
     async def stop(self) -> None:
-        """Unsubscribe and finish the requests in hand."""
+        """Unsubscribe and finish the requests in hand (those still waiting are dropped:
+        their devices time out and ask again)."""
         sub, self._sub = self._sub, None
         if sub is not None:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+        self._waiting.clear()
+        self._turns.clear()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def _refuse(self, reason: str) -> None:
+        log.warning("pull request dropped: %s", reason)
+        if self._on_refused is not None:
+            self._on_refused(reason)
+
     async def _on_message(self, msg: Msg) -> None:
-        await self._slots.acquire()
-        task = asyncio.create_task(self._serve(msg))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _serve(self, msg: Msg) -> None:
-        try:
-            reply = await self._reply_for(msg)
-            if msg.reply:
-                await self._nc.publish(msg.reply, encode_reply(reply))
-        except Exception:
-            log.exception("pull request on %s failed", msg.subject)
-        finally:
-            self._slots.release()
-
-    async def _reply_for(self, msg: Msg) -> PullReply:
         person = pull_person(msg.subject)
         if person is None:
             self.failed += 1
-            return PullReply(error=f"subject {msg.subject!r} names no person")
+            self._refuse(f"subject {msg.subject!r} names no person")
+            return
+        if not msg.reply:
+            return  # nobody to answer
+        if not reply_allowed(person, msg.reply):
+            # Never publish where the requester may not: no answer at all.
+            self.refused_replies += 1
+            self._refuse(f"pull by {person!r} asked for its reply on {msg.reply!r}")
+            return
+        waiting = self._waiting.get(person)
+        if waiting is None:
+            waiting = self._waiting[person] = collections.deque()
+        if len(waiting) >= self._max_queued:
+            self.busy += 1
+            if self._on_refused is not None:  # not logged: a flood would flood the log
+                self._on_refused(f"{person!r} has {len(waiting)} pull requests waiting")
+            busy = PullReply(error=f"too many pull requests from {person} at once; try again")
+            await self._nc.publish(msg.reply, encode_reply(busy))
+            return
+        if not waiting and self._running[person] < self._per_person:
+            self._turns.append(person)
+        waiting.append(msg)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Start waiting requests, one person's at a time in turn, while slots are free."""
+        while self._active < self._concurrency and self._turns:
+            person = self._turns.popleft()
+            waiting = self._waiting[person]
+            msg = waiting.popleft()
+            self._running[person] += 1
+            self._active += 1
+            task = asyncio.create_task(self._serve(person, msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            if not waiting:
+                del self._waiting[person]
+            elif self._running[person] < self._per_person:
+                self._turns.append(person)  # back of the line
+
+    def _finished(self, person: str) -> None:
+        self._active -= 1
+        self._running[person] -= 1
+        if not self._running[person]:
+            del self._running[person]
+        waiting = self._waiting.get(person)
+        # At the cap, the person had left the turns: back in line now that one finished.
+        if waiting and self._running[person] == self._per_person - 1 and person not in self._turns:
+            self._turns.append(person)
+        self._dispatch()
+
+    async def _serve(self, person: str, msg: Msg) -> None:
+        try:
+            reply = await self._reply_for(person, msg)
+            await self._nc.publish(msg.reply, encode_reply(reply))
+        except Exception:
+            log.exception("pull request on %s failed", msg.subject)
+        finally:
+            self._finished(person)
+
+    async def _reply_for(self, person: str, msg: Msg) -> PullReply:
         try:
             request = decode_request(msg.data)
         except WireError as exc:

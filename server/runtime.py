@@ -17,7 +17,7 @@ import os
 import signal
 import socket
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -29,15 +29,33 @@ from nats.aio.client import Client as NatsClient
 from server import home as server_home
 from server.accounts import open_accounts
 from server.http import ServerContext, TokenVerifier, create_app
-from server.ingest import CONSUMER, STREAM, BatchReport, IngestWorker
+from server.ingest import (
+    ADMIN_PERSON,
+    CONSUMER,
+    STREAM,
+    BatchReport,
+    IngestWorker,
+    StreamLimits,
+)
+from server.limits import IngestLimits, PersonLimiter
 from server.metrics import IngestCounters
 from server.nats_cluster import SERVICE_PASSWORD_ENV
-from server.nats_embedded import SERVICE_USER, EmbeddedNats, hash_password, new_password
+from server.nats_embedded import (
+    DEFAULT_MONITOR_HOST,
+    SERVICE_USER,
+    EmbeddedNats,
+    hash_password,
+    new_password,
+)
 from server.projection import ProjectionFollower
 from server.pull import PullResponder
 from server.store import open_store
 
 log = logging.getLogger(__name__)
+
+MAX_BATCH_BYTES = 16 * 1024 * 1024
+"""The bytes one ingest pull request may deliver: what bounds the ingest's memory when a
+person floods the stream with large messages (a batch is also at most 5000 messages)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +72,13 @@ class RunOptions:
     """The events stream's replica count (3 on a three-node cluster); None keeps it."""
     ack_wait: float = 30.0
     """Seconds before a batch a crashed replica fetched but never acked is redelivered."""
+    monitor_host: str = DEFAULT_MONITOR_HOST
+    """Where the embedded nats-server's monitoring port listens (loopback by default:
+    it has no authentication and lists users, addresses and inbox subscriptions)."""
+    limits: IngestLimits | None = field(default_factory=IngestLimits)
+    """Per-person rate limits at ingest (``server.limits``); None: none."""
+    stream_limits: StreamLimits | None = field(default_factory=StreamLimits)
+    """The event stream's limits (``server.ingest.StreamLimits``); None: none."""
 
 
 class _Server(uvicorn.Server):
@@ -121,8 +146,7 @@ def _consumer_lag(nc: NatsClient) -> Callable[[], Any]:
 
 async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> int:
     """Run until SIGINT/SIGTERM; ``announce(http_url, nats_url)`` once listening. Returns 0."""
-    home = options.home
-    home.mkdir(parents=True, exist_ok=True)
+    home = server_home.secure_home(options.home)
     database = options.database or server_home.default_database(home)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -136,6 +160,7 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
         accounts = open_accounts(database)
         await accounts.open()
         stack.push_async_callback(accounts.close)
+        server_home.restrict_database(database)  # everyone's private events, credential hashes
 
         http_port = server_home.choose_port(
             home, "http", options.port, server_home.DEFAULT_HTTP_PORT, options.host
@@ -172,6 +197,7 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
                 people=people,
                 host=options.host,
                 port=nats_port,
+                monitor_host=options.monitor_host,
             )
             await embedded.astart()
             stack.push_async_callback(embedded.astop)
@@ -185,11 +211,32 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
         if options.port != 0:
             server_home.remember_ports(home, http=http_port)
 
+        limiter = (
+            PersonLimiter(options.limits, exempt=frozenset({ADMIN_PERSON}))
+            if options.limits is not None
+            else None
+        )
+        message_bytes = (
+            options.stream_limits.max_message_bytes if options.stream_limits is not None else -1
+        )
         worker = IngestWorker(
-            nc, store, replicas=options.stream_replicas, ack_wait=options.ack_wait
+            nc,
+            store,
+            replicas=options.stream_replicas,
+            ack_wait=options.ack_wait,
+            limiter=limiter,
+            stream_limits=options.stream_limits,
+            # A batch of large messages stays a few MB (never less than one message).
+            max_batch_bytes=max(MAX_BATCH_BYTES, 2 * message_bytes, 2 * nc.max_payload),
         )
         await worker.start()
-        pulls = PullResponder(nc, store)  # devices' pull requests (queue group)
+        counters = IngestCounters()
+
+        def pull_refused(reason: str) -> None:
+            counters.pull_refused += 1
+
+        # Devices' pull requests (queue group), fair across people.
+        pulls = PullResponder(nc, store, on_refused=pull_refused)
         await pulls.start()
         stack.push_async_callback(pulls.stop)
         follower = ProjectionFollower(store)
@@ -198,7 +245,6 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
         # collection over millions of objects stalls every request for a long moment).
         gc.collect()
         gc.freeze()
-        counters = IngestCounters()
         ctx = ServerContext(
             follower,
             store,
@@ -236,6 +282,7 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
                 nats_port=embedded.port if embedded else None,
                 nats_monitor_port=embedded.monitor_port if embedded else None,
                 service_hash=service_hash,
+                nats_monitor_host=embedded.monitor_host if embedded else None,
             ),
         )
         stack.callback(server_home.clear_run_info, home)

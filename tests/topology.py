@@ -37,7 +37,7 @@ from events import Event, encode
 from milepost_testkit.cluster import HOST, NatsCluster, eventually, running_cluster
 from server.ingest import CONSUMER, STREAM
 from server.nats_cluster import AUTH_FILE, SERVICE_PASSWORD_ENV
-from server.nats_embedded import events_subject, free_port, inbox_prefix
+from server.nats_embedded import events_subject, free_port, inbox_prefix, reload_config
 from server.process import kill_by_pid, log_tail, spawn_logged, stop_by_pid
 from server.store.postgres import PostgresStore
 from server.store.protocol import StoredEvent
@@ -243,7 +243,8 @@ class Topology:
         for node in self.cluster.nodes:
             shutil.copy(generated, node.folder / AUTH_FILE)
             if node.process is not None and node.process.poll() is None:
-                os.kill(node.process.pid, signal.SIGHUP)
+                # Twice: a new person's account gets its imports at the second reload.
+                await asyncio.to_thread(reload_config, node.process.pid, node.log_path)
         for name, creds in self.people.items():
             for node in self.cluster.nodes:
                 if not node.running:

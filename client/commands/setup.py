@@ -31,7 +31,7 @@ def init(
 
     Example: milepost init --person ava --device laptop --team web
     """
-    from client.home import Profile, database_name, home_dir, save_profile
+    from client.home import Profile, database_name, home_dir, make_private_home, save_profile
     from client.store import Store
 
     for what, value, pattern in (
@@ -51,7 +51,7 @@ def init(
             raise InvalidValue(f"invalid team {team!r}") from None
     home = home_dir()
     try:
-        home.mkdir(parents=True, exist_ok=True)
+        make_private_home(home)
     except OSError as exc:
         raise InvalidValue(f"cannot create {home}: {exc.strerror}") from None
     name = database_name(person, device)

@@ -315,7 +315,8 @@ def log(
     async def go(session: Session) -> None:
         moment = as_of_moment(session, as_of)
         sql = (
-            "SELECT e.seq, CASE WHEN r.event_id IS NOT NULL THEN 'rejected' ELSE s.state END,"
+            "SELECT e.seq, CASE WHEN s.state != 'confirmed' AND r.event_id IS NOT NULL"
+            " THEN 'rejected' ELSE s.state END,"
             " e.data, e.type, e.id, r.reason FROM events e"
             " LEFT JOIN sync_state s ON s.event_id = e.id"
             " LEFT JOIN sync_refusals r ON r.event_id = e.id WHERE 1 = 1"

@@ -55,7 +55,8 @@ def sync(
             f"confirmed {summary.confirmed}, {summary.pending} pending (cursor {summary.cursor})"
         )
         for refused in summary.refused:
-            render.out(f"rejected {short_ref(refused.event_id)}: {refused.reason}")
+            what = "refused for now, will retry" if refused.retry else "rejected"
+            render.out(f"{what} {short_ref(refused.event_id)}: {refused.reason}")
         sys.stdout.flush()
 
     async def once(session: Session) -> int:
