@@ -220,7 +220,7 @@ _PENDING_NEW = (
     " WHERE e.seq > ? AND e.actor = ? AND s.event_id IS NULL ORDER BY e.seq LIMIT ?"
 )
 _PENDING_AGAIN = (
-    "SELECT e.seq, e.id, e.data FROM sync_state s JOIN events e ON e.id = s.event_id"
+    "SELECT e.seq, e.id, e.data, s.attempts FROM sync_state s JOIN events e ON e.id = s.event_id"
     " WHERE s.state = 'pending' AND e.actor = ?"
     " AND NOT EXISTS (SELECT 1 FROM sync_refusals r WHERE r.event_id = e.id)"
     " ORDER BY e.seq LIMIT ?"
@@ -248,6 +248,7 @@ class SyncLog:
     def __init__(self, store: Store, person: str) -> None:
         self.store = store
         self.person = person
+        self.msg_ids: dict[str, str] = {}  # event id -> ``Nats-Msg-Id`` of a push again
 
     async def counts(self) -> Counts:
         """How many own events are pending, pushed, confirmed and rejected."""
@@ -321,9 +322,14 @@ class SyncLog:
         """Own events to push: pending again, then never pushed with seq > ``after_seq``."""
         again = await self.store.fetchall(_PENDING_AGAIN, (self.person, limit))
         fresh = await self.store.fetchall(_PENDING_NEW, (after_seq, self.person, limit))
+        # A push again (after a rate limit, or unconfirmed too long) must not be taken for a
+        # repeat by the stream's duplicate window: its message id names the attempt. The
+        # server's store keeps each event id once whatever the message id.
+        for _, event_id, _, attempts in again:
+            self.msg_ids[str(event_id)] = f"{event_id}.{attempts}"
         seen: set[str] = set()
         out: list[tuple[int, str, bytes]] = []
-        for seq, event_id, data in [*again, *fresh]:
+        for seq, event_id, data, *_ in [*again, *fresh]:
             if event_id not in seen:
                 seen.add(event_id)
                 out.append((int(seq), str(event_id), bytes(data)))
@@ -849,8 +855,10 @@ class _AckInbox:
         *,
         timeout: float,
         refused: Callable[[], bool],
+        msg_ids: dict[str, str] | None = None,
     ) -> list[BaseException | None]:
-        """Publish each ``(seq, event id, data)`` with ``Nats-Msg-Id`` = event id and wait
+        """Publish each ``(seq, event id, data)`` with ``Nats-Msg-Id`` = event id (or its
+        entry in ``msg_ids``) and wait
         for the acks (at most ``timeout`` s, or until ``refused()``); one outcome per
         event: None when the stream acknowledged it, else the reason it did not."""
         self._waiting.clear()
@@ -866,7 +874,9 @@ class _AckInbox:
                     subject,
                     data,
                     reply=f"{self._prefix}.{token}",
-                    headers={"Nats-Msg-Id": event_id},
+                    headers={
+                        "Nats-Msg-Id": msg_ids.get(event_id, event_id) if msg_ids else event_id
+                    },
                 )
             except Exception as exc:
                 del self._waiting[token]
@@ -1058,6 +1068,7 @@ class Syncer:
             timeout=self.ack_timeout,
             # A permissions violation arrives on the error callback, never as an ack.
             refused=lambda: self.link.refused is not None,
+            msg_ids=self.log.msg_ids,
         )
         acked: list[str] = []
         for (_, event_id, _), outcome in zip(batch, outcomes, strict=True):

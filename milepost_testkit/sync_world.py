@@ -32,12 +32,19 @@ SERVER_BIN = Path(sys.executable).parent / "milepost-server"
 class ServerProcess:
     """``milepost-server run`` on an external NATS and an SQLite file; stopped by pid."""
 
-    def __init__(self, home: Path, nats_url: str, database: str | None = None) -> None:
+    def __init__(
+        self,
+        home: Path,
+        nats_url: str,
+        database: str | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.home = home
         self.nats_url = nats_url
         self.database = database or str(home / "server.sqlite")
         self.process: subprocess.Popen[str] | None = None
         self.http_url = ""
+        self.extra = extra  # more `run` options, e.g. limits
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("MILEPOST_")}
         self.env["MILEPOST_SERVER_HOME"] = str(home)
         self.env["PYTHONPATH"] = str(ROOT)
@@ -47,7 +54,7 @@ class ServerProcess:
         self.home.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [str(SERVER_BIN), "run", "--nats", self.nats_url, "--database", self.database,
-             "--port", "0"],
+             "--port", "0", *self.extra],
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=(self.home / "server.err").open("a"),
@@ -128,7 +135,9 @@ class Device(Cli):
 class World:
     """A nats-server with the test people, a server process, and devices."""
 
-    def __init__(self, root: Path, database: str | None = None) -> None:
+    def __init__(
+        self, root: Path, database: str | None = None, server_args: tuple[str, ...] = ()
+    ) -> None:
         self.root = root
         self.passwords = {person: new_password() for person in PEOPLE}
         self.tokens = {person: f"{person}.{new_password()}" for person in PEOPLE}  # API tokens
@@ -141,6 +150,7 @@ class World:
             root / "server",
             self.nats.url.replace("nats://", f"nats://{SERVICE_USER}:{self.service_password}@"),
             database,
+            server_args,
         )
         self.devices: list[Device] = []
 

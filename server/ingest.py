@@ -290,7 +290,8 @@ class IngestWorker:
                 if reason is not None:
                     # Not the bytes (a flood must not fill the disk), but the event id its
                     # device gave as ``Nats-Msg-Id``, so the device learns which to push again.
-                    msg_id = (message.headers or {}).get("Nats-Msg-Id", "")[:64]
+                    # (a push again names its attempt after the id: ``<id>.<n>``)
+                    msg_id = (message.headers or {}).get("Nats-Msg-Id", "")[:36]
                     stub = msgspec.json.encode({"id": msg_id}) if msg_id else b""
                     return Incoming.rejected(stub, reason, message.subject)
         return _validated(message, self._wall)

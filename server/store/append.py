@@ -144,7 +144,9 @@ class AppendTx(Protocol):
         ...
 
     async def insert_dead_letters(self, rows: Sequence[DeadLetterRow]) -> int:
-        """Insert dead letters, ignoring a repeat of the same digest; return how many."""
+        """Insert dead letters; a repeat of the same digest (the same message refused again)
+        replaces the earlier row under a new, higher id, so its device learns of the new
+        refusal (``refusals``) while the table holds one row per distinct message."""
         ...
 
     async def upsert_sharing(self, rows: Sequence[SharingRow]) -> None:

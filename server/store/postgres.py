@@ -303,7 +303,10 @@ class _PostgresTx(AppendTx):
                 event_id)
             SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[],
                 $5::timestamptz[], $6::text[], $7::text[])
-            ON CONFLICT (digest) DO NOTHING RETURNING id""",
+            ON CONFLICT (digest) DO UPDATE SET
+                id = nextval(pg_get_serial_sequence('dead_letters', 'id')),
+                reason = excluded.reason, received_at = excluded.received_at
+            RETURNING id""",
             *[list(column) for column in columns],
         )
         return len(inserted)

@@ -343,7 +343,7 @@ class _SqliteTx(AppendTx):
     async def insert_dead_letters(self, rows: Sequence[DeadLetterRow]) -> int:
         before = self._db.total_changes
         self._db.executemany(
-            """INSERT OR IGNORE INTO dead_letters(subject, raw, reason, digest, received_at,
+            """INSERT OR REPLACE INTO dead_letters(subject, raw, reason, digest, received_at,
                 person, event_id)
             VALUES (?, ?, ?, ?, ?, ?, ?)""",
             [(*row[:4], row.received_at.isoformat(), row.person, row.event_id) for row in rows],

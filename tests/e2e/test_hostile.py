@@ -311,3 +311,29 @@ async def test_the_device_learns_which_of_its_events_were_refused(hostile: World
     assert again["pushed"] == 0 and again["refused"] == []
     await synced(alice)
     assert forged.id not in held_ids(alice)
+
+
+def test_a_rate_limited_device_pushes_again_and_loses_nothing(tmp_path: Path) -> None:
+    """A burst of 5 then 5 events/s: the device's flood is refused for now, the device says
+    so, pushes the refused events again after the delay the server names, and in the end
+    every event is stored and confirmed (nothing rejected, nothing lost)."""
+    w = World(tmp_path, server_args=("--burst", "5", "--rate-limit", "5"))
+    w.start()
+    try:
+        alice = w.device("alice", "laptop")
+        goal = alice.json("milestone", "add", "Flood")
+        for i in range(24):
+            alice.ok("checkin", goal["ref"], str(i))
+        first = alice.sync()
+        assert any(r["retry"] for r in first["refused"]), first
+        states: dict[str, str] = {}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            states = alice.log_states()
+            if set(states.values()) == {"confirmed"}:
+                break
+            time.sleep(1.0)
+            alice.sync()
+        assert set(states.values()) == {"confirmed"} and len(states) == 25, states
+    finally:
+        w.close()
