@@ -159,7 +159,13 @@ class Feed(msgspec.Struct):
 
 
 FEED_TYPES = frozenset(
-    {"milestone.planned", "milestone.completed", "checkin.recorded", "observation.recorded"}
+    {
+        "milestone.planned",
+        "milestone.completed",
+        "checkin.recorded",
+        "observation.recorded",
+        "kudos.given",
+    }
 )
 """Event types that appear in feeds."""
 
@@ -174,6 +180,7 @@ class ProjectionState:
         "feeds",
         "indicators",
         "key_results",
+        "kudos",
         "memberships",
         "memo",
         "milestones",
@@ -202,6 +209,8 @@ class ProjectionState:
         self.corrections: dict[str, list[str]] = {}
         # target event id -> ids of retractions naming it
         self.retracted: dict[str, list[str]] = {}
+        # completion event id -> ids of kudos naming it, sorted (which count: projections.kudos)
+        self.kudos: dict[str, list[str]] = {}
         self.people: dict[str, PersonIndex] = {}
         # (team, person) -> register of "is a member"
         self.memberships: dict[tuple[str, str], Register] = {}
@@ -628,6 +637,10 @@ def _on_pause(state: ProjectionState, event: Event, body: b.PauseDeclared) -> No
     add_sorted(state.person(event.actor).pauses, event.id)
 
 
+def _on_kudos(state: ProjectionState, event: Event, body: b.KudosGiven) -> None:
+    add_sorted(state.kudos.setdefault(body.completion, []), event.id)
+
+
 def _on_membership(state: ProjectionState, event: Event, body: Any) -> None:
     key = (body.team, body.person)
     register = state.memberships.get(key)
@@ -679,6 +692,7 @@ HANDLERS: dict[type, Handler] = {
     b.PauseDeclared: _on_pause,
     b.TeamMemberJoined: _on_membership,
     b.TeamMemberLeft: _on_membership,
+    b.KudosGiven: _on_kudos,
 }
 
 

@@ -342,6 +342,7 @@ def person_remove(name: str, *, database: Database = None) -> int:
                 await opened.accounts.remove(name)
             except UnknownPerson as exc:
                 raise CliError(str(exc)) from None
+            await opened.accounts.end_web_sessions(name)
             await _append_memberships(opened.store, [(t, name, False) for t in teams])
             await _reload_nats(opened.accounts)
             return teams
@@ -405,6 +406,7 @@ def person_rotate(
                 await opened.accounts.rotate(name, creds.nats_password_hash, creds.token_hash)
             except UnknownPerson as exc:
                 raise CliError(str(exc)) from None
+            await opened.accounts.end_web_sessions(name)  # the team page signs them out
             await _reload_nats(opened.accounts)
             return creds, (await opened.accounts.teams()).get(name, [])
 

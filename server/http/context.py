@@ -75,6 +75,15 @@ class TokenVerifier:
             return person
         return None
 
+    @property
+    def accounts(self) -> AccountStore:
+        """The account store the hashes are read from (web sessions live there too)."""
+        return self._accounts
+
+    async def credential_of(self, person: str) -> str | None:
+        """The person's current API token hash (as of the last refresh), or None."""
+        return (await self._current()).get(person)
+
     async def is_registered(self, person: str) -> bool:
         """Whether ``person`` has credentials (as of the last refresh)."""
         return person in await self._current()

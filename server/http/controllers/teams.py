@@ -61,13 +61,15 @@ class TeamsController(Controller):
             ),
         ] = "current",
     ) -> Response[TeamBoard]:
-        """The team's goal board."""
+        """The team's goal board, with each item's health (pace, due dates, drift)."""
         check_cycle(cycle)
         require_member(ctx.state, team, request.user)
-        viewer, state, now = request.user, ctx.state, ctx.clock()
+        viewer, state, now, settings = request.user, ctx.state, ctx.clock(), ctx.settings
         key = ("board", viewer, team, cycle)
         return json_response(
-            await ctx.cached(key, lambda: team_board(state, team, viewer, now, cycle=cycle))
+            await ctx.cached(
+                key, lambda: team_board(state, team, viewer, now, cycle=cycle, settings=settings)
+            )
         )
 
     @get("/feed", summary="The team feed, newest first, paged by cursor")
