@@ -58,12 +58,20 @@ def health(
     today: date,
     signals: Sequence[DriftSignal] = (),
     pace_points: float = PACE_POINTS,
+    item_id: str | None = None,
 ) -> Health:
     """The health of one item from its state, pace, due date and the drift signals about it.
 
     ``state`` is ``open``, ``completed``/``done`` or ``dropped``; ``signals`` are the drift
-    signals about the item and the items under it (alerts first, as drift sorts them).
+    signals about the item and the items under it (alerts first, as drift sorts them); a
+    signal about an item under ``item_id`` names that item in the reason.
     """
+
+    def about(signal: DriftSignal) -> str:
+        if item_id is None or signal.subject == item_id or not signal.subject_title:
+            return signal.explanation
+        return f"'{signal.subject_title}': {signal.explanation}"
+
     if state in ("completed", "done"):
         return Health("done", "completed")
     if state == "dropped":
@@ -71,13 +79,13 @@ def health(
     kinds = tuple(dict.fromkeys(s.kind for s in signals))
     alerts = [s for s in signals if s.severity == "alert"]
     if alerts:
-        return Health("off-track", f"drift alert: {alerts[0].explanation}", kinds)
+        return Health("off-track", f"drift alert ({alerts[0].kind}) {about(alerts[0])}", kinds)
     if due_on is not None and due_on < today:
         days = (today - due_on).days
         late = f"{days} day{'s' if days != 1 else ''}"
         return Health("off-track", f"overdue: due {due_on.isoformat()}, {late} ago", kinds)
     if signals:
-        return Health("at-risk", f"drift warning: {signals[0].explanation}", kinds)
+        return Health("at-risk", f"drift warning ({signals[0].kind}) {about(signals[0])}", kinds)
     if expected is not None and expected - progress > pace_points:
         return Health(
             "at-risk",
@@ -133,6 +141,7 @@ def key_result_health(
         due_on=None,
         today=today,
         signals=_sorted(signals),
+        item_id=view.id,
     )
 
 
@@ -158,9 +167,10 @@ def objective_health(
         due_on=None,
         today=today,
         signals=_sorted(signals),
+        item_id=view.id,
     )
     if worst_child is not None and _RANK[worst_child.level] > _RANK[own.level]:
-        return Health(worst_child.level, f"a key result: {worst_child.reason}", own.signals)
+        return Health(worst_child.level, worst_child.reason, own.signals)
     return own
 
 

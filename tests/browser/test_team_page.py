@@ -116,7 +116,8 @@ def test_the_one_time_link_signs_in_once_and_the_board_shows_the_team_goals(
     post = page.locator(".milestone", has_text="Write the launch post")
     assert "off-track" in post.inner_text() and "overdue" in post.inner_text()
     cookies = {c["name"]: c for c in context.cookies()}
-    assert cookies["milepost_session"]["httpOnly"] and cookies["milepost_session"]["sameSite"] == "Strict"
+    session = cookies["milepost_session"]
+    assert session["httpOnly"] and session["sameSite"] == "Strict"
     # The same link again, in another browser: a page that says what to do, not signed in.
     other = browser.new_context().new_page()
     other.goto(link)
@@ -150,7 +151,9 @@ def test_bob_sees_alices_team_goals_and_never_her_private_item(browser: Any, sto
     page.context.close()
 
 
-def test_a_synced_checkin_reaches_an_open_feed_within_two_seconds(browser: Any, story: Story) -> None:
+def test_a_synced_checkin_reaches_an_open_feed_within_two_seconds(
+    browser: Any, story: Story
+) -> None:
     page = signed_in_page(browser, story.bob)
     page.goto(page.url + "/feed")
     page.wait_for_selector(".feed[data-ready='1']", timeout=10_000)
@@ -226,9 +229,7 @@ def test_drift_charts_and_the_printable_review(browser: Any, story: Story, tmp_p
 
 
 def test_reading_works_without_javascript_and_at_phone_width(browser: Any, story: Story) -> None:
-    page = signed_in_page(
-        browser, story.bob, java_script_enabled=False, color_scheme="dark"
-    )
+    page = signed_in_page(browser, story.bob, java_script_enabled=False, color_scheme="dark")
     page.set_viewport_size({"width": 390, "height": 844})
     assert "Launch the team page" in page.inner_text("main")
     width = page.evaluate("document.documentElement.scrollWidth")

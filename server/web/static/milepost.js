@@ -14,6 +14,10 @@
     return node;
   }
 
+  function kudosText(givers) {
+    return givers.length ? givers.length + " kudos: " + givers.join(", ") : "No kudos yet";
+  }
+
   function day(iso) {
     return iso.replace("T", " ").slice(0, 16);
   }
@@ -54,7 +58,7 @@
       li.appendChild(dl);
       var kudos = el("div", "kudos");
       var givers = item.kudos || [];
-      kudos.appendChild(el("span", "kudos-count", givers.length + " kudos" + (givers.length ? ": " + givers.join(", ") : "")));
+      kudos.appendChild(el("span", "kudos-count", kudosText(givers)));
       if (item.actor !== viewer && givers.indexOf(viewer) < 0) kudos.appendChild(kudosForm(team, item));
       li.appendChild(kudos);
     } else if (item.kind === "checkin.recorded" && item.note) {
@@ -72,7 +76,7 @@
     var li = document.getElementById("item-" + completionId);
     if (!li) return;
     var count = li.querySelector(".kudos-count");
-    if (count) count.textContent = givers.length + " kudos" + (givers.length ? ": " + givers.join(", ") : "");
+    if (count) count.textContent = kudosText(givers);
     if (givers.indexOf(viewer) >= 0) {
       var form = li.querySelector(".kudos-form");
       if (form) form.replaceWith(el("span", "muted", "you gave kudos"));
