@@ -89,11 +89,34 @@ _encode = msgspec.json.Encoder().encode
 class WebState:
     """Per-process state of the page: sessions, the clock of kudos, rendered pages."""
 
+    MAX_PAGES = 512
+
     def __init__(self, ctx: ServerContext) -> None:
         self.sessions = SessionKeeper(ctx.tokens)
         self.clock = HybridLogicalClock()
         self.kudos_lock = asyncio.Lock()
         self.pages: OrderedDict[tuple[Any, ...], tuple[float, bytes]] = OrderedDict()
+        self.rendering: dict[tuple[Any, ...], asyncio.Task[bytes]] = {}
+
+    def start_rendering(
+        self, key: tuple[Any, ...], render: Callable[[], Awaitable[str]], ttl: float
+    ) -> asyncio.Task[bytes]:
+        """Render a page in the background, storing it under ``key`` when done."""
+
+        async def run() -> bytes:
+            try:
+                body = (await render()).encode()
+                self.pages[key] = (time.monotonic() + ttl, body)
+                while len(self.pages) > self.MAX_PAGES:
+                    self.pages.popitem(last=False)
+                return body
+            finally:
+                self.rendering.pop(key, None)
+
+        task = asyncio.create_task(run())
+        self.rendering[key] = task
+        task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
+        return task
 
 
 def _web(request: AnyRequest) -> WebState:
@@ -146,22 +169,25 @@ def _json(payload: bytes | Any) -> Response[Any]:
 async def _page(
     request: AnyRequest, key: tuple[Any, ...], render: Callable[[], Awaitable[str]]
 ) -> Response[Any]:
-    """A rendered page, cached per projection position for ``response_ttl`` seconds.
+    """A rendered page, computed once per projection position (and again after
+    ``response_ttl`` seconds, since pages show the time-dependent views).
 
-    ``key`` names the session (a page carries its session's CSRF token), not only the person.
+    ``key`` names the session (a page carries its session's CSRF token), not only the
+    person. Concurrent requests for a page being rendered wait for that one rendering; an
+    expired page at the same position is served while its refresh runs, as the JSON
+    routes' ``ctx.cached`` does.
     """
     ctx = context_of(request)
-    pages = _web(request).pages
+    web = _web(request)
     full_key = (ctx.follower.position, *key)
-    hit = pages.get(full_key)
-    if hit is not None and hit[0] > time.monotonic():
-        pages.move_to_end(full_key)
+    hit = web.pages.get(full_key)
+    if hit is not None:
+        web.pages.move_to_end(full_key)
+        if hit[0] <= time.monotonic() and full_key not in web.rendering:
+            web.start_rendering(full_key, render, ctx.response_ttl)
         return _html(hit[1])
-    body = (await render()).encode()
-    pages[full_key] = (time.monotonic() + ctx.response_ttl, body)
-    while len(pages) > 512:
-        pages.popitem(last=False)
-    return _html(body)
+    pending = web.rendering.get(full_key) or web.start_rendering(full_key, render, ctx.response_ttl)
+    return _html(await asyncio.shield(pending))
 
 
 def _problem(request: AnyRequest, exc: SignInRefused) -> Response[Any]:
@@ -298,7 +324,7 @@ async def signin_with_token(request: AnyRequest) -> Response[Any]:
 
 
 @get("/signin/{token:str}", include_in_schema=False)
-async def signin_with_link(request: AnyRequest, token: str) -> Response[Any]:
+async def signin_with_link(request: AnyRequest, token: FromPath[str]) -> Response[Any]:
     """Redeem a one-time link from ``milepost web``: a session, or a page saying why not."""
     web, ctx = _web(request), context_of(request)
     person = await web.sessions.redeem_link(token, ctx.clock())
@@ -385,11 +411,16 @@ async def board(
 ) -> Response[Any]:
     """The team board: each member's objectives, key results and milestones with health."""
     filters = _filters(person, cycle, health)
-    me, page = await _board_page(request, team, filters)
+    me = await _signed_in(request)
     ctx = context_of(request)
+    require_member(ctx.state, team, me.person)
 
     async def render() -> str:
-        return _render(request, "board.html", page=page, team=team, **_common(me, ctx))
+        page = board_page(await _board(ctx, me.person, team, filters.cycle), filters)
+        common = _common(me, ctx)
+        return await asyncio.to_thread(
+            _render, request, "board.html", page=page, team=team, **common
+        )
 
     return await _page(request, ("board", me.session_hash, team, filters), render)
 
@@ -411,9 +442,9 @@ async def board_json(
 
 
 async def _feed_page(
-    request: AnyRequest, team: str, cursor: str | None
+    request: AnyRequest, team: str, cursor: str | None, me: SignedIn | None = None
 ) -> tuple[SignedIn, FeedPageView]:
-    me = await _signed_in(request)
+    me = me or await _signed_in(request)
     ctx = context_of(request)
     require_member(ctx.state, team, me.person)
     position = ctx.follower.position
@@ -431,15 +462,18 @@ async def _feed_page(
 
 @get("/t/{team:str}/feed", include_in_schema=False)
 async def feed(
-    request: AnyRequest, team: str, cursor: FromQuery[str | None] = None
+    request: AnyRequest, team: FromPath[str], cursor: FromQuery[str | None] = None
 ) -> Response[Any]:
     """The team feed, newest first; the script keeps it live over server-sent events."""
-    me, view = await _feed_page(request, team, cursor)
+    me = await _signed_in(request)
     ctx = context_of(request)
+    require_member(ctx.state, team, me.person)
 
     async def render() -> str:
-        return _render(
-            request, "feed.html", view=view, team=team, cursor=cursor, **_common(me, ctx)
+        _, view = await _feed_page(request, team, cursor, me)
+        common = _common(me, ctx)
+        return await asyncio.to_thread(
+            _render, request, "feed.html", view=view, team=team, cursor=cursor, **common
         )
 
     return await _page(request, ("feed", me.session_hash, team, cursor), render)
@@ -447,7 +481,7 @@ async def feed(
 
 @get("/t/{team:str}/feed.json", include_in_schema=False)
 async def feed_json(
-    request: AnyRequest, team: str, cursor: FromQuery[str | None] = None
+    request: AnyRequest, team: FromPath[str], cursor: FromQuery[str | None] = None
 ) -> Response[Any]:
     """The feed page's data."""
     _, view = await _feed_page(request, team, cursor)
@@ -455,7 +489,7 @@ async def feed_json(
 
 
 @get("/t/{team:str}/feed/live", include_in_schema=False)
-async def feed_live(request: AnyRequest, team: str) -> ServerSentEvent:
+async def feed_live(request: AnyRequest, team: FromPath[str]) -> ServerSentEvent:
     """The API's live feed stream for the signed-in person (resumes from Last-Event-ID or
     from ``after``, the position the page was rendered at)."""
     me = await _signed_in(request)
@@ -480,7 +514,7 @@ class KudosResult(msgspec.Struct, frozen=True):
 
 
 @post("/t/{team:str}/kudos", include_in_schema=False, status_code=200)
-async def give_kudos(request: AnyRequest, team: str) -> Response[Any]:
+async def give_kudos(request: AnyRequest, team: FromPath[str]) -> Response[Any]:
     """Give kudos on a completion: a ``kudos.given`` event by the signed-in person, judged by
     ``projections.kudos.kudos_refusal`` and stored as ingest stores a device's event."""
     me = await _signed_in(request)
@@ -530,8 +564,10 @@ async def give_kudos(request: AnyRequest, team: str) -> Response[Any]:
 # --- drift ------------------------------------------------------------------------------
 
 
-async def _drift_page(request: AnyRequest, team: str) -> tuple[SignedIn, DriftPage]:
-    me = await _signed_in(request)
+async def _drift_page(
+    request: AnyRequest, team: str, me: SignedIn | None = None
+) -> tuple[SignedIn, DriftPage]:
+    me = me or await _signed_in(request)
     ctx = context_of(request)
     require_member(ctx.state, team, me.person)
     state, viewer, settings, now = ctx.state, me.person, ctx.settings, ctx.clock()
@@ -543,19 +579,24 @@ async def _drift_page(request: AnyRequest, team: str) -> tuple[SignedIn, DriftPa
 
 
 @get("/t/{team:str}/drift", include_in_schema=False)
-async def drift(request: AnyRequest, team: str) -> Response[Any]:
+async def drift(request: AnyRequest, team: FromPath[str]) -> Response[Any]:
     """The team's drift grouped by item: each signal's rule, numbers and events."""
-    me, page = await _drift_page(request, team)
+    me = await _signed_in(request)
     ctx = context_of(request)
+    require_member(ctx.state, team, me.person)
 
     async def render() -> str:
-        return _render(request, "drift.html", page=page, team=team, **_common(me, ctx))
+        _, page = await _drift_page(request, team, me)
+        common = _common(me, ctx)
+        return await asyncio.to_thread(
+            _render, request, "drift.html", page=page, team=team, **common
+        )
 
     return await _page(request, ("drift", me.session_hash, team), render)
 
 
 @get("/t/{team:str}/drift.json", include_in_schema=False)
-async def drift_json(request: AnyRequest, team: str) -> Response[Any]:
+async def drift_json(request: AnyRequest, team: FromPath[str]) -> Response[Any]:
     """The drift page's data."""
     _, page = await _drift_page(request, team)
     return _json(page)
@@ -590,7 +631,9 @@ async def _burnup(
 
 
 @get("/t/{team:str}/kr/{key_result:str}", include_in_schema=False)
-async def key_result_page(request: AnyRequest, team: str, key_result: str) -> Response[Any]:
+async def key_result_page(
+    request: AnyRequest, team: FromPath[str], key_result: FromPath[str]
+) -> Response[Any]:
     """One key result: its burn-up chart and its check-ins."""
     me, chart = await _burnup(request, team, key_result)
     ctx = context_of(request)
@@ -606,14 +649,18 @@ async def key_result_page(request: AnyRequest, team: str, key_result: str) -> Re
 
 
 @get("/t/{team:str}/kr/{key_result:str}/burnup.svg", include_in_schema=False)
-async def burnup_svg(request: AnyRequest, team: str, key_result: str) -> Response[Any]:
+async def burnup_svg(
+    request: AnyRequest, team: FromPath[str], key_result: FromPath[str]
+) -> Response[Any]:
     """The burn-up chart alone, as SVG."""
     _, chart = await _burnup(request, team, key_result)
     return Response(charts.burn_up_svg(chart), media_type="image/svg+xml", headers=SECURITY_HEADERS)
 
 
 @get("/t/{team:str}/kr/{key_result:str}/chart.json", include_in_schema=False)
-async def burnup_json(request: AnyRequest, team: str, key_result: str) -> Response[Any]:
+async def burnup_json(
+    request: AnyRequest, team: FromPath[str], key_result: FromPath[str]
+) -> Response[Any]:
     """The burn-up chart's data."""
     _, chart = await _burnup(request, team, key_result)
     return _json(chart)
