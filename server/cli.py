@@ -393,7 +393,8 @@ def person_rotate(
     nats_url: Annotated[str | None, Parameter(help="NATS URL to tell the client.")] = None,
     http_url: Annotated[str | None, Parameter(help="HTTP URL to tell the client.")] = None,
 ) -> int:
-    """Issue new credentials; the old password and token stop working.
+    """Issue new credentials; the old password and token stop working, and the person's
+    team page sessions end.
 
     Example: milepost-server person rotate alice
     """
