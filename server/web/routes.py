@@ -56,8 +56,10 @@ from server.web.views import (
     BoardPage,
     DriftPage,
     FeedPageView,
+    IndicatorView,
     board_page,
     drift_page,
+    person_indicators,
 )
 
 AnyRequest = Request[Any, Any, Any]
@@ -670,11 +672,12 @@ async def burnup_json(
 
 
 class PersonPage(msgspec.Struct, frozen=True):
-    """A person's page: their goals (as the API's goal tree), journal and review."""
+    """A person's page: their goals (as the API's goal tree), indicators, journal and review."""
 
     person: str
     viewer: str
     goals: GoalTree
+    indicators: list[IndicatorView]
     review: Review
     year: charts.YearStrip
 
@@ -701,7 +704,8 @@ async def _person_page(
         )
     )
     year = charts.year_strip(shown)
-    return me, PersonPage(person, viewer, goals, shown, year)
+    indicators = person_indicators(state, person, viewer, shown)
+    return me, PersonPage(person, viewer, goals, indicators, shown, year)
 
 
 @get("/p/{person:str}", include_in_schema=False)

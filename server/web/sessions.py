@@ -21,6 +21,7 @@ sign-out or rotation takes effect on other replicas within that time.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -103,6 +104,7 @@ class SessionKeeper:
         self._tokens = tokens
         self._ttl = ttl
         self._cache: dict[str, tuple[float, WebSession | None]] = {}
+        self._reading: dict[str, asyncio.Future[WebSession | None]] = {}
 
     @property
     def _accounts(self) -> AccountStore:
@@ -158,16 +160,34 @@ class SessionKeeper:
         if hit is not None and hit[0] > time.monotonic():
             session = hit[1]
         else:
-            session = await self._accounts.web_session(key)
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[key] = (time.monotonic() + self._ttl, session)
+            session = await self._read(key)
         if session is None or session.expires_at <= now:
             return None
         current = await self._tokens.credential_of(session.person)
         if current is None or not hmac.compare_digest(current, session.credential):
             return None
         return SignedIn(session.person, session.csrf, key)
+
+    async def _read(self, key: str) -> WebSession | None:
+        """The stored session, read once for all the requests that ask at the same time."""
+        pending = self._reading.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[WebSession | None] = asyncio.get_running_loop().create_future()
+        self._reading[key] = future
+        try:
+            session = await self._accounts.web_session(key)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody else must
+            raise
+        finally:
+            self._reading.pop(key, None)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key] = (time.monotonic() + self._ttl, session)
+        future.set_result(session)
+        return session
 
     async def end(self, signed_in: SignedIn) -> None:
         """Sign out: forget the session here and in the store."""

@@ -14,7 +14,9 @@ import msgspec
 from projections.drift import DriftSignal
 from projections.goals import KeyResultView, MilestoneView, ObjectiveView
 from projections.health import HEALTH_LEVELS, Health
-from projections.team import FeedPage, MemberBoard, TeamBoard
+from projections.review import Review
+from projections.state import PLACEHOLDER, ProjectionState
+from projections.team import FeedPage, MemberBoard, SubjectResolver, TeamBoard
 
 
 class BoardFilters(msgspec.Struct, frozen=True):
@@ -146,3 +148,43 @@ def iso_week(day: date) -> tuple[int, int]:
     """(ISO year, ISO week) of a day."""
     year, week, _ = day.isocalendar()
     return year, week
+
+
+class IndicatorView(msgspec.Struct, frozen=True):
+    """An indicator the viewer may see: its ordered stages and the highest one reached (by
+    the observations of the period, as the review shows them), with the counts."""
+
+    id: str
+    title: str
+    stages: list[str]
+    reached: int | None  # index into stages
+    positive: int
+    negative: int
+
+
+def person_indicators(
+    state: ProjectionState, person: str, viewer: str, shown: Review
+) -> list[IndicatorView]:
+    """The person's live indicators the viewer may see (the feed's visibility rule)."""
+    resolver = SubjectResolver(state, viewer)
+    found = []
+    for indicator_id in state.person(person).indicators:
+        node = state.indicators.get(indicator_id)
+        if node is None or node.event is PLACEHOLDER:
+            continue
+        subject = resolver.visible_subject(indicator_id)
+        if subject is None or subject.owner != person:
+            continue
+        seen = [o for o in shown.observations if o.indicator == indicator_id]
+        stages = [o.stage for o in seen if o.stage is not None and o.stage < len(subject.stages)]
+        found.append(
+            IndicatorView(
+                id=indicator_id,
+                title=subject.title or "",
+                stages=list(subject.stages),
+                reached=max(stages) if stages else None,
+                positive=sum(1 for o in seen if o.polarity == "positive"),
+                negative=sum(1 for o in seen if o.polarity == "negative"),
+            )
+        )
+    return found

@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import WebWorld, screenshot, web_world
+from tests.browser.conftest import SCREENSHOTS, WebWorld, screenshot, web_world
 from tests.e2e.sync_world import Device
 
 pytestmark = pytest.mark.slow
+KEEP_PDF = False  # True keeps the printed review next to the screenshots, to look at
 
 
 def quarter(day: date) -> tuple[str, date]:
@@ -84,6 +85,17 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
             "--why", "The team sees progress without the CLI",
             "--outcome", "Three teams use it daily",
         )  # fmt: skip
+        refs["indicator"] = alice.new(
+            "indicator", "Customer empathy", "--stage", "asks users", "--stage",
+            "anticipates needs", "--stage", "teaches others", "--visibility", "team",
+        )  # fmt: skip
+        week_ago, two_days_ago = today - timedelta(days=9), today - timedelta(days=2)
+        alice.ok("observe", "Called three users before the launch", "--indicator",
+                 refs["indicator"], "--stage", "2", "--at", week_ago.isoformat())  # fmt: skip
+        alice.ok("observe", "Skipped the interviews this week", "--indicator",
+                 refs["indicator"], "--negative", "--at", two_days_ago.isoformat())  # fmt: skip
+        alice.ok("observe", "Paired with support for a day", "--visibility", "team")
+        alice.ok("observe", "ZZPRIVATE note to self", "--visibility", "private")
         bob.new("objective", "Bob's own goal", "--cycle", cycle, "--visibility", "team")
         alice.sync()
         bob.sync()
@@ -215,10 +227,15 @@ def test_drift_charts_and_the_printable_review(browser: Any, story: Story, tmp_p
 
     page.goto(base + "/p/alice")
     assert "page-person" in (page.get_attribute("body", "class") or "")
-    assert "Built the board page" in page.inner_text("main")
+    text = page.inner_text("main")
+    assert "Built the board page" in text
+    assert "anticipates needs (reached)" in text and "teaches others" in text
+    assert "Skipped the interviews" in text and "Paired with support" in text
+    assert "ZZPRIVATE" not in page.content()
+    screenshot(page, "person", full_page=True)
     page.emulate_media(media="print")
     assert not page.is_visible("header.top") and not page.is_visible("form.period")
-    pdf = tmp_path / "review.pdf"
+    pdf = SCREENSHOTS.parent / "review-print.pdf" if KEEP_PDF else tmp_path / "review.pdf"
     page.pdf(path=str(pdf))
     assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 5_000
     page.emulate_media(media="screen")
