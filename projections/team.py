@@ -22,6 +22,7 @@ import heapq
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime
+from functools import partial
 from typing import Annotated
 
 import msgspec
@@ -592,7 +593,13 @@ def team_drift(
         return []
     resolver = SubjectResolver(state, viewer)
     shown: list[DriftSignal] = []
+    today = now.date()
     for member in sorted(state.members_of(team)):
-        signals = drift_signals(state, member, now, settings)
+        # Drift reads ``now`` only as its day: one computation per member, day and position
+        # serves every viewer's board and drift list (and their refreshes).
+        signals: list[DriftSignal] = state.memoized(
+            ("drift", member, today, settings),
+            partial(drift_signals, state, member, now, settings),
+        )
         shown.extend(visible_signals(state, member, viewer, signals, resolver))
     return shown

@@ -18,7 +18,7 @@ from projections.state import ProjectionState, as_of
 from server.accounts import AccountStore, token_person, verify_token
 from server.metrics import DeadLetterCount, IngestCounters
 from server.projection import ProjectionFollower
-from server.store.protocol import ServerStore
+from server.store.protocol import AppendResult, ServerStore
 
 _encode = msgspec.json.Encoder().encode
 
@@ -101,6 +101,9 @@ class ServerContext:
     ingest: IngestCounters = field(default_factory=IngestCounters)
     dead_letters: DeadLetterCount = field(default_factory=DeadLetterCount)
     consumer_lag: Callable[[], Awaitable[int | None]] | None = None
+    poke: Callable[[AppendResult], Awaitable[Any]] | None = None
+    """Tells the devices of everyone who may see what was appended (the ingest's poke);
+    used by writes made over HTTP (kudos from the team page)."""
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     keepalive_seconds: float = 15.0
     response_ttl: float = 5.0

@@ -114,8 +114,19 @@ def _y(progress: float) -> float:
     return round(_TOP + (1 - progress / 100.0) * (_H - _TOP - _BOTTOM), 1)
 
 
-def burn_up_svg(chart: BurnUp) -> str:
-    """The burn-up as a standalone SVG document."""
+STANDALONE_STYLE = (
+    "<style>.grid{stroke:#d5dae1}.axis{fill:#5b6470;font:11px sans-serif}"
+    ".expected{fill:none;stroke:#5b6470;stroke-width:2;stroke-dasharray:6 4}"
+    ".actual{fill:none;stroke:#2f7ed8;stroke-width:2.5}"
+    ".checkin{fill:#fff;stroke:#2f7ed8;stroke-width:2}.checkin.off-track{fill:#c0362c}"
+    ".checkin.at-risk{fill:#9a6700}.due{stroke:#c0362c;stroke-width:2}"
+    ".today{stroke:#5b6470;stroke-dasharray:2 3}.hatch{stroke:#5b6470;opacity:.5}</style>"
+)
+"""The page's chart styles, inlined when the SVG is served on its own."""
+
+
+def burn_up_svg(chart: BurnUp, *, standalone: bool = False) -> str:
+    """The burn-up as SVG (``standalone``: with its own styles, for the .svg download)."""
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_W} {_H}" class="chart burnup"'
         f' role="img" aria-labelledby="t-{chart.key_result} d-{chart.key_result}">',
@@ -126,6 +137,7 @@ def burn_up_svg(chart: BurnUp) -> str:
         '<defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse"'
         ' patternTransform="rotate(45)"><line x1="0" y1="0" x2="0" y2="6" class="hatch"/>'
         "</pattern></defs>",
+        STANDALONE_STYLE if standalone else "",
     ]
     for first, last in chart.pauses:
         x1, x2 = _x(chart, max(first, chart.starts_on)), _x(chart, last + timedelta(days=1))

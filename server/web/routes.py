@@ -9,6 +9,7 @@ script only makes the feed live and kudos instant.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections import OrderedDict
@@ -63,6 +64,9 @@ from server.web.views import (
 )
 
 AnyRequest = Request[Any, Any, Any]
+
+PAGE_TTL = 30.0
+"""Seconds a rendered page stands at one position (a new event re-renders it at once)."""
 
 WEB_DEVICE = "web"
 """The device id of events written from the team page."""
@@ -172,7 +176,7 @@ async def _page(
     request: AnyRequest, key: tuple[Any, ...], render: Callable[[], Awaitable[str]]
 ) -> Response[Any]:
     """A rendered page, computed once per projection position (and again after
-    ``response_ttl`` seconds, since pages show the time-dependent views).
+    ``PAGE_TTL`` seconds: pages show time-dependent views, whose numbers move by the day).
 
     ``key`` names the session (a page carries its session's CSRF token), not only the
     person. Concurrent requests for a page being rendered wait for that one rendering; an
@@ -552,6 +556,9 @@ async def give_kudos(request: AnyRequest, team: FromPath[str]) -> Response[Any]:
         result = await ctx.store.append_batch([incoming])
         if not ctx.follower.offer(result.stored, (incoming,)):
             ctx.follower.poke()
+        if ctx.poke is not None:
+            with contextlib.suppress(Exception):  # the event is stored; devices pull it anyway
+                await ctx.poke(result)
         last = result.last_position
         if last is not None:
             await ctx.follower.wait_beyond(last - 1, 5.0)
