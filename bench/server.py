@@ -347,7 +347,7 @@ def _ms(value: str, unit: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url: str, header: str, seconds: int) -> tuple[float, float, float]:
+def wrk(url: str, headers: list[str], seconds: int) -> tuple[float, float, float]:
     """(p50 ms, p99 ms, requests/s) from wrk with 32 connections."""
     out = subprocess.run(
         [
@@ -356,8 +356,7 @@ def wrk(url: str, header: str, seconds: int) -> tuple[float, float, float]:
             "-c32",
             f"-d{seconds}s",
             "--latency",
-            "-H",
-            header,
+            *(part for header in headers for part in ("-H", header)),
             url,
         ],
         capture_output=True,
@@ -371,15 +370,15 @@ def wrk(url: str, header: str, seconds: int) -> tuple[float, float, float]:
     return latencies["50"], latencies["99"], rate
 
 
-async def httpx_load(url: str, header: str, seconds: int) -> tuple[float, float, float]:
+async def httpx_load(url: str, headers: list[str], seconds: int) -> tuple[float, float, float]:
     """The same with an asyncio httpx loop (when wrk is not installed)."""
     import httpx
 
     latencies: list[float] = []
     deadline = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=32)
-    name, _, value = header.partition(": ")
-    async with httpx.AsyncClient(limits=limits, headers={name: value}) as c:
+    sent = dict(header.split(": ", 1) for header in headers)
+    async with httpx.AsyncClient(limits=limits, headers=sent) as c:
 
         async def loop() -> None:
             while time.perf_counter() < deadline:
@@ -445,8 +444,9 @@ def http_figures(workdir: Path, count: int, seconds: int) -> None:
             time.sleep(0.1)
         use_wrk = shutil.which("wrk") is not None
         figure("http_load_tool_is_wrk", 1.0 if use_wrk else 0.0, "bool")
-        bearer = f"Authorization: Bearer {token}"
-        cookie = f"Cookie: {web_session(base, token)}"
+        bearer = [f"Authorization: Bearer {token}"]
+        # The pages as a browser asks for them: with its session cookie, accepting gzip.
+        cookie = [f"Cookie: {web_session(base, token)}", "Accept-Encoding: gzip"]
         for name, path, header in (
             ("team_feed", f"/teams/{team}/feed?limit=50", bearer),
             ("goal_tree", f"/people/{person}/goals", bearer),

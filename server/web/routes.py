@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import msgspec
@@ -92,6 +93,13 @@ _encode = msgspec.json.Encoder().encode
 # --- plumbing ---------------------------------------------------------------------------
 
 
+class Rendered(NamedTuple):
+    """A rendered page and its gzip encoding."""
+
+    html: bytes
+    gzipped: bytes
+
+
 class WebState:
     """Per-process state of the page: sessions, the clock of kudos, rendered pages."""
 
@@ -101,17 +109,19 @@ class WebState:
         self.sessions = SessionKeeper(ctx.tokens)
         self.clock = HybridLogicalClock()
         self.kudos_lock = asyncio.Lock()
-        self.pages: OrderedDict[tuple[Any, ...], tuple[float, bytes]] = OrderedDict()
-        self.rendering: dict[tuple[Any, ...], asyncio.Task[bytes]] = {}
+        self.pages: OrderedDict[tuple[Any, ...], tuple[float, Rendered]] = OrderedDict()
+        self.rendering: dict[tuple[Any, ...], asyncio.Task[Rendered]] = {}
 
     def start_rendering(
         self, key: tuple[Any, ...], render: Callable[[], Awaitable[str]], ttl: float
-    ) -> asyncio.Task[bytes]:
+    ) -> asyncio.Task[Rendered]:
         """Render a page in the background, storing it under ``key`` when done."""
 
-        async def run() -> bytes:
+        async def run() -> Rendered:
             try:
-                body = (await render()).encode()
+                html = (await render()).encode()
+                # Browsers ask for gzip: compressed once per rendering, not per request.
+                body = Rendered(html, await asyncio.to_thread(gzip.compress, html, 6))
                 self.pages[key] = (time.monotonic() + ttl, body)
                 while len(self.pages) > self.MAX_PAGES:
                     self.pages.popitem(last=False)
@@ -191,9 +201,20 @@ async def _page(
         web.pages.move_to_end(full_key)
         if hit[0] <= time.monotonic() and full_key not in web.rendering:
             web.start_rendering(full_key, render, ctx.response_ttl)
-        return _html(hit[1])
+        return _cached_html(request, hit[1])
     pending = web.rendering.get(full_key) or web.start_rendering(full_key, render, ctx.response_ttl)
-    return _html(await asyncio.shield(pending))
+    return _cached_html(request, await asyncio.shield(pending))
+
+
+def _cached_html(request: AnyRequest, page: Rendered) -> Response[Any]:
+    """A rendered page, gzipped when the browser accepts it."""
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        response = _html(page.gzipped)
+        response.headers["Content-Encoding"] = "gzip"
+    else:
+        response = _html(page.html)
+    response.headers["Vary"] = "Accept-Encoding, Cookie"
+    return response
 
 
 def _problem(request: AnyRequest, exc: SignInRefused) -> Response[Any]:

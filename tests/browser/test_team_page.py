@@ -249,6 +249,12 @@ def test_reading_works_without_javascript_and_at_phone_width(browser: Any, story
     page = signed_in_page(browser, story.bob, java_script_enabled=False, color_scheme="dark")
     page.set_viewport_size({"width": 390, "height": 844})
     assert "Launch the team page" in page.inner_text("main")
+    # Keyboard: the first Tab lands on the skip link, shown with a visible focus ring.
+    page.keyboard.press("Tab")
+    focused = page.evaluate(
+        "[document.activeElement.className, getComputedStyle(document.activeElement).outlineStyle]"
+    )
+    assert focused == ["skip", "solid"], focused
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 400, f"the board scrolls sideways at phone width ({width}px)"
     screenshot(page, "board-phone-dark", full_page=True)
