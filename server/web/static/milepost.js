@@ -45,6 +45,10 @@
     time.setAttribute("datetime", item.occurred_at);
     line.appendChild(time);
     line.appendChild(document.createTextNode(" "));
+    if (item.kind === "observation.recorded") {
+      line.appendChild(el("span", "polarity polarity-" + item.polarity, item.polarity === "positive" ? "+" : "−"));
+      line.appendChild(document.createTextNode(" "));
+    }
     line.appendChild(el("span", "summary", item.summary));
     if (item.objective_title) line.appendChild(el("span", "muted", " · " + item.objective_title));
     if (item.visibility !== "team") line.appendChild(el("span", "tag", item.visibility));
@@ -63,11 +67,8 @@
       li.appendChild(kudos);
     } else if (item.kind === "checkin.recorded" && item.note) {
       li.appendChild(el("p", "note", "“" + item.note + "”"));
-    } else if (item.kind === "observation.recorded") {
-      var note = el("p", "note");
-      note.appendChild(el("span", "polarity polarity-" + item.polarity, item.polarity === "positive" ? "+" : "−"));
-      note.appendChild(document.createTextNode(" " + (item.text || "")));
-      li.appendChild(note);
+    } else if (item.kind === "observation.recorded" && item.text && item.text.length > 110) {
+      li.appendChild(el("p", "note", item.text));
     }
     return li;
   }
