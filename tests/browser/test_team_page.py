@@ -262,3 +262,20 @@ def test_reading_works_without_javascript_and_at_phone_width(browser: Any, story
     assert "Built the board page" in page.inner_text("main")
     # Kudos still work as a plain form post.
     page.context.close()
+
+
+def test_rotating_credentials_with_the_server_cli_signs_the_browser_out(
+    browser: Any, story: Story
+) -> None:
+    carol = story.world.device("carol", "laptop")
+    link = carol.ok("web", "--print").strip()
+    page = browser.new_context().new_page()
+    page.goto(link)
+    page.wait_for_url("**/p/carol")  # in no team: her own page
+    assert "page-person" in (page.get_attribute("body", "class") or "")
+    story.world.admin("person", "rotate", "carol")
+    page.reload()
+    assert "page-problem" in (page.get_attribute("body", "class") or "")
+    assert "rotated" in page.inner_text("main")
+    assert "milepost_session" not in {c["name"] for c in page.context.cookies()}
+    page.context.close()

@@ -140,6 +140,8 @@ async def test_a_session_from_before_a_rotation_fails_even_if_the_row_survives(
 
 
 async def test_pages_are_404_where_the_api_is(client: httpx.AsyncClient, world: World) -> None:
+    for path in ("/t/growth", "/t/growth/feed/live", "/t/growth/board.json", "/p/alice"):
+        assert (await client.get(path)).status_code == 401  # not signed in yet
     await sign_in(client, world, "carol")
     assert (await client.get("/t/ops")).status_code == 404
     assert (await client.get("/p/dave")).status_code == 404
