@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timedelta
+from functools import partial
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
@@ -27,11 +28,20 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, ServerSentEvent
 
 from events import Event, HybridLogicalClock, KudosGiven, encode, new_event_id
-from projections.drift import DriftSignal
+from projections.drift import DriftSignal, drift_signals
 from projections.goals import GoalTree, KeyResultView, ObjectiveView, checkins_for, goal_tree
+from projections.health import Health, tree_health
 from projections.kudos import kudos_refusal
 from projections.review import Review, review, review_markdown
-from projections.team import FeedPage, InvalidCursor, TeamBoard, team_board, team_drift, team_feed
+from projections.team import (
+    FeedPage,
+    InvalidCursor,
+    TeamBoard,
+    team_board,
+    team_drift,
+    team_feed,
+    visible_signals,
+)
 from projections.visibility import can_see_item
 from server.http.context import ServerContext, context_of
 from server.http.controllers.teams import TeamDrift, _feed_events
@@ -705,6 +715,8 @@ class PersonPage(msgspec.Struct, frozen=True):
     person: str
     viewer: str
     goals: GoalTree
+    health: dict[str, Health]
+    team: str | None  # a team the viewer shares with the person (for the charts' links)
     indicators: list[IndicatorView]
     review: Review
     year: charts.YearStrip
@@ -733,7 +745,19 @@ async def _person_page(
     )
     year = charts.year_strip(shown)
     indicators = person_indicators(state, person, viewer, shown)
-    return me, PersonPage(person, viewer, goals, indicators, shown, year)
+    signals = visible_signals(
+        state,
+        person,
+        viewer,
+        state.memoized(
+            ("drift", person, now.date(), settings),
+            partial(drift_signals, state, person, now, settings),
+        ),
+    )
+    health = tree_health(goals.objectives, goals.standalone_milestones, now.date(), signals)
+    shared = sorted(state.teams_of(viewer) & state.teams_of(person))
+    team = shared[0] if shared else None
+    return me, PersonPage(person, viewer, goals, health, team, indicators, shown, year)
 
 
 @get("/p/{person:str}", include_in_schema=False)
