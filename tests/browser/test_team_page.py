@@ -103,10 +103,15 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
 
 
 def signed_in_page(browser: Any, device: Device, **context: Any) -> Any:
-    """A fresh browser context signed in through ``milepost web --print``."""
+    """A fresh browser context signed in through ``milepost web --print``; the page's
+    console errors and script errors (a CSP violation included) go to ``page.errors``."""
     link = device.ok("web", "--print").strip()
     assert "/signin/" in link, link
     page = browser.new_context(viewport={"width": 1200, "height": 900}, **context).new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.errors = errors
     page.goto(link)
     page.wait_for_url("**/t/web")
     return page
@@ -178,6 +183,7 @@ def test_a_synced_checkin_reaches_an_open_feed_within_two_seconds(
     first = page.locator(".feed .item").first
     assert "live from the CLI" in first.inner_text()  # newest first, without a reload
     screenshot(page, "feed", full_page=True)
+    assert page.errors == []
     page.context.close()
 
 
@@ -204,6 +210,7 @@ def test_kudos_given_in_the_page_reach_the_authors_device(browser: Any, story: S
     mine.goto(mine.url + "/feed")
     own = mine.locator(".item.kind-milestone-completed", has_text="Ship the board")
     assert own.get_by_role("button").count() == 0 and "1 kudos: bob" in own.inner_text()
+    assert page.errors == [] and mine.errors == []
     mine.context.close()
     page.context.close()
 
