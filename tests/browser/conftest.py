@@ -55,9 +55,11 @@ def ensure_chromium() -> Path:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the session (Playwright's sync API)."""
+    """One headless Chromium per module (Playwright's sync API). Not for the session:
+    while Playwright runs, its event loop is this thread's running loop, and the tests
+    after these (``asyncio.run``, pytest-asyncio) need it gone."""
     from playwright.sync_api import sync_playwright
 
     path = ensure_chromium()
