@@ -114,6 +114,8 @@ class WebState:
     """Per-process state of the page: sessions, the clock of kudos, rendered pages."""
 
     MAX_PAGES = 512
+    MAX_BYTES = 64 << 20
+    """Rendered pages kept at most (count and bytes, HTML and gzip): oldest used go first."""
 
     def __init__(self, ctx: ServerContext) -> None:
         self.sessions = SessionKeeper(ctx.tokens)
@@ -121,6 +123,7 @@ class WebState:
         self.kudos_lock = asyncio.Lock()
         self.pages: OrderedDict[tuple[Any, ...], tuple[float, Rendered]] = OrderedDict()
         self.rendering: dict[tuple[Any, ...], asyncio.Task[Rendered]] = {}
+        self.kept_bytes = 0
 
     def start_rendering(
         self, key: tuple[Any, ...], render: Callable[[], Awaitable[str]], ttl: float
@@ -132,9 +135,16 @@ class WebState:
                 html = (await render()).encode()
                 # Browsers ask for gzip: compressed once per rendering, not per request.
                 body = Rendered(html, await asyncio.to_thread(gzip.compress, html, 6))
+                old = self.pages.pop(key, None)
+                if old is not None:
+                    self.kept_bytes -= len(old[1].html) + len(old[1].gzipped)
                 self.pages[key] = (time.monotonic() + ttl, body)
-                while len(self.pages) > self.MAX_PAGES:
-                    self.pages.popitem(last=False)
+                self.kept_bytes += len(html) + len(body.gzipped)
+                while len(self.pages) > 1 and (
+                    len(self.pages) > self.MAX_PAGES or self.kept_bytes > self.MAX_BYTES
+                ):
+                    _, (_, dropped) = self.pages.popitem(last=False)
+                    self.kept_bytes -= len(dropped.html) + len(dropped.gzipped)
                 return body
             finally:
                 self.rendering.pop(key, None)
