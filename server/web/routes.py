@@ -31,7 +31,7 @@ from events import Event, HybridLogicalClock, KudosGiven, encode, new_event_id
 from projections.drift import DriftSignal, drift_signals
 from projections.goals import GoalTree, KeyResultView, ObjectiveView, checkins_for, goal_tree
 from projections.health import Health, tree_health
-from projections.kudos import kudos_refusal
+from projections.kudos import kudos_givers, kudos_refusal
 from projections.review import Review, review, review_markdown
 from projections.team import (
     FeedPage,
@@ -54,6 +54,7 @@ from server.web.sessions import (
     CSRF_FIELD,
     CSRF_HEADER,
     CSRF_REFUSED,
+    LINK_SECONDS,
     SESSION_COOKIE,
     SESSION_ENDED,
     SESSION_SECONDS,
@@ -413,8 +414,6 @@ async def new_signin_link(request: Request[str, str, Any]) -> SignInLink:
     now = ctx.clock()
     token = await _web(request).sessions.new_link(request.user, now)
     base = str(request.base_url).rstrip("/")
-    from server.web.sessions import LINK_SECONDS
-
     return SignInLink(f"{base}/signin/{token}", now + timedelta(seconds=LINK_SECONDS))
 
 
@@ -603,8 +602,6 @@ async def give_kudos(request: AnyRequest, team: FromPath[str]) -> Response[Any]:
         last = result.last_position
         if last is not None:
             await ctx.follower.wait_beyond(last - 1, 5.0)
-    from projections.kudos import kudos_givers
-
     givers = kudos_givers(ctx.state, completion)
     if request.headers.get("accept", "").startswith("application/json"):
         return _json(KudosResult(completion, givers))
