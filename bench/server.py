@@ -10,8 +10,9 @@ In one run, over the same encoded events (``milepost_testkit/history.py``):
 3. a bare nats-py pull consumer fetching and acknowledging the same messages
    (one ack per message, one flush per batch) — the ingest ratio's baseline;
 4. HTTP: the real ``milepost-server run`` (one process) over a store holding the
-   full history (1,000,000 events; ``--quick``: 50,000), team feed page and goal
-   tree latency p50/p99 and requests/s with 32 connections, by ``wrk`` when
+   full history (1,000,000 events; ``--quick``: 50,000), team feed page, goal
+   tree and team board latency p50/p99 and requests/s with 32 connections, and the
+   team page's board and feed (signed in by a session cookie), by ``wrk`` when
    installed, else an asyncio httpx loop.
 
 Loopback only; every process started here is stopped by pid. Prints one
@@ -364,7 +365,7 @@ def _ms(value: str, unit: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url: str, token: str, seconds: int) -> tuple[float, float, float]:
+def wrk(url: str, headers: list[str], seconds: int) -> tuple[float, float, float]:
     """(p50 ms, p99 ms, requests/s) from wrk with 32 connections."""
     out = subprocess.run(
         [
@@ -373,8 +374,7 @@ def wrk(url: str, token: str, seconds: int) -> tuple[float, float, float]:
             "-c32",
             f"-d{seconds}s",
             "--latency",
-            "-H",
-            f"Authorization: Bearer {token}",
+            *(part for header in headers for part in ("-H", header)),
             url,
         ],
         capture_output=True,
@@ -388,14 +388,15 @@ def wrk(url: str, token: str, seconds: int) -> tuple[float, float, float]:
     return latencies["50"], latencies["99"], rate
 
 
-async def httpx_load(url: str, token: str, seconds: int) -> tuple[float, float, float]:
+async def httpx_load(url: str, headers: list[str], seconds: int) -> tuple[float, float, float]:
     """The same with an asyncio httpx loop (when wrk is not installed)."""
     import httpx
 
     latencies: list[float] = []
     deadline = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=32)
-    async with httpx.AsyncClient(limits=limits, headers={"Authorization": f"Bearer {token}"}) as c:
+    sent = dict(header.split(": ", 1) for header in headers)
+    async with httpx.AsyncClient(limits=limits, headers=sent) as c:
 
         async def loop() -> None:
             while time.perf_counter() < deadline:
@@ -409,6 +410,20 @@ async def httpx_load(url: str, token: str, seconds: int) -> tuple[float, float, 
         elapsed = time.perf_counter() - began
     cuts = statistics.quantiles(latencies, n=100)
     return cuts[49], cuts[98], len(latencies) / elapsed
+
+
+def web_session(base: str, token: str) -> str:
+    """A team-page session cookie (``name=value``), signed in by a one-time link."""
+    import httpx
+
+    link = httpx.post(f"{base}/auth/links", headers={"Authorization": f"Bearer {token}"})
+    link.raise_for_status()
+    signed_in = httpx.get(link.json()["url"])
+    signed_in.raise_for_status()
+    value = signed_in.cookies.get("milepost_session")
+    if not value:
+        raise RuntimeError("the sign-in link set no session cookie")
+    return f"milepost_session={value}"
 
 
 def http_figures(workdir: Path, count: int, seconds: int) -> None:
@@ -447,15 +462,21 @@ def http_figures(workdir: Path, count: int, seconds: int) -> None:
             time.sleep(0.1)
         use_wrk = shutil.which("wrk") is not None
         figure("http_load_tool_is_wrk", 1.0 if use_wrk else 0.0, "bool")
-        for name, path in (
-            ("team_feed", f"/teams/{team}/feed?limit=50"),
-            ("goal_tree", f"/people/{person}/goals"),
+        bearer = [f"Authorization: Bearer {token}"]
+        # The pages as a browser asks for them: with its session cookie, accepting gzip.
+        cookie = [f"Cookie: {web_session(base, token)}", "Accept-Encoding: gzip"]
+        for name, path, header in (
+            ("team_feed", f"/teams/{team}/feed?limit=50", bearer),
+            ("goal_tree", f"/people/{person}/goals", bearer),
+            ("team_board", f"/teams/{team}/board", bearer),
+            ("page_board", f"/t/{team}", cookie),
+            ("page_feed", f"/t/{team}/feed", cookie),
         ):
             url = base + path
             if use_wrk:
-                p50, p99, rate = wrk(url, token, seconds)
+                p50, p99, rate = wrk(url, header, seconds)
             else:
-                p50, p99, rate = asyncio.run(httpx_load(url, token, seconds))
+                p50, p99, rate = asyncio.run(httpx_load(url, header, seconds))
             figure(f"http_{name}_p50", p50, "ms")
             figure(f"http_{name}_p99", p99, "ms")
             figure(f"http_{name}_rate", rate, "requests/s")

@@ -45,6 +45,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("export", "client.commands.transfer:export"),
     ("import", "client.commands.transfer:import_"),
     ("sync", "client.commands.sync:sync"),
+    ("web", "client.commands.web:web"),
 ]
 
 

@@ -370,6 +370,15 @@ class TeamMemberLeft(Body, frozen=True, tag="team.member_left"):
     person: PersonId
 
 
+class KudosGiven(Body, frozen=True, tag="kudos.given"):
+    """A teammate's reaction to a completion: ``completion`` is the ``milestone.completed``
+    event it names, an event by someone else (the one reference that is not the actor's
+    own: it must be visible to the giver, see ``projections.kudos``)."""
+
+    completion: EventRef
+    note: Annotated[str, Meta(max_length=280)] = ""
+
+
 MILESTONE_EVENTS = (
     MilestoneRescheduled,
     MilestoneCompleted,
@@ -402,6 +411,7 @@ KnownBody = (
     | PauseDeclared
     | TeamMemberJoined
     | TeamMemberLeft
+    | KudosGiven
 )
 
 BODY_TYPES: dict[str, type[Body]] = {

@@ -36,6 +36,7 @@ from events.bodies import (
     IndicatorDefined,
     KeyResultAdded,
     KnownBody,
+    KudosGiven,
     MilestoneCompleted,
     MilestoneDropped,
     MilestonePlanned,
@@ -356,6 +357,7 @@ BODY_STRATEGIES: dict[type[Body], st.SearchStrategy[Body]] = {
     PauseDeclared: _pause(),
     TeamMemberJoined: st.builds(TeamMemberJoined, team=team_ids, person=person_ids),
     TeamMemberLeft: st.builds(TeamMemberLeft, team=team_ids, person=person_ids),
+    KudosGiven: st.builds(KudosGiven, completion=event_ids, note=st.sampled_from(["", "Nice!"])),
 }
 assert set(BODY_STRATEGIES) == set(events.BODY_TYPES.values()), "a body type has no strategy"
 
@@ -420,6 +422,7 @@ _REFERENCE_FIELDS = (
     "subject",
     "indicator",
     "target",
+    "completion",
 )
 
 
@@ -566,6 +569,7 @@ _ACTIONS = (
     "pause",
     "hostile",
     "hostile",
+    "kudos",
 )
 
 
@@ -656,6 +660,7 @@ _PREREQUISITE = {
     "share": "journal",
     "correct": "checkin",
     "retract": "checkin",
+    "kudos": "milestone_edit",
 }
 
 
@@ -882,6 +887,13 @@ def _step(
                 reason=draw(st.sampled_from(["", "leave", "travel"])),
             ),
         )
+    elif action == "kudos":
+        # Someone's completion (now and then the giver's own, or a repeat: both ignored).
+        author = draw(st.sampled_from(people))
+        completion = b.pick(author, "milestone.completed")
+        if completion is None:
+            return False
+        b.emit(device, KudosGiven(completion=completion), [completion])
     else:  # pragma: no cover - programming error
         raise AssertionError(action)
     return True

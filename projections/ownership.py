@@ -82,6 +82,7 @@ _KIND_NAMES = {
     _INDICATOR: "an indicator",
     _SHAREABLE: "an objective, milestone, indicator or journal entry",
     _CHECKED: "a key result or milestone",
+    frozenset({"milestone.completed"}): "a milestone completion",
 }
 
 REFERENCES: dict[type[b.Body], tuple[tuple[str, frozenset[str]], ...]] = {
@@ -110,8 +111,18 @@ REFERENCES: dict[type[b.Body], tuple[tuple[str, frozenset[str]], ...]] = {
     b.PauseDeclared: (),
     b.TeamMemberJoined: (),
     b.TeamMemberLeft: (),
+    b.KudosGiven: (),
 }
-"""For each body type, the fields naming another event and the types they may name."""
+"""For each body type, the fields naming another event of the actor's own and the types
+they may name."""
+
+REACTIONS: dict[type[b.Body], tuple[tuple[str, frozenset[str]], ...]] = {
+    b.KudosGiven: (("completion", frozenset({"milestone.completed"})),),
+}
+"""The one exception to "the actor's own": a reaction names someone else's event, which
+must be present, of the right type and *not* the actor's. Whether the giver may see it,
+and one per giver, are judged when read (``projections.kudos``): both follow visibility,
+which changes over time."""
 
 
 ALLOWED_BODIES: dict[type[b.Body], tuple[tuple[str, frozenset[type[b.Body]]], ...]] = {
@@ -123,12 +134,17 @@ ALLOWED_BODIES: dict[type[b.Body], tuple[tuple[str, frozenset[type[b.Body]]], ..
 }
 """``REFERENCES`` with body classes instead of type tags, for the fold's fast path (an
 event whose every named event is folded, the actor's own and of an allowed class is
-accepted without calling ``judge``)."""
+accepted without calling ``judge``; reactions and admin-only bodies always call it)."""
+
+JUDGED_IN_FULL = frozenset(ADMIN_ONLY | REACTIONS.keys())
+"""Bodies the fold's fast path never accepts on its own."""
 
 
 def references(body: b.Body) -> Iterator[tuple[str, str, frozenset[str]]]:
-    """(field, referenced id, allowed types) of every reference the body makes."""
-    for field, allowed in REFERENCES[type(body)]:
+    """(field, referenced id, allowed types) of every reference the body makes (its own and
+    its reactions')."""
+    body_type = type(body)
+    for field, allowed in (*REFERENCES[body_type], *REACTIONS.get(body_type, ())):
         ref = getattr(body, field)
         if ref is not None:
             yield field, ref, allowed
@@ -159,7 +175,8 @@ def judge(event: AnyEvent, lookup: Callable[[str], Referent | None]) -> Verdict:
     if isinstance(event, OpaqueEvent):
         return None
     body = event.body
-    if type(body) in ADMIN_ONLY and event.actor != ADMIN:
+    body_type = type(body)
+    if body_type in ADMIN_ONLY and event.actor != ADMIN:
         return Refused(f"{event.type} is written only by the server's {ADMIN}")
     missing: str | None = None
     for field, ref, allowed in references(body):
@@ -167,7 +184,21 @@ def judge(event: AnyEvent, lookup: Callable[[str], Referent | None]) -> Verdict:
         if target is None:
             missing = missing or ref
             continue
-        reason = refusal(event.actor, field, ref, allowed, target)
+        if body_type in REACTIONS:
+            reason = reaction_refusal(event.actor, field, ref, allowed, target)
+        else:
+            reason = refusal(event.actor, field, ref, allowed, target)
         if reason is not None:
             return Refused(reason)
     return Waiting(missing) if missing is not None else None
+
+
+def reaction_refusal(
+    actor: str, field: str, ref: str, allowed: frozenset[str], target: Referent
+) -> str | None:
+    """Why ``actor`` may not react to ``target`` in ``field``; None if allowed."""
+    if target.type not in allowed:
+        return f"{field} {ref} is a {target.type} event, not {_KIND_NAMES[allowed]}"
+    if target.actor == actor:
+        return f"{field} {ref} is your own: a reaction is for someone else's"
+    return None

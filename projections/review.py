@@ -35,6 +35,7 @@ from events import cycle_bounds
 from events.envelope import Event
 from projections.drift import DriftSignal, drift_signals
 from projections.goals import checkins_for, objective_view
+from projections.kudos import kudos_givers
 from projections.settings import DEFAULT_SETTINGS, DriftSettings
 from projections.state import PLACEHOLDER, ProjectionState, apply, rebuild
 from projections.team import SubjectResolver, visible_signals
@@ -54,6 +55,7 @@ class CompletedMilestone(msgspec.Struct, frozen=True):
     did: str
     why: str
     outcome: str
+    kudos: tuple[str, ...] = ()  # teammates whose kudos count (projections.kudos)
 
 
 class MonthOfCompletions(msgspec.Struct, frozen=True):
@@ -186,6 +188,7 @@ class Review(msgspec.Struct, frozen=True):
     months: list[MonthActivity]
     drift: list[DriftOccurrence]
     calibration: Calibration
+    kudos_received: int = 0  # kudos on the completions listed, one per giver and completion
 
 
 # --- calendar ---------------------------------------------------------------------------
@@ -287,6 +290,7 @@ class _Gather:
             did=answers.did,
             why=answers.why,
             outcome=answers.outcome,
+            kudos=tuple(kudos_givers(state, completion.id)),
         )
 
     def planned(self) -> list[Event]:
@@ -546,13 +550,14 @@ def review(
 
     completions = gather.completions()
     by_objective: dict[str | None, list[CompletedMilestone]] = {}
+    kudos_received = 0
     for milestone_id, completion in completions:
         objective_id = gather.milestone_objective(milestone_id)
         if objective_id is not None and not gather.visible(objective_id):
             objective_id = None  # linked elsewhere (or hidden): listed on its own
-        by_objective.setdefault(objective_id, []).append(
-            gather.completed_milestone(milestone_id, completion)
-        )
+        completed = gather.completed_milestone(milestone_id, completion)
+        kudos_received += len(completed.kudos)
+        by_objective.setdefault(objective_id, []).append(completed)
 
     own = _own_events(state, person)
     checkpoints = _checkpoints(start, end, now)
@@ -630,6 +635,7 @@ def review(
         months=months,
         drift=drift,
         calibration=_calibration(gather, today),
+        kudos_received=kudos_received,
     )
 
 
@@ -677,6 +683,8 @@ def _completed_lines(groups: list[MonthOfCompletions]) -> list[str]:
             lines.append(f"  - What I did: {_inline(m.did) or '—'}")
             lines.append(f"  - Why it mattered: {_inline(m.why) or '—'}")
             lines.append(f"  - Outcome: {_inline(m.outcome) or '—'}")
+            if m.kudos:
+                lines.append(f"  - Kudos from: {', '.join(m.kudos)}")
     return lines
 
 
@@ -705,6 +713,8 @@ def review_markdown(review: Review) -> str:
                 f"| {name} | {m.checkins} | {m.milestones_planned} | "
                 f"{m.milestones_completed} | {m.observations} |"
             )
+    if r.kudos_received:
+        lines += ["", f"Kudos received from teammates: {r.kudos_received}."]
     gaps = [_month_title(m.month) for m in r.months if m.gap]
     if gaps:
         lines += ["", f"Months with no activity at all: {', '.join(gaps)}."]

@@ -41,6 +41,8 @@ from events import bodies as b
 from projections.ownership import (
     ADMIN_ONLY,
     ALLOWED_BODIES,
+    JUDGED_IN_FULL,
+    REACTIONS,
     REFERENCES,
     Referent,
     Refused,
@@ -160,7 +162,13 @@ class Feed(msgspec.Struct):
 
 
 FEED_TYPES = frozenset(
-    {"milestone.planned", "milestone.completed", "checkin.recorded", "observation.recorded"}
+    {
+        "milestone.planned",
+        "milestone.completed",
+        "checkin.recorded",
+        "observation.recorded",
+        "kudos.given",
+    }
 )
 """Event types that appear in feeds."""
 
@@ -175,6 +183,7 @@ class ProjectionState:
         "feeds",
         "indicators",
         "key_results",
+        "kudos",
         "memberships",
         "memo",
         "milestones",
@@ -212,6 +221,8 @@ class ProjectionState:
         self.corrections: dict[str, list[str]] = {}
         # target event id -> ids of retractions naming it
         self.retracted: dict[str, list[str]] = {}
+        # completion event id -> ids of kudos naming it, sorted (which count: projections.kudos)
+        self.kudos: dict[str, list[str]] = {}
         self.people: dict[str, PersonIndex] = {}
         # (team, person) -> register of "is a member"
         self.memberships: dict[tuple[str, str], Register] = {}
@@ -622,6 +633,10 @@ def _on_pause(state: ProjectionState, event: Event, body: b.PauseDeclared) -> No
     add_sorted(state.person(event.actor).pauses, event.id)
 
 
+def _on_kudos(state: ProjectionState, event: Event, body: b.KudosGiven) -> None:
+    add_sorted(state.kudos.setdefault(body.completion, []), event.id)
+
+
 def _on_membership(state: ProjectionState, event: Event, body: Any) -> None:
     key = (body.team, body.person)
     register = state.memberships.get(key)
@@ -673,6 +688,7 @@ HANDLERS: dict[type, Handler] = {
     b.PauseDeclared: _on_pause,
     b.TeamMemberJoined: _on_membership,
     b.TeamMemberLeft: _on_membership,
+    b.KudosGiven: _on_kudos,
 }
 
 
@@ -713,7 +729,7 @@ def apply(state: ProjectionState, event: AnyEvent) -> bool:
                 verdict = judge(event, state.referent)
                 break
         else:
-            if body_type in ADMIN_ONLY:
+            if body_type in JUDGED_IN_FULL:
                 verdict = judge(event, state.referent)
         if verdict is not None:
             if isinstance(verdict, Refused):
@@ -763,7 +779,9 @@ def _release(state: ProjectionState, arrived: str) -> None:
 
 
 _JUDGED = frozenset(
-    body_type for body_type, refs in REFERENCES.items() if refs or body_type in ADMIN_ONLY
+    body_type
+    for body_type, refs in REFERENCES.items()
+    if refs or body_type in ADMIN_ONLY or body_type in REACTIONS
 )
 """Body types the ownership rule has something to check on."""
 

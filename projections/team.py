@@ -22,6 +22,7 @@ import heapq
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime
+from functools import partial
 from typing import Annotated
 
 import msgspec
@@ -31,6 +32,8 @@ from events import bodies as b
 from events.envelope import Event
 from projections.drift import DriftSignal, drift_signals
 from projections.goals import MilestoneView, ObjectiveView, Unavailable, goal_tree
+from projections.health import Health, tree_health
+from projections.kudos import kudos_counts, kudos_givers
 from projections.settings import DEFAULT_SETTINGS, DriftSettings
 from projections.state import PLACEHOLDER, FeedKey, ProjectionState, Sharing
 from projections.visibility import can_see, item_sharing
@@ -71,6 +74,8 @@ class FeedItem(msgspec.Struct, frozen=True, omit_defaults=True):
     text: str | None = None
     polarity: str | None = None
     stage_name: str | None = None
+    kudos: tuple[str, ...] = ()  # on a completion: who gave kudos (projections.kudos)
+    completion: str | None = None  # on a kudos: the completion event it reacts to
 
 
 class FeedPage(msgspec.Struct, frozen=True):
@@ -96,12 +101,17 @@ class MemberBoard(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class TeamBoard(msgspec.Struct, frozen=True):
-    """A team's goal board; ``members`` is empty when the viewer is not in the team."""
+    """A team's goal board; ``members`` is empty when the viewer is not in the team.
+
+    ``health`` holds every shown objective's, key result's and milestone's health by id
+    (``projections.health``: pace, due dates and the drift signals the viewer may see).
+    """
 
     team: str
     viewer: str
     as_of: datetime
     members: list[MemberBoard]
+    health: dict[str, Health] = msgspec.field(default_factory=dict)
 
 
 # --- cursors ----------------------------------------------------------------------------
@@ -271,6 +281,8 @@ class SubjectResolver:
         event = state.events.get(event_id)
         if event is None or state.is_retracted(event_id):
             return None
+        if type(event.body) is b.KudosGiven:
+            return self._kudos_item(event, event.body)
         subject_id = self.subject_of(event)
         if subject_id is None:
             return None
@@ -278,6 +290,29 @@ class SubjectResolver:
         if subject is None or subject.owner != event.actor:
             return None
         return _feed_item(state, event, subject_id, subject)
+
+    def _kudos_item(self, event: Event, body: b.KudosGiven) -> FeedItem | None:
+        """A kudos shows to whoever sees the completion it names, when it counts."""
+        completion = self.item(body.completion)
+        if completion is None or not kudos_counts(self.state, event.id):
+            return None
+        return FeedItem(
+            id=event.id,
+            kind=event.type,
+            actor=event.actor,
+            occurred_at=event.occurred_at,
+            recorded_at=event.recorded_at,
+            subject=completion.subject,
+            subject_title=completion.subject_title,
+            objective_title=completion.objective_title,
+            summary=(
+                f"{event.actor} gave kudos to {completion.actor}"
+                f" for {_quote(completion.subject_title)}"
+            ),
+            visibility=completion.visibility,
+            note=body.note or None,
+            completion=body.completion,
+        )
 
 
 def _quote(title: str | None) -> str:
@@ -324,6 +359,7 @@ def _feed_item(
             did=body.did,
             why=body.why,
             outcome=body.outcome,
+            kudos=tuple(kudos_givers(state, event.id)),
         )
     if isinstance(body, b.CheckInRecorded):
         parts = []
@@ -461,16 +497,28 @@ def _member_board(
 
 
 def team_board(
-    state: ProjectionState, team: str, viewer: str, now: datetime, *, cycle: str | None = None
+    state: ProjectionState,
+    team: str,
+    viewer: str,
+    now: datetime,
+    *,
+    cycle: str | None = None,
+    settings: DriftSettings = DEFAULT_SETTINGS,
 ) -> TeamBoard:
-    """Each current member's goals as the viewer may see them (none if not a member)."""
+    """Each current member's goals as the viewer may see them (none if not a member),
+    with every shown item's health (from the drift signals the viewer may see)."""
     if not is_member(state, team, viewer):
         return TeamBoard(team, viewer, now, [])
     members = [
         _member_board(state, member, viewer, now, cycle)
         for member in sorted(state.members_of(team))
     ]
-    return TeamBoard(team, viewer, now, members)
+    signals = team_drift(state, team, viewer, now, settings)
+    health: dict[str, Health] = {}
+    today = now.date()
+    for member in members:
+        health.update(tree_health(member.objectives, member.standalone_milestones, today, signals))
+    return TeamBoard(team, viewer, now, members, health)
 
 
 # --- drift ------------------------------------------------------------------------------
@@ -550,7 +598,13 @@ def team_drift(
         return []
     resolver = SubjectResolver(state, viewer)
     shown: list[DriftSignal] = []
+    today = now.date()
     for member in sorted(state.members_of(team)):
-        signals = drift_signals(state, member, now, settings)
+        # Drift reads ``now`` only as its day: one computation per member, day and position
+        # serves every viewer's board and drift list (and their refreshes).
+        signals: list[DriftSignal] = state.memoized(
+            ("drift", member, today, settings),
+            partial(drift_signals, state, member, now, settings),
+        )
         shown.extend(visible_signals(state, member, viewer, signals, resolver))
     return shown

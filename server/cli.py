@@ -486,6 +486,7 @@ def person_remove(name: str, *, database: Database = None) -> int:
                 await opened.accounts.remove(name)
             except UnknownPerson as exc:
                 raise CliError(str(exc)) from None
+            await opened.accounts.end_web_sessions(name)
             await _append_memberships(opened.store, [(t, name, False) for t in teams])
             await _reload_nats(opened.accounts)
             return teams
@@ -538,7 +539,8 @@ def person_rotate(
     nats_url: Annotated[str | None, Parameter(help="NATS URL to tell the client.")] = None,
     http_url: Annotated[str | None, Parameter(help="HTTP URL to tell the client.")] = None,
 ) -> int:
-    """Issue new credentials; the old password and token stop working.
+    """Issue new credentials; the old password and token stop working, and the person's
+    team page sessions end.
 
     Example: milepost-server person rotate alice --output alice.json --force
     """
@@ -552,6 +554,7 @@ def person_rotate(
                 await opened.accounts.rotate(name, creds.nats_password_hash, creds.token_hash)
             except UnknownPerson as exc:
                 raise CliError(str(exc)) from None
+            await opened.accounts.end_web_sessions(name)  # the team page signs them out
             await _reload_nats(opened.accounts)
             return creds, (await opened.accounts.teams()).get(name, [])
 

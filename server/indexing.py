@@ -36,6 +36,7 @@ from events import (
     Event,
     IndicatorDefined,
     KeyResultAdded,
+    KudosGiven,
     MilestoneCompleted,
     MilestoneDropped,
     MilestonePlanned,
@@ -165,6 +166,9 @@ def _known(event: Event) -> IndexUpdate:
             return update(None, team=TeamUpdate(team, person, False))
         case PauseDeclared():
             return update(None)
+        case KudosGiven(completion=completion):
+            # Seen by whoever sees the completion (its author included).
+            return update(completion)
     raise AssertionError(f"unhandled event type {event.type!r}")  # pragma: no cover
 
 

@@ -251,6 +251,7 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
             TokenVerifier(accounts),
             ingest=counters,
             consumer_lag=_consumer_lag(nc),
+            poke=worker.poke,  # kudos written by the team page poke devices like ingest does
         )
         loop.add_signal_handler(signal.SIGUSR1, lambda: loop.create_task(follower.rebuild()))
 

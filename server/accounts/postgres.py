@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from server.accounts.protocol import Person, PersonExists, UnknownPerson
+from server.accounts.protocol import Person, PersonExists, UnknownPerson, WebSession
 from server.migrations import Migration, migrate_postgres
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -22,6 +22,26 @@ MIGRATIONS: tuple[Migration, ...] = (
                 created_at timestamptz NOT NULL,
                 rotated_at timestamptz
             )""",
+        ),
+    ),
+    (
+        2,
+        "web sign-in links and browser sessions (hashes only)",
+        (
+            """CREATE TABLE signin_links (
+                link_hash text PRIMARY KEY,
+                person text NOT NULL,
+                expires_at timestamptz NOT NULL,
+                used_at timestamptz
+            )""",
+            """CREATE TABLE web_sessions (
+                session_hash text PRIMARY KEY,
+                person text NOT NULL,
+                csrf text NOT NULL,
+                credential text NOT NULL,
+                expires_at timestamptz NOT NULL
+            )""",
+            "CREATE INDEX web_sessions_person ON web_sessions(person)",
         ),
     ),
 )
@@ -117,3 +137,61 @@ class PostgresAccounts:
         for row in rows:
             found.setdefault(row[0], []).append(row[1])
         return found
+
+    # --- web sign-in ------------------------------------------------------------------
+
+    async def add_signin_link(self, link_hash: str, person: str, expires_at: datetime) -> None:
+        """Remember a one-time sign-in link (its hash); expired links are pruned."""
+        await self._db.execute("DELETE FROM signin_links WHERE expires_at < now()")
+        await self._db.execute(
+            "INSERT INTO signin_links(link_hash, person, expires_at) VALUES ($1, $2, $3)",
+            link_hash,
+            person,
+            expires_at,
+        )
+
+    async def use_signin_link(self, link_hash: str, now: datetime) -> str | None:
+        """The link's person if unused and unexpired, marked used in the same statement."""
+        person = await self._db.fetchval(
+            "UPDATE signin_links SET used_at = $2 WHERE link_hash = $1 AND used_at IS NULL"
+            " AND expires_at > $2 RETURNING person",
+            link_hash,
+            now,
+        )
+        return str(person) if person is not None else None
+
+    async def add_web_session(self, session: WebSession) -> None:
+        """Store a browser session; expired sessions are pruned."""
+        await self._db.execute("DELETE FROM web_sessions WHERE expires_at < now()")
+        await self._db.execute(
+            "INSERT INTO web_sessions(session_hash, person, csrf, credential, expires_at)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            session.session_hash,
+            session.person,
+            session.csrf,
+            session.credential,
+            session.expires_at,
+        )
+
+    async def web_session(self, session_hash: str) -> WebSession | None:
+        """The stored session with this hash, or None."""
+        row = await self._db.fetchrow(
+            "SELECT session_hash, person, csrf, credential, expires_at FROM web_sessions"
+            " WHERE session_hash = $1",
+            session_hash,
+        )
+        if row is None:
+            return None
+        return WebSession(row[0], row[1], row[2], row[3], row[4])
+
+    async def end_web_session(self, session_hash: str) -> None:
+        """Forget one session."""
+        await self._db.execute("DELETE FROM web_sessions WHERE session_hash = $1", session_hash)
+
+    async def end_web_sessions(self, person: str) -> int:
+        """Forget every session and unused link of ``person``."""
+        status = await self._db.execute("DELETE FROM web_sessions WHERE person = $1", person)
+        await self._db.execute(
+            "DELETE FROM signin_links WHERE person = $1 AND used_at IS NULL", person
+        )
+        return int(status.rsplit(" ", 1)[-1])

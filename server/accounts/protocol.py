@@ -57,6 +57,17 @@ class Person(msgspec.Struct, frozen=True):
     rotated_at: datetime | None = None
 
 
+class WebSession(msgspec.Struct, frozen=True):
+    """A signed-in browser session as stored: the hash of its cookie, never the cookie."""
+
+    session_hash: str
+    person: str
+    csrf: str
+    credential: str
+    """The person's API token hash when the session began: a rotation ends the session."""
+    expires_at: datetime
+
+
 @dataclass(frozen=True, slots=True)
 class Credentials:
     """Fresh secrets for a person (shown once) and their stored hashes."""
@@ -132,4 +143,29 @@ class AccountStore(Protocol):
 
     async def teams(self) -> dict[str, list[str]]:
         """Current team memberships from the event store's index (person → teams, sorted)."""
+        ...
+
+    async def add_signin_link(self, link_hash: str, person: str, expires_at: datetime) -> None:
+        """Remember a one-time sign-in link (its hash); expired links are pruned."""
+        ...
+
+    async def use_signin_link(self, link_hash: str, now: datetime) -> str | None:
+        """The link's person if it is unused and unexpired, marking it used atomically
+        (a second use, or a use after ``expires_at``, gives None)."""
+        ...
+
+    async def add_web_session(self, session: WebSession) -> None:
+        """Store a browser session; expired sessions are pruned."""
+        ...
+
+    async def web_session(self, session_hash: str) -> WebSession | None:
+        """The stored session with this hash (expired or not), or None."""
+        ...
+
+    async def end_web_session(self, session_hash: str) -> None:
+        """Forget one session (signing out); absent is fine."""
+        ...
+
+    async def end_web_sessions(self, person: str) -> int:
+        """Forget every session and unused link of ``person`` (rotation, removal)."""
         ...

@@ -10,7 +10,7 @@ from typing import Any
 
 import aiosqlite
 
-from server.accounts.protocol import Person, PersonExists, UnknownPerson
+from server.accounts.protocol import Person, PersonExists, UnknownPerson, WebSession
 from server.migrations import Migration, connect_sqlite, migrate_sqlite
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -25,6 +25,26 @@ MIGRATIONS: tuple[Migration, ...] = (
                 created_at TEXT NOT NULL,
                 rotated_at TEXT
             )""",
+        ),
+    ),
+    (
+        2,
+        "web sign-in links and browser sessions (hashes only)",
+        (
+            """CREATE TABLE signin_links (
+                link_hash TEXT PRIMARY KEY,
+                person TEXT NOT NULL,
+                expires_at TEXT NOT NULL,
+                used_at TEXT
+            )""",
+            """CREATE TABLE web_sessions (
+                session_hash TEXT PRIMARY KEY,
+                person TEXT NOT NULL,
+                csrf TEXT NOT NULL,
+                credential TEXT NOT NULL,
+                expires_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX web_sessions_person ON web_sessions(person)",
         ),
     ),
 )
@@ -128,3 +148,69 @@ class SqliteAccounts:
         for person, team in rows:
             found.setdefault(person, []).append(team)
         return found
+
+    # --- web sign-in ------------------------------------------------------------------
+
+    async def add_signin_link(self, link_hash: str, person: str, expires_at: datetime) -> None:
+        """Remember a one-time sign-in link (its hash); expired links are pruned."""
+        now = _stamp(datetime.now(UTC))
+        await self._change("DELETE FROM signin_links WHERE expires_at < ?", (now,))
+        await self._change(
+            "INSERT INTO signin_links(link_hash, person, expires_at, used_at)"
+            " VALUES (?, ?, ?, NULL)",
+            (link_hash, person, _stamp(expires_at)),
+        )
+
+    async def use_signin_link(self, link_hash: str, now: datetime) -> str | None:
+        """The link's person if unused and unexpired, marked used in the same statement."""
+        rows = await self._fetch(
+            "UPDATE signin_links SET used_at = ? WHERE link_hash = ? AND used_at IS NULL"
+            " AND expires_at > ? RETURNING person",
+            (_stamp(now), link_hash, _stamp(now)),
+        )
+        return str(rows[0][0]) if rows else None
+
+    async def add_web_session(self, session: WebSession) -> None:
+        """Store a browser session; expired sessions are pruned."""
+        now = _stamp(datetime.now(UTC))
+        await self._change("DELETE FROM web_sessions WHERE expires_at < ?", (now,))
+        await self._change(
+            "INSERT INTO web_sessions(session_hash, person, csrf, credential, expires_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (
+                session.session_hash,
+                session.person,
+                session.csrf,
+                session.credential,
+                _stamp(session.expires_at),
+            ),
+        )
+
+    async def web_session(self, session_hash: str) -> WebSession | None:
+        """The stored session with this hash, or None."""
+        rows = await self._fetch(
+            "SELECT session_hash, person, csrf, credential, expires_at FROM web_sessions"
+            " WHERE session_hash = ?",
+            (session_hash,),
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        return WebSession(row[0], row[1], row[2], row[3], datetime.fromisoformat(row[4]))
+
+    async def end_web_session(self, session_hash: str) -> None:
+        """Forget one session."""
+        await self._change("DELETE FROM web_sessions WHERE session_hash = ?", (session_hash,))
+
+    async def end_web_sessions(self, person: str) -> int:
+        """Forget every session and unused link of ``person``."""
+        ended = await self._change("DELETE FROM web_sessions WHERE person = ?", (person,))
+        await self._change(
+            "DELETE FROM signin_links WHERE person = ? AND used_at IS NULL", (person,)
+        )
+        return ended
+
+
+def _stamp(moment: datetime) -> str:
+    """A UTC timestamp that sorts as text (every stored time has the same shape)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")

@@ -33,6 +33,12 @@ def _configure_auth(config: AppConfig) -> None:
     config.middleware.append(auth_middleware())
 
 
+def _configure_web(config: AppConfig) -> None:
+    from server.web import configure_web  # the team page (server/web/)
+
+    configure_web(config)
+
+
 def _configure_errors(config: AppConfig) -> None:
     config.exception_handlers.update(EXCEPTION_HANDLERS)
 
@@ -60,6 +66,12 @@ def _configure_openapi(config: AppConfig) -> None:
 def create_app(ctx: ServerContext, **overrides: Any) -> Litestar:
     """The Litestar application serving ``ctx``."""
     config = AppConfig(state=State({"ctx": ctx}), debug=False, **overrides)
-    for step in (_configure_routes, _configure_auth, _configure_errors, _configure_openapi):
+    for step in (
+        _configure_routes,
+        _configure_web,
+        _configure_auth,
+        _configure_errors,
+        _configure_openapi,
+    ):
         step(config)
     return Litestar.from_config(config)

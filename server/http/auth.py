@@ -42,4 +42,6 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
 
 def auth_middleware() -> DefineMiddleware:
     """The middleware, with the public paths excluded."""
-    return DefineMiddleware(BearerAuthMiddleware, exclude=list(PUBLIC_PATHS))
+    from server.web import WEB_PATHS  # the team page signs in with its own session cookie
+
+    return DefineMiddleware(BearerAuthMiddleware, exclude=[*PUBLIC_PATHS, *WEB_PATHS])

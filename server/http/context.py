@@ -19,7 +19,7 @@ from server.accounts import AccountStore, token_person, verify_token
 from server.http.errors import ViewTooSlow
 from server.metrics import DeadLetterCount, IngestCounters
 from server.projection import ProjectionFollower
-from server.store.protocol import ServerStore
+from server.store.protocol import AppendResult, ServerStore
 
 _encode = msgspec.json.Encoder().encode
 T = TypeVar("T")
@@ -83,6 +83,19 @@ class TokenVerifier:
             return person
         return None
 
+    @property
+    def accounts(self) -> AccountStore:
+        """The account store the hashes are read from (web sessions live there too)."""
+        return self._accounts
+
+    async def credential_of(self, person: str) -> str | None:
+        """The person's current API token hash (as of the last refresh), or None."""
+        return (await self._current()).get(person)
+
+    async def is_registered(self, person: str) -> bool:
+        """Whether ``person`` has credentials (as of the last refresh)."""
+        return person in await self._current()
+
 
 @dataclass
 class ServerContext:
@@ -96,6 +109,9 @@ class ServerContext:
     ingest: IngestCounters = field(default_factory=IngestCounters)
     dead_letters: DeadLetterCount = field(default_factory=DeadLetterCount)
     consumer_lag: Callable[[], Awaitable[int | None]] | None = None
+    poke: Callable[[AppendResult], Awaitable[Any]] | None = None
+    """Tells the devices of everyone who may see what was appended (the ingest's poke);
+    used by writes made over HTTP (kudos from the team page)."""
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     keepalive_seconds: float = 15.0
     response_ttl: float = 5.0

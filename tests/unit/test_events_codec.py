@@ -99,6 +99,7 @@ VALID_BODIES: list[dict[str, Any]] = [
     {"type": "pause.declared", "starts_on": "2026-07-01", "ends_on": "2026-07-14"},
     {"type": "team.member_joined", "team": "growth", "person": "alice"},
     {"type": "team.member_left", "team": "growth", "person": "alice"},
+    {"type": "kudos.given", "completion": ID, "note": "Great launch!"},
 ]
 
 

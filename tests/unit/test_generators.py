@@ -73,6 +73,7 @@ _REFERENCE_TYPES: dict[tuple[str, str], tuple[str, ...]] = {
     ),
     ("task.completed", "task"): ("task.added",),
     ("task.reopened", "task"): ("task.added",),
+    ("kudos.given", "completion"): ("milestone.completed",),
 }
 _MILESTONE_EDITS = {
     "milestone.completed",

@@ -162,6 +162,14 @@ def accepted_events(history: list[Event]) -> list[Event]:
             body = event.body
             if isinstance(body, b.TeamMemberJoined | b.TeamMemberLeft):
                 ok = event.actor == "admin"
+            elif isinstance(body, b.KudosGiven):  # someone else's accepted completion
+                named = by_id.get(body.completion)
+                ok = (
+                    named is not None
+                    and body.completion in accepted
+                    and isinstance(named.body, b.MilestoneCompleted)
+                    and named.actor != event.actor
+                )
             else:
                 ok = True
                 for field, allowed in _NAMES_OF.get(type(body), {}).items():

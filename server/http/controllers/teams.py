@@ -61,13 +61,15 @@ class TeamsController(Controller):
             ),
         ] = "current",
     ) -> Response[TeamBoard]:
-        """The team's goal board."""
+        """The team's goal board, with each item's health (pace, due dates, drift)."""
         check_cycle(cycle)
         require_member(ctx.state, team, request.user)
-        viewer, state, now = request.user, ctx.state, ctx.clock()
+        viewer, state, now, settings = request.user, ctx.state, ctx.clock(), ctx.settings
         key = ("board", viewer, team, cycle)
         return json_response(
-            await ctx.cached(key, lambda: team_board(state, team, viewer, now, cycle=cycle))
+            await ctx.cached(
+                key, lambda: team_board(state, team, viewer, now, cycle=cycle, settings=settings)
+            )
         )
 
     @get("/feed", summary="The team feed, newest first, paged by cursor")
@@ -126,8 +128,8 @@ class TeamsController(Controller):
         # the body is first iterated: a client that has seen the 200 gets every item
         # folded from then on.
         position = ctx.follower.position
-        cursor = _StreamCursor(position if last_event_id is None else min(last_event_id, position))
-        return ServerSentEvent(_feed_events(ctx, team, request.user, cursor))
+        cursor = StreamCursor(position if last_event_id is None else min(last_event_id, position))
+        return ServerSentEvent(feed_events(ctx, team, request.user, cursor))
 
     @get("/drift", summary="The team's drift signals the caller may see")
     async def drift(
@@ -148,7 +150,7 @@ class TeamsController(Controller):
 _encoder = msgspec.json.Encoder()
 
 
-class _StreamCursor:
+class StreamCursor:
     """Where one live feed stream stands: its position and the items held back.
 
     An item whose ancestor has not been folded yet (with several replicas a
@@ -179,7 +181,15 @@ class _StreamCursor:
         fresh += list(follower.feed_events_after(self.position))
         for position, event_id in fresh:
             event = state.events.get(event_id)
-            if event is None or event.actor not in members:
+            if event is None:
+                # Waiting for an event it names (the ownership rule judges it when that one
+                # arrives): held like an item whose ancestor is missing.
+                pending = state.pending.get(event_id)
+                room = len(self.held) < self.MAX_HELD
+                if pending is not None and pending.actor in members and room:
+                    self.held[event_id] = None
+                continue
+            if event.actor not in members:
                 continue
             item = resolver.item(event_id)
             if item is not None:
@@ -191,8 +201,8 @@ class _StreamCursor:
         return messages
 
 
-async def _feed_events(
-    ctx: NamedDependency[ServerContext], team: FromPath[str], viewer: str, cursor: _StreamCursor
+async def feed_events(
+    ctx: NamedDependency[ServerContext], team: FromPath[str], viewer: str, cursor: StreamCursor
 ) -> AsyncIterator[ServerSentEventMessage]:
     """Catch up from ``cursor``, say ``ready``, then follow the projections."""
     follower = ctx.follower

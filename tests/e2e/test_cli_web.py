@@ -1,0 +1,28 @@
+"""`milepost web` without what it needs: one clear line and exit 1, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+from milepost_testkit.cli import Cli
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_web_needs_a_token_a_url_and_a_server(ready: Cli) -> None:
+    assert "no API token" in ready.fails("web", "--print")
+    creds = ready.home / "creds.json"
+    creds.write_text(json.dumps({"person": "ava", "api_token": "ava.secret"}))
+    ready.ok("config", "credentials", str(creds))
+    assert "no server HTTP URL" in ready.fails("web", "--print")
+    creds.write_text(
+        json.dumps({"api_token": "ava.secret", "http_url": f"http://127.0.0.1:{free_port()}"})
+    )
+    assert "cannot reach the server" in ready.fails("web", "--print")
+    creds.write_text(json.dumps({"api_token": "ava.secret", "http_url": "ftp://x"}))
+    assert "not an http(s):// URL" in ready.fails("web", "--print")
