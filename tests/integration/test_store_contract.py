@@ -190,13 +190,17 @@ async def test_invalid_messages_are_dead_lettered_with_their_bytes_and_reason(
     assert "does not match" in letters[2].reason
     assert letters[0].received_at.tzinfo is not None
 
-    # A redelivered invalid message is not dead-lettered twice.
-    again = await store.append_batch(items[:1])
-    assert again.dead_lettered == 0
-    assert len(await store.dead_letters()) == 3
+    # Paging by id.
     assert [d.id for d in await store.dead_letters(after_id=letters[0].id, limit=1)] == [
         letters[1].id
     ]
+    # A redelivered invalid message is kept once, moved to a new, higher id: the device
+    # that sent it learns of the new refusal (``refusals``), the table does not grow.
+    again = await store.append_batch(items[:1])
+    assert again.dead_lettered == 1
+    after = await store.dead_letters()
+    assert len(after) == 3
+    assert after[-1].raw == broken and after[-1].id > letters[-1].id
 
 
 async def test_unknown_event_types_are_stored_byte_for_byte(store: ServerStore) -> None:
