@@ -23,6 +23,9 @@ from events import bodies as b
 
 CSV_COLUMNS = ("date", "indicator", "observation", "impact")
 IMPORTED_STAGES = ("observed",)
+MAX_CELL = 4000
+CELL_LIMITS = {"date": 40, "indicator": 200, "observation": 4000, "impact": 4000}
+"""Longest cell accepted per column (the limits of the fields they become)."""
 _NEGATIVE = {"negative", "neg", "-", "bad", "lesson"}
 _POSITIVE = {"positive", "pos", "+", "good", "win"}
 
@@ -89,6 +92,9 @@ def parse_csv(data: bytes, ctx: CsvContext) -> Parsed:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise InvalidValue("the CSV file is not UTF-8 text") from None
+    # No field limit in the reader (it would end the whole import at the first big
+    # cell): each cell's length is checked per row below and reported as a row error.
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
     reader = csv.reader(io.StringIO(text))
     try:
         header = next(reader)
@@ -110,6 +116,14 @@ def parse_csv(data: bytes, ctx: CsvContext) -> Parsed:
             parsed.bad.append(BadRow(number, f"expected {len(columns)} columns, got {len(row)}"))
             continue
         cells = {name: cell.strip() for name, cell in zip(columns, row, strict=True)}
+        too_long = [
+            f"{name} is {len(cell):,} characters long (at most {limit:,})"
+            for name, cell in cells.items()
+            if len(cell) > (limit := CELL_LIMITS.get(name, MAX_CELL))
+        ]
+        if too_long:
+            parsed.bad.append(BadRow(number, "; ".join(too_long)))
+            continue
         try:
             parsed.events.extend(_csv_row(cells, ctx, created, number))
         except InvalidValue as exc:
@@ -179,6 +193,8 @@ def _event(ctx: CsvContext, event_id: str, occurred: datetime, body: b.Body, wha
     try:
         return decode_event(encode(event))
     except (CodecError, ValueError, msgspec.ValidationError) as exc:
-        reason = exc.reason if isinstance(exc, CodecError) else str(exc)
-        field_name = exc.field.removeprefix("body.") if isinstance(exc, CodecError) else what
-        raise InvalidValue(f"{what} {field_name}: {reason}".replace("`", "")) from None
+        from client.session import product_words
+
+        if isinstance(exc, CodecError):
+            raise InvalidValue(f"{what}: {product_words(exc.field, exc.reason)}") from None
+        raise InvalidValue(f"{what}: {exc}".replace("`", "")) from None

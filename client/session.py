@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -109,13 +111,85 @@ async def resolve(store: Store, text: str, kind: str = "event") -> Ref:
     return Ref(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
 
 
+_FIELD_WORDS = {
+    "due_on": "due date",
+    "starts_on": "start date",
+    "ends_on": "end date",
+    "occurred_at": "date (--at)",
+    "recorded_at": "date",
+    "key_result": "key result",
+}
+_FORMATS = {
+    "cycle": "a cycle such as 2026, 2026-H1, 2026-Q1 or 2026-03",
+    "actor": "a lowercase name (letters, digits, - and _, starting with a letter)",
+    "person": "a lowercase name (letters, digits, - and _, starting with a letter)",
+    "partners": "lowercase names (letters, digits, - and _, starting with a letter)",
+    "device": "a lowercase name (letters, digits, - and _)",
+    "team": "a lowercase name (letters, digits, - and _, starting with a letter)",
+}
+_LENGTH = re.compile(r"^Expected `?(str|array)`? of length (<=|>=) (\d+)")
+_BOUND = re.compile(r"^Expected `?(float|int)`? (<=|>=|<|>) (-?[\d.e+]+)")
+
+
+def product_words(field: str, reason: str) -> str:
+    """A codec/validator reason about ``field`` said the way a person reads it:
+    ``title must be at most 200 characters``, never ``Expected str of length <= 200``."""
+    name = field.removeprefix("body.").removeprefix("body").split(".")[0].split("[")[0]
+    words = _FIELD_WORDS.get(name, name.replace("_", " ")) or "value"
+    reason = reason.replace("`", "")
+    if (match := _LENGTH.match(reason)) is not None:
+        kind, op, size = match.groups()
+        if op == ">=":
+            return f"{words} must not be empty"
+        unit = "characters" if kind == "str" else "entries"
+        return f"{words} must be at most {size} {unit}"
+    if (match := _BOUND.match(reason)) is not None:
+        _, op, bound = match.groups()
+        number = f"{float(bound):g}"
+        said = {
+            "<=": f"at most {number}",
+            ">=": f"at least {number}",
+            "<": f"less than {number}",
+            ">": f"greater than {number}",
+        }
+        return f"{words} must be {said[op]}"
+    if reason.startswith("Expected str matching regex"):
+        return f"{words} must be {_FORMATS.get(name, 'in the documented format')}"
+    if reason.startswith("Invalid enum value"):
+        return f"{words} has an unknown value {reason.split(' ', 3)[-1]}"
+    if reason == "required field is missing":
+        return f"{words} is required"
+    return f"{words}: {reason}"
+
+
 def _invalid(exc: CodecError | ValueError, what: str) -> InvalidValue:
     if isinstance(exc, CodecError):
         field = exc.field.removeprefix("body.").removeprefix("body")
         if field in ("", "$"):
             return InvalidValue(f"invalid {what}: {exc.reason}")
-        return InvalidValue(f"invalid {field}: {exc.reason.replace('`', '')}")
+        return InvalidValue(f"invalid {product_words(field, exc.reason)}")
     return InvalidValue(f"invalid {what}: {exc}")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+ONE_LINE_FIELDS = ("title", "stages", "unit", "cycle")
+
+
+def check_fields(fields: dict[str, Any]) -> None:
+    """Refuse what the codec would store wrongly: a non-finite number (``1e309``,
+    ``nan`` — JSON has no such numbers) or a line break in a one-line field."""
+    for name, value in fields.items():
+        words = _FIELD_WORDS.get(name, name.replace("_", " "))
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidValue(f"invalid {words}: {value} is not a finite number")
+        if name in ONE_LINE_FIELDS:
+            texts = value if isinstance(value, tuple) else (value,)
+            for text in texts:
+                if isinstance(text, str) and _CONTROL.search(text):
+                    raise InvalidValue(
+                        f"invalid {words}: it must be one line, without line breaks,"
+                        " tabs or control characters"
+                    )
 
 
 class Session:
@@ -230,6 +304,7 @@ def config_json(meta: dict[str, str]) -> dict[str, Any]:
 
 def make(cls: type[BodyT], **fields: Any) -> BodyT:
     """Build a body; a cross-field rule it breaks becomes one clear InvalidValue."""
+    check_fields(fields)
     try:
         return cls(**fields)
     except (ValueError, TypeError) as exc:

@@ -15,12 +15,14 @@ from client.commands._common import (
     Json,
     PartnerOpt,
     VisibilityOpt,
+    check_after_creation,
     moment,
+    node_view,
     sharing,
     with_session,
 )
 from client.errors import InvalidValue, UsageError
-from client.session import Session, make, short_ref
+from client.session import Session, check_fields, make, product_words, short_ref
 from events import Event
 from events import bodies as b
 
@@ -227,9 +229,25 @@ def milestone_done(
 
     async def go(session: Session) -> None:
         ref = await session.resolve(milestone, "milestone")
+        view = await node_view(session, ref.id)
+        if view is not None and getattr(view, "state", None) == "completed":
+            completion = await session.store.scalar(
+                "SELECT id FROM refs WHERE type = 'milestone.completed' AND parent = ?"
+                " AND retracted = 0 ORDER BY id DESC LIMIT 1",
+                (ref.id,),
+            )
+            fix = f"milepost correct {short_ref(completion)} --did ..." if completion else ""
+            raise InvalidValue(
+                f"milestone {short_ref(ref.id)} ({ref.title}) is already completed;"
+                f" to change its answers: {fix or 'milepost correct COMPLETION --did ...'};"
+                f" to complete it again, first: milepost milestone reopen {short_ref(ref.id)}"
+            )
+        moment_at = moment(session, at)
+        await check_after_creation(session, ref, moment_at)
         answers = _ask({"did": did, "why": why, "outcome": outcome})
         body = make(b.MilestoneCompleted, milestone=ref.id, **answers)
-        await _record(session, body, ref.title, as_json, at)
+        event = await session.record(body, moment_at)
+        render.created(event, ref.title, as_json)
 
     with_session(go)
 
@@ -384,12 +402,18 @@ def checkin(
         Parameter(help="The key result's value, or the milestone's percent done."),
     ] = None,
     *,
-    confidence: Confidence = "on-track",
+    confidence: Annotated[
+        Confidence | None,
+        Parameter(help="on-track, at-risk or off-track (default: as at the last check-in)."),
+    ] = None,
     note: str = "",
     at: At = None,
     as_json: Json = False,
 ) -> None:
     """Record progress: a value for a key result, a percent for a milestone.
+
+    Without --confidence the check-in keeps the confidence of the last one
+    (on-track for the first).
 
     Example: milepost checkin 9b1e44d2 1200 --confidence at-risk --note "slow week"
     """
@@ -397,16 +421,23 @@ def checkin(
     async def go(session: Session) -> None:
         ref = await session.resolve(subject, "check-in subject")
         is_kr = ref.type == "key_result.added"
+        moment_at = moment(session, at)
+        await check_after_creation(session, ref, moment_at)
+        chosen = confidence
+        if chosen is None:
+            view = await node_view(session, ref.id)
+            chosen = getattr(view, "confidence", None) or "on-track"
         body = make(
             b.CheckInRecorded,
             subject=ref.id,
-            confidence=confidence,
+            confidence=chosen,
             value=amount if is_kr else None,
             percent=None if is_kr else amount,
             note=note,
         )
         shown = "" if amount is None else (f" {amount:g}" if is_kr else f" {amount:g}%")
-        await _record(session, body, f"{ref.title}:{shown} {confidence}", as_json, at)
+        event = await session.record(body, moment_at)
+        render.created(event, f"{ref.title}:{shown} {chosen}", as_json)
 
     with_session(go)
 
@@ -503,13 +534,26 @@ def correct(
         unknown = [k for k in changes if not hasattr(target_body, k)]
         if unknown:
             raise InvalidValue(f"a {ref.type} event has no field {unknown[0]!r} to correct")
-        body = make(
-            b.Corrected, target=ref.id, changes=msgspec.convert(changes, b.Changes), reason=reason
-        )
+        body = make(b.Corrected, target=ref.id, changes=_changes(changes), reason=reason)
         await _check_correction(session, ref.id, target_body, changes)
         await _record(session, body, f"correct {short_ref(ref.id)} {ref.title}", as_json)
 
     with_session(go)
+
+
+def _changes(changes: dict[str, object]) -> b.Changes:
+    check_fields(changes)
+    try:
+        return msgspec.convert(changes, b.Changes)
+    except msgspec.ValidationError as exc:
+        raise _validation(exc) from None
+
+
+def _validation(exc: msgspec.ValidationError) -> InvalidValue:
+    """A msgspec validation error in the product's words."""
+    text = str(exc)
+    reason, _, where = text.partition(" - at `$")
+    return InvalidValue(f"invalid {product_words(where.strip('.`'), reason)}")
 
 
 async def _body_of(session: Session, event_id: str) -> object:
@@ -532,7 +576,11 @@ async def _check_correction(
             b.KnownBody,
             from_attributes=False,
         )
-    except (msgspec.ValidationError, ValueError) as exc:
+    except msgspec.ValidationError as exc:
+        if " - at `$" in str(exc):
+            raise _validation(exc) from None
+        raise InvalidValue(f"invalid correction: {str(exc).replace('`', '')}") from None
+    except ValueError as exc:
         raise InvalidValue(f"invalid correction: {str(exc).replace('`', '')}") from None
 
 
