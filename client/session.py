@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -251,6 +252,20 @@ class Session:
         if own and ref.actor != self.person:
             raise InvalidValue(f"{kind} {short_ref(ref.id)} belongs to {ref.actor}, not to you")
         return ref
+
+    async def short_refs(self, ids: Iterable[str]) -> dict[str, str]:
+        """The short references (``m12``) of these ids, where they have one."""
+        wanted = list(dict.fromkeys(ids))
+        out: dict[str, str] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            rows = await self.store.fetchall(
+                "SELECT id, kind || number FROM short_refs"
+                f" WHERE id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            out.update((str(i), str(s)) for i, s in rows)
+        return out
 
     # --- recording ---------------------------------------------------------------------
 
