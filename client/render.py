@@ -36,22 +36,23 @@ class Created(msgspec.Struct, frozen=True):
     """What a creating command prints with ``--json``."""
 
     id: str
-    ref: str
+    ref: str  # the id's last 8 hex digits
     type: str
     title: str
     occurred_at: str
+    short: str | None = None  # the short reference on this device (``m12``), if numbered
 
 
-def created(event: Event, title: str, as_json: bool) -> None:
-    """Report a recorded event with its id and short reference."""
+def created(event: Event, title: str, as_json: bool, short: str | None = None) -> None:
+    """Report a recorded event with its short reference and id."""
     from client.session import short_ref
 
     ref = short_ref(event.id)
     if as_json:
-        emit_json(Created(event.id, ref, event.type, title, event.occurred_at.isoformat()))
+        emit_json(Created(event.id, ref, event.type, title, event.occurred_at.isoformat(), short))
         return
-    out(f"{ref}  {event.type}  {title}")
-    out(f"  id {event.id}")
+    out(f"{short or ref}  {event.type}  {title}")
+    out(f"  id {event.id} (or {ref})" if short else f"  id {event.id}")
 
 
 def bar(percent: float, width: int = 20) -> str:

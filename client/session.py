@@ -61,7 +61,7 @@ def dashed(hex_prefix: str) -> str:
 
 @dataclass(frozen=True)
 class Ref:
-    """A resolved reference: one row of the refs view."""
+    """A resolved reference: one row of the refs view (``short``: ``m12``, if numbered)."""
 
     id: str
     type: str
@@ -69,47 +69,106 @@ class Ref:
     parent: str | None
     title: str
     retracted: bool
+    short: str | None = None
+
+    @property
+    def label(self) -> str:
+        """What to print for it: the short reference, or the 8-hex suffix."""
+        return self.short or short_ref(self.id)
+
+
+SHORT_REF = re.compile(r"^([a-z])([1-9][0-9]{0,6})$")
+"""``m12``: a kind letter (``client.store.SHORT_KINDS``) and a number on this device."""
+_KIND_LETTERS = {
+    "o": "objective",
+    "k": "key result",
+    "m": "milestone",
+    "t": "task",
+    "i": "indicator",
+    "j": "journal entry",
+    "c": "check-in",
+    "d": "completion",
+    "p": "pause",
+}
+_COLUMNS = "r.id, r.type, r.actor, r.parent, r.title, r.retracted, s.kind || s.number"
+_FROM = "FROM refs r LEFT JOIN short_refs s ON s.id = r.id"
 
 
 def normalise_ref(text: str) -> str:
     """Lower-case hex without dashes; InvalidValue when it cannot be an id reference."""
     value = text.strip().lower().replace("-", "")
     if not value or any(c not in "0123456789abcdef" for c in value) or len(value) > 32:
-        raise InvalidValue(f"not an id or short reference: {text!r}")
+        raise InvalidValue(
+            f"not a reference: {text!r} (give a short ref such as m12, or an id's hex digits)"
+        )
     return value
 
 
+def _a(noun: str) -> str:
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
+
+
+def _ref(row: Any) -> Ref:
+    return Ref(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6])
+
+
+async def _resolve_short(store: Store, text: str, kind: str) -> Ref | None:
+    match = SHORT_REF.match(text.strip().lower())
+    if match is None or match.group(1) not in _KIND_LETTERS:
+        return None
+    letter, number = match.group(1), int(match.group(2))
+    rows = await store.fetchall(
+        f"SELECT {_COLUMNS} {_FROM} WHERE r.id = "
+        "(SELECT id FROM short_refs WHERE kind = ? AND number = ?)",
+        (letter, number),
+    )
+    if not rows:
+        raise NotFound(f"no {_KIND_LETTERS[letter]} {text.strip()} on this device")
+    ref = _ref(rows[0])
+    types = KIND_TYPES[kind]
+    if types and ref.type not in types:
+        raise NotFound(f"{ref.short} is {_a(_KIND_LETTERS[letter])} ({ref.title}), not {_a(kind)}")
+    if ref.retracted:
+        raise NotFound(f"{kind} {ref.short} ({ref.title}) was retracted")
+    return ref
+
+
 async def resolve(store: Store, text: str, kind: str = "event") -> Ref:
-    """The one item a full id, a unique prefix, or a unique suffix (≥ 6 hex) names."""
+    """The one item a short ref (``m12``), a full id, a unique prefix, or a unique
+    suffix (≥ 6 hex) names."""
+    short = await _resolve_short(store, text, kind)
+    if short is not None:
+        return short
     value = normalise_ref(text)
     if len(value) < MIN_PREFIX:
-        raise InvalidValue(f"reference {text!r} is too short: give {MIN_SUFFIX}+ hex digits")
+        raise InvalidValue(
+            f"reference {text!r} is too short: give a short ref such as m12,"
+            f" or {MIN_SUFFIX}+ hex digits of an id"
+        )
     types = KIND_TYPES[kind]
     matches: dict[str, tuple[Any, ...]] = {}
-    columns = "id, type, actor, parent, title, retracted"
     if len(value) >= MIN_PREFIX:
         pattern = dashed(value) + "*"
         for row in await store.fetchall(
-            f"SELECT {columns} FROM refs WHERE id GLOB ? LIMIT 50", (pattern,)
+            f"SELECT {_COLUMNS} {_FROM} WHERE r.id GLOB ? LIMIT 50", (pattern,)
         ):
             matches[row[0]] = row
     if len(value) >= MIN_SUFFIX:
         for row in await store.fetchall(
-            f"SELECT {columns} FROM refs WHERE rhex GLOB ? LIMIT 50", (value[::-1] + "*",)
+            f"SELECT {_COLUMNS} {_FROM} WHERE r.rhex GLOB ? LIMIT 50", (value[::-1] + "*",)
         ):
             matches[row[0]] = row
     if types:
         matches = {k: v for k, v in matches.items() if v[1] in types}
     live = {k: v for k, v in matches.items() if not v[5]}
     if len(live) > 1:
-        listed = ", ".join(f"{short_ref(k)} ({v[4]})" for k, v in sorted(live.items())[:5])
+        listed = ", ".join(f"{v[6] or short_ref(k)} ({v[4]})" for k, v in sorted(live.items())[:5])
         raise Ambiguous(f"{kind} reference {text!r} is ambiguous: it matches {listed}")
     if not live:
         if matches:
             raise NotFound(f"{kind} {text!r} was retracted")
         raise NotFound(f"no {kind} matches {text!r}")
-    row = next(iter(live.values()))
-    return Ref(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
+    return _ref(next(iter(live.values())))
 
 
 _FIELD_WORDS = {
@@ -250,7 +309,7 @@ class Session:
         """Resolve a reference; with ``own``, it must be the person's own item."""
         ref = await resolve(self.store, text, kind)
         if own and ref.actor != self.person:
-            raise InvalidValue(f"{kind} {short_ref(ref.id)} belongs to {ref.actor}, not to you")
+            raise InvalidValue(f"{kind} {ref.label} belongs to {ref.actor}, not to you")
         return ref
 
     async def short_refs(self, ids: Iterable[str]) -> dict[str, str]:

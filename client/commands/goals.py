@@ -34,8 +34,14 @@ async def _record(
     session: Session, body: b.Body, title: str, as_json: bool, at: str | None = None
 ) -> Event:
     event = await session.record(body, moment(session, at))
-    render.created(event, title, as_json)
+    await announce(session, event, title, as_json)
     return event
+
+
+async def announce(session: Session, event: Event, title: str, as_json: bool) -> None:
+    """Print what was recorded, with its short reference."""
+    short = (await session.short_refs([event.id])).get(event.id)
+    render.created(event, title, as_json, short)
 
 
 def _current_cycle(session: Session) -> str:
@@ -236,18 +242,22 @@ def milestone_done(
                 " AND retracted = 0 ORDER BY id DESC LIMIT 1",
                 (ref.id,),
             )
-            fix = f"milepost correct {short_ref(completion)} --did ..." if completion else ""
+            label = "COMPLETION"
+            if completion:
+                label = (await session.short_refs([completion])).get(completion) or short_ref(
+                    completion
+                )
             raise InvalidValue(
-                f"milestone {short_ref(ref.id)} ({ref.title}) is already completed;"
-                f" to change its answers: {fix or 'milepost correct COMPLETION --did ...'};"
-                f" to complete it again, first: milepost milestone reopen {short_ref(ref.id)}"
+                f"milestone {ref.label} ({ref.title}) is already completed;"
+                f" to change its answers: milepost correct {label} --did ...;"
+                f" to complete it again, first: milepost milestone reopen {ref.label}"
             )
         moment_at = moment(session, at)
         await check_after_creation(session, ref, moment_at)
         answers = _ask({"did": did, "why": why, "outcome": outcome})
         body = make(b.MilestoneCompleted, milestone=ref.id, **answers)
         event = await session.record(body, moment_at)
-        render.created(event, ref.title, as_json)
+        await announce(session, event, ref.title, as_json)
 
     with_session(go)
 
@@ -437,7 +447,7 @@ def checkin(
         )
         shown = "" if amount is None else (f" {amount:g}" if is_kr else f" {amount:g}%")
         event = await session.record(body, moment_at)
-        render.created(event, f"{ref.title}:{shown} {chosen}", as_json)
+        await announce(session, event, f"{ref.title}:{shown} {chosen}", as_json)
 
     with_session(go)
 
@@ -536,7 +546,7 @@ def correct(
             raise InvalidValue(f"a {ref.type} event has no field {unknown[0]!r} to correct")
         body = make(b.Corrected, target=ref.id, changes=_changes(changes), reason=reason)
         await _check_correction(session, ref.id, target_body, changes)
-        await _record(session, body, f"correct {short_ref(ref.id)} {ref.title}", as_json)
+        await _record(session, body, f"correct {ref.label} {ref.title}", as_json)
 
     with_session(go)
 
@@ -598,6 +608,6 @@ def retract(
     async def go(session: Session) -> None:
         ref = await session.resolve(event, "event")
         body = make(b.Retracted, target=ref.id, reason=reason)
-        await _record(session, body, f"retract {short_ref(ref.id)} {ref.title}", as_json)
+        await _record(session, body, f"retract {ref.label} {ref.title}", as_json)
 
     with_session(go)

@@ -280,11 +280,13 @@ def feed(
         if as_json:
             render.emit_json(page)
             return
+        shorts = await session.short_refs(item.id for item in page.items)
         for item in page.items:
             # The summary starts with the actor's name: say it once, "you" for yourself.
             summary = item.summary.removeprefix(f"{item.actor} ")
             who = "you" if item.actor == session.person else item.actor
-            render.out(f"{item.occurred_at:%Y-%m-%d} {who} {render.one_line(summary, 200)}")
+            ref = shorts.get(item.id) or short_ref(item.id)
+            render.out(f"{item.occurred_at:%Y-%m-%d} {ref:6} {who} {render.one_line(summary, 200)}")
         if page.next_cursor:
             render.out(f"more: milepost feed --cursor {page.next_cursor}")
 
@@ -351,6 +353,7 @@ class PromptItem(msgspec.Struct, frozen=True):
     reason: str
     due_on: date | None
     last_checkin: date | None
+    short: str | None = None  # the short reference on this device (``k3``)
 
 
 class PromptReport(msgspec.Struct, frozen=True):
@@ -382,6 +385,8 @@ def prompt(*, as_of: AsOf = None, as_json: Json = False) -> None:
 
             tree = goal_tree(await _state_at(session, moment), session.person, now)
         items = prompt_items(tree, now.date(), session.settings.due_soon_days)
+        shorts = await session.short_refs(item.id for item in items)
+        items = [msgspec.structs.replace(item, short=shorts.get(item.id)) for item in items]
         if as_json:
             render.emit_json(PromptReport(now, items, QUESTIONS))
             return
@@ -389,7 +394,7 @@ def prompt(*, as_of: AsOf = None, as_json: Json = False) -> None:
             render.out("Nothing is due for a check-in.")
             return
         for item in items:
-            render.out(f"{item.ref} {item.kind:10} {item.title} — {item.reason}")
+            render.out(f"{item.short or item.ref:8} {item.kind:10} {item.title} — {item.reason}")
         render.out("")
         render.out(
             "For each: milepost checkin REF [VALUE|PERCENT] --confidence on-track|at-risk|off-track"

@@ -28,7 +28,10 @@ def _milestone(cli: Cli, ref: str) -> dict:  # type: ignore[type-arg]
 def test_completing_a_completed_milestone_is_refused(ready: Cli) -> None:
     cli = ready
     _, _, milestone = _goal(cli)
-    completion = cli.new("done", milestone, "--did", "Shipped", "--why", "Reach", "--outcome", "ok")
+    completion = cli.json(
+        "done", milestone, "--did", "Shipped", "--why", "Reach", "--outcome", "ok"
+    )["short"]
+    assert completion == "d1"
     before = event_count(cli)
     line = cli.fails("done", milestone)
     assert "already completed" in line
