@@ -96,7 +96,7 @@ def kr(
 ) -> None:
     """Add a key result to an objective: from --start to --target, or a threshold.
 
-    Example: milepost kr 3f2a91c0 "Reach 3,000 visitors to the site" --start 0 --target 3000
+    Example: milepost kr o1 "Reach 3,000 visitors to the site" --start 0 --target 3000
     """
 
     async def go(session: Session) -> None:
@@ -124,7 +124,16 @@ def kr(
 # --- milestones ---------------------------------------------------------------------------
 
 milestone_app = App(
-    name="milestone", help="Plan and track milestones (deliveries with a due date)."
+    name="milestone",
+    help="""Plan and track milestones (deliveries with a due date).
+
+For example:
+    milepost milestone add "Improve SEO in the site" --kr k1 --due 2026-02-28
+    milepost milestone reschedule m1 2026-03-15 --reason "waiting on design"
+    milepost milestone done m1 --did "Rewrote titles" --outcome "+30% visits"
+    milepost milestone link m1 --objective o2
+""",
+    help_format="plaintext",
 )
 
 
@@ -143,7 +152,7 @@ def add(
 ) -> None:
     """Plan a milestone, linked to a key result, an objective, or standalone.
 
-    Example: milepost milestone add "Improve SEO in the site" --kr 9b1e44d2 --due 2026-02-28
+    Example: milepost milestone add "Improve SEO in the site" --kr k1 --due 2026-02-28
     """
 
     async def go(session: Session) -> None:
@@ -178,7 +187,7 @@ def reschedule(
 ) -> None:
     """Move a milestone's due date.
 
-    Example: milepost milestone reschedule 7c3d9e21 2026-03-15 --reason "waiting on design"
+    Example: milepost milestone reschedule m1 2026-03-15 --reason "waiting on design"
     """
 
     async def go(session: Session) -> None:
@@ -230,7 +239,7 @@ def milestone_done(
     terminal and without the flags it records empty answers (add them later
     with `milepost correct COMPLETION --did ...`).
 
-    Example: milepost done 7c3d9e21 --did "Set up profiles" --why "Reach" --outcome "120 fans"
+    Example: milepost done m1 --did "Set up profiles" --why "Reach" --outcome "120 fans"
     """
 
     async def go(session: Session) -> None:
@@ -273,7 +282,7 @@ def done(
 ) -> None:
     """Complete a milestone (same as `milestone done`), asking the three questions.
 
-    Example: milepost done 7c3d9e21 --did "..." --why "..." --outcome "..."
+    Example: milepost done m1 --did "..." --why "..." --outcome "..."
     """
     milestone_done(milestone, did=did, why=why, outcome=outcome, at=at, as_json=as_json)
 
@@ -299,7 +308,7 @@ def _milestone_change(
 def reopen(milestone: str, *, reason: Reason = "", at: At = None, as_json: Json = False) -> None:
     """Reopen a completed milestone.
 
-    Example: milepost milestone reopen 7c3d9e21 --reason "the fix regressed"
+    Example: milepost milestone reopen m1 --reason "the fix regressed"
     """
     _milestone_change("reopen", milestone, reason, as_json, at)
 
@@ -308,7 +317,7 @@ def reopen(milestone: str, *, reason: Reason = "", at: At = None, as_json: Json 
 def drop(milestone: str, *, reason: Reason = "", at: At = None, as_json: Json = False) -> None:
     """Drop a milestone (it stays in the log; `restore` brings it back).
 
-    Example: milepost milestone drop 7c3d9e21 --reason "out of scope"
+    Example: milepost milestone drop m1 --reason "out of scope"
     """
     _milestone_change("drop", milestone, reason, as_json, at)
 
@@ -317,7 +326,7 @@ def drop(milestone: str, *, reason: Reason = "", at: At = None, as_json: Json = 
 def restore(milestone: str, *, at: At = None, as_json: Json = False) -> None:
     """Restore a dropped milestone.
 
-    Example: milepost milestone restore 7c3d9e21
+    Example: milepost milestone restore m1
     """
     _milestone_change("restore", milestone, "", as_json, at)
 
@@ -333,7 +342,7 @@ def link(
 ) -> None:
     """Link a milestone to another key result or objective (or --none).
 
-    Example: milepost milestone link 7c3d9e21 --kr 9b1e44d2
+    Example: milepost milestone link m1 --kr k1
     """
 
     async def go(session: Session) -> None:
@@ -355,14 +364,24 @@ def link(
 
 # --- tasks -------------------------------------------------------------------------------
 
-task_app = App(name="task", help="The checklist inside a milestone.")
+task_app = App(
+    name="task",
+    help="""The checklist inside a milestone.
+
+For example:
+    milepost task add m1 "Create a LinkedIn profile"
+    milepost task done t1
+    milepost task reopen t1
+""",
+    help_format="plaintext",
+)
 
 
 @task_app.command(name="add")
 def task_add(milestone: str, title: str, *, at: At = None, as_json: Json = False) -> None:
     """Add a task to a milestone.
 
-    Example: milepost task add 7c3d9e21 "Create a LinkedIn profile"
+    Example: milepost task add m1 "Create a LinkedIn profile"
     """
 
     async def go(session: Session) -> None:
@@ -378,7 +397,7 @@ def task_add(milestone: str, title: str, *, at: At = None, as_json: Json = False
 def task_done(task: str, *, at: At = None, as_json: Json = False) -> None:
     """Tick a task off.
 
-    Example: milepost task done 51aa0f3e
+    Example: milepost task done t1
     """
 
     async def go(session: Session) -> None:
@@ -392,7 +411,7 @@ def task_done(task: str, *, at: At = None, as_json: Json = False) -> None:
 def task_reopen(task: str, *, at: At = None, as_json: Json = False) -> None:
     """Untick a task.
 
-    Example: milepost task reopen 51aa0f3e
+    Example: milepost task reopen t1
     """
 
     async def go(session: Session) -> None:
@@ -425,7 +444,7 @@ def checkin(
     Without --confidence the check-in keeps the confidence of the last one
     (on-track for the first).
 
-    Example: milepost checkin 9b1e44d2 1200 --confidence at-risk --note "slow week"
+    Example: milepost checkin k1 1200 --confidence at-risk --note "slow week"
     """
 
     async def go(session: Session) -> None:
@@ -486,7 +505,7 @@ def share(
 ) -> None:
     """Change who may see an item (and what hangs from it).
 
-    Example: milepost share 3f2a91c0 partners --partner mentor-bo
+    Example: milepost share o1 partners --partner mentor-bo
     """
 
     async def go(session: Session) -> None:
@@ -525,7 +544,7 @@ def correct(
 ) -> None:
     """Fix fields of an earlier event; the original stays in the log.
 
-    Example: milepost correct 4e0c7a19 --value 1250 --reason "typo"
+    Example: milepost correct c1 --value 1250 --reason "typo"
     """
     fields: dict[str, object] = {
         "title": title, "description": description, "note": note, "value": value,
@@ -602,7 +621,7 @@ def retract(
 ) -> None:
     """Withdraw an event (a check-in logged by mistake, an item never meant).
 
-    Example: milepost retract 4e0c7a19 --reason "logged twice"
+    Example: milepost retract c1 --reason "logged twice"
     """
 
     async def go(session: Session) -> None:

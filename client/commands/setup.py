@@ -1,10 +1,11 @@
-"""``init``, ``config`` and ``rebuild``."""
+"""``init``, ``config``, ``rebuild`` and ``completion``."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated
+import sys
+from typing import Annotated, Literal
 
 import msgspec
 from cyclopts import Parameter
@@ -208,3 +209,19 @@ def rebuild(
         return 0
 
     return with_session(go)
+
+
+def completion(
+    shell: Annotated[Literal["bash", "zsh", "fish"], Parameter(help="Your shell.")],
+) -> None:
+    """Print the shell completion script (commands, options, choices).
+
+    For example:
+        milepost completion bash > ~/.local/share/bash-completion/completions/milepost
+        milepost completion zsh > "${fpath[1]}/_milepost"
+        milepost completion fish > ~/.config/fish/completions/milepost.fish
+    """
+    from client.cli import build_app
+
+    script = build_app().generate_completion(shell=shell, prog_name="milepost")
+    sys.stdout.write(script if script.endswith("\n") else script + "\n")

@@ -196,7 +196,7 @@ def drift(
     One group per item, one line per signal: severity, kind, what the numbers
     say, and what to do.
 
-    Examples:
+    For example:
         milepost drift
         milepost drift --exit-code --json
     """
