@@ -254,12 +254,37 @@ def run(
         format="milepost-server: %(levelname)s %(message)s",
     )
 
+    options = RunOptions(_home(), database, nats, host, port, nats_port, stream_replicas, ack_wait)
+
     def announce(http_url: str, nats_url: str) -> None:
+        # The first two lines stay machine-readable (scripts and tests read them).
         print(f"http: {http_url}", flush=True)
         print(f"nats: {nats_url}", flush=True)
+        print(banner(options.home, database, http_url, nats_url), flush=True)
 
-    options = RunOptions(_home(), database, nats, host, port, nats_port, stream_replicas, ack_wait)
     return asyncio.run(serve(options, announce))
+
+
+def banner(home: Path, database: str | None, http_url: str, nats_url: str) -> str:
+    """What a person starting the server needs: version, data, URLs, how to stop, what next."""
+    import os
+
+    stored = database or server_home.default_database(home)
+    shown_db = stored.split("@")[-1] if "://" in stored and "@" in stored else stored
+    return "\n".join(
+        [
+            f"milepost-server {app.version} is running (pid {os.getpid()}).",
+            f"  data:      {home}",
+            f"  database:  {shown_db}",
+            f"  devices sync with:  {nats_url}",
+            f"  HTTP API:  {http_url}  (docs: {http_url}/schema)",
+            "Stop it with Ctrl-C (or SIGTERM to the pid).",
+            "Next: add a person, then set up their device with what it prints:",
+            "  milepost-server person add ava --json > ava.json",
+            f"  milepost init --person ava --server {nats_url.split(',')[0]}"
+            " --credentials ava.json",
+        ]
+    )
 
 
 @app.command(name="nats-config")
