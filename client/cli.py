@@ -47,6 +47,8 @@ _COMMANDS: list[tuple[str, str, str, str]] = [
      "Record an observation, optionally as evidence of an indicator's stage."),
     ("journal", "client.commands.journal:journal", "Track",
      "Write a journal entry: this week's win or lesson."),
+    ("week", "client.commands.week:week", "Track",
+     "The weekly review, one question at a time: check-ins, what is due, one entry."),
     ("pause", "client.commands.goals:pause", "Track",
      "Declare leave or travel: pace and staleness stop counting."),
     ("status", "client.commands.show:status", "See",
