@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import httpx
 
 from server.home import choose_port
 
@@ -56,6 +59,7 @@ def test_ctrl_c_in_the_terminal_stops_server_and_nats_cleanly(tmp_path: Path) ->
         assert "Stop it with Ctrl-C" in shown
         assert "milepost-server person add ava --json > ava.json" in shown
         info = json.loads((home / "run.json").read_text())
+        _api_docs_work_offline(info["http_url"])
         nats_pid = info["nats_pid"]
         assert _alive(nats_pid)
         os.write(fd, b"\x03")  # Ctrl-C: SIGINT to the terminal's foreground group
@@ -74,6 +78,19 @@ def test_ctrl_c_in_the_terminal_stops_server_and_nats_cleanly(tmp_path: Path) ->
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
         os.close(fd)
+
+
+def _api_docs_work_offline(http_url: str) -> None:
+    """The docs page needs nothing but this server: no script, no CDN."""
+    page = httpx.get(f"{http_url}/schema", timeout=10)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    document = httpx.get(f"{http_url}/schema/openapi.json", timeout=10).json()
+    links = re.findall(r'(?:src|href)="([^"#]+)"', page.text)
+    assert links == ["/schema/openapi.json"], links
+    assert "<script" not in page.text
+    for path in document["paths"]:
+        assert f"<code>{path}</code>" in page.text, path
+    assert httpx.get(f"{http_url}/schema/swagger", timeout=10).status_code == 404
 
 
 def test_a_busy_port_is_an_error_not_another_port(tmp_path: Path) -> None:
