@@ -69,7 +69,9 @@ def parse_jsonl(data: bytes) -> Parsed:
         try:
             parsed.events.append(decode(line))
         except CodecError as exc:
-            parsed.bad.append(BadRow(number, f"{exc.field}: {exc.reason}"))
+            from client.session import product_words
+
+            parsed.bad.append(BadRow(number, product_words(exc.field, exc.reason)))
     return parsed
 
 

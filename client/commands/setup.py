@@ -220,6 +220,13 @@ async def _set(session: Session, key: str, value: str) -> None:
         try:
             settings = msgspec.convert(current, DriftSettings)
         except (msgspec.ValidationError, ValueError) as exc:
+            reason, _, where = str(exc).partition(" - at `$")
+            if where:
+                from client.session import product_words
+
+                raise InvalidValue(
+                    f"invalid drift threshold: {product_words(field, reason)}"
+                ) from None
             raise InvalidValue(f"invalid {key}: {exc}") from None
         name = "drift"
         stored = json.dumps(msgspec.to_builtins(settings))

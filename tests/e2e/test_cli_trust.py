@@ -126,6 +126,7 @@ def test_errors_use_product_words_not_validator_internals(ready: Cli) -> None:
         (("kr", objective, "W", "--weight", "0"), "greater than 0"),
         (("kr", objective, "U", "--unit", "u" * 50), "at most 40 characters"),
         (("correct", objective, "--title", "t" * 201), "at most 200 characters"),
+        (("config", "drift.behind_pace_points", "500"), "behind pace points must be at most 100"),
     ]
     for args, expected in cases:
         line = cli.fails(*args)
