@@ -208,6 +208,7 @@ def print_lines(lines: list[Line]) -> None:
     import shutil
     import textwrap
 
+    from rich.table import Table
     from rich.text import Text
 
     width = shutil.get_terminal_size().columns
@@ -228,15 +229,23 @@ def print_lines(lines: list[Line]) -> None:
             texts.append(first)
             texts.extend(Text(rest) for rest in body[1:])
             continue
-        text = Text("  " * line.depth)
+        prefix = Text("  " * line.depth)
         if line.progress is not None:
-            text.append(bar(line.progress, 12) + " ", style=_COLOURS.get(line.level, ""))
-        text.append(line.text, style="bold" if line.bold else "")
+            prefix.append(bar(line.progress, 12) + " ", style=_COLOURS.get(line.level, ""))
+        text = Text(line.text, style="bold" if line.bold else "")
         if line.level:
             text.append(" — ")
             text.append(line.level, style=_COLOURS.get(line.level, ""))
         text.append(line.tail)
-        texts.append(text)
+        if not prefix.plain:
+            texts.append(text)
+            continue
+        # A long line wraps under its own text, not under the bar.
+        grid = Table.grid()
+        grid.add_column(no_wrap=True)
+        grid.add_column()
+        grid.add_row(prefix, text)
+        texts.append(grid)
     page(texts)
 
 
