@@ -212,7 +212,7 @@ def print_lines(lines: list[Line]) -> None:
     from rich.text import Text
 
     width = shutil.get_terminal_size().columns
-    texts = []
+    texts: list[Any] = []
     for line in lines:
         if line.wrap:
             indent = "  " * line.depth
