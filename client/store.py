@@ -121,7 +121,6 @@ BEGIN
     );
 END;
 CREATE INDEX refs_parent ON refs (parent, type);
-CREATE INDEX refs_type ON refs (type, actor);
 """
 
 _BACKFILL_V2 = f"""

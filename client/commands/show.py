@@ -120,8 +120,10 @@ async def _stored_indicators(session: Session) -> list[Any]:
 
     store = session.store
     rows = await store.fetchall(
-        "SELECT r.id, e.data FROM refs r JOIN events e ON e.id = r.id"
-        " WHERE r.type = 'indicator.defined' AND r.actor = ? AND r.retracted = 0",
+        # Indicators through short_refs' (kind, number) index: no scan of refs.
+        "SELECT r.id, e.data FROM short_refs s JOIN refs r ON r.id = s.id"
+        " JOIN events e ON e.id = r.id"
+        " WHERE s.kind = 'i' AND r.actor = ? AND r.retracted = 0",
         (session.person,),
     )
     if not rows:

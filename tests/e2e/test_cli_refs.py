@@ -53,7 +53,7 @@ def test_a_version_1_database_gets_short_refs_in_log_order(ready: Cli) -> None:
     db = sqlite3.connect(path, isolation_level=None)
     db.executescript(
         "DROP TRIGGER refs_short_ref; DROP TABLE short_refs; DROP INDEX refs_parent;"
-        " DROP INDEX refs_type; PRAGMA user_version = 1;"
+        " PRAGMA user_version = 1;"
     )
     db.close()
     status = cli.ok("status")
