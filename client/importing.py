@@ -274,6 +274,15 @@ class SheetOptions(msgspec.Struct):
 JOURNAL_FIELDS = ("date", "indicator", "observation", "impact")
 
 
+SYNONYMS = {
+    "date": ("day", "week", "when", "week of", "date of"),
+    "observation": ("what happened", "entry", "text", "note", "notes", "what", "event"),
+    "indicator": ("capability", "skill", "area"),
+    "impact": ("positive/negative", "polarity", "+/-", "win/lesson", "effect", "result"),
+}
+"""Headers people give these columns in their own sheets, recognised without --columns."""
+
+
 def _column_index(
     header: list[str], field_name: str, columns: dict[str, str], required: bool
 ) -> int | None:
@@ -281,6 +290,10 @@ def _column_index(
     folded = [h.casefold() for h in header]
     if wanted.casefold() in folded:
         return folded.index(wanted.casefold())
+    if field_name not in columns:
+        for synonym in SYNONYMS.get(field_name, ()):
+            if synonym in folded:
+                return folded.index(synonym)
     if field_name in columns:
         raise InvalidValue(
             f"--columns {field_name}={wanted!r}: the sheet has no such column"

@@ -24,8 +24,16 @@ def test_a_real_journal_sheet_with_mapping_dates_and_dry_run(ready: Cli, tmp_pat
         "3/9/2026,Empathy,Skipped the user call,Negative\n"
         "3/10/2026,,Paired with support,Positive\n"
     )
+    # Its headers are recognised (Week, What happened, Positive/Negative)...
     line = cli.fails("import", str(sheet), now=NOW)
+    assert "can be read as" in line
+    # ...a sheet in other words needs --columns.
+    french = tmp_path / "journal-fr.csv"
+    french.write_text("Semaine,Ce qui s'est passé\n2026-03-02,Appel client\n")
+    line = cli.fails("import", str(french), now=NOW)
     assert "no 'date' column" in line and "--columns date=" in line
+    mapped = "date=Semaine,observation=Ce qui s'est passé"
+    assert cli.json("import", str(french), "--columns", mapped, now=NOW)["added"] == 1
     line = cli.fails("import", str(sheet), "--columns", MAPPING, now=NOW)
     assert "can be read as" in line and "--date-format" in line  # 3/2: March or February?
     preview = cli.ok(
@@ -35,7 +43,7 @@ def test_a_real_journal_sheet_with_mapping_dates_and_dry_run(ready: Cli, tmp_pat
     assert "2026-03-02  new indicator 'Empathy'" in preview
     assert "2026-03-09  - lesson [Empathy]: Skipped the user call" in preview
     assert "nothing was stored" in preview
-    assert event_count(cli) == 0
+    assert event_count(cli) == 1  # only the French sheet's entry
     done = cli.json(
         "import", str(sheet), "--columns", MAPPING, "--date-format", "MM/DD/YYYY", now=NOW
     )
@@ -47,8 +55,10 @@ def test_a_real_journal_sheet_with_mapping_dates_and_dry_run(ready: Cli, tmp_pat
     # Exported as a sheet, it reads back into another profile as the same journal.
     out = tmp_path / "export.csv"
     cli.ok("export", "--format", "csv", "--output", str(out), now=NOW)
-    assert out.read_text().splitlines() == [
-        "date,indicator,observation,impact",
+    exported = out.read_text().splitlines()
+    assert exported[0] == "date,indicator,observation,impact"
+    assert sorted(exported[1:]) == [
+        "2026-03-02,,Appel client,positive",
         "2026-03-02,Empathy,Called three users,positive",
         "2026-03-09,Empathy,Skipped the user call,negative",
         "2026-03-10,,Paired with support,positive",
