@@ -125,18 +125,18 @@ class Device(Cli):
         short references (numbered in order of arrival on each device)."""
         shown = self.json("status")
         shown.pop("sync", None)
-        return _without_short(shown)
+        return without_short(shown)
 
     def log_states(self) -> dict[str, str]:
         """Event id → sync state of every stored event."""
         return {e["event"]["id"]: e["sync"] for e in self.json("log", "--limit", "0")}
 
 
-def _without_short(node: Any) -> Any:
+def without_short(node: Any) -> Any:
     if isinstance(node, dict):
-        return {k: _without_short(v) for k, v in node.items() if k != "short"}
+        return {k: without_short(v) for k, v in node.items() if k != "short"}
     if isinstance(node, list):
-        return [_without_short(v) for v in node]
+        return [without_short(v) for v in node]
     return node
 
 
