@@ -13,7 +13,8 @@ owner last said. Rules, each with the reason shown to the person:
 * behind pace: progress below expected by ``behind_pace_points`` → ``at-risk``,
   by twice that → ``off-track``;
 * no check-in for ``stale_warning_periods`` cadence periods → ``at-risk``
-  (``stale_alert_periods`` → ``off-track``);
+  (``stale_alert_periods`` → ``off-track``), counted from the last check-in, or
+  from when the key result was added (``created``), not before its cycle began;
 * drift signals about the item, when the caller has them (``signals``): an
   alert → ``off-track``, a warning → ``at-risk``;
 * otherwise ``on-track``.
@@ -26,7 +27,7 @@ the web page both call ``health``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import date, timedelta
 from typing import Literal
 
@@ -143,7 +144,8 @@ def key_result_health(
     settings: DriftSettings = DEFAULT_SETTINGS,
     signals: Iterable[Signal] = (),
 ) -> Health:
-    """A key result's health on ``today`` (``starts_on``/``ends_on``: its objective's cycle)."""
+    """A key result's health on ``today``: ``ends_on`` is its cycle's end, ``starts_on``
+    the day staleness starts counting (its cycle's start, or the day it was added)."""
     threshold = view.kind in ("stay-above", "stay-below")
     if view.status == "dropped":
         return Health("dropped", "dropped")
@@ -181,10 +183,12 @@ def objective_health(
     *,
     settings: DriftSettings = DEFAULT_SETTINGS,
     signals: Iterable[Signal] = (),
+    created: Mapping[str, date] | None = None,
 ) -> Health:
     """An objective's health: the worst of its key results' (or milestones'); says when
     its cycle has ended."""
     signals = list(signals)
+    created = created or {}
     ended = today > view.ends_on
     children = [
         (
@@ -192,7 +196,7 @@ def objective_health(
             key_result_health(
                 kr,
                 today,
-                starts_on=view.starts_on,
+                starts_on=max(view.starts_on, created.get(kr.id, view.starts_on)),
                 ends_on=view.ends_on,
                 settings=settings,
                 signals=signals,
@@ -250,17 +254,22 @@ def tree_health(
     *,
     settings: DriftSettings = DEFAULT_SETTINGS,
     signals: Iterable[Signal] = (),
+    created: Mapping[str, date] | None = None,
 ) -> dict[str, Health]:
-    """Health of every node of a goal tree, by id."""
+    """Health of every node of a goal tree, by id (``created``: the day each key result
+    was added, so a new one is not stale from its cycle's first day)."""
+    created = created or {}
     signals = list(signals)
     out: dict[str, Health] = {}
     for objective in objectives:
-        out[objective.id] = objective_health(objective, today, settings=settings, signals=signals)
+        out[objective.id] = objective_health(
+            objective, today, settings=settings, signals=signals, created=created
+        )
         for kr in objective.key_results:
             out[kr.id] = key_result_health(
                 kr,
                 today,
-                starts_on=objective.starts_on,
+                starts_on=max(objective.starts_on, created.get(kr.id, objective.starts_on)),
                 ends_on=objective.ends_on,
                 settings=settings,
                 signals=signals,

@@ -59,8 +59,13 @@ def status(
             tree = msgspec.structs.replace(
                 tree, objectives=[o for o in tree.objectives if o.cycle == cycle]
             )
+        key_results = [kr.id for o in tree.objectives for kr in o.key_results]
         healths = tree_health(
-            tree.objectives, tree.standalone_milestones, now.date(), settings=session.settings
+            tree.objectives,
+            tree.standalone_milestones,
+            now.date(),
+            settings=session.settings,
+            created=await _added_on(session, key_results),
         )
         refs = await session.short_refs([*healths, *(indicator.id for indicator in indicators)])
         from client.sync import SyncLog
@@ -86,6 +91,21 @@ def status(
         render.print_lines(lines)
 
     with_session(go)
+
+
+async def _added_on(session: Session, ids: list[str]) -> dict[str, date]:
+    """The day each item was created (its event's occurred_at), for health's staleness."""
+    out: dict[str, date] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        rows = await session.store.fetchall(
+            f"SELECT id, occurred_ms FROM events WHERE id IN ({','.join('?' * len(chunk))})",
+            chunk,
+        )
+        for item_id, ms in rows:
+            moment = datetime.fromtimestamp(ms / 1000, tz=session.now.tzinfo)
+            out[str(item_id)] = moment.date()
+    return out
 
 
 def _annotate(node: Any, healths: dict[str, Any], refs: dict[str, str], today: date) -> None:

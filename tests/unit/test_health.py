@@ -60,3 +60,15 @@ def test_drift_signals_raise_the_level() -> None:
     alert = Signal(kind="stale", subject=milestone, severity="alert", explanation="silent")
     found = health(view, date(2026, 1, 6), signals=[alert])
     assert (found.level, found.reason) == ("off-track", "silent")
+
+
+def test_a_key_result_added_mid_cycle_is_not_stale_from_the_cycle_start() -> None:
+    h = History(start="2026-03-01")
+    objective = h.objective(cycle="2026-Q1")
+    kr = h.key_result(objective, kind="stay-above", start=None, target=5)  # no pace
+    tree = goal_tree(rebuild(h.events), "alice", at("2026-03-03"))
+    today = date(2026, 3, 3)
+    stale = tree_health(tree.objectives, [], today)
+    assert stale[kr].level == "off-track" and "no check-in since 2026-01-01" in stale[kr].reason
+    fresh = tree_health(tree.objectives, [], today, created={kr: date(2026, 3, 1)})
+    assert fresh[kr].level == "on-track"
