@@ -2,7 +2,8 @@
 
 It walks through what ``milepost prompt`` lists (a value or percent, a
 confidence, a note), the milestones due in the next two weeks, the milestones
-nobody has looked at for a month (keep, reschedule or drop), and ends with one
+nobody has looked at for a month (keep — a check-in without a number —,
+reschedule or drop), and ends with one
 journal entry. Every answer is recorded at once as an ordinary event, so
 quitting halfway (``q``, Ctrl-D or Ctrl-C) keeps everything entered so far.
 """
@@ -131,13 +132,23 @@ class Review:
         body = make(b.MilestoneCompleted, milestone=item.id, did=did, why=why, outcome=outcome)
         await self.record(body, f"completed {item.title}")
 
-    async def unreviewed(self, milestone_id: str, title: str, explanation: str) -> None:
+    async def unreviewed(
+        self, milestone_id: str, title: str, explanation: str, view: Any = None
+    ) -> None:
         print(f"  {explanation}")
         choice = _until_valid(
             "  Keep, reschedule or drop? [k/r/d] (Enter: keep): ",
             lambda text: _choice(text, ("keep", "reschedule", "drop")),
         )
-        if choice == "keep":
+        if choice == "keep":  # a check-in without a number: looked at, still wanted
+            said = getattr(view, "confidence", None) or "on-track"
+            body = make(
+                b.CheckInRecorded,
+                subject=milestone_id,
+                confidence=said,
+                note="kept in the weekly review",
+            )
+            await self.record(body, f"kept {title}")
             return
         if choice == "drop":
             reason = _ask("  Why drop it? (optional): ")
@@ -259,7 +270,12 @@ def week() -> int:
                 print("\nNot looked at for a month:")
             for signal in stale:
                 print(f"\n{refs.get(signal.subject, '')} {signal.subject_title}")
-                await review.unreviewed(signal.subject, signal.subject_title, signal.explanation)
+                await review.unreviewed(
+                    signal.subject,
+                    signal.subject_title,
+                    signal.explanation,
+                    views.get(signal.subject),
+                )
             print()
             await review.journal()
         except Quit:

@@ -75,6 +75,7 @@ def _plan(cli: Cli) -> None:
     cli.ok("milestone", "add", "Improve SEO", "--kr", "k1", "--due", "2026-02-25")
     cli.ok("milestone", "add", "Launch blog", "--kr", "k1", "--due", "2026-03-01")
     cli.ok("milestone", "add", "Old idea")  # planned on Jan 5, never looked at again
+    cli.ok("milestone", "add", "Older idea")
 
 
 def test_weekly_review_walks_through_everything(ready: Cli) -> None:
@@ -123,23 +124,29 @@ def test_weekly_review_walks_through_everything(ready: Cli) -> None:
     term.send("2026-04-30")
     term.expect("Why? (optional): ")
     term.send("after the launch")
+    term.expect("m4 Older idea")
+    term.expect("Keep, reschedule or drop? [k/r/d] (Enter: keep): ")
+    term.send("")
+    term.expect("kept Older idea")
     term.expect("One win or lesson from this week (Enter skips): ")
     term.send("Paired with support on the billing bug")
     term.expect("A win or a lesson? [w/l] (Enter: win): ")
     term.send("l")
     code, rest = term.finish()
     assert code == 0, rest
-    assert "5 answers saved" in rest, rest
+    assert "6 answers saved" in rest, rest
     new = _types(cli)[before:]
     assert [e["body"]["type"] for e in new] == [
         "checkin.recorded", "milestone.completed", "checkin.recorded",
-        "milestone.rescheduled", "observation.recorded",
+        "milestone.rescheduled", "checkin.recorded", "observation.recorded",
     ]  # fmt: skip
     assert new[0]["body"]["value"] == 1250 and new[0]["body"]["note"] == "newsletter helped"
     assert new[1]["body"]["did"] == "Rewrote every title"
     assert new[2]["body"]["percent"] == 60 and new[2]["body"]["confidence"] == "at-risk"
     assert new[3]["body"]["due_on"] == "2026-04-30"
-    assert new[4]["body"]["polarity"] == "negative"
+    assert new[4]["body"]["note"] == "kept in the weekly review"
+    assert new[4]["body"]["percent"] is None and new[4]["body"]["value"] is None
+    assert new[5]["body"]["polarity"] == "negative"
 
 
 def test_quitting_halfway_keeps_what_was_entered(ready: Cli) -> None:
