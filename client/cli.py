@@ -13,48 +13,118 @@ HELP = """Milepost keeps your goals honest all year, offline.
 
 Start:  milepost init --person ava --device laptop
 Then:   milepost objective "Show people how Roads works" --cycle 2026-Q1
-Dates are YYYY-MM-DD, today or yesterday. Ids print on creation; any unique
-prefix, or the printed 8-character suffix, refers to an item.
-MILEPOST_HOME sets the data folder; MILEPOST_NOW (ISO datetime) replaces the
-clock, a testing aid.
+        milepost kr o1 "Reach 3,000 visitors" --start 0 --target 3000
+        milepost checkin k1 1200 --confidence at-risk
+        milepost status
+
+References: the short refs every listing shows (o1, k3, m12, t4, c7...), any
+unique prefix of an id, or its printed 8-character suffix.
+Dates: YYYY-MM-DD, today or yesterday.
+Environment: MILEPOST_HOME (data folder), MILEPOST_PAGER or PAGER (pager for
+long output), MILEPOST_NOW (ISO datetime replacing the clock: a testing aid).
 """
 
-_COMMANDS: list[tuple[str, str]] = [
-    ("init", "client.commands.setup:init"),
-    ("config", "client.commands.setup:config"),
-    ("rebuild", "client.commands.setup:rebuild"),
-    ("objective", "client.commands.goals:objective"),
-    ("kr", "client.commands.goals:kr"),
-    ("milestone", "client.commands.goals:milestone_app"),
-    ("task", "client.commands.goals:task_app"),
-    ("done", "client.commands.goals:done"),
-    ("checkin", "client.commands.goals:checkin"),
-    ("pause", "client.commands.goals:pause"),
-    ("share", "client.commands.goals:share"),
-    ("correct", "client.commands.goals:correct"),
-    ("retract", "client.commands.goals:retract"),
-    ("indicator", "client.commands.journal:indicator"),
-    ("observe", "client.commands.journal:observe"),
-    ("journal", "client.commands.journal:journal"),
-    ("status", "client.commands.show:status"),
-    ("drift", "client.commands.show:drift"),
-    ("feed", "client.commands.show:feed"),
-    ("review", "client.commands.show:review"),
-    ("prompt", "client.commands.show:prompt"),
-    ("log", "client.commands.show:log"),
-    ("export", "client.commands.transfer:export"),
-    ("import", "client.commands.transfer:import_"),
-    ("sync", "client.commands.sync:sync"),
-    ("web", "client.commands.web:web"),
-]
+VERSION = "0.1.0"
+
+# (name, import path, section, one-line description): ``milepost --help`` prints these
+# without importing cyclopts (start-up time); each command's own page is its docstring.
+_COMMANDS: list[tuple[str, str, str, str]] = [
+    ("objective", "client.commands.goals:objective", "Plan",
+     "Set an objective for a cycle (default: the current quarter)."),
+    ("kr", "client.commands.goals:kr", "Plan",
+     "Add a key result to an objective: from a start to a target, or a threshold."),
+    ("milestone", "client.commands.goals:milestone_app", "Plan",
+     "Plan, reschedule, complete, reopen, drop or relink milestones."),
+    ("task", "client.commands.goals:task_app", "Plan",
+     "The checklist inside a milestone: add, done, reopen."),
+    ("indicator", "client.commands.journal:indicator", "Plan",
+     "Name a capability and its ordered stages."),
+    ("checkin", "client.commands.goals:checkin", "Track",
+     "Record progress: a key result's value or a milestone's percent."),
+    ("done", "client.commands.goals:done", "Track",
+     "Complete a milestone with what you did, why it mattered, the outcome."),
+    ("observe", "client.commands.journal:observe", "Track",
+     "Record an observation, optionally as evidence of an indicator's stage."),
+    ("journal", "client.commands.journal:journal", "Track",
+     "Write a journal entry: this week's win or lesson."),
+    ("week", "client.commands.week:week", "Track",
+     "The weekly review, one question at a time: check-ins, what is due, one entry."),
+    ("pause", "client.commands.goals:pause", "Track",
+     "Declare leave or travel: pace and staleness stop counting."),
+    ("status", "client.commands.show:status", "See",
+     "Your goals: progress, what is expected by now, health and confidence."),
+    ("drift", "client.commands.show:drift", "See",
+     "What is drifting: stale, behind pace, overdue... (--exit-code for scripts)."),
+    ("prompt", "client.commands.show:prompt", "See",
+     "What is due for a check-in."),
+    ("feed", "client.commands.show:feed", "See",
+     "What you may see: milestones, check-ins, shared entries, newest first."),
+    ("review", "client.commands.show:review", "See",
+     "Your record over a period, as Markdown or JSON."),
+    ("log", "client.commands.show:log", "See",
+     "The raw events with their sync state."),
+    ("correct", "client.commands.goals:correct", "Fix",
+     "Fix fields of an earlier event (the original stays in the log)."),
+    ("retract", "client.commands.goals:retract", "Fix",
+     "Withdraw an event logged by mistake."),
+    ("share", "client.commands.goals:share", "Fix",
+     "Change who may see an item: private, partners or team."),
+    ("init", "client.commands.setup:init", "Set up and move data",
+     "Create your profile on this device (person, device, team, server)."),
+    ("config", "client.commands.setup:config", "Set up and move data",
+     "Show or change settings: server, credentials, visibility, drift thresholds."),
+    ("web", "client.commands.web:web", "See",
+     "Open the team's page in a browser with a one-time sign-in link."),
+    ("sync", "client.commands.sync:sync", "Set up and move data",
+     "Send your events to the sync server and receive what you may see."),
+    ("import", "client.commands.transfer:import_", "Set up and move data",
+     "Import an export (JSON Lines) or a CSV journal."),
+    ("export", "client.commands.transfer:export", "Set up and move data",
+     "Write every event as JSON Lines."),
+    ("rebuild", "client.commands.setup:rebuild", "Set up and move data",
+     "Recompute the stored views from the log (--check compares)."),
+    ("completion", "client.commands.setup:completion", "Set up and move data",
+     "Print the shell completion script for bash, zsh or fish."),
+]  # fmt: skip
+
+
+def fast_help() -> str:
+    """``milepost --help``: every command with its description, without importing cyclopts."""
+    lines = ["Usage: milepost COMMAND [OPTIONS]", "", *HELP.rstrip().splitlines(), ""]
+    width = max(len(name) for name, *_ in _COMMANDS) + 2
+    sections: dict[str, list[tuple[str, str]]] = {}
+    for name, _, section, summary in _COMMANDS:
+        sections.setdefault(section, []).append((name, summary))
+    for section, commands in sections.items():
+        lines.append(f"{section}:")
+        lines.extend(f"  {name:{width}}{summary}" for name, summary in commands)
+        lines.append("")
+    lines.append("Run `milepost COMMAND --help` for a command's options and examples;")
+    lines.append("--version prints the version.")
+    return "\n".join(lines) + "\n"
+
+
+def _shown_default(value: Any) -> str | None:
+    """Defaults worth printing in help: none for flags off, empty text or empty lists."""
+    if value in (False, None, "", ()):
+        return None
+    if isinstance(value, float) and value == int(value):
+        return f"{value:g}"
+    return str(value)
 
 
 def build_app() -> Any:
     """The cyclopts app with every command registered by import path."""
-    from cyclopts import App
+    from cyclopts import App, Parameter
 
-    app = App(name="milepost", help=HELP, version="0.1.0")
-    for name, path in _COMMANDS:
+    app = App(
+        name="milepost",
+        help=HELP,
+        version=VERSION,
+        help_format="plaintext",
+        default_parameter=Parameter(show_default=_shown_default, negative_iterable=()),
+    )
+    for name, path, _, _ in _COMMANDS:
         app.command(path, name=name)
     return app
 
@@ -64,6 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     from client.errors import MilepostError
 
     args = sys.argv[1:] if argv is None else argv
+    if args in ([], ["--help"], ["-h"], ["help"]):
+        sys.stdout.write(fast_help())
+        return 0
+    if args == ["--version"]:
+        sys.stdout.write(VERSION + "\n")
+        return 0
     try:
         from cyclopts import CycloptsError
 

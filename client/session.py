@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -59,7 +62,7 @@ def dashed(hex_prefix: str) -> str:
 
 @dataclass(frozen=True)
 class Ref:
-    """A resolved reference: one row of the refs view."""
+    """A resolved reference: one row of the refs view (``short``: ``m12``, if numbered)."""
 
     id: str
     type: str
@@ -67,47 +70,157 @@ class Ref:
     parent: str | None
     title: str
     retracted: bool
+    short: str | None = None
+
+    @property
+    def label(self) -> str:
+        """What to print for it: the short reference, or the 8-hex suffix."""
+        return self.short or short_ref(self.id)
+
+
+SHORT_REF = re.compile(r"^([a-z])([1-9][0-9]{0,6})$")
+"""``m12``: a kind letter (``client.store.SHORT_KINDS``) and a number on this device."""
+_KIND_LETTERS = {
+    "o": "objective",
+    "k": "key result",
+    "m": "milestone",
+    "t": "task",
+    "i": "indicator",
+    "j": "journal entry",
+    "c": "check-in",
+    "d": "completion",
+    "p": "pause",
+}
+_COLUMNS = "r.id, r.type, r.actor, r.parent, r.title, r.retracted, s.kind || s.number"
+_FROM = "FROM refs r LEFT JOIN short_refs s ON s.id = r.id"
 
 
 def normalise_ref(text: str) -> str:
     """Lower-case hex without dashes; InvalidValue when it cannot be an id reference."""
     value = text.strip().lower().replace("-", "")
     if not value or any(c not in "0123456789abcdef" for c in value) or len(value) > 32:
-        raise InvalidValue(f"not an id or short reference: {text!r}")
+        raise InvalidValue(
+            f"not a reference: {text!r} (give a short ref such as m12, or an id's hex digits)"
+        )
     return value
 
 
+def _a(noun: str) -> str:
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
+
+
+def _ref(row: Any) -> Ref:
+    return Ref(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6])
+
+
+async def _resolve_short(store: Store, text: str, kind: str) -> Ref | None:
+    match = SHORT_REF.match(text.strip().lower())
+    if match is None or match.group(1) not in _KIND_LETTERS:
+        return None
+    letter, number = match.group(1), int(match.group(2))
+    rows = await store.fetchall(
+        f"SELECT {_COLUMNS} {_FROM} WHERE r.id = "
+        "(SELECT id FROM short_refs WHERE kind = ? AND number = ?)",
+        (letter, number),
+    )
+    if not rows:
+        raise NotFound(f"no {_KIND_LETTERS[letter]} {text.strip()} on this device")
+    ref = _ref(rows[0])
+    types = KIND_TYPES[kind]
+    if types and ref.type not in types:
+        raise NotFound(f"{ref.short} is {_a(_KIND_LETTERS[letter])} ({ref.title}), not {_a(kind)}")
+    if ref.retracted:
+        raise NotFound(f"{kind} {ref.short} ({ref.title}) was retracted")
+    return ref
+
+
 async def resolve(store: Store, text: str, kind: str = "event") -> Ref:
-    """The one item a full id, a unique prefix, or a unique suffix (≥ 6 hex) names."""
+    """The one item a short ref (``m12``), a full id, a unique prefix, or a unique
+    suffix (≥ 6 hex) names."""
+    short = await _resolve_short(store, text, kind)
+    if short is not None:
+        return short
     value = normalise_ref(text)
     if len(value) < MIN_PREFIX:
-        raise InvalidValue(f"reference {text!r} is too short: give {MIN_SUFFIX}+ hex digits")
+        raise InvalidValue(
+            f"reference {text!r} is too short: give a short ref such as m12,"
+            f" or {MIN_SUFFIX}+ hex digits of an id"
+        )
     types = KIND_TYPES[kind]
     matches: dict[str, tuple[Any, ...]] = {}
-    columns = "id, type, actor, parent, title, retracted"
     if len(value) >= MIN_PREFIX:
         pattern = dashed(value) + "*"
         for row in await store.fetchall(
-            f"SELECT {columns} FROM refs WHERE id GLOB ? LIMIT 50", (pattern,)
+            f"SELECT {_COLUMNS} {_FROM} WHERE r.id GLOB ? LIMIT 50", (pattern,)
         ):
             matches[row[0]] = row
     if len(value) >= MIN_SUFFIX:
         for row in await store.fetchall(
-            f"SELECT {columns} FROM refs WHERE rhex GLOB ? LIMIT 50", (value[::-1] + "*",)
+            f"SELECT {_COLUMNS} {_FROM} WHERE r.rhex GLOB ? LIMIT 50", (value[::-1] + "*",)
         ):
             matches[row[0]] = row
     if types:
         matches = {k: v for k, v in matches.items() if v[1] in types}
     live = {k: v for k, v in matches.items() if not v[5]}
     if len(live) > 1:
-        listed = ", ".join(f"{short_ref(k)} ({v[4]})" for k, v in sorted(live.items())[:5])
+        listed = ", ".join(f"{v[6] or short_ref(k)} ({v[4]})" for k, v in sorted(live.items())[:5])
         raise Ambiguous(f"{kind} reference {text!r} is ambiguous: it matches {listed}")
     if not live:
         if matches:
             raise NotFound(f"{kind} {text!r} was retracted")
         raise NotFound(f"no {kind} matches {text!r}")
-    row = next(iter(live.values()))
-    return Ref(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
+    return _ref(next(iter(live.values())))
+
+
+_FIELD_WORDS = {
+    "due_on": "due date",
+    "starts_on": "start date",
+    "ends_on": "end date",
+    "occurred_at": "date (--at)",
+    "recorded_at": "date",
+    "key_result": "key result",
+}
+_FORMATS = {
+    "cycle": "a cycle such as 2026, 2026-H1, 2026-Q1 or 2026-03",
+    "actor": "a lowercase name (letters, digits, - and _, starting with a letter)",
+    "person": "a lowercase name (letters, digits, - and _, starting with a letter)",
+    "partners": "lowercase names (letters, digits, - and _, starting with a letter)",
+    "device": "a lowercase name (letters, digits, - and _)",
+    "team": "a lowercase name (letters, digits, - and _, starting with a letter)",
+}
+_LENGTH = re.compile(r"^Expected `?(str|array)`? of length (<=|>=) (\d+)")
+_BOUND = re.compile(r"^Expected `?(float|int)`? (<=|>=|<|>) (-?[\d.e+]+)")
+
+
+def product_words(field: str, reason: str) -> str:
+    """A codec/validator reason about ``field`` said the way a person reads it:
+    ``title must be at most 200 characters``, never ``Expected str of length <= 200``."""
+    name = field.removeprefix("body.").removeprefix("body").split(".")[0].split("[")[0]
+    words = _FIELD_WORDS.get(name, name.replace("_", " ")) or "value"
+    reason = reason.replace("`", "")
+    if (match := _LENGTH.match(reason)) is not None:
+        kind, op, size = match.groups()
+        if op == ">=":
+            return f"{words} must not be empty"
+        unit = "characters" if kind == "str" else "entries"
+        return f"{words} must be at most {size} {unit}"
+    if (match := _BOUND.match(reason)) is not None:
+        _, op, bound = match.groups()
+        number = f"{float(bound):g}"
+        said = {
+            "<=": f"at most {number}",
+            ">=": f"at least {number}",
+            "<": f"less than {number}",
+            ">": f"greater than {number}",
+        }
+        return f"{words} must be {said[op]}"
+    if reason.startswith("Expected str matching regex"):
+        return f"{words} must be {_FORMATS.get(name, 'in the documented format')}"
+    if reason.startswith("Invalid enum value"):
+        return f"{words} has an unknown value {reason.split(' ', 3)[-1]}"
+    if reason == "required field is missing":
+        return f"{words} is required"
+    return f"{words}: {reason}"
 
 
 def _invalid(exc: CodecError | ValueError, what: str) -> InvalidValue:
@@ -115,8 +228,29 @@ def _invalid(exc: CodecError | ValueError, what: str) -> InvalidValue:
         field = exc.field.removeprefix("body.").removeprefix("body")
         if field in ("", "$"):
             return InvalidValue(f"invalid {what}: {exc.reason}")
-        return InvalidValue(f"invalid {field}: {exc.reason.replace('`', '')}")
+        return InvalidValue(f"invalid {product_words(field, exc.reason)}")
     return InvalidValue(f"invalid {what}: {exc}")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+ONE_LINE_FIELDS = ("title", "stages", "unit", "cycle")
+
+
+def check_fields(fields: dict[str, Any]) -> None:
+    """Refuse what the codec would store wrongly: a non-finite number (``1e309``,
+    ``nan`` — JSON has no such numbers) or a line break in a one-line field."""
+    for name, value in fields.items():
+        words = _FIELD_WORDS.get(name, name.replace("_", " "))
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidValue(f"invalid {words}: {value} is not a finite number")
+        if name in ONE_LINE_FIELDS:
+            texts = value if isinstance(value, tuple) else (value,)
+            for text in texts:
+                if isinstance(text, str) and _CONTROL.search(text):
+                    raise InvalidValue(
+                        f"invalid {words}: it must be one line, without line breaks,"
+                        " tabs or control characters"
+                    )
 
 
 class Session:
@@ -176,8 +310,22 @@ class Session:
         """Resolve a reference; with ``own``, it must be the person's own item."""
         ref = await resolve(self.store, text, kind)
         if own and ref.actor != self.person:
-            raise InvalidValue(f"{kind} {short_ref(ref.id)} belongs to {ref.actor}, not to you")
+            raise InvalidValue(f"{kind} {ref.label} belongs to {ref.actor}, not to you")
         return ref
+
+    async def short_refs(self, ids: Iterable[str]) -> dict[str, str]:
+        """The short references (``m12``) of these ids, where they have one."""
+        wanted = list(dict.fromkeys(ids))
+        out: dict[str, str] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            rows = await self.store.fetchall(
+                "SELECT id, kind || number FROM short_refs"
+                f" WHERE id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            out.update((str(i), str(s)) for i, s in rows)
+        return out
 
     # --- recording ---------------------------------------------------------------------
 
@@ -248,6 +396,7 @@ def config_json(meta: dict[str, str]) -> dict[str, Any]:
 
 def make(cls: type[BodyT], **fields: Any) -> BodyT:
     """Build a body; a cross-field rule it breaks becomes one clear InvalidValue."""
+    check_fields(fields)
     try:
         return cls(**fields)
     except (ValueError, TypeError) as exc:

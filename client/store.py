@@ -34,7 +34,7 @@ from client.home import restrict_database
 from events import AnyEvent, Event, encode
 
 APPLICATION_ID = 0x4D4C5053  # "MLPS": marks a file as a Milepost client database
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 LOCK_TIMEOUT_ENV = "MILEPOST_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT = 5.0
 
@@ -95,6 +95,52 @@ CREATE TABLE goal_parts (
 ) WITHOUT ROWID;
 CREATE INDEX goal_parts_owner ON goal_parts (owner);
 """
+
+SHORT_KINDS = {
+    "objective.created": "o",
+    "key_result.added": "k",
+    "milestone.planned": "m",
+    "task.added": "t",
+    "indicator.defined": "i",
+    "observation.recorded": "j",
+    "checkin.recorded": "c",
+    "milestone.completed": "d",
+    "pause.declared": "p",
+}
+"""Short references (``m12``): a letter per kind and a number in order of arrival here."""
+
+_SHORT_KIND_SQL = (
+    "CASE NEW.type " + " ".join(f"WHEN '{t}' THEN '{k}'" for t, k in SHORT_KINDS.items()) + " END"
+)
+
+SCHEMA_V2 = f"""
+-- Short references: stable on this device (never renumbered; a rebuild of refs keeps
+-- them), assigned by a trigger as each ref row arrives.
+CREATE TABLE short_refs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    UNIQUE (kind, number)
+) WITHOUT ROWID;
+CREATE TRIGGER refs_short_ref AFTER INSERT ON refs
+WHEN NEW.type IN ({", ".join(f"'{t}'" for t in SHORT_KINDS)})
+BEGIN
+    INSERT OR IGNORE INTO short_refs (id, kind, number) VALUES (
+        NEW.id, {_SHORT_KIND_SQL},
+        (SELECT coalesce(max(number), 0) + 1 FROM short_refs WHERE kind = {_SHORT_KIND_SQL})
+    );
+END;
+CREATE INDEX refs_parent ON refs (parent, type);
+"""
+
+_BACKFILL_V2 = f"""
+WITH k (type, kind) AS (VALUES {", ".join(f"('{t}', '{k}')" for t, k in SHORT_KINDS.items())})
+INSERT OR IGNORE INTO short_refs (id, kind, number)
+SELECT r.id, k.kind, row_number() OVER (PARTITION BY k.kind ORDER BY e.seq)
+FROM refs r JOIN events e ON e.id = r.id JOIN k ON k.type = r.type;
+"""
+
+SCHEMA += SCHEMA_V2
 
 _INSERT = (
     "INSERT OR IGNORE INTO events (id, actor, type, clock, recorded_ms, occurred_ms, data)"
@@ -211,6 +257,9 @@ class Store:
                 await self.conn.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")
             else:
                 version = await self._scalar("PRAGMA user_version")
+                if version == 1:
+                    await self._migrate_v2()
+                    version = SCHEMA_VERSION
                 if version != SCHEMA_VERSION:
                     raise StoreCorrupt(
                         f"{self.path} has schema {version}; this milepost reads {SCHEMA_VERSION}"
@@ -223,6 +272,12 @@ class Store:
             await self._scalar("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
             raise translate(exc, self.path) from None
+
+    async def _migrate_v2(self) -> None:
+        """Schema 1 → 2: short references (numbered in the log's order) and ref indexes."""
+        await self.conn.executescript(
+            f"BEGIN IMMEDIATE;{SCHEMA_V2}{_BACKFILL_V2}PRAGMA user_version = 2;COMMIT;"
+        )
 
     async def close(self) -> None:
         """Close the connection (rolls back anything uncommitted)."""

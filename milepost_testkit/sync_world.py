@@ -122,14 +122,23 @@ class Device(Cli):
         return dict(self.json("sync", *extra))
 
     def status(self) -> Any:
-        """``status --json`` without the device-specific sync counters."""
+        """``status --json`` without what is device-specific: the sync counters and the
+        short references (numbered in order of arrival on each device)."""
         shown = self.json("status")
         shown.pop("sync", None)
-        return shown
+        return without_short(shown)
 
     def log_states(self) -> dict[str, str]:
         """Event id → sync state of every stored event."""
         return {e["event"]["id"]: e["sync"] for e in self.json("log", "--limit", "0")}
+
+
+def without_short(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: without_short(v) for k, v in node.items() if k != "short"}
+    if isinstance(node, list):
+        return [without_short(v) for v in node]
+    return node
 
 
 class World:

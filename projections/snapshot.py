@@ -156,6 +156,9 @@ def _keep_milestone(state: ProjectionState, ids: set[str], milestone_id: str) ->
     completion = node.completed.value
     if isinstance(completion, str):
         _keep(state, ids, completion)
+    # Every completion and reopen, so a later retraction can fall back to an earlier one.
+    for stamp, _ in node.completion_writes or ():
+        _keep(state, ids, stamp[1])
     _keep_sharing(state, ids, milestone_id)
     for task_id in node.tasks:
         task = state.tasks.get(task_id)

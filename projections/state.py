@@ -125,6 +125,10 @@ class MilestoneNode(msgspec.Struct):
     # folded in at read time (they may arrive before the milestone does).
     touched: Stamp = NO_STAMP
     touched_at: datetime | None = None
+    # Every completion and reopen applied to ``completed``: (stamp, completion id or
+    # None). The register holds the latest *live* one, so retracting a completion
+    # (or a reopen) falls back to the write before it.
+    completion_writes: list[tuple[Stamp, str | None]] | None = None
 
 
 class IndicatorNode(msgspec.Struct):
@@ -509,16 +513,50 @@ def _on_rescheduled(state: ProjectionState, event: Event, body: b.MilestoneResch
     _touch(node, event)
 
 
+def _write_completed(
+    state: ProjectionState, node: MilestoneNode, event: Event, value: str | None
+) -> None:
+    """Record a completion (``value``: its id) or a reopen (None) of an owned milestone.
+
+    ``completed`` is the latest write that is not retracted: a write already
+    retracted when it arrives is only remembered, and a retraction arriving
+    later refolds the register from the remembered writes (``_refold_completed``),
+    so the result does not depend on arrival order.
+    """
+    stamp = stamp_of(event)
+    writes = node.completion_writes
+    if writes is None:
+        node.completion_writes = [(stamp, value)]
+    else:
+        writes.append((stamp, value))
+    if not (event.id in state.retracted and state.is_retracted(event.id)):
+        node.completed.write(stamp, value)
+
+
+def _refold_completed(state: ProjectionState, target: Event) -> None:
+    """After a retraction of a completion or reopen: the register falls back to the
+    latest live write (the planning event's ``None`` at the bottom)."""
+    node = state.milestones.get(getattr(target.body, "milestone", ""))
+    if node is None or node.completion_writes is None or node.event is PLACEHOLDER:
+        return
+    register = Register()
+    register.write(stamp_of(node.event), None)
+    for stamp, value in node.completion_writes:
+        if not (stamp[1] in state.retracted and state.is_retracted(stamp[1])):
+            register.write(stamp, value)
+    node.completed = register
+
+
 def _on_completed(state: ProjectionState, event: Event, body: b.MilestoneCompleted) -> None:
     node = _owned_milestone(state, body.milestone)
-    node.completed.write(stamp_of(event), event.id)
+    _write_completed(state, node, event, event.id)
     _touch(node, event)
     add_sorted(state.person(event.actor).completions, event.id)
 
 
 def _on_reopened(state: ProjectionState, event: Event, body: b.MilestoneReopened) -> None:
     node = _owned_milestone(state, body.milestone)
-    node.completed.write(stamp_of(event), None)
+    _write_completed(state, node, event, None)
     _touch(node, event)
 
 
@@ -627,6 +665,9 @@ def _on_correction(state: ProjectionState, event: Event, body: b.Corrected) -> N
 
 def _on_retraction(state: ProjectionState, event: Event, body: b.Retracted) -> None:
     add_sorted(state.retracted.setdefault(body.target, []), event.id)
+    target = state.events.get(body.target)
+    if target is not None and type(target.body) in _COMPLETION_WRITES:
+        _refold_completed(state, target)
 
 
 def _on_pause(state: ProjectionState, event: Event, body: b.PauseDeclared) -> None:
@@ -652,6 +693,7 @@ def _on_membership(state: ProjectionState, event: Event, body: Any) -> None:
 
 
 _NO_TEAMS: frozenset[str] = frozenset()
+_COMPLETION_WRITES = (b.MilestoneCompleted, b.MilestoneReopened)
 _TASK_COMPLETED = b.TaskCompleted
 
 PLACEHOLDER = Event(

@@ -379,10 +379,6 @@ def run(
         format="milepost-server: %(levelname)s %(message)s",
     )
 
-    def announce(http_url: str, nats_url: str) -> None:
-        print(f"http: {http_url}", flush=True)
-        print(f"nats: {nats_url}", flush=True)
-
     options = RunOptions(
         _home(),
         database,
@@ -396,7 +392,36 @@ def run(
         limits=limits,
         stream_limits=StreamLimits(stream_max_bytes, max_event_bytes),
     )
+
+    def announce(http_url: str, nats_url: str) -> None:
+        # The first two lines stay machine-readable (scripts and tests read them).
+        print(f"http: {http_url}", flush=True)
+        print(f"nats: {nats_url}", flush=True)
+        print(banner(options.home, database, http_url, nats_url), flush=True)
+
     return asyncio.run(serve(options, announce))
+
+
+def banner(home: Path, database: str | None, http_url: str, nats_url: str) -> str:
+    """What a person starting the server needs: version, data, URLs, how to stop, what next."""
+    import os
+
+    stored = database or server_home.default_database(home)
+    shown_db = stored.split("@")[-1] if "://" in stored and "@" in stored else stored
+    return "\n".join(
+        [
+            f"milepost-server {app.version} is running (pid {os.getpid()}).",
+            f"  data:      {home}",
+            f"  database:  {shown_db}",
+            f"  devices sync with:  {nats_url}",
+            f"  HTTP API:  {http_url}  (docs: {http_url}/schema)",
+            "Stop it with Ctrl-C (or SIGTERM to the pid).",
+            "Next: add a person, then set up their device with what it prints:",
+            "  milepost-server person add ava --output ava.json",
+            f"  milepost init --person ava --server {nats_url.split(',')[0]}"
+            " --credentials ava.json",
+        ]
+    )
 
 
 @app.command(name="nats-config")

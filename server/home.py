@@ -125,14 +125,16 @@ def port_is_free(host: str, port: int) -> bool:
 
 
 def choose_port(home: Path, key: str, requested: int | None, default: int, host: str) -> int:
-    """The requested port (0: any free one); else the remembered one; else ``default`` if free,
-    else any free port."""
+    """The requested port (0: any free one); else the remembered one; else ``default``.
+
+    A busy port is the caller's error to report: never silently another port
+    (devices are told the address once)."""
     if requested is not None:
         return requested
     remembered = remembered_ports(home).get(key)
     if remembered is not None:
         return remembered
-    return default if port_is_free(host, default) else 0
+    return default
 
 
 @dataclass(frozen=True)

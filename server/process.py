@@ -17,13 +17,22 @@ from pathlib import Path
 def spawn_logged(
     command: list[str], log_path: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start ``command`` with stdout and stderr appended to ``log_path`` and no stdin."""
+    """Start ``command`` with stdout and stderr appended to ``log_path`` and no stdin.
+
+    The child gets its own session (process group): Ctrl-C in the terminal reaches
+    only the parent, which stops the child by pid in its own order (an embedded
+    nats-server must outlive the server's last acknowledgements)."""
     # 0600: a log names users and addresses. ``chmod`` too: an older version made it 0644.
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.chmod(log_path, 0o600)
     with os.fdopen(fd, "ab") as log:
         return subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            command,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import os
@@ -98,7 +99,14 @@ def public_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _busy(host: str, port: int, flag: str) -> str:
+    return (
+        f"cannot listen on {host}:{port}: the port is in use (another milepost-server?);"
+        f" stop it, or choose another with {flag} N ({flag} 0: any free port)"
+    )
+
+
+def _bind(host: str, port: int, flag: str = "--port") -> socket.socket:
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says TCP;
     # without it Nagle's algorithm meets delayed ACKs and every response waits ~40 ms.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -107,6 +115,8 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise OSError(_busy(host, port, flag)) from None
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     sock.set_inheritable(True)
     return sock
@@ -150,7 +160,7 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
     database = options.database or server_home.default_database(home)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
 
     async with contextlib.AsyncExitStack() as stack:
@@ -165,7 +175,7 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
         http_port = server_home.choose_port(
             home, "http", options.port, server_home.DEFAULT_HTTP_PORT, options.host
         )
-        sock = _bind(options.host, http_port)
+        sock = _bind(options.host, http_port, "--port")
         stack.callback(sock.close)
         http_port = int(sock.getsockname()[1])
 
@@ -188,6 +198,8 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
             nats_port = server_home.choose_port(
                 home, "nats", options.nats_port, server_home.DEFAULT_NATS_PORT, options.host
             )
+            if nats_port != 0 and not server_home.port_is_free(options.host, nats_port):
+                raise OSError(_busy(options.host, nats_port, "--nats-port"))
             password = new_password()
             service_hash = hash_password(password)
             people = {p.name: p.nats_password_hash for p in await accounts.people()}

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
+import msgspec
 from cyclopts import Parameter
 
 from client import dates
-from client.session import Session
+from client.errors import InvalidValue
+from client.session import Ref, Session
 
 T = TypeVar("T")
 
@@ -57,6 +59,50 @@ def as_of_moment(session: Session, as_of: str | None) -> datetime | None:
         return None
     day = dates.parse_date(as_of, session.now.date(), what="--as-of date")
     return dates.end_of_day(day, session.now)
+
+
+async def node_view(session: Session, node_id: str) -> Any:
+    """The stored view of one key result or milestone of the person (None if not shown),
+    read from the parts of its roots only."""
+    from projections.snapshot import RootPart, assemble_tree
+
+    rows = await session.store.fetchall(
+        "SELECT p.part FROM goal_roots r JOIN goal_parts p ON p.root = r.root WHERE r.node = ?",
+        (node_id,),
+    )
+    decoder = msgspec.msgpack.Decoder(RootPart)
+    tree = assemble_tree(session.person, session.now, [decoder.decode(row[0]) for row in rows])
+    for objective in tree.objectives:
+        for kr in objective.key_results:
+            if kr.id == node_id:
+                return kr
+            for m in kr.milestones:
+                if m.id == node_id:
+                    return m
+        for m in objective.milestones:
+            if m.id == node_id:
+                return m
+    for m in tree.standalone_milestones:
+        if m.id == node_id:
+            return m
+    return None
+
+
+async def check_after_creation(session: Session, ref: Ref, when: datetime | None) -> None:
+    """Refuse an ``--at`` earlier than the day the item was created."""
+    if when is None:
+        return
+    from events import decode
+
+    data = await session.store.scalar("SELECT data FROM events WHERE id = ?", (ref.id,))
+    if data is None:
+        return
+    created = decode(data).occurred_at
+    if when.date() < created.date():
+        raise InvalidValue(
+            f"invalid --at {when.date()}: {ref.title!r} was created on {created.date()},"
+            " nothing can be recorded for it before then"
+        )
 
 
 def sharing(

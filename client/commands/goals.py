@@ -15,12 +15,14 @@ from client.commands._common import (
     Json,
     PartnerOpt,
     VisibilityOpt,
+    check_after_creation,
     moment,
+    node_view,
     sharing,
     with_session,
 )
 from client.errors import InvalidValue, UsageError
-from client.session import Session, make, short_ref
+from client.session import Session, check_fields, make, product_words, short_ref
 from events import Event
 from events import bodies as b
 from projections.state import InvalidCorrection, corrected
@@ -33,8 +35,14 @@ async def _record(
     session: Session, body: b.Body, title: str, as_json: bool, at: str | None = None
 ) -> Event:
     event = await session.record(body, moment(session, at))
-    render.created(event, title, as_json)
+    await announce(session, event, title, as_json)
     return event
+
+
+async def announce(session: Session, event: Event, title: str, as_json: bool) -> None:
+    """Print what was recorded, with its short reference."""
+    short = (await session.short_refs([event.id])).get(event.id)
+    render.created(event, title, as_json, short)
 
 
 def _current_cycle(session: Session) -> str:
@@ -89,7 +97,7 @@ def kr(
 ) -> None:
     """Add a key result to an objective: from --start to --target, or a threshold.
 
-    Example: milepost kr 3f2a91c0 "Reach 3,000 visitors to the site" --start 0 --target 3000
+    Example: milepost kr o1 "Reach 3,000 visitors to the site" --start 0 --target 3000
     """
 
     async def go(session: Session) -> None:
@@ -117,7 +125,16 @@ def kr(
 # --- milestones ---------------------------------------------------------------------------
 
 milestone_app = App(
-    name="milestone", help="Plan and track milestones (deliveries with a due date)."
+    name="milestone",
+    help="""Plan and track milestones (deliveries with a due date).
+
+For example:
+    milepost milestone add "Improve SEO in the site" --kr k1 --due 2026-02-28
+    milepost milestone reschedule m1 2026-03-15 --reason "waiting on design"
+    milepost milestone done m1 --did "Rewrote titles" --outcome "+30% visits"
+    milepost milestone link m1 --objective o2
+""",
+    help_format="plaintext",
 )
 
 
@@ -136,7 +153,7 @@ def add(
 ) -> None:
     """Plan a milestone, linked to a key result, an objective, or standalone.
 
-    Example: milepost milestone add "Improve SEO in the site" --kr 9b1e44d2 --due 2026-02-28
+    Example: milepost milestone add "Improve SEO in the site" --kr k1 --due 2026-02-28
     """
 
     async def go(session: Session) -> None:
@@ -171,7 +188,7 @@ def reschedule(
 ) -> None:
     """Move a milestone's due date.
 
-    Example: milepost milestone reschedule 7c3d9e21 2026-03-15 --reason "waiting on design"
+    Example: milepost milestone reschedule m1 2026-03-15 --reason "waiting on design"
     """
 
     async def go(session: Session) -> None:
@@ -223,14 +240,34 @@ def milestone_done(
     terminal and without the flags it records empty answers (add them later
     with `milepost correct COMPLETION --did ...`).
 
-    Example: milepost done 7c3d9e21 --did "Set up profiles" --why "Reach" --outcome "120 fans"
+    Example: milepost done m1 --did "Set up profiles" --why "Reach" --outcome "120 fans"
     """
 
     async def go(session: Session) -> None:
         ref = await session.resolve(milestone, "milestone")
+        view = await node_view(session, ref.id)
+        if view is not None and getattr(view, "state", None) == "completed":
+            completion = await session.store.scalar(
+                "SELECT id FROM refs WHERE type = 'milestone.completed' AND parent = ?"
+                " AND retracted = 0 ORDER BY id DESC LIMIT 1",
+                (ref.id,),
+            )
+            label = "COMPLETION"
+            if completion:
+                label = (await session.short_refs([completion])).get(completion) or short_ref(
+                    completion
+                )
+            raise InvalidValue(
+                f"milestone {ref.label} ({ref.title}) is already completed;"
+                f" to change its answers: milepost correct {label} --did ...;"
+                f" to complete it again, first: milepost milestone reopen {ref.label}"
+            )
+        moment_at = moment(session, at)
+        await check_after_creation(session, ref, moment_at)
         answers = _ask({"did": did, "why": why, "outcome": outcome})
         body = make(b.MilestoneCompleted, milestone=ref.id, **answers)
-        await _record(session, body, ref.title, as_json, at)
+        event = await session.record(body, moment_at)
+        await announce(session, event, ref.title, as_json)
 
     with_session(go)
 
@@ -246,7 +283,7 @@ def done(
 ) -> None:
     """Complete a milestone (same as `milestone done`), asking the three questions.
 
-    Example: milepost done 7c3d9e21 --did "..." --why "..." --outcome "..."
+    Example: milepost done m1 --did "..." --why "..." --outcome "..."
     """
     milestone_done(milestone, did=did, why=why, outcome=outcome, at=at, as_json=as_json)
 
@@ -272,7 +309,7 @@ def _milestone_change(
 def reopen(milestone: str, *, reason: Reason = "", at: At = None, as_json: Json = False) -> None:
     """Reopen a completed milestone.
 
-    Example: milepost milestone reopen 7c3d9e21 --reason "the fix regressed"
+    Example: milepost milestone reopen m1 --reason "the fix regressed"
     """
     _milestone_change("reopen", milestone, reason, as_json, at)
 
@@ -281,7 +318,7 @@ def reopen(milestone: str, *, reason: Reason = "", at: At = None, as_json: Json 
 def drop(milestone: str, *, reason: Reason = "", at: At = None, as_json: Json = False) -> None:
     """Drop a milestone (it stays in the log; `restore` brings it back).
 
-    Example: milepost milestone drop 7c3d9e21 --reason "out of scope"
+    Example: milepost milestone drop m1 --reason "out of scope"
     """
     _milestone_change("drop", milestone, reason, as_json, at)
 
@@ -290,7 +327,7 @@ def drop(milestone: str, *, reason: Reason = "", at: At = None, as_json: Json = 
 def restore(milestone: str, *, at: At = None, as_json: Json = False) -> None:
     """Restore a dropped milestone.
 
-    Example: milepost milestone restore 7c3d9e21
+    Example: milepost milestone restore m1
     """
     _milestone_change("restore", milestone, "", as_json, at)
 
@@ -306,7 +343,7 @@ def link(
 ) -> None:
     """Link a milestone to another key result or objective (or --none).
 
-    Example: milepost milestone link 7c3d9e21 --kr 9b1e44d2
+    Example: milepost milestone link m1 --kr k1
     """
 
     async def go(session: Session) -> None:
@@ -328,14 +365,24 @@ def link(
 
 # --- tasks -------------------------------------------------------------------------------
 
-task_app = App(name="task", help="The checklist inside a milestone.")
+task_app = App(
+    name="task",
+    help="""The checklist inside a milestone.
+
+For example:
+    milepost task add m1 "Create a LinkedIn profile"
+    milepost task done t1
+    milepost task reopen t1
+""",
+    help_format="plaintext",
+)
 
 
 @task_app.command(name="add")
 def task_add(milestone: str, title: str, *, at: At = None, as_json: Json = False) -> None:
     """Add a task to a milestone.
 
-    Example: milepost task add 7c3d9e21 "Create a LinkedIn profile"
+    Example: milepost task add m1 "Create a LinkedIn profile"
     """
 
     async def go(session: Session) -> None:
@@ -351,7 +398,7 @@ def task_add(milestone: str, title: str, *, at: At = None, as_json: Json = False
 def task_done(task: str, *, at: At = None, as_json: Json = False) -> None:
     """Tick a task off.
 
-    Example: milepost task done 51aa0f3e
+    Example: milepost task done t1
     """
 
     async def go(session: Session) -> None:
@@ -365,7 +412,7 @@ def task_done(task: str, *, at: At = None, as_json: Json = False) -> None:
 def task_reopen(task: str, *, at: At = None, as_json: Json = False) -> None:
     """Untick a task.
 
-    Example: milepost task reopen 51aa0f3e
+    Example: milepost task reopen t1
     """
 
     async def go(session: Session) -> None:
@@ -385,29 +432,42 @@ def checkin(
         Parameter(help="The key result's value, or the milestone's percent done."),
     ] = None,
     *,
-    confidence: Confidence = "on-track",
+    confidence: Annotated[
+        Confidence | None,
+        Parameter(help="on-track, at-risk or off-track (default: as at the last check-in)."),
+    ] = None,
     note: str = "",
     at: At = None,
     as_json: Json = False,
 ) -> None:
     """Record progress: a value for a key result, a percent for a milestone.
 
-    Example: milepost checkin 9b1e44d2 1200 --confidence at-risk --note "slow week"
+    Without --confidence the check-in keeps the confidence of the last one
+    (on-track for the first).
+
+    Example: milepost checkin k1 1200 --confidence at-risk --note "slow week"
     """
 
     async def go(session: Session) -> None:
         ref = await session.resolve(subject, "check-in subject")
         is_kr = ref.type == "key_result.added"
+        moment_at = moment(session, at)
+        await check_after_creation(session, ref, moment_at)
+        chosen = confidence
+        if chosen is None:
+            view = await node_view(session, ref.id)
+            chosen = getattr(view, "confidence", None) or "on-track"
         body = make(
             b.CheckInRecorded,
             subject=ref.id,
-            confidence=confidence,
+            confidence=chosen,
             value=amount if is_kr else None,
             percent=None if is_kr else amount,
             note=note,
         )
         shown = "" if amount is None else (f" {amount:g}" if is_kr else f" {amount:g}%")
-        await _record(session, body, f"{ref.title}:{shown} {confidence}", as_json, at)
+        event = await session.record(body, moment_at)
+        await announce(session, event, f"{ref.title}:{shown} {chosen}", as_json)
 
     with_session(go)
 
@@ -446,7 +506,7 @@ def share(
 ) -> None:
     """Change who may see an item (and what hangs from it).
 
-    Example: milepost share 3f2a91c0 partners --partner mentor-bo
+    Example: milepost share o1 partners --partner mentor-bo
     """
 
     async def go(session: Session) -> None:
@@ -485,7 +545,7 @@ def correct(
 ) -> None:
     """Fix fields of an earlier event; the original stays in the log.
 
-    Example: milepost correct 4e0c7a19 --value 1250 --reason "typo"
+    Example: milepost correct c1 --value 1250 --reason "typo"
     """
     fields: dict[str, object] = {
         "title": title, "description": description, "note": note, "value": value,
@@ -501,16 +561,29 @@ def correct(
     async def go(session: Session) -> None:
         ref = await session.resolve(event, "event")
         target_body = await _body_of(session, ref.id)
-        body = make(
-            b.Corrected, target=ref.id, changes=msgspec.convert(changes, b.Changes), reason=reason
-        )
+        body = make(b.Corrected, target=ref.id, changes=_changes(changes), reason=reason)
         try:
             corrected(target_body, body.changes)  # the fold's rule: it would be ignored
         except InvalidCorrection as exc:
             raise InvalidValue(str(exc)) from None
-        await _record(session, body, f"correct {short_ref(ref.id)} {ref.title}", as_json)
+        await _record(session, body, f"correct {ref.label} {ref.title}", as_json)
 
     with_session(go)
+
+
+def _changes(changes: dict[str, object]) -> b.Changes:
+    check_fields(changes)
+    try:
+        return msgspec.convert(changes, b.Changes)
+    except msgspec.ValidationError as exc:
+        raise _validation(exc) from None
+
+
+def _validation(exc: msgspec.ValidationError) -> InvalidValue:
+    """A msgspec validation error in the product's words."""
+    text = str(exc)
+    reason, _, where = text.partition(" - at `$")
+    return InvalidValue(f"invalid {product_words(where.strip('.`'), reason)}")
 
 
 async def _body_of(session: Session, event_id: str) -> object:
@@ -528,12 +601,12 @@ def retract(
 ) -> None:
     """Withdraw an event (a check-in logged by mistake, an item never meant).
 
-    Example: milepost retract 4e0c7a19 --reason "logged twice"
+    Example: milepost retract c1 --reason "logged twice"
     """
 
     async def go(session: Session) -> None:
         ref = await session.resolve(event, "event")
         body = make(b.Retracted, target=ref.id, reason=reason)
-        await _record(session, body, f"retract {short_ref(ref.id)} {ref.title}", as_json)
+        await _record(session, body, f"retract {ref.label} {ref.title}", as_json)
 
     with_session(go)

@@ -85,7 +85,7 @@ def observe(
 ) -> None:
     """Record an observation, optionally as evidence for an indicator's stage.
 
-    Example: milepost observe "Team called users before the launch" --indicator 1d4f8a2b --stage 2
+    Example: milepost observe "Team called users before the launch" --indicator i1 --stage 2
     """
 
     async def go(session: Session) -> None:

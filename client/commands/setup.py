@@ -1,10 +1,13 @@
-"""``init``, ``config`` and ``rebuild``."""
+"""``init``, ``config``, ``rebuild`` and ``completion``."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Literal
 
 import msgspec
 from cyclopts import Parameter
@@ -23,7 +26,11 @@ def init(
     team: Annotated[str | None, Parameter(help="Your team, for team visibility.")] = None,
     server: Annotated[str | None, Parameter(help="Sync server URL (for `sync`).")] = None,
     credentials: Annotated[
-        str | None, Parameter(help="NATS credentials file (for `sync`).")
+        str | None,
+        Parameter(
+            help="The credentials file `milepost-server person add --json` wrote (for `sync`);"
+            " copied into your profile, readable by you only."
+        ),
     ] = None,
     as_json: Json = False,
 ) -> None:
@@ -56,6 +63,9 @@ def init(
         raise InvalidValue(f"cannot create {home}: {exc.strerror}") from None
     name = database_name(person, device)
     path = home / name
+    stored_credentials = (
+        str(install_credentials(home, person, device, credentials)) if credentials else None
+    )
 
     async def go() -> dict[str, object]:
         store = await Store.open(path, create=True)
@@ -69,7 +79,7 @@ def init(
                     ("device", device),
                     ("team", team or meta.get("team", "")),
                     ("server", server or meta.get("server", "")),
-                    ("credentials", credentials or meta.get("credentials", "")),
+                    ("credentials", stored_credentials or meta.get("credentials", "")),
                 ):
                     await store.set_meta(key, value)
                 meta = await store.meta()
@@ -83,6 +93,52 @@ def init(
         render.emit_json({**shown, "database": str(path)})
     else:
         render.out(f"milepost ready for {person} on {device}: {path}")
+
+
+def install_credentials(home: Path, person: str, device: str, source: str) -> Path:
+    """Check a credentials file and copy it into the profile, readable by its owner only
+    (mode 0600), so ``sync`` works from any folder; returns the copy's path."""
+    given = Path(source).expanduser()
+    try:
+        text = given.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise InvalidValue(f"credentials file {source} does not exist") from None
+    except IsADirectoryError:
+        raise InvalidValue(f"credentials file {source} is a folder, not a file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not text"
+        raise InvalidValue(f"cannot read credentials file {source}: {reason}") from None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        password = data.get("nats_password") or data.get("password")
+        if not isinstance(password, str) or not password:
+            raise InvalidValue(
+                f"credentials file {source} has no nats_password: use the JSON that"
+                f" `milepost-server person add {person} --json` prints"
+            )
+        owner = data.get("person") or data.get("user")
+        if isinstance(owner, str) and owner and owner != person:
+            raise InvalidValue(f"credentials file {source} is for {owner}, not for {person}")
+    elif not text or "\n" in text or " " in text:
+        raise InvalidValue(
+            f"credentials file {source} is not milepost credentials: use the JSON that"
+            f" `milepost-server person add {person} --json` prints"
+        )
+    target = home / f"{person}@{device}.credentials"
+    tmp = target.with_suffix(".tmp")
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            handle.write(text + "\n")
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise InvalidValue(f"cannot store the credentials in {home}: {exc.strerror}") from None
+    return target.resolve()
 
 
 def config(
@@ -143,7 +199,11 @@ async def _set(session: Session, key: str, value: str) -> None:
         if value not in ("private", "partners", "team"):
             raise InvalidValue(f"invalid default visibility {value!r}: private, partners or team")
         stored = value
-    elif name in ("team", "server", "credentials"):
+    elif name == "credentials":
+        from client.home import home_dir
+
+        stored = str(install_credentials(home_dir(), session.person, session.device, value))
+    elif name in ("team", "server"):
         stored = value
     elif name.startswith("drift."):
         field = name[6:]
@@ -160,6 +220,13 @@ async def _set(session: Session, key: str, value: str) -> None:
         try:
             settings = msgspec.convert(current, DriftSettings)
         except (msgspec.ValidationError, ValueError) as exc:
+            reason, _, where = str(exc).partition(" - at `$")
+            if where:
+                from client.session import product_words
+
+                raise InvalidValue(
+                    f"invalid drift threshold: {product_words(field, reason)}"
+                ) from None
             raise InvalidValue(f"invalid {key}: {exc}") from None
         name = "drift"
         stored = json.dumps(msgspec.to_builtins(settings))
@@ -208,3 +275,19 @@ def rebuild(
         return 0
 
     return with_session(go)
+
+
+def completion(
+    shell: Annotated[Literal["bash", "zsh", "fish"], Parameter(help="Your shell.")],
+) -> None:
+    """Print the shell completion script (commands, options, choices).
+
+    For example:
+        milepost completion bash > ~/.local/share/bash-completion/completions/milepost
+        milepost completion zsh > "${fpath[1]}/_milepost"
+        milepost completion fish > ~/.config/fish/completions/milepost.fish
+    """
+    from client.cli import build_app
+
+    script = build_app().generate_completion(shell=shell, prog_name="milepost")
+    sys.stdout.write(script if script.endswith("\n") else script + "\n")

@@ -29,39 +29,167 @@ def status(
     cycle: Annotated[str | None, Parameter(help="Only this cycle, e.g. 2026-Q1.")] = None,
     as_json: Json = False,
 ) -> None:
-    """Your goal tree with progress, expected progress, confidence and last check-in.
+    """Your goals: progress against what is expected by now, health and your confidence.
 
-    Example: milepost status --as-of 2026-02-01 --json
+    Health is what the facts say (pace, due dates, check-ins, the cycle's end);
+    confidence is what you said at your last check-in. Indicators show their
+    current stage and latest observations.
+
+    Example: milepost status --cycle 2026-Q1
     """
 
     async def go(session: Session) -> None:
+        from projections.health_status import tree_health
+
         moment = as_of_moment(session, as_of)
+        now = moment or session.now
         if moment is None:
             from client.views import stored_tree
 
             tree = await stored_tree(session.store, session.person, session.now)
+            indicators = await _stored_indicators(session)
         else:
             from projections.goals import goal_tree
+            from projections.indicators import indicator_views
 
-            tree = goal_tree(await _state_at(session, moment), session.person, moment)
+            state = await _state_at(session, moment)
+            tree = goal_tree(state, session.person, moment)
+            indicators = indicator_views(state, session.person)
         if cycle is not None:
             tree = msgspec.structs.replace(
                 tree, objectives=[o for o in tree.objectives if o.cycle == cycle]
             )
+        key_results = [kr.id for o in tree.objectives for kr in o.key_results]
+        healths = tree_health(
+            tree.objectives,
+            tree.standalone_milestones,
+            now.date(),
+            settings=session.settings,
+            created=await _added_on(session, key_results),
+        )
+        refs = await session.short_refs([*healths, *(indicator.id for indicator in indicators)])
         from client.sync import SyncLog
 
         counts = await SyncLog(session.store, session.person).counts()
         if as_json:
-            render.emit_json({**msgspec.to_builtins(tree), "sync": counts})
-        else:
-            render.tree(tree)
-            unsynced = counts.pending + counts.pushed
-            render.out(
+            data = msgspec.to_builtins(tree)
+            _annotate(data, healths, refs, now.date())
+            data["indicators"] = [
+                {**msgspec.to_builtins(v), "short": refs.get(v.id)} for v in indicators
+            ]
+            render.emit_json({**data, "sync": counts})
+            return
+        lines = render.status_lines(tree, healths, refs, indicators, now.date())
+        unsynced = counts.pending + counts.pushed
+        lines.append(
+            render.Line(
+                0,
                 f"sync: {unsynced} unsynced ({counts.pending} pending, {counts.pushed} pushed),"
-                f" last sync {counts.last_sync_at or 'never'}"
+                f" last sync {counts.last_sync_at or 'never'}",
             )
+        )
+        render.print_lines(lines)
 
     with_session(go)
+
+
+async def _added_on(session: Session, ids: list[str]) -> dict[str, date]:
+    """The day each item was created (its event's occurred_at), for health's staleness."""
+    out: dict[str, date] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        rows = await session.store.fetchall(
+            f"SELECT id, occurred_ms FROM events WHERE id IN ({','.join('?' * len(chunk))})",
+            chunk,
+        )
+        for item_id, ms in rows:
+            moment = datetime.fromtimestamp(ms / 1000, tz=session.now.tzinfo)
+            out[str(item_id)] = moment.date()
+    return out
+
+
+def _annotate(node: Any, healths: dict[str, Any], refs: dict[str, str], today: date) -> None:
+    """Add ``health`` ({level, reason}) and ``short`` to every goal node of a tree dict."""
+    if isinstance(node, list):
+        for item in node:
+            _annotate(item, healths, refs, today)
+        return
+    if not isinstance(node, dict):
+        return
+    node_id = node.get("id")
+    if isinstance(node_id, str) and node_id in healths:
+        found = healths[node_id]
+        node["health"] = {"level": found.level, "reason": found.reason}
+        node["short"] = refs.get(node_id)
+        if "ends_on" in node:
+            node["ended"] = date.fromisoformat(node["ends_on"]) < today
+    for key in ("objectives", "key_results", "milestones", "standalone_milestones"):
+        if key in node:
+            _annotate(node[key], healths, refs, today)
+
+
+async def _stored_indicators(session: Session) -> list[Any]:
+    """The person's indicators from the refs index: each indicator's event, its latest
+    observations and the latest one naming a stage (no replay of the log).
+
+    Observations are read newest first by id (arrival order, through the index);
+    a batch is sorted by the day they happened before the latest are shown."""
+    from events import decode
+    from projections.indicators import indicator_views
+    from projections.state import rebuild
+
+    store = session.store
+    rows = await store.fetchall(
+        # Indicators through short_refs' (kind, number) index: no scan of refs.
+        "SELECT r.id, e.data FROM short_refs s JOIN refs r ON r.id = s.id"
+        " JOIN events e ON e.id = r.id"
+        " WHERE s.kind = 'i' AND r.actor = ? AND r.retracted = 0",
+        (session.person,),
+    )
+    if not rows:
+        return []
+    data: dict[str, bytes] = {}
+    batch = 50
+    for indicator_id, blob in rows:
+        data[indicator_id] = blob
+        below = "~"  # above every id
+        staged = False
+        while True:
+            ids = [
+                str(r[0])
+                for r in await store.fetchall(
+                    "SELECT id FROM refs WHERE parent = ? AND type = 'observation.recorded'"
+                    " AND id < ? ORDER BY id DESC LIMIT ?",
+                    (indicator_id, below, batch),
+                )
+            ]
+            if not ids:
+                break
+            marks = ",".join("?" * len(ids))
+            for event_id, event_data in await store.fetchall(
+                f"SELECT e.id, e.data FROM events e JOIN refs r ON r.id = e.id"
+                f" WHERE e.id IN ({marks}) AND r.retracted = 0 AND r.actor = ?",
+                [*ids, session.person],
+            ):
+                data[event_id] = event_data
+                body = msgspec.json.decode(event_data).get("body", {})
+                staged = staged or (
+                    body.get("stage") is not None and body.get("polarity") == "positive"
+                )
+            if staged or len(ids) < batch:
+                break
+            below = ids[-1]
+    shown = list(data)  # and the corrections of what is shown
+    for start in range(0, len(shown), 500):
+        chunk = shown[start : start + 500]
+        for event_id, event_data in await store.fetchall(
+            "SELECT e.id, e.data FROM refs r JOIN events e ON e.id = r.id"
+            f" WHERE r.type = 'correction' AND r.parent IN ({','.join('?' * len(chunk))})",
+            chunk,
+        ):
+            data[event_id] = event_data
+    state = rebuild(decode(blob) for blob in data.values())
+    return indicator_views(state, session.person)
 
 
 class DriftReport(msgspec.Struct, frozen=True):
@@ -72,30 +200,82 @@ class DriftReport(msgspec.Struct, frozen=True):
     signals: list[Any]
 
 
-def drift(*, as_of: AsOf = None, as_json: Json = False) -> None:
+def drift(
+    *,
+    as_of: AsOf = None,
+    exit_code: Annotated[
+        bool,
+        Parameter(
+            name="--exit-code",
+            negative=(),
+            help="Exit with status 1 when there is an alert (for scripts and CI).",
+        ),
+    ] = False,
+    as_json: Json = False,
+) -> int:
     """Goals that are drifting: stale, behind pace, overdue, overload, quiet...
 
-    Example: milepost drift --json
+    One group per item, one line per signal: severity, kind, what the numbers
+    say, and what to do.
+
+    For example:
+        milepost drift
+        milepost drift --exit-code --json
     """
     from projections.drift import drift_signals
 
-    async def go(session: Session) -> None:
+    async def go(session: Session) -> int:
         moment = as_of_moment(session, as_of) or session.now
         state = await _state_at(session, None if as_of is None else moment)
         signals = drift_signals(state, session.person, moment, session.settings)
+        alerts = any(s.severity == "alert" for s in signals)
+        status = 1 if exit_code and alerts else 0
         if as_json:
             render.emit_json(DriftReport(session.person, moment, signals))
-            return
+            return status
         if not signals:
-            render.out("No drift. Keep checking in.")
-        for s in signals:
-            render.colour_line(
-                f"{s.severity:7} {s.kind:15} {short_ref(s.subject)} {s.subject_title}", s.severity
-            )
-            render.out(f"        {s.explanation}")
-            render.out(f"        → {s.action}")
+            ended = "" if as_of is not None else await _ended_note(session)
+            render.out(f"No drift. Keep checking in.{ended}")
+            return status
+        refs = await session.short_refs(s.subject for s in signals)
+        groups: dict[str, list[Any]] = {}
+        for signal in signals:
+            groups.setdefault(signal.subject, []).append(signal)
+        lines: list[render.Line] = []
+        for subject, found in groups.items():
+            head = found[0].subject_title
+            if subject in refs or _is_id(subject):
+                head = f"{refs.get(subject) or short_ref(subject)} {head}"
+            lines.append(render.Line(0, head, bold=True))
+            for signal in found:
+                lines.append(
+                    render.Line(
+                        1,
+                        "",
+                        signal.severity,
+                        f"  {signal.kind}: {signal.explanation} → {signal.action}",
+                        wrap=True,
+                    )
+                )
+        render.print_lines(lines)
+        return status
 
-    with_session(go)
+    return with_session(go)
+
+
+def _is_id(text: str) -> bool:
+    return len(text) == 36 and text.count("-") == 4
+
+
+async def _ended_note(session: Session) -> str:
+    """Drift reads only current cycles: say so when every objective's cycle has ended."""
+    from client.views import stored_tree
+
+    tree = await stored_tree(session.store, session.person, session.now)
+    today = session.now.date()
+    if tree.objectives and all(o.ends_on < today for o in tree.objectives):
+        return " (every objective's cycle has ended: see milepost status)"
+    return ""
 
 
 def feed(
@@ -122,8 +302,13 @@ def feed(
         if as_json:
             render.emit_json(page)
             return
+        shorts = await session.short_refs(item.id for item in page.items)
         for item in page.items:
-            render.out(f"{item.occurred_at:%Y-%m-%d} {item.actor:12} {item.summary}")
+            # The summary starts with the actor's name: say it once, "you" for yourself.
+            summary = item.summary.removeprefix(f"{item.actor} ")
+            who = "you" if item.actor == session.person else item.actor
+            ref = shorts.get(item.id) or short_ref(item.id)
+            render.out(f"{item.occurred_at:%Y-%m-%d} {ref:6} {who} {render.one_line(summary, 200)}")
         if page.next_cursor:
             render.out(f"more: milepost feed --cursor {page.next_cursor}")
 
@@ -190,6 +375,7 @@ class PromptItem(msgspec.Struct, frozen=True):
     reason: str
     due_on: date | None
     last_checkin: date | None
+    short: str | None = None  # the short reference on this device (``k3``)
 
 
 class PromptReport(msgspec.Struct, frozen=True):
@@ -221,6 +407,8 @@ def prompt(*, as_of: AsOf = None, as_json: Json = False) -> None:
 
             tree = goal_tree(await _state_at(session, moment), session.person, now)
         items = prompt_items(tree, now.date(), session.settings.due_soon_days)
+        shorts = await session.short_refs(item.id for item in items)
+        items = [msgspec.structs.replace(item, short=shorts.get(item.id)) for item in items]
         if as_json:
             render.emit_json(PromptReport(now, items, QUESTIONS))
             return
@@ -228,7 +416,7 @@ def prompt(*, as_of: AsOf = None, as_json: Json = False) -> None:
             render.out("Nothing is due for a check-in.")
             return
         for item in items:
-            render.out(f"{item.ref} {item.kind:10} {item.title} — {item.reason}")
+            render.out(f"{item.short or item.ref:8} {item.kind:10} {item.title} — {item.reason}")
         render.out("")
         render.out(
             "For each: milepost checkin REF [VALUE|PERCENT] --confidence on-track|at-risk|off-track"
@@ -338,11 +526,13 @@ def log(
                 [LogEntry(r[0], r[1] or "pending", msgspec.Raw(r[2]), r[5]) for r in rows]
             )
             return
+        refs = await session.short_refs(r[4] for r in rows)
         for seq, sync, data, kind, event_id, reason in rows:
             head = msgspec.json.decode(data)
+            ref = refs.get(event_id, "")
             why = f" ({reason})" if reason else ""
             render.out(
-                f"{seq:6} {short_ref(event_id)} {str(head.get('occurred_at', ''))[:16]} "
+                f"{seq:6} {short_ref(event_id)} {ref:6} {str(head.get('occurred_at', ''))[:16]} "
                 f"{kind:22} {sync or 'pending'}{why}"
             )
 

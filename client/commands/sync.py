@@ -50,10 +50,7 @@ def sync(
         if as_json:
             render.emit_json(summary)
             return
-        render.out(
-            f"synced: pushed {summary.pushed}, received {summary.received}, "
-            f"confirmed {summary.confirmed}, {summary.pending} pending (cursor {summary.cursor})"
-        )
+        render.out(summary_line(summary))
         for refused in summary.refused:
             what = "refused for now, will retry" if refused.retry else "rejected"
             render.out(f"{what} {short_ref(refused.event_id)}: {refused.reason}")
@@ -84,6 +81,13 @@ def sync(
             loop.add_signal_handler(sig, stop.set)
         target = endpoint(session.meta)
         delays = backoff_delays()
+        notice = (
+            f"watching {session.meta.get('server') or 'the sync server'} as"
+            f" {session.person}@{session.device}: pushing what you log, pulling what others"
+            " share. Press Ctrl-C to stop."
+        )
+        (sys.stderr if as_json else sys.stdout).write(notice + "\n")
+        (sys.stderr if as_json else sys.stdout).flush()
         while not stop.is_set():
             link = Link(target, reconnect=True)
             try:
@@ -118,3 +122,21 @@ def sync(
             await session.close()
 
     return asyncio.run(go())
+
+
+def summary_line(summary: object) -> str:
+    """One sync round in words, naming only what happened."""
+    pushed = getattr(summary, "pushed", 0)
+    received = getattr(summary, "received", 0)
+    confirmed = getattr(summary, "confirmed", 0)
+    pending = getattr(summary, "pending", 0)
+    rejected = getattr(summary, "rejected", 0)
+    parts = [f"sent {pushed}", f"received {received}"]
+    if confirmed:
+        parts.append(f"{confirmed} confirmed by the server")
+    if rejected:
+        parts.append(f"{rejected} refused by the server")
+    line = "synced: " + ", ".join(parts)
+    if pending:
+        line += f"; {pending} not yet confirmed (the next sync checks again)"
+    return line

@@ -9,6 +9,7 @@ from litestar.config.app import AppConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from server.http.auth import SECURITY_SCHEME, auth_middleware
@@ -16,6 +17,7 @@ from server.http.context import ServerContext
 from server.http.controllers.people import PeopleController
 from server.http.controllers.system import SystemController
 from server.http.controllers.teams import TeamsController
+from server.http.docs import LocalDocsRenderPlugin
 from server.http.errors import EXCEPTION_HANDLERS
 
 
@@ -53,6 +55,13 @@ def _configure_openapi(config: AppConfig) -> None:
             "add`); what the caller may not see answers 404."
         ),
         path="/schema",
+        # Pages that work offline: the local docs page and the documents themselves
+        # (Litestar's stock UIs load their scripts from a CDN).
+        render_plugins=[
+            LocalDocsRenderPlugin(path=["/", "/docs"]),
+            JsonRenderPlugin(path="/openapi.json"),
+            YamlRenderPlugin(path=["/openapi.yaml", "/openapi.yml"]),
+        ],
         components=Components(
             security_schemes={
                 SECURITY_SCHEME: SecurityScheme(

@@ -42,6 +42,7 @@ from events import (
 )
 from milepost_testkit.cli import Cli
 from milepost_testkit.cluster import eventually
+from milepost_testkit.sync_world import without_short
 from server.ingest import CONSUMER, STREAM
 from tests.topology import Topology, push, running_topology
 
@@ -281,10 +282,10 @@ async def assert_converged(world: World) -> None:
 
 
 def _status_without_sync(device: Device) -> Any:
-    """``status --json`` without the device's own sync counters."""
+    """``status --json`` without what is the device's own: sync counters, short refs."""
     status = device.json("status")
     status.pop("sync", None)
-    return status
+    return without_short(status)
 
 
 async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:

@@ -81,7 +81,9 @@ def test_team_partners_and_private_items_reach_exactly_who_may_see_them(tmp_path
 def test_bad_credentials_and_an_unreachable_server_are_one_clear_line(tmp_path: Path) -> None:
     with world(tmp_path) as w:
         alice = w.device("alice", "laptop")
-        (alice.home / "credentials.json").write_text(json.dumps({"nats_password": "wrong"}))
+        # init keeps its own copy of the credentials: spoil that one.
+        stored = Path(alice.json("config")["credentials"])
+        stored.write_text(json.dumps({"nats_password": "wrong"}))
         assert "authorization violation" in alice.fails("sync")
         alice.ok("config", "server", "nats://127.0.0.1:1")
         assert "cannot reach the sync server" in alice.fails("sync")
@@ -146,9 +148,9 @@ def test_nats_and_the_server_refuse_what_alice_may_not_push(tmp_path: Path) -> N
         assert ids(bob) == set()
         # The CLI turns a permissions violation into one line: a profile that claims to be
         # bob but logs in as alice publishes under bob's subject.
-        creds = alice.home / "credentials.json"
+        creds = Path(alice.json("config")["credentials"])  # the copies init keeps
         creds.write_text(json.dumps({"user": "alice", "nats_password": w.passwords["alice"]}))
-        bob_creds = bob.home / "credentials.json"
+        bob_creds = Path(bob.json("config")["credentials"])
         bob_creds.write_text(creds.read_text())
         bob.new("objective", "Pushed with the wrong login", "--cycle", "2026-Q1")
         line = bob.fails("sync")

@@ -359,3 +359,35 @@ def test_only_the_owner_changes_a_milestone_or_its_tasks(arrives: str) -> None:
     (milestone_view_,) = next(k for k in view.key_results if k.id == kr).milestones
     assert milestone_view_.state == "dropped"
     assert [(t.title, t.done) for t in milestone_view_.tasks] == [("Mine", True)]
+
+
+def test_retracted_completion_falls_back_to_the_earlier_one_whatever_the_arrival_order() -> None:
+    h = History()
+    milestone = h.milestone()
+    first = h.make(b.MilestoneCompleted(milestone=milestone, did="shipped"), when="2026-01-06").id
+    second = h.make(b.MilestoneCompleted(milestone=milestone), when="2026-03-01").id
+    retraction = h.make(b.Retracted(target=second, reason="logged twice"))
+    planned, *rest = h.events
+    for _ in range(12):
+        order = rest[:]
+        random.shuffle(order)
+        state = rebuild([planned, *order])
+        view = milestone_view(state, milestone, at("2026-03-02"))
+        assert view.state == "completed"
+        assert view.answers is not None and view.answers.did == "shipped"
+        assert view.completed_at == at("2026-01-06")
+        assert state.milestones[milestone].completed.value == first
+    # Retracting the earlier one too leaves the milestone open.
+    h.make(b.Retracted(target=first))
+    assert milestone_view(fold(h), milestone, at("2026-03-02")).state == "open"
+    assert retraction.id in fold(h).retracted[second]
+
+
+def test_retracted_reopen_restores_the_completion() -> None:
+    h = History()
+    milestone = h.milestone()
+    h.make(b.MilestoneCompleted(milestone=milestone))
+    reopen = h.make(b.MilestoneReopened(milestone=milestone))
+    assert milestone_view(fold(h), milestone, at("2026-01-06")).state == "open"
+    h.make(b.Retracted(target=reopen.id))
+    assert milestone_view(fold(h), milestone, at("2026-01-06")).state == "completed"
