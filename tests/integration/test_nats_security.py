@@ -244,9 +244,10 @@ async def test_one_persons_flood_of_pulls_does_not_hold_up_anothers(
 
         await asyncio.wait_for(all_answered(), 60)
         # The server's order (two clients' arrival order is not comparable: they read on
-        # two connections). Alice's request is started as soon as it arrives: bob has his
-        # two at a time, and the other slots are free.
-        assert responder.started_for.index("alice") == 2
+        # two connections, through two accounts' imports, so hers may even come first).
+        # Alice's request is started as soon as it arrives: bob has his two at a time,
+        # and the other slots are free.
+        assert responder.started_for.index("alice") <= 2
         # Finished: not behind his whole flood (about 190 before). How many of his cheap
         # pages finish while hers runs depends on the machine's load (the store and the
         # connection are shared): under two CPU hogs, up to 36 were seen.
