@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         figure("threaded_append_ratio", median(threaded.ratios), "ratio")
         figure("client_append_pipelined_rate", median(piped.client), "events/s")
         figure("append_pipelined_ratio", median(piped.ratios), "ratio")
-        figure("aiosqlite_round_trip_rate", hops, "calls/s")
+        figure("store_round_trip_rate", hops, "calls/s")
 
         home = tmp_path / "home"
         started = time.perf_counter()
