@@ -8,8 +8,15 @@
   time-dependent fields — nothing is replayed.
 
 A retraction of a check-in (which can uncover an older one) and any import
-rebuild the views from the log. ``rebuild_views`` recomputes everything;
-``check_views`` compares the stored views with a recomputation.
+rebuild the views from the log.
+
+The maintenance is synchronous, over ``Tx`` (a few statements on a ``sqlite3``
+connection inside an open transaction): ``record_views`` (one new event),
+``roots_touched`` and ``refold`` (used per batch by the sync engine's apply
+transaction), ``rebuild_all`` (everything) and ``view_problems`` (compare the stored
+views with a recomputation). The one-shot commands reach them through the awaitable
+wrappers at the end (``on_append``, ``rebuild_views``, ``check_views``, ...), which run
+them in the ``Store``'s thread with ``Store.run``.
 """
 
 from __future__ import annotations
