@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import re
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
@@ -220,6 +221,51 @@ class SqliteTx:
         return self.fetchall("SELECT seq, id FROM events WHERE seq > ? ORDER BY seq", (before,))
 
 
+class _Worker:
+    """One thread that runs the functions it is given, one at a time, in order (the store's
+    connection is used there only). Leaner than an executor: a function and its asyncio
+    future go through one queue, and the result comes back with one
+    ``call_soon_threadsafe``."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.Future[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._serve, name="milepost-store", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while (item := self._queue.get()) is not None:
+            fn, future = item
+            loop = future.get_loop()
+            try:
+                result = fn()
+            except BaseException as exc:
+                loop.call_soon_threadsafe(_fail, future, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, future, result)
+
+    async def call(self, fn: Callable[[], _T]) -> _T:
+        """``fn()`` in the thread, after everything given before it."""
+        future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+        self._queue.put((fn, future))
+        return await future
+
+    def stop(self) -> None:
+        """End the thread once what it was given is done."""
+        self._queue.put(None)
+
+
+def _settle(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.cancelled():
+        future.set_result(result)
+
+
+def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.cancelled():
+        future.set_exception(exc)
+
+
 _SET_META = (
     "INSERT INTO meta (key, value) VALUES (?, ?)"
     " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
@@ -246,7 +292,7 @@ class Store:
         path: Path,
         *,
         direct: bool = False,
-        worker: ThreadPoolExecutor | None = None,
+        worker: _Worker | None = None,
     ) -> None:
         self.db = db
         self.path = path
@@ -264,7 +310,7 @@ class Store:
             raise StoreCorrupt(f"database {path} is missing; run `milepost init` again")
         if create and not path.exists() and not os.access(path.parent, os.W_OK):
             raise StoreWriteFailed(f"cannot create {path}: the folder is missing or read-only")
-        worker = None if direct else ThreadPoolExecutor(1, thread_name_prefix="milepost-store")
+        worker = None if direct else _Worker()
 
         def connect() -> sqlite3.Connection:
             return sqlite3.connect(
@@ -272,13 +318,10 @@ class Store:
             )
 
         try:
-            if worker is None:
-                db = connect()
-            else:
-                db = await asyncio.get_running_loop().run_in_executor(worker, connect)
+            db = connect() if worker is None else await worker.call(connect)
         except sqlite3.Error as exc:
             if worker is not None:
-                worker.shutdown(wait=False)
+                worker.stop()
             raise translate(exc, path) from None
         store = cls(db, path, direct=direct, worker=worker)
         try:
@@ -295,9 +338,9 @@ class Store:
             self.db.close()
             return
         try:
-            await asyncio.get_running_loop().run_in_executor(worker, self.db.close)
+            await worker.call(self.db.close)
         finally:
-            worker.shutdown(wait=False)
+            worker.stop()
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -312,7 +355,7 @@ class Store:
         try:
             if self._worker is None:
                 return fn()
-            return await asyncio.get_running_loop().run_in_executor(self._worker, fn)
+            return await self._worker.call(fn)
         except sqlite3.Error as exc:
             raise translate(exc, self.path) from None
 
