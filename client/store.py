@@ -237,13 +237,12 @@ class _Worker:
     def _serve(self) -> None:
         while (item := self._queue.get()) is not None:
             fn, future = item
-            loop = future.get_loop()
             try:
-                result = fn()
+                outcome: tuple[Callable[..., None], Any] = (_settle, fn())
             except BaseException as exc:
-                loop.call_soon_threadsafe(_fail, future, exc)
-            else:
-                loop.call_soon_threadsafe(_settle, future, result)
+                outcome = (_fail, exc)
+            with suppress(RuntimeError):  # the loop closed meanwhile: nobody waits for it
+                future.get_loop().call_soon_threadsafe(*outcome, future)
 
     async def call(self, fn: Callable[[], _T]) -> _T:
         """``fn()`` in the thread, after everything given before it."""
@@ -256,12 +255,12 @@ class _Worker:
         self._queue.put(None)
 
 
-def _settle(future: asyncio.Future[Any], result: Any) -> None:
+def _settle(result: Any, future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.set_result(result)
 
 
-def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
+def _fail(exc: BaseException, future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.set_exception(exc)
 
