@@ -237,12 +237,14 @@ class _Worker:
     def _serve(self) -> None:
         while (item := self._queue.get()) is not None:
             fn, future = item
-            try:
-                outcome: tuple[Callable[..., None], Any] = (_settle, fn())
-            except BaseException as exc:
-                outcome = (_fail, exc)
+            loop = future.get_loop()
             with suppress(RuntimeError):  # the loop closed meanwhile: nobody waits for it
-                future.get_loop().call_soon_threadsafe(*outcome, future)
+                try:
+                    result = fn()
+                except BaseException as exc:
+                    loop.call_soon_threadsafe(_fail, exc, future)
+                else:
+                    loop.call_soon_threadsafe(_settle, result, future)
 
     async def call(self, fn: Callable[[], _T]) -> _T:
         """``fn()`` in the thread, after everything given before it."""
