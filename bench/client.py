@@ -6,7 +6,7 @@ Prints ``figure: NAME = VALUE UNIT`` lines:
   transaction per event, WAL, ``synchronous=NORMAL`` on both sides; the client
   side is ``Store.append`` as the CLI opens it (statements in its own thread,
   ``direct``; Must reach: ratio ≥ 0.40), and ``threaded_append_ratio`` the same through
-  aiosqlite's worker thread as ``milepost sync`` runs it. The two
+  the store's worker thread as ``milepost sync`` runs it. The two
   sides alternate in short rounds and the ratio is the median of the rounds' ratios
   (``append_ratio_worst_round`` shows the spread);
 * ``cli_checkin_ms`` / ``cli_status_ms`` — median whole-process time of
@@ -151,12 +151,12 @@ async def append_rounds(
 
 
 async def hop_rate(path: Path, count: int) -> float:
-    """Round trips per second to aiosqlite's worker thread doing nothing (the floor)."""
+    """Round trips per second to the store's worker thread doing nothing (the floor)."""
     store = await Store.open(path, create=True)
     try:
         started = time.perf_counter()
         for _ in range(count):
-            await store.conn.execute("SELECT 1")
+            await store.scalar("SELECT 1")
         elapsed = time.perf_counter() - started
     finally:
         await store.close()
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp_path = Path(tmp)
         events = _checkins(appends)
         # The CLI's store runs statements in its own thread (``direct``); ``sync`` keeps
-        # aiosqlite's worker thread, whose round trip is measured apart.
+        # the store's worker thread, whose round trip is measured apart.
         serial = asyncio.run(append_rounds(tmp_path, events, rounds, pipelined=False))
         threaded = asyncio.run(
             append_rounds(tmp_path, events, rounds, pipelined=False, direct=False)
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         figure("threaded_append_ratio", median(threaded.ratios), "ratio")
         figure("client_append_pipelined_rate", median(piped.client), "events/s")
         figure("append_pipelined_ratio", median(piped.ratios), "ratio")
-        figure("aiosqlite_round_trip_rate", hops, "calls/s")
+        figure("store_round_trip_rate", hops, "calls/s")
 
         home = tmp_path / "home"
         started = time.perf_counter()

@@ -1,5 +1,5 @@
 """The offline client: a local SQLite event log and the ``milepost`` command over it.
 
-Never imports the server or Litestar; rich and aiosqlite are imported only
+Never imports the server or Litestar; rich is imported only
 when a command needs them, so the command starts fast.
 """

@@ -1,4 +1,4 @@
-"""The local event log: one SQLite file per person and device, used through aiosqlite.
+"""The local event log: one SQLite file per person and device, each used by one thread.
 
 Rules the database itself enforces (so they hold whatever code runs):
 
@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
+import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any
-
-import aiosqlite
+from typing import Any, TypeVar
 
 from client.errors import StoreCorrupt, StoreError, StoreLocked, StoreWriteFailed
 from client.home import restrict_database
@@ -194,24 +195,157 @@ def translate(exc: sqlite3.Error, path: Path) -> StoreError:
     return StoreError(f"database error in {path.name}: {text}")
 
 
+_MULTI_ROW = re.compile(r"^(INSERT\b.*?\bVALUES\s*)(\([^()]*\))(.*)$", re.DOTALL | re.IGNORECASE)
+"""An ``INSERT ... VALUES (one row)`` statement: its head, its row and what follows."""
+
+_ROWS_PER_INSERT = 500
+
+_T = TypeVar("_T")
+
+
+class SqliteTx:
+    """Synchronous statements on a ``sqlite3`` connection (``client.views.Tx``), every
+    ``sqlite3`` error turned into one ``StoreError``. Used in the store's own thread, by the
+    functions ``Store.run`` and ``Store.transaction`` are given."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self.db = db
+        self.path = path
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Every row of a query."""
+        try:
+            return self.db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The first column of the first row (None when there is no row)."""
+        try:
+            row = self.db.execute(sql, params).fetchone()
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
+        return None if row is None else row[0]
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; the number of rows changed."""
+        try:
+            return self.db.execute(sql, params).rowcount
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run one statement for many parameter rows. An ``INSERT ... VALUES (...)`` runs
+        as multi-row ``VALUES (...), (...)`` statements of up to ``_ROWS_PER_INSERT`` rows
+        (applied in order, as by ``executemany``): one ``sqlite3_step`` per chunk, not per
+        row, and each step lets the event loop's thread take the GIL back."""
+        try:
+            many = _MULTI_ROW.match(sql)
+            if many is None:
+                self.db.executemany(sql, rows)
+                return
+            head, one, tail = many.groups()
+            width = one.count("?")
+            todo = rows if isinstance(rows, list) else list(rows)
+            per = max(1, min(_ROWS_PER_INSERT, 32_000 // max(1, width)))
+            for start in range(0, len(todo), per):
+                chunk = todo[start : start + per]
+                self.db.execute(
+                    f"{head}{', '.join([one] * len(chunk))}{tail}",
+                    [value for row in chunk for value in row],
+                )
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set one setting."""
+        self.execute(_SET_META, (key, value))
+
+    def append_ids(self, events: Iterable[AnyEvent]) -> list[tuple[int, str]]:
+        """Store events (those already held are skipped); the new ones as (seq, id)."""
+        before = self.scalar("SELECT coalesce(max(seq), 0) FROM events")
+        self.executemany(_INSERT, (event_row(e) for e in events))
+        return self.fetchall("SELECT seq, id FROM events WHERE seq > ? ORDER BY seq", (before,))
+
+
+class _Worker:
+    """One thread that runs the functions it is given, one at a time, in order (the store's
+    connection is used there only). Leaner than an executor: a function and its asyncio
+    future go through one queue, and the result comes back with one
+    ``call_soon_threadsafe``."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.Future[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._serve, name="milepost-store", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while (item := self._queue.get()) is not None:
+            fn, future = item
+            loop = future.get_loop()
+            with suppress(RuntimeError):  # the loop closed meanwhile: nobody waits for it
+                try:
+                    result = fn()
+                except BaseException as exc:
+                    loop.call_soon_threadsafe(_fail, exc, future)
+                else:
+                    loop.call_soon_threadsafe(_settle, result, future)
+
+    async def call(self, fn: Callable[[], _T]) -> _T:
+        """``fn()`` in the thread, after everything given before it."""
+        future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+        self._queue.put((fn, future))
+        return await future
+
+    def stop(self) -> None:
+        """End the thread once what it was given is done."""
+        self._queue.put(None)
+
+
+def _settle(result: Any, future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.set_result(result)
+
+
+def _fail(exc: BaseException, future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.set_exception(exc)
+
+
+_SET_META = (
+    "INSERT INTO meta (key, value) VALUES (?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+
+
 class Store:
     """An open client database. Use ``await Store.open(...)`` and ``await store.close()``.
 
-    Two ways to run statements on the one connection (aiosqlite's, opened with
-    ``check_same_thread=False``):
-
-    * threaded (the default): each statement hops to aiosqlite's worker thread, so
-      a long-running process (``milepost sync --watch``) keeps its event loop free;
-    * ``direct``: statements run at once in the calling thread. A one-shot command
-      has nothing to overlap, and a round trip to another thread costs more than
-      the insert it carries (on a VM whose other core is idle, about 100 µs against
-      20 µs). Only for a process with one task using the store at a time.
+    The store owns one ``sqlite3`` connection and, threaded (the default), ONE worker
+    thread that runs every statement on it: a long-running process (``milepost sync
+    --watch``) keeps its event loop free, and statements from concurrent tasks queue in
+    that thread. ``run`` and ``transaction`` hand the thread a plain function of a
+    ``SqliteTx`` (many statements, one hop). ``direct``: everything runs at once in the
+    calling thread. A one-shot command has nothing to overlap, and a round trip to
+    another thread costs more than the insert it carries (on a VM whose other core is
+    idle, about 100 µs against 20 µs). Only for a process with one task using the store
+    at a time.
     """
 
-    def __init__(self, conn: aiosqlite.Connection, path: Path, *, direct: bool = False) -> None:
-        self.conn = conn
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        path: Path,
+        *,
+        direct: bool = False,
+        worker: _Worker | None = None,
+    ) -> None:
+        self.db = db
         self.path = path
         self.direct = direct
+        self._worker = worker
         self._in_transaction = False
 
     # --- opening ----------------------------------------------------------------------
@@ -224,118 +358,111 @@ class Store:
             raise StoreCorrupt(f"database {path} is missing; run `milepost init` again")
         if create and not path.exists() and not os.access(path.parent, os.W_OK):
             raise StoreWriteFailed(f"cannot create {path}: the folder is missing or read-only")
-        try:
-            if create and not path.exists():
+        if create and not path.exists():
+            try:
                 # Created readable by its owner only; SQLite gives -wal and -shm the same mode.
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-            conn = await aiosqlite.connect(
-                str(path), timeout=lock_timeout(), isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            await asyncio.sleep(0.05)  # let aiosqlite's worker finish before the loop ends
-            raise translate(exc, path) from None
-        except OSError as exc:
-            raise StoreWriteFailed(f"cannot create {path}: {exc.strerror}") from None
+            except OSError as exc:
+                raise StoreWriteFailed(f"cannot create {path}: {exc.strerror}") from None
         with suppress(OSError):  # a database made by an older version was 0644
             restrict_database(path)
-        store = cls(conn, path, direct=direct)
+        worker = None if direct else _Worker()
+
+        def connect() -> sqlite3.Connection:
+            return sqlite3.connect(
+                str(path), timeout=lock_timeout(), isolation_level=None, check_same_thread=False
+            )
+
         try:
-            await store._prepare(create)
+            db = connect() if worker is None else await worker.call(connect)
+        except sqlite3.Error as exc:
+            if worker is not None:
+                worker.stop()
+            raise translate(exc, path) from None
+        store = cls(db, path, direct=direct, worker=worker)
+        try:
+            await store.run(lambda tx: _prepare(tx, create))
         except BaseException:
-            await conn.close()
+            await store.close()
             raise
         return store
 
-    async def _prepare(self, create: bool) -> None:
+    async def close(self) -> None:
+        """Close the connection (rolls back anything uncommitted) and end the thread."""
+        worker, self._worker = self._worker, None
+        if worker is None:
+            self.db.close()
+            return
         try:
-            app_id = await self._scalar("PRAGMA application_id")
-            if app_id != APPLICATION_ID:
-                tables = await self._scalar("SELECT count(*) FROM sqlite_master")
-                if not (create and app_id == 0 and tables == 0):
-                    raise StoreCorrupt(f"{self.path} is not a milepost database")
-                await self._scalar("PRAGMA journal_mode = WAL")
-                await self.conn.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")
-            else:
-                version = await self._scalar("PRAGMA user_version")
-                if version == 1:
-                    await self._migrate_v2()
-                    version = SCHEMA_VERSION
-                if version != SCHEMA_VERSION:
-                    raise StoreCorrupt(
-                        f"{self.path} has schema {version}; this milepost reads {SCHEMA_VERSION}"
-                    )
-                await self._scalar("PRAGMA journal_mode = WAL")
-                if not await self._scalar(
-                    "SELECT 1 FROM sqlite_master WHERE name = 'sync_refusals'"
-                ):
-                    await self.conn.execute(REFUSALS_TABLE)
-            await self._scalar("PRAGMA synchronous = NORMAL")
+            await worker.call(self.db.close)
+        finally:
+            worker.stop()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The ``sqlite3`` connection (use it only through ``run`` or ``transaction``)."""
+        return self.db
+
+    # --- running functions in the store's thread ----------------------------------------
+
+    async def _call(self, fn: Callable[[], _T]) -> _T:
+        """``fn()`` in the store's thread (at once when ``direct``); sqlite3 errors become
+        one ``StoreError``."""
+        try:
+            if self._worker is None:
+                return fn()
+            return await self._worker.call(fn)
         except sqlite3.Error as exc:
             raise translate(exc, self.path) from None
 
-    async def _migrate_v2(self) -> None:
-        """Schema 1 → 2: short references (numbered in the log's order) and ref indexes."""
-        await self.conn.executescript(
-            f"BEGIN IMMEDIATE;{SCHEMA_V2}{_BACKFILL_V2}PRAGMA user_version = 2;COMMIT;"
-        )
+    async def run(self, body: Callable[[SqliteTx], _T]) -> _T:
+        """``body`` in the store's thread, inside whatever transaction is open (a read
+        outside ``write``, or steps of the caller's ``write``)."""
+        tx = SqliteTx(self.db, self.path)
+        return await self._call(lambda: body(tx))
 
-    async def close(self) -> None:
-        """Close the connection (rolls back anything uncommitted)."""
-        await self.conn.close()
+    async def transaction(self, body: Callable[[SqliteTx], _T]) -> _T:
+        """``body`` as ONE write transaction (BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any
+        error) entirely in the store's thread: one hop, however many statements."""
+        if self._in_transaction:
+            raise StoreError("nested write transaction")
+        tx = SqliteTx(self.db, self.path)
+        db = self.db
+
+        def whole() -> _T:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = body(tx)
+                db.execute("COMMIT")
+            except BaseException:
+                with suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise
+            return result
+
+        self._in_transaction = True
+        try:
+            return await self._call(whole)
+        finally:
+            self._in_transaction = False
 
     # --- plain access -----------------------------------------------------------------
 
-    @property
-    def _db(self) -> sqlite3.Connection:
-        """The sqlite3 connection itself, for ``direct`` statements."""
-        db: sqlite3.Connection = self.conn._conn  # aiosqlite has no public name for it
-        return db
-
-    async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        if self.direct:
-            row = self._db.execute(sql, params).fetchone()
-            return None if row is None else row[0]
-        async with self.conn.execute(sql, params) as cursor:
-            row = await cursor.fetchone()
-        return None if row is None else row[0]
-
     async def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """The first column of the first row (None when there is no row)."""
-        try:
-            return await self._scalar(sql, params)
-        except sqlite3.Error as exc:
-            raise translate(exc, self.path) from None
+        return await self.run(lambda tx: tx.scalar(sql, params))
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Every row of a query."""
-        try:
-            if self.direct:
-                return self._db.execute(sql, params).fetchall()
-            return list(await self.conn.execute_fetchall(sql, params))
-        except sqlite3.Error as exc:
-            raise translate(exc, self.path) from None
+        return await self.run(lambda tx: tx.fetchall(sql, params))
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; returns the number of rows changed."""
-        try:
-            if self.direct:
-                return self._db.execute(sql, params).rowcount
-            cursor = await self.conn.execute(sql, params)
-            count = cursor.rowcount
-            await cursor.close()
-            return count
-        except sqlite3.Error as exc:
-            raise translate(exc, self.path) from None
+        return await self.run(lambda tx: tx.execute(sql, params))
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """Run one statement for many parameter rows."""
-        try:
-            if self.direct:
-                self._db.executemany(sql, rows)
-            else:
-                await self.conn.executemany(sql, rows)
-        except sqlite3.Error as exc:
-            raise translate(exc, self.path) from None
+        await self.run(lambda tx: tx.executemany(sql, rows))
 
     # --- transactions -----------------------------------------------------------------
 
@@ -344,46 +471,35 @@ class Store:
         """One write transaction (BEGIN IMMEDIATE): all of it commits, or none of it."""
         if self._in_transaction:
             raise StoreError("nested write transaction")
-        try:
-            await self._control("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise translate(exc, self.path) from None
+        await self._call(lambda: self.db.execute("BEGIN IMMEDIATE"))
         self._in_transaction = True
         try:
             yield self
         except BaseException:
             self._in_transaction = False
-            with suppress(sqlite3.Error):
-                await self._control("ROLLBACK")
+            with suppress(StoreError):
+                await self._call(lambda: self.db.execute("ROLLBACK"))
             raise
         self._in_transaction = False
         try:
-            await self._control("COMMIT")
-        except sqlite3.Error as exc:
-            with suppress(sqlite3.Error):
-                await self._control("ROLLBACK")
-            raise translate(exc, self.path) from None
-
-    async def _control(self, sql: str) -> None:
-        """BEGIN, COMMIT or ROLLBACK (sqlite3 errors pass through)."""
-        if self.direct:
-            self._db.execute(sql)
-        else:
-            await self.conn.execute(sql)
+            await self._call(lambda: self.db.execute("COMMIT"))
+        except StoreError:
+            with suppress(StoreError):
+                await self._call(lambda: self.db.execute("ROLLBACK"))
+            raise
 
     # --- the log ----------------------------------------------------------------------
 
     async def append(self, event: AnyEvent) -> int | None:
         """Store one event (its own transaction unless inside ``write``); its seq, or None
         when an event with that id is already stored (appending is idempotent)."""
-        try:
-            if self.direct:
-                inserted = self._db.execute(_INSERT, event_row(event))
-                return inserted.lastrowid if inserted.rowcount == 1 else None
-            cursor = await self.conn.execute(_INSERT, event_row(event))
-        except sqlite3.Error as exc:
-            raise translate(exc, self.path) from None
-        return cursor.lastrowid if cursor.rowcount == 1 else None
+        row = event_row(event)
+
+        def insert() -> int | None:
+            inserted = self.db.execute(_INSERT, row)
+            return inserted.lastrowid if inserted.rowcount == 1 else None
+
+        return await self._call(insert)
 
     async def append_many(self, events: Iterable[AnyEvent]) -> list[tuple[int, bytes]]:
         """Store events inside the current ``write``; returns the new ones as (seq, data)."""
@@ -421,11 +537,38 @@ class Store:
 
     async def set_meta(self, key: str, value: str) -> None:
         """Set one setting (inside or outside a write transaction)."""
-        await self.execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?)"
-            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
+        await self.execute(_SET_META, (key, value))
+
+
+def _prepare(tx: SqliteTx, create: bool) -> None:
+    """Check (or with ``create``, make) the schema; WAL, ``synchronous=NORMAL``."""
+    app_id = tx.scalar("PRAGMA application_id")
+    if app_id != APPLICATION_ID:
+        tables = tx.scalar("SELECT count(*) FROM sqlite_master")
+        if not (create and app_id == 0 and tables == 0):
+            raise StoreCorrupt(f"{tx.path} is not a milepost database")
+        tx.scalar("PRAGMA journal_mode = WAL")
+        try:
+            tx.db.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")
+        except sqlite3.Error as exc:
+            with suppress(sqlite3.Error):
+                tx.db.execute("ROLLBACK")
+            raise translate(exc, tx.path) from None
+    else:
+        version = tx.scalar("PRAGMA user_version")
+        if version == 1:  # schema 1 -> 2: short references (numbered in the log's order)
+            tx.db.executescript(
+                f"BEGIN IMMEDIATE;{SCHEMA_V2}{_BACKFILL_V2}PRAGMA user_version = 2;COMMIT;"
+            )
+            version = SCHEMA_VERSION
+        if version != SCHEMA_VERSION:
+            raise StoreCorrupt(
+                f"{tx.path} has schema {version}; this milepost reads {SCHEMA_VERSION}"
+            )
+        tx.scalar("PRAGMA journal_mode = WAL")
+        if not tx.scalar("SELECT 1 FROM sqlite_master WHERE name = 'sync_refusals'"):
+            tx.execute(REFUSALS_TABLE)
+    tx.scalar("PRAGMA synchronous = NORMAL")
 
 
 def decode_rows(rows: Iterable[tuple[int, bytes]]) -> list[AnyEvent]:
@@ -435,4 +578,4 @@ def decode_rows(rows: Iterable[tuple[int, bytes]]) -> list[AnyEvent]:
     return list(decode_many(data for _, data in rows))
 
 
-__all__ = ["Event", "Store", "decode_rows", "event_row", "lock_timeout", "translate"]
+__all__ = ["Event", "SqliteTx", "Store", "decode_rows", "event_row", "lock_timeout", "translate"]

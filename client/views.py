@@ -8,15 +8,22 @@
   time-dependent fields — nothing is replayed.
 
 A retraction of a check-in (which can uncover an older one) and any import
-rebuild the views from the log. ``rebuild_views`` recomputes everything;
-``check_views`` compares the stored views with a recomputation.
+rebuild the views from the log.
+
+The maintenance is synchronous, over ``Tx`` (a few statements on a ``sqlite3``
+connection inside an open transaction): ``record_views`` (one new event),
+``roots_touched`` and ``refold`` (used per batch by the sync engine's apply
+transaction), ``rebuild_all`` (everything) and ``view_problems`` (compare the stored
+views with a recomputation). The one-shot commands reach them through the awaitable
+wrappers at the end (``on_append``, ``rebuild_views``, ``check_views``, ...), which run
+them in the ``Store``'s thread with ``Store.run``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -109,9 +116,33 @@ def ref_row(event: AnyEvent) -> tuple[str, str, str, str, str | None, str]:
     return (event.id, hexid[::-1], event.type, event.actor, parent_of(event), title_of(event))
 
 
-_INSERT_REF = (
+INSERT_REF = (
     "INSERT OR IGNORE INTO refs (id, rhex, type, actor, parent, title) VALUES (?, ?, ?, ?, ?, ?)"
 )
+"""Insert one ``refs`` row (``ref_row``); a ref already there is kept."""
+
+
+class Tx(Protocol):
+    """Synchronous statements inside one open transaction (``client.store.SqliteTx`` over a
+    ``sqlite3`` connection, in the store's thread). The views are maintained through it by
+    the one-shot commands (``on_append``, ``rebuild_views``) and by the sync engine's apply
+    transaction (``client.sync.log``) alike."""
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Every row of a query."""
+        ...
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The first column of the first row (None when there is no row)."""
+        ...
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; the number of rows changed."""
+        ...
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run one statement for many parameter rows, in order."""
+        ...
 
 
 class ViewsNeedRebuild(Exception):
@@ -121,95 +152,95 @@ class ViewsNeedRebuild(Exception):
 # --- incremental maintenance ---------------------------------------------------------------
 
 
-async def _node_roots(store: Store, node: str) -> set[str]:
-    rows = await store.fetchall("SELECT root FROM goal_roots WHERE node = ?", (node,))
+def _node_roots(tx: Tx, node: str) -> set[str]:
+    rows = tx.fetchall("SELECT root FROM goal_roots WHERE node = ?", (node,))
     return {str(r[0]) for r in rows}
 
 
-async def _chain_roots(store: Store, item: str | None, depth: int = 0) -> set[str]:
+def _chain_roots(tx: Tx, item: str | None, depth: int = 0) -> set[str]:
     """Roots of whatever an event points at, following task → milestone, check-in → subject."""
     if item is None or depth > 4:
         return set()
-    roots = await _node_roots(store, item)
+    roots = _node_roots(tx, item)
     if roots:
         return roots
-    rows = await store.fetchall("SELECT type, actor, parent FROM refs WHERE id = ?", (item,))
+    rows = tx.fetchall("SELECT type, actor, parent FROM refs WHERE id = ?", (item,))
     if not rows:
         return set()
     kind, actor, parent = rows[0]
     if kind == "pause.declared":
         return {pauses_root(actor)}
     if kind in _CHAINED:
-        return await _chain_roots(store, parent, depth + 1)
+        return _chain_roots(tx, parent, depth + 1)
     return set()
 
 
-async def _link_roots(
-    store: Store, milestone: str, key_result: str | None, objective: str | None
-) -> set[str]:
+def _link_roots(tx: Tx, milestone: str, key_result: str | None, objective: str | None) -> set[str]:
     if key_result is None and objective is None:
         return {milestone}  # standalone: its own root
-    roots = await _node_roots(store, key_result) if key_result is not None else set()
+    roots = _node_roots(tx, key_result) if key_result is not None else set()
     if objective is not None:
         roots.add(objective)
     return roots
 
 
-async def _set_node(store: Store, node: str, roots: set[str]) -> None:
-    await store.execute("DELETE FROM goal_roots WHERE node = ?", (node,))
-    await store.executemany(
+def _set_node(tx: Tx, node: str, roots: set[str]) -> None:
+    tx.execute("DELETE FROM goal_roots WHERE node = ?", (node,))
+    tx.executemany(
         "INSERT INTO goal_roots (node, root) VALUES (?, ?)", [(node, r) for r in sorted(roots)]
     )
 
 
-async def _roots_touched(store: Store, event: Event) -> set[str]:
-    """Roots whose views the event may change (recording node roots as it goes)."""
+def roots_touched(tx: Tx, event: Event) -> set[str]:
+    """Roots whose views ``event`` may change, recording the roots of the nodes it creates
+    or relinks (``goal_roots``) as it goes; its ``refs`` row must be written already.
+    Raises ``ViewsNeedRebuild`` when only a rebuild can place it (a retracted check-in)."""
     body = event.body
     match body:
         case b.ObjectiveCreated():
-            await _set_node(store, event.id, {event.id})
+            _set_node(tx, event.id, {event.id})
             return {event.id}
         case b.KeyResultAdded():
-            await _set_node(store, event.id, {body.objective})
+            _set_node(tx, event.id, {body.objective})
             return {body.objective}
         case b.MilestonePlanned():
-            roots = await _link_roots(store, event.id, body.key_result, body.objective)
-            await _set_node(store, event.id, roots)
+            roots = _link_roots(tx, event.id, body.key_result, body.objective)
+            _set_node(tx, event.id, roots)
             return roots
         case b.MilestoneRelinked():
-            old = await _node_roots(store, body.milestone)
-            new = await _link_roots(store, body.milestone, body.key_result, body.objective)
-            await _set_node(store, body.milestone, new)
+            old = _node_roots(tx, body.milestone)
+            new = _link_roots(tx, body.milestone, body.key_result, body.objective)
+            _set_node(tx, body.milestone, new)
             return old | new
         case b.PauseDeclared():
             return {pauses_root(event.actor)}
         case b.Retracted():
-            rows = await store.fetchall("SELECT type, actor FROM refs WHERE id = ?", (body.target,))
+            rows = tx.fetchall("SELECT type, actor FROM refs WHERE id = ?", (body.target,))
             if rows and rows[0][1] == event.actor:
-                await store.execute("UPDATE refs SET retracted = 1 WHERE id = ?", (body.target,))
+                tx.execute("UPDATE refs SET retracted = 1 WHERE id = ?", (body.target,))
                 if rows[0][0] == "checkin.recorded":
                     raise ViewsNeedRebuild
-            return await _chain_roots(store, body.target)
+            return _chain_roots(tx, body.target)
         case _:
             parent = parent_of(event)
             if event.type in _CHAINED and parent is not None:
-                return await _chain_roots(store, parent)
+                return _chain_roots(tx, parent)
             return set()
 
 
-async def on_append(store: Store, seq: int, event: AnyEvent, now: datetime) -> None:
+def record_views(tx: Tx, seq: int, event: AnyEvent, now: datetime) -> None:
     """Bring the views up to date with one newly stored event (inside its transaction)."""
-    await store.execute(_INSERT_REF, ref_row(event))
+    tx.execute(INSERT_REF, ref_row(event))
     if isinstance(event, OpaqueEvent):
         return
     try:
-        roots = await _roots_touched(store, event)
+        roots = roots_touched(tx, event)
     except ViewsNeedRebuild:
-        await rebuild_views(store, now)
+        rebuild_all(tx, now)
         return
     if not roots:
         return
-    await _refold(store, sorted(roots), [(seq, event)], now)
+    refold(tx, sorted(roots), [(seq, event)], now)
 
 
 def _slice_events(blob: bytes) -> list[tuple[int, Event]]:
@@ -227,11 +258,11 @@ def _slice_events(blob: bytes) -> list[tuple[int, Event]]:
         return kept
 
 
-async def _refold(
-    store: Store, roots: list[str], extra: list[tuple[int, Event]], now: datetime
-) -> None:
+def refold(tx: Tx, roots: list[str], extra: list[tuple[int, Event]], now: datetime) -> None:
+    """Refold the stored slices of ``roots`` with the new events ``extra`` (seq, event) and
+    store the resulting parts (a root left with nothing to show is removed)."""
     marks = ",".join("?" * len(roots))
-    rows = await store.fetchall(f"SELECT slice FROM goal_parts WHERE root IN ({marks})", roots)
+    rows = tx.fetchall(f"SELECT slice FROM goal_parts WHERE root IN ({marks})", roots)
     by_id: dict[str, tuple[int, Event]] = {}
     for (blob,) in rows:
         for seq, event in _slice_events(blob):
@@ -241,15 +272,15 @@ async def _refold(
     ordered = sorted(by_id.values(), key=lambda item: item[0])
     seqs = {event.id: seq for seq, event in ordered}
     state = rebuild(event for _, event in ordered)
-    await _store_parts(store, state, roots, seqs, now)
+    _store_parts(tx, state, roots, seqs, now)
 
 
 def _empty(part: RootPart) -> bool:
     return part.objective is None and part.milestone is None and not part.pauses
 
 
-async def _store_parts(
-    store: Store, state: ProjectionState, roots: Iterable[str], seqs: dict[str, int], now: datetime
+def _store_parts(
+    tx: Tx, state: ProjectionState, roots: Iterable[str], seqs: dict[str, int], now: datetime
 ) -> int:
     rows = []
     gone = []
@@ -261,8 +292,8 @@ async def _store_parts(
         ids = slice_ids(state, root)
         kept = sorted(((seqs[i], state.events[i]) for i in ids), key=lambda item: item[0])
         rows.append((root, part.owner, _slice_encoder.encode(kept), _part_encoder.encode(part)))
-    await store.executemany("DELETE FROM goal_parts WHERE root = ?", gone)
-    await store.executemany(
+    tx.executemany("DELETE FROM goal_parts WHERE root = ?", gone)
+    tx.executemany(
         "INSERT INTO goal_parts (root, owner, slice, part) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (root) DO UPDATE SET owner = excluded.owner,"
         " slice = excluded.slice, part = excluded.part",
@@ -282,9 +313,15 @@ class Loaded(msgspec.Struct):
     events: list[AnyEvent]
 
 
-async def load_all(store: Store, *, recorded_until_ms: int | None = None) -> Loaded:
+def load_log(tx: Tx, *, recorded_until_ms: int | None = None) -> Loaded:
     """Decode and fold the whole log (or what was recorded by a moment): the slow path."""
-    rows = await store.read_events(recorded_until_ms=recorded_until_ms)
+    if recorded_until_ms is None:
+        rows = tx.fetchall("SELECT seq, data FROM events ORDER BY seq")
+    else:
+        rows = tx.fetchall(
+            "SELECT seq, data FROM events WHERE recorded_ms <= ? ORDER BY seq",
+            (recorded_until_ms,),
+        )
     decoded: list[AnyEvent] = []
     seqs: dict[str, int] = {}
     for seq, data in rows:
@@ -311,56 +348,49 @@ def _retracted_ids(state: ProjectionState) -> set[str]:
     return {target for target in state.retracted if state.is_retracted(target)}
 
 
-async def rebuild_views(store: Store, now: datetime) -> int:
+def rebuild_all(tx: Tx, now: datetime) -> int:
     """Recompute every view from the log (inside the caller's transaction); returns roots."""
-    loaded = await load_all(store)
+    loaded = load_log(tx)
     refs, node_rows, roots = _expected_rows(loaded)
-    await store.execute("DELETE FROM refs")
-    await store.execute("DELETE FROM goal_roots")
-    await store.execute("DELETE FROM goal_parts")
-    await store.executemany(_INSERT_REF, refs)
+    tx.execute("DELETE FROM refs")
+    tx.execute("DELETE FROM goal_roots")
+    tx.execute("DELETE FROM goal_parts")
+    tx.executemany(INSERT_REF, refs)
     retracted = _retracted_ids(loaded.state)
-    await store.executemany("UPDATE refs SET retracted = 1 WHERE id = ?", [(i,) for i in retracted])
-    await store.executemany("INSERT INTO goal_roots (node, root) VALUES (?, ?)", node_rows)
-    return await _store_parts(store, loaded.state, sorted(roots), loaded.seqs, now)
+    tx.executemany("UPDATE refs SET retracted = 1 WHERE id = ?", [(i,) for i in retracted])
+    tx.executemany("INSERT INTO goal_roots (node, root) VALUES (?, ?)", node_rows)
+    return _store_parts(tx, loaded.state, sorted(roots), loaded.seqs, now)
 
 
-async def stored_parts(store: Store, owner: str | None = None) -> list[RootPart]:
+def parts_of(tx: Tx, owner: str | None = None) -> list[RootPart]:
     """Stored goal parts, of one owner or all."""
     if owner is None:
-        rows = await store.fetchall("SELECT part FROM goal_parts ORDER BY root")
+        rows = tx.fetchall("SELECT part FROM goal_parts ORDER BY root")
     else:
-        rows = await store.fetchall("SELECT part FROM goal_parts WHERE owner = ?", (owner,))
+        rows = tx.fetchall("SELECT part FROM goal_parts WHERE owner = ?", (owner,))
     return [_part_decoder.decode(blob) for (blob,) in rows]
 
 
-async def stored_tree(store: Store, person: str, now: datetime) -> GoalTree:
-    """The person's goal tree from the stored views (no replay)."""
-    return assemble_tree(person, now, await stored_parts(store, person))
-
-
-async def check_views(store: Store, now: datetime) -> list[str]:
+def view_problems(tx: Tx, now: datetime) -> list[str]:
     """Differences between the stored views and a recomputation (empty: they agree)."""
-    loaded = await load_all(store)
+    loaded = load_log(tx)
     refs, node_rows, roots = _expected_rows(loaded)
     problems: list[str] = []
     retracted = _retracted_ids(loaded.state)
     expected_refs = {r[0]: (*r[1:], 1 if r[0] in retracted else 0) for r in refs}
     stored_refs = {
         str(r[0]): tuple(r[1:])
-        for r in await store.fetchall(
-            "SELECT id, rhex, type, actor, parent, title, retracted FROM refs"
-        )
+        for r in tx.fetchall("SELECT id, rhex, type, actor, parent, title, retracted FROM refs")
     }
     if stored_refs != expected_refs:
         diff = set(stored_refs.items()) ^ set(expected_refs.items())
         problems.append(f"refs differ for {len(diff)} rows")
     stored_nodes = sorted(
-        (str(n), str(r)) for n, r in await store.fetchall("SELECT node, root FROM goal_roots")
+        (str(n), str(r)) for n, r in tx.fetchall("SELECT node, root FROM goal_roots")
     )
     if stored_nodes != node_rows:
         problems.append("goal roots differ")
-    parts = await stored_parts(store)
+    parts = parts_of(tx)
     stored_roots = {p.root for p in parts}
     fresh = [root_part(loaded.state, root, now) for root in sorted(roots)]
     fresh = [part for part in fresh if not _empty(part)]
@@ -371,3 +401,36 @@ async def check_views(store: Store, now: datetime) -> list[str]:
         if assemble_tree(owner, now, parts) != assemble_tree(owner, now, fresh):
             problems.append(f"goal tree of {owner} differs from a rebuild")
     return problems
+
+
+# --- the same, awaited on a ``Store`` (run in its thread, inside any open transaction) --------
+
+
+async def on_append(store: Store, seq: int, event: AnyEvent, now: datetime) -> None:
+    """``record_views`` on ``store`` (inside the caller's ``write``)."""
+    await store.run(lambda tx: record_views(tx, seq, event, now))
+
+
+async def rebuild_views(store: Store, now: datetime) -> int:
+    """``rebuild_all`` on ``store`` (inside the caller's ``write``); returns roots."""
+    return await store.run(lambda tx: rebuild_all(tx, now))
+
+
+async def load_all(store: Store, *, recorded_until_ms: int | None = None) -> Loaded:
+    """``load_log`` on ``store``."""
+    return await store.run(lambda tx: load_log(tx, recorded_until_ms=recorded_until_ms))
+
+
+async def stored_parts(store: Store, owner: str | None = None) -> list[RootPart]:
+    """Stored goal parts, of one owner or all."""
+    return await store.run(lambda tx: parts_of(tx, owner))
+
+
+async def stored_tree(store: Store, person: str, now: datetime) -> GoalTree:
+    """The person's goal tree from the stored views (no replay)."""
+    return assemble_tree(person, now, await stored_parts(store, person))
+
+
+async def check_views(store: Store, now: datetime) -> list[str]:
+    """``view_problems`` on ``store``: differences between the stored views and a rebuild."""
+    return await store.run(lambda tx: view_problems(tx, now))

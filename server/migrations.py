@@ -11,16 +11,20 @@ starting together from both running a step.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+import asyncio
+import sqlite3
+from collections.abc import Callable, Collection, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import aiosqlite
 import asyncpg
 
 Migration = tuple[int, str, tuple[str, ...]]
 """(version, name, statements)."""
+
+_T = TypeVar("_T")
 
 _SQLITE_TABLE = """CREATE TABLE IF NOT EXISTS {table} (
     version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"""
@@ -35,41 +39,88 @@ def pending(migrations: Collection[Migration], applied: Collection[int]) -> Iter
     return (step for step in sorted(migrations) if step[0] not in applied)
 
 
-async def connect_sqlite(path: str, *pragmas: str) -> aiosqlite.Connection:
+class SqliteConnection:
+    """One ``sqlite3`` connection and the one worker thread that uses it: every call runs
+    there, in the order made, so a transaction handed over as one function (``run``) is
+    never interleaved with another caller's statements and the event loop only awaits
+    its result."""
+
+    def __init__(self, db: sqlite3.Connection, worker: ThreadPoolExecutor) -> None:
+        self._db = db
+        self._worker = worker
+
+    async def run(self, body: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``body(connection)`` in the connection's thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._worker, body, self._db)
+
+    async def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
+        """Run one statement; the number of rows changed."""
+        return await self.run(lambda db: db.execute(sql, params).rowcount)
+
+    async def execute_fetchall(
+        self, sql: str, params: Sequence[Any] | dict[str, Any] = ()
+    ) -> list[Any]:
+        """Every row of one query."""
+        return await self.run(lambda db: db.execute(sql, params).fetchall())
+
+    async def close(self) -> None:
+        """Close the connection and end its thread."""
+        try:
+            await self.run(lambda db: db.close())
+        finally:
+            self._worker.shutdown(wait=False)
+
+
+async def connect_sqlite(path: str, *pragmas: str) -> SqliteConnection:
     """An autocommit connection (transactions are explicit) to ``path`` (its folder is
-    created), in WAL mode with a 30 s busy timeout, then ``PRAGMA`` each of ``pragmas``."""
+    created), in WAL mode with a 30 s busy timeout, then ``PRAGMA`` each of ``pragmas``;
+    it lives in its own thread (``SqliteConnection``)."""
     if path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    db = await aiosqlite.connect(path, isolation_level=None)
+
+    def connect() -> sqlite3.Connection:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            for pragma in ("journal_mode=WAL", "busy_timeout=30000", *pragmas):
+                db.execute(f"PRAGMA {pragma}")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    worker = ThreadPoolExecutor(1, thread_name_prefix="milepost-sqlite")
     try:
-        for pragma in ("journal_mode=WAL", "busy_timeout=30000", *pragmas):
-            await db.execute(f"PRAGMA {pragma}")
+        db = await asyncio.get_running_loop().run_in_executor(worker, connect)
     except BaseException:
-        await db.close()
+        worker.shutdown(wait=False)
         raise
-    return db
+    return SqliteConnection(db, worker)
 
 
-async def migrate_sqlite(
-    db: aiosqlite.Connection, table: str, migrations: Collection[Migration]
-) -> None:
-    """Run the steps of ``migrations`` not yet recorded in ``table``, in one transaction."""
-    await db.execute("BEGIN IMMEDIATE")
+def _migrate_sqlite(db: sqlite3.Connection, table: str, migrations: Collection[Migration]) -> None:
+    db.execute("BEGIN IMMEDIATE")
     try:
-        await db.execute(_SQLITE_TABLE.format(table=table))
-        async with db.execute(f"SELECT version FROM {table}") as cursor:
-            applied = {row[0] for row in await cursor.fetchall()}
+        db.execute(_SQLITE_TABLE.format(table=table))
+        applied = {row[0] for row in db.execute(f"SELECT version FROM {table}")}
         for version, name, statements in pending(migrations, applied):
             for statement in statements:
-                await db.execute(statement)
-            await db.execute(
+                db.execute(statement)
+            db.execute(
                 f"INSERT INTO {table}(version, name, applied_at) VALUES (?, ?, ?)",
                 (version, name, datetime.now(UTC).isoformat()),
             )
-        await db.execute("COMMIT")
+        db.execute("COMMIT")
     except BaseException:
-        await db.execute("ROLLBACK")
+        db.execute("ROLLBACK")
         raise
+
+
+async def migrate_sqlite(
+    db: SqliteConnection, table: str, migrations: Collection[Migration]
+) -> None:
+    """Run the steps of ``migrations`` not yet recorded in ``table``, in one transaction
+    (one call into the connection's thread)."""
+    await db.run(lambda conn: _migrate_sqlite(conn, table, migrations))
 
 
 async def migrate_postgres(

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
+import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
 from server.accounts.protocol import Person, PersonExists, UnknownPerson, WebSession
-from server.migrations import Migration, connect_sqlite, migrate_sqlite
+from server.migrations import Migration, SqliteConnection, connect_sqlite, migrate_sqlite
 
 MIGRATIONS: tuple[Migration, ...] = (
     (
@@ -63,11 +61,10 @@ class SqliteAccounts:
 
     def __init__(self, path: Path | str) -> None:
         self._path = str(path)
-        self._db: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()
+        self._db: SqliteConnection | None = None
 
     @property
-    def _conn(self) -> aiosqlite.Connection:
+    def _conn(self) -> SqliteConnection:
         if self._db is None:
             raise RuntimeError("the account store is not open")
         return self._db
@@ -75,8 +72,7 @@ class SqliteAccounts:
     async def open(self) -> None:
         """Connect and run pending versioned migrations (each exactly once)."""
         self._db = await connect_sqlite(self._path)
-        async with self._lock:
-            await migrate_sqlite(self._db, "account_migrations", MIGRATIONS)
+        await migrate_sqlite(self._db, "account_migrations", MIGRATIONS)
 
     async def close(self) -> None:
         """Release the connection."""
@@ -85,15 +81,10 @@ class SqliteAccounts:
             self._db = None
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        async with self._lock, self._conn.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+        return await self._conn.execute_fetchall(sql, params)
 
     async def _change(self, sql: str, params: Sequence[Any]) -> int:
-        async with self._lock:
-            cur = await self._conn.execute(sql, params)
-            count = cur.rowcount
-            await cur.close()
-            return count
+        return await self._conn.execute(sql, params)
 
     async def add(self, person: str, nats_password_hash: str, token_hash: str) -> Person:
         """Register ``person``; PersonExists if already registered."""
@@ -103,7 +94,7 @@ class SqliteAccounts:
                 f"INSERT INTO people({_COLUMNS}) VALUES (?, ?, ?, ?, NULL)",
                 (person, nats_password_hash, token_hash, now.isoformat()),
             )
-        except aiosqlite.IntegrityError as exc:
+        except sqlite3.IntegrityError as exc:
             raise PersonExists(f"person {person!r} already exists") from exc
         return Person(person, nats_password_hash, token_hash, now)
 
@@ -142,7 +133,7 @@ class SqliteAccounts:
             rows = await self._fetch(
                 "SELECT person, team FROM team_members WHERE joined ORDER BY person, team"
             )
-        except aiosqlite.OperationalError:
+        except sqlite3.OperationalError:
             return {}  # the event store has not created its tables yet
         found: dict[str, list[str]] = {}
         for person, team in rows:

@@ -1,7 +1,11 @@
 """The append algorithm shared by every backend, over a handful of SQL primitives.
 
-A backend opens one transaction, hands ``append_in_transaction`` an ``AppendTx``
-bound to it, and commits. The algorithm:
+A backend opens one transaction, runs the algorithm against its primitives and commits:
+PostgreSQL awaits ``append_in_transaction`` with an ``AppendTx`` (asyncpg), SQLite calls
+``append_in_thread`` with a ``SyncAppendTx`` in its writer thread. The algorithm itself
+(``append_steps``) is written once, as generators that yield each SQL request and are
+sent its answer; ``server.store.append_io`` says why, and holds the two drivers. The
+algorithm:
 
 1. take the position lock (held until commit, so positions follow commit order);
 2. drop ids already stored or repeated in the batch (duplicates, not errors);
@@ -22,164 +26,41 @@ bound to it, and commits. The algorithm:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import NamedTuple, Protocol
 
 import msgspec
 
 from events.wire import subject_person
 from projections.ownership import Referent, Refused, Verdict, Waiting, judge, referenced_ids
 from server.indexing import IndexUpdate, index_update, resolve_roots
+from server.store.append_io import (
+    AppendTx,
+    DeadLetterRow,
+    EventRow,
+    HeldRow,
+    ItemRow,
+    LinkRow,
+    SharingRow,
+    Step,
+    SyncAppendTx,
+    TeamRow,
+    ask,
+    drive_async,
+    drive_sync,
+)
 from server.store.protocol import AppendResult, Incoming, StoredEvent
 
 
-class EventRow(NamedTuple):
-    position: int
-    id: str
-    actor: str
-    type: str
-    ref_id: str | None
-    root_id: str | None
-    team: str | None
-    subject: str
-    raw: bytes
-    stored_at: datetime
+async def append_in_transaction(tx: AppendTx, items: Sequence[Incoming]) -> AppendResult:
+    """Run the append algorithm inside ``tx``, an open transaction of an async backend."""
+    return await drive_async(tx, append_steps(items))
 
 
-class ItemRow(NamedTuple):
-    item_id: str
-    owner: str
-    kind: str
-    root_id: str | None
-
-
-class DeadLetterRow(NamedTuple):
-    subject: str
-    raw: bytes
-    reason: str
-    digest: str
-    received_at: datetime
-    person: str | None  # whose device sent it (from the subject)
-    event_id: str | None  # the id it claims, so that device can match the refusal
-
-
-class HeldRow(NamedTuple):
-    """A stored event the ownership rule has not accepted: waiting for ``missing``, refused
-    for ``reason``, or accepted late (``released_at``: the last position of that batch)."""
-
-    event_id: str
-    missing: str | None
-    reason: str | None
-    released_at: int | None
-
-
-class HeldEvent(NamedTuple):
-    event_id: str
-    subject: str
-    raw: bytes
-
-
-class LinkRow(NamedTuple):
-    milestone: str
-    parent: str | None
-    clock: int
-    event_id: str
-
-
-class SharingRow(NamedTuple):
-    root_id: str
-    actor: str
-    visibility: str
-    partners: str  # a JSON array of person ids
-    clock: int
-    event_id: str
-
-
-class TeamRow(NamedTuple):
-    team: str
-    person: str
-    joined: bool
-    clock: int
-    event_id: str
-
-
-class AppendTx(Protocol):
-    """SQL primitives inside one open transaction; each is one round trip."""
-
-    async def lock_positions(self) -> int:
-        """Serialize appenders until commit; return the last assigned position."""
-        ...
-
-    async def save_last_position(self, last: int) -> None:
-        """Record the new last position (no-op where it is derived from the table)."""
-        ...
-
-    async def existing_ids(self, ids: Sequence[str]) -> set[str]:
-        """Which of these event ids are already stored."""
-        ...
-
-    async def roots_of(self, ids: Iterable[str]) -> dict[str, str | None]:
-        """Root of each stored event among ``ids`` (absent: not stored)."""
-        ...
-
-    async def refs_of(self, ids: Iterable[str]) -> dict[str, str | None]:
-        """Ref of each stored event among ``ids``."""
-        ...
-
-    async def upsert_links(self, rows: Sequence[LinkRow]) -> None:
-        """Milestone parents, last writer wins by (clock, event id)."""
-        ...
-
-    async def links_of(self, milestones: Iterable[str]) -> dict[str, str | None]:
-        """The winning parent of each milestone (None: standalone)."""
-        ...
-
-    async def insert_events(self, rows: Sequence[EventRow]) -> None:
-        """Insert new events (ids known to be new)."""
-        ...
-
-    async def insert_items(self, rows: Sequence[ItemRow]) -> None:
-        """Insert the items created by new events."""
-        ...
-
-    async def insert_dead_letters(self, rows: Sequence[DeadLetterRow]) -> int:
-        """Insert dead letters; a repeat of the same digest (the same message refused again)
-        replaces the earlier row under a new, higher id, so its device learns of the new
-        refusal (``refusals``) while the table holds one row per distinct message."""
-        ...
-
-    async def upsert_sharing(self, rows: Sequence[SharingRow]) -> None:
-        """Sharing per (root, actor), last writer wins by (clock, event id)."""
-        ...
-
-    async def upsert_team_members(self, rows: Sequence[TeamRow]) -> None:
-        """Membership per (team, person), last writer wins by (clock, event id)."""
-        ...
-
-    async def children(self, ids: Iterable[str]) -> list[tuple[str, str]]:
-        """(event id, ref) of stored events whose ref is one of ``ids`` (not themselves)."""
-        ...
-
-    async def referents(self, ids: Iterable[str]) -> dict[str, Referent]:
-        """Actor and type of each accepted stored event among ``ids`` (held ones are absent)."""
-        ...
-
-    async def hold(self, rows: Sequence[HeldRow]) -> None:
-        """Record (or update) the held state of stored events."""
-        ...
-
-    async def waiting_on(self, ids: Iterable[str]) -> list[HeldEvent]:
-        """Held events waiting for one of ``ids``, in position order."""
-        ...
-
-    async def set_roots(self, roots: dict[str, str | None]) -> None:
-        """Set the root of these events and of the items they created."""
-        ...
-
-    async def set_refs(self, refs: dict[str, str | None]) -> None:
-        """Set the ref of these events."""
-        ...
+def append_in_thread(tx: SyncAppendTx, items: Sequence[Incoming]) -> AppendResult:
+    """Run the append algorithm inside ``tx``, an open transaction of a synchronous backend
+    (in the thread that owns its connection)."""
+    return drive_sync(tx, append_steps(items))
 
 
 def _digest(subject: str, raw: bytes) -> str:
@@ -250,8 +131,8 @@ def _judge_batch(
     return verdicts
 
 
-async def append_in_transaction(tx: AppendTx, items: Sequence[Incoming]) -> AppendResult:
-    """Run the append algorithm (see the module docstring) inside ``tx``."""
+def append_steps(items: Sequence[Incoming]) -> Step[AppendResult]:
+    """The append algorithm (see the module docstring) as steps for a driver."""
     now = datetime.now(UTC)
     dead: list[DeadLetterRow] = []
     candidates: dict[str, tuple[Incoming, IndexUpdate]] = {}
@@ -264,9 +145,9 @@ async def append_in_transaction(tx: AppendTx, items: Sequence[Incoming]) -> Appe
         else:
             candidates[item.event.id] = (item, index_update(item.event))
 
-    last = await tx.lock_positions()
+    last = yield from ask.lock_positions()
     if candidates:
-        for event_id in await tx.existing_ids(list(candidates)):
+        for event_id in (yield from ask.existing_ids(list(candidates))):
             duplicates.append(event_id)
             del candidates[event_id]
 
@@ -280,7 +161,7 @@ async def append_in_transaction(tx: AppendTx, items: Sequence[Incoming]) -> Appe
             for ref in referenced_ids(incoming.event)  # type: ignore[arg-type]
             if ref not in candidates
         }
-        known = await tx.referents(outside) if outside else {}
+        known = (yield from ask.referents(outside)) if outside else {}
         verdicts = _judge_batch(candidates, known)
     held: list[HeldRow] = []
     for event_id, verdict in verdicts.items():
@@ -288,7 +169,7 @@ async def append_in_transaction(tx: AppendTx, items: Sequence[Incoming]) -> Appe
             dead.append(_dead(candidates.pop(event_id)[0], verdict.reason, now, event_id))
         elif isinstance(verdict, Waiting):
             held.append(HeldRow(event_id, verdict.missing, None, None))
-    dead_lettered = await tx.insert_dead_letters(dead) if dead else 0
+    dead_lettered = (yield from ask.insert_dead_letters(dead)) if dead else 0
     if not candidates:
         return AppendResult((), tuple(duplicates), dead_lettered)
 
@@ -303,8 +184,8 @@ async def append_in_transaction(tx: AppendTx, items: Sequence[Incoming]) -> Appe
         if u.link is not None
     ]
     if links:
-        await tx.upsert_links(links)
-        winners = await tx.links_of({link.milestone for link in links})
+        yield from ask.upsert_links(links)
+        winners = yield from ask.links_of({link.milestone for link in links})
         stored_moves: dict[str, str | None] = {}
         for milestone, parent in winners.items():
             if milestone in refs:
@@ -312,7 +193,7 @@ async def append_in_transaction(tx: AppendTx, items: Sequence[Incoming]) -> Appe
             else:
                 stored_moves[milestone] = parent or milestone
         if stored_moves:
-            current = await tx.refs_of(stored_moves)
+            current = yield from ask.refs_of(stored_moves)
             moved = {
                 milestone: ref
                 for milestone, ref in stored_moves.items()
@@ -321,7 +202,7 @@ async def append_in_transaction(tx: AppendTx, items: Sequence[Incoming]) -> Appe
 
     outside_refs = {ref for ref in refs.values() if ref is not None and ref not in refs}
     outside_refs.update(ref for ref in moved.values() if ref is not None and ref not in refs)
-    known_roots = await tx.roots_of(outside_refs) if outside_refs else {}
+    known_roots = (yield from ask.roots_of(outside_refs)) if outside_refs else {}
     roots = resolve_roots(refs, known_roots)
 
     event_rows: list[EventRow] = []
@@ -363,23 +244,23 @@ async def append_in_transaction(tx: AppendTx, items: Sequence[Incoming]) -> Appe
                 )
             )
 
-    await tx.insert_events(event_rows)
+    yield from ask.insert_events(event_rows)
     new_last = last + len(event_rows)
-    await tx.save_last_position(new_last)
+    yield from ask.save_last_position(new_last)
     if item_rows:
-        await tx.insert_items(item_rows)
+        yield from ask.insert_items(item_rows)
     if sharing_rows:
-        await tx.upsert_sharing(sharing_rows)
+        yield from ask.upsert_sharing(sharing_rows)
     if team_rows:
-        await tx.upsert_team_members(team_rows)
+        yield from ask.upsert_team_members(team_rows)
     if held:
-        await tx.hold(held)
+        yield from ask.hold(held)
 
     if moved:
-        await _move(tx, moved, roots, known_roots)
+        yield from _move(moved, roots, known_roots)
 
     # Events stored earlier that waited for one accepted now are judged again.
-    late = await _release(tx, list(refs), new_last, now) if OWNERSHIP_CHECKS else 0
+    late = (yield from _release(list(refs), new_last, now)) if OWNERSHIP_CHECKS else 0
     return AppendResult(tuple(stored), tuple(duplicates), dead_lettered + late)
 
 
@@ -421,25 +302,24 @@ def _sharing_row(update: IndexUpdate) -> SharingRow:
     )
 
 
-async def _move(
-    tx: AppendTx,
+def _move(
     moved: dict[str, str | None],
     roots: dict[str, str | None],
     known_roots: dict[str, str | None],
-) -> None:
+) -> Step[None]:
     """Give stored milestones whose winning parent changed their new ref and root, and
     their subtrees the new root."""
-    await tx.set_refs(moved)
+    yield from ask.set_refs(moved)
     new_roots: dict[str, str | None] = {}
     for milestone, ref in moved.items():
         if ref == milestone or ref is None:
             new_roots[milestone] = milestone
         else:
             new_roots[milestone] = roots[ref] if ref in roots else known_roots.get(ref)
-    await _cascade(tx, new_roots)
+    yield from _cascade(new_roots)
 
 
-async def _release(tx: AppendTx, arrived: list[str], last: int, now: datetime) -> int:
+def _release(arrived: list[str], last: int, now: datetime) -> Step[int]:
     """Judge again the held events that waited for ``arrived`` (and, in turn, for the ones
     accepted now): accepted ones get their ref, root and index rows (``released_at`` =
     ``last``, so pulls look for what they reveal), refused ones a dead letter. Returns how
@@ -448,68 +328,68 @@ async def _release(tx: AppendTx, arrived: list[str], last: int, now: datetime) -
     refused = 0
     frontier = arrived
     while frontier:
-        waiting = await tx.waiting_on(frontier)
+        waiting = yield from ask.waiting_on(frontier)
         frontier = []
         for held in waiting:
             incoming = Incoming.from_raw(held.raw, held.subject)
             event = incoming.event
             if event is None:  # pragma: no cover - it decoded when it was stored
                 continue
-            known = await tx.referents(referenced_ids(event))
+            known = yield from ask.referents(referenced_ids(event))
             verdict = judge(event, known.get)
             if isinstance(verdict, Waiting):
-                await tx.hold([HeldRow(event.id, verdict.missing, None, None)])
+                yield from ask.hold([HeldRow(event.id, verdict.missing, None, None)])
             elif isinstance(verdict, Refused):
-                await tx.hold([HeldRow(event.id, None, verdict.reason, None)])
-                refused += await tx.insert_dead_letters(
+                yield from ask.hold([HeldRow(event.id, None, verdict.reason, None)])
+                refused += yield from ask.insert_dead_letters(
                     [_dead(incoming, verdict.reason, now, event.id)]
                 )
             else:
-                await _accept_late(tx, index_update(event))
-                await tx.hold([HeldRow(event.id, None, None, last)])
+                yield from _accept_late(index_update(event))
+                yield from ask.hold([HeldRow(event.id, None, None, last)])
                 frontier.append(event.id)
     return refused
 
 
-async def _accept_late(tx: AppendTx, update: IndexUpdate) -> None:
+def _accept_late(update: IndexUpdate) -> Step[None]:
     """Index an event stored earlier as held, now that the ownership rule accepts it."""
     ref = update.ref
     if update.link is not None:
-        await tx.upsert_links(
+        yield from ask.upsert_links(
             [LinkRow(update.link.milestone, update.link.parent, update.clock, update.event_id)]
         )
         milestone = update.link.milestone
-        winner = (await tx.links_of([milestone])).get(milestone)
+        winner = (yield from ask.links_of([milestone])).get(milestone)
         target = winner or milestone
         if milestone == update.event_id:
             ref = target
         else:  # a relink of a stored milestone
-            current = await tx.refs_of([milestone])
+            current = yield from ask.refs_of([milestone])
             if current.get(milestone) != target:
-                roots = await tx.roots_of([target])
-                await _move(tx, {milestone: target}, {}, roots)
+                roots = yield from ask.roots_of([target])
+                yield from _move({milestone: target}, {}, roots)
     root: str | None
     if ref is None:
         root = None
     elif ref == update.event_id:
         root = update.event_id
     else:
-        root = (await tx.roots_of([ref])).get(ref)
-    await tx.set_refs({update.event_id: ref})
+        root = (yield from ask.roots_of([ref])).get(ref)
+    yield from ask.set_refs({update.event_id: ref})
     if update.creates is not None:
-        await tx.insert_items([ItemRow(update.event_id, update.actor, update.creates, root)])
-    await tx.set_roots({update.event_id: root})
+        yield from ask.insert_items([ItemRow(update.event_id, update.actor, update.creates, root)])
+    yield from ask.set_roots({update.event_id: root})
     if update.sharing is not None:
-        await tx.upsert_sharing([_sharing_row(update)])
+        yield from ask.upsert_sharing([_sharing_row(update)])
 
 
-async def _cascade(tx: AppendTx, frontier: dict[str, str | None]) -> None:
+def _cascade(frontier: dict[str, str | None]) -> Step[None]:
     """Give ``frontier`` its roots and its descendants their parent's root, level by level."""
     if frontier:
-        await tx.set_roots(frontier)
+        yield from ask.set_roots(frontier)
     seen: set[str] = set(frontier)
     while frontier:
-        children = await tx.children(list(frontier))
+        children = yield from ask.children(list(frontier))
         next_frontier: dict[str, str | None] = {}
         for child, ref in children:
             if child in seen:  # forged cycles must not loop forever
@@ -517,5 +397,5 @@ async def _cascade(tx: AppendTx, frontier: dict[str, str | None]) -> None:
             seen.add(child)
             next_frontier[child] = frontier[ref]
         if next_frontier:
-            await tx.set_roots(next_frontier)
+            yield from ask.set_roots(next_frontier)
         frontier = next_frontier

@@ -24,7 +24,8 @@ from asyncpg.pool import PoolConnectionProxy
 from events.wire import Refusal
 from projections.ownership import Referent
 from server.migrations import Migration, migrate_postgres
-from server.store.append import (
+from server.store.append import append_in_transaction
+from server.store.append_io import (
     AppendTx,
     DeadLetterRow,
     EventRow,
@@ -34,7 +35,6 @@ from server.store.append import (
     LinkRow,
     SharingRow,
     TeamRow,
-    append_in_transaction,
 )
 from server.store.protocol import AppendResult, DeadLetter, Incoming, StoredEvent
 

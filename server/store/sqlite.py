@@ -1,4 +1,4 @@
-"""The embedded store: one SQLite file in WAL mode, through aiosqlite.
+"""The embedded store: one SQLite file in WAL mode, each connection used by its own thread.
 
 SQLite has a single writer: ``BEGIN IMMEDIATE`` takes the write lock before the
 position is read, so positions are assigned in commit order by construction and
@@ -10,29 +10,29 @@ acknowledging after the commit relies on; an operating-system crash or power
 loss can roll back the last few commits, whose messages JetStream was already
 told are stored. Where that matters, run on PostgreSQL (or FULL synchronous).
 
-An append is one call into the connection's thread: the shared algorithm's SQL
-steps are plain ``sqlite3`` calls there, so nothing waits on the event loop
-between them.
+An append is one call into the writer connection's thread (``SqliteConnection.run``):
+the shared algorithm (``server.store.append``, written as steps that yield their SQL
+requests) is driven there by ``append_in_thread`` over plain ``sqlite3`` calls, so
+nothing waits on the event loop between them and no coroutine is driven by hand. The
+SQL text of the schema and of the visibility queries is in ``server.store.sqlite_sql``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-import aiosqlite
 import msgspec
 
 from events.wire import Refusal
 from projections.ownership import Referent
-from server.migrations import Migration, connect_sqlite, migrate_sqlite
-from server.store.append import (
-    AppendTx,
+from server.migrations import SqliteConnection, connect_sqlite, migrate_sqlite
+from server.store.append import append_in_thread
+from server.store.append_io import (
     DeadLetterRow,
     EventRow,
     HeldEvent,
@@ -40,203 +40,15 @@ from server.store.append import (
     ItemRow,
     LinkRow,
     SharingRow,
+    SyncAppendTx,
     TeamRow,
-    append_in_transaction,
 )
 from server.store.protocol import AppendResult, DeadLetter, Incoming, StoredEvent
+from server.store.sqlite_sql import EVENT_COLUMNS, MIGRATIONS, REVEALED, VISIBLE
 
-MIGRATIONS: tuple[Migration, ...] = (
-    (
-        1,
-        "events, dead letters and the access-control indexes",
-        (
-            """CREATE TABLE events (
-                position INTEGER PRIMARY KEY,
-                id TEXT NOT NULL UNIQUE,
-                actor TEXT NOT NULL,
-                type TEXT NOT NULL,
-                ref_id TEXT,
-                root_id TEXT,
-                team TEXT,
-                subject TEXT NOT NULL,
-                raw BLOB NOT NULL,
-                stored_at TEXT NOT NULL
-            )""",
-            "CREATE INDEX events_ref ON events(ref_id)",
-            "CREATE INDEX events_waiting ON events(ref_id) WHERE root_id IS NULL",
-            "CREATE INDEX events_root ON events(root_id, position)",
-            "CREATE INDEX events_actor ON events(actor, position)",
-            "CREATE INDEX events_team ON events(team, position) WHERE team IS NOT NULL",
-            """CREATE TABLE items (
-                item_id TEXT PRIMARY KEY,
-                owner TEXT NOT NULL,
-                kind TEXT NOT NULL,
-                root_id TEXT
-            )""",
-            "CREATE INDEX items_owner ON items(owner)",
-            """CREATE TABLE links (
-                item_id TEXT PRIMARY KEY,
-                parent_id TEXT,
-                clock INTEGER NOT NULL,
-                event_id TEXT NOT NULL
-            )""",
-            """CREATE TABLE sharing (
-                root_id TEXT NOT NULL,
-                actor TEXT NOT NULL,
-                visibility TEXT NOT NULL,
-                partners TEXT NOT NULL,
-                clock INTEGER NOT NULL,
-                event_id TEXT NOT NULL,
-                PRIMARY KEY (root_id, actor)
-            )""",
-            """CREATE TABLE team_members (
-                team TEXT NOT NULL,
-                person TEXT NOT NULL,
-                joined INTEGER NOT NULL,
-                clock INTEGER NOT NULL,
-                event_id TEXT NOT NULL,
-                PRIMARY KEY (team, person)
-            )""",
-            "CREATE INDEX team_members_person ON team_members(person)",
-            """CREATE TABLE dead_letters (
-                id INTEGER PRIMARY KEY AUTOINCREMENT,
-                subject TEXT NOT NULL,
-                raw BLOB NOT NULL,
-                reason TEXT NOT NULL,
-                digest TEXT NOT NULL UNIQUE,
-                received_at TEXT NOT NULL
-            )""",
-        ),
-    ),
-    (
-        2,
-        "drop the two events indexes no query uses",
-        # events_actor: no query filters on the actor alone; events_waiting: the
-        # unresolved-children lookup is served by events_root (root_id IS NULL). Each
-        # was one more B-tree insert per stored event.
-        ("DROP INDEX IF EXISTS events_actor", "DROP INDEX IF EXISTS events_waiting"),
-    ),
-    (
-        3,
-        "the ownership rule: held events and whose device a dead letter came from",
-        (
-            """CREATE TABLE held (
-                event_id TEXT PRIMARY KEY,
-                missing TEXT,
-                reason TEXT,
-                released_at INTEGER
-            )""",
-            "CREATE INDEX held_missing ON held(missing) WHERE missing IS NOT NULL",
-            "CREATE INDEX held_released ON held(released_at) WHERE released_at IS NOT NULL",
-            "ALTER TABLE dead_letters ADD COLUMN person TEXT",
-            "ALTER TABLE dead_letters ADD COLUMN event_id TEXT",
-            "CREATE INDEX dead_letters_person ON dead_letters(person, id)",
-            # Events stored before the rule, still waiting for what they name: held now.
-            """INSERT INTO held(event_id, missing)
-            SELECT e.id, e.ref_id FROM events e
-            WHERE e.root_id IS NULL AND e.ref_id IS NOT NULL AND e.ref_id <> e.id
-                AND NOT EXISTS (SELECT 1 FROM events p WHERE p.id = e.ref_id)""",
-            "UPDATE events SET ref_id = NULL WHERE id IN (SELECT event_id FROM held)",
-        ),
-    ),
-)
-"""Numbered schema steps; a step runs once and is recorded in ``schema_migrations``."""
+__all__ = ["MIGRATIONS", "SqliteStore"]
 
 _T = TypeVar("_T")
-
-_EVENT_COLUMNS = "position, id, actor, type, root_id, team, raw"
-
-# Who may see an event now; shared by the pull query. See ServerStore.visible_events_after.
-_VISIBLE = """
-SELECT e.position, e.id, e.actor, e.type, e.root_id, e.team, e.raw
-FROM events e
-LEFT JOIN items r ON r.item_id = e.root_id
-LEFT JOIN sharing s ON s.root_id = e.root_id AND s.actor = r.owner
-WHERE e.position > :after AND (
-    e.actor = :person
-    OR r.owner = :person
-    OR (s.visibility = 'partners'
-        AND EXISTS (SELECT 1 FROM json_each(s.partners) p WHERE p.value = :person))
-    OR (s.visibility = 'team' AND EXISTS (
-        SELECT 1 FROM team_members mine
-        JOIN team_members theirs ON theirs.team = mine.team
-        WHERE mine.person = :person AND mine.joined AND theirs.person = r.owner AND theirs.joined))
-    OR (e.team IS NOT NULL AND EXISTS (
-        SELECT 1 FROM team_members m WHERE m.team = e.team AND m.person = :person AND m.joined))
-)
-ORDER BY e.position
-LIMIT :limit
-"""
-
-
-_REVEALED = """
-WITH RECURSIVE
-changed_roots(root) AS (
-    SELECT s.root_id FROM sharing s
-    JOIN events w ON w.id = s.event_id
-    JOIN items r ON r.item_id = s.root_id
-    WHERE w.position > :checked AND r.owner <> :person
-    UNION
-    SELECT m.root_id FROM links l
-    JOIN events w ON w.id = l.event_id
-    JOIN events m ON m.id = l.item_id
-    WHERE w.position > :checked AND m.root_id IS NOT NULL
-    UNION
-    SELECT i.item_id FROM team_members t
-    JOIN events w ON w.id = t.event_id
-    JOIN team_members o ON o.team = t.team AND o.joined
-    JOIN items i ON i.item_id = i.root_id
-        AND i.owner = CASE WHEN t.person = :person THEN o.person ELSE t.person END
-    WHERE w.position > :checked AND t.joined
-),
-changed_teams(team) AS (
-    SELECT t.team FROM team_members t
-    JOIN events w ON w.id = t.event_id
-    WHERE w.position > :checked AND t.joined AND t.person = :person
-),
-late(id, bound) AS (
-    SELECT c.id, t.position FROM events t
-    JOIN events c ON c.ref_id = t.id
-    WHERE t.position > :checked AND c.id <> c.ref_id AND c.position < t.position
-    UNION
-    SELECT c.id, late.bound FROM late
-    JOIN events c ON c.ref_id = late.id
-    WHERE c.id <> c.ref_id AND c.position < late.bound
-),
-candidates(position) AS (
-    SELECT e.position FROM events e
-    WHERE e.root_id IN (SELECT root FROM changed_roots) AND e.position <= :after
-    UNION
-    SELECT e.position FROM events e
-    WHERE e.team IN (SELECT team FROM changed_teams) AND e.position <= :after
-    UNION
-    SELECT e.position FROM late JOIN events e ON e.id = late.id WHERE e.position <= :after
-    UNION
-    SELECT e.position FROM held h JOIN events e ON e.id = h.event_id
-    WHERE h.released_at > :checked AND e.position <= :after
-)
-SELECT min(e.position)
-FROM events e
-LEFT JOIN items r ON r.item_id = e.root_id
-LEFT JOIN sharing s ON s.root_id = e.root_id AND s.actor = r.owner
-WHERE e.position IN (SELECT position FROM candidates) AND e.actor <> :person AND (
-    r.owner = :person
-    OR (s.visibility = 'partners'
-        AND EXISTS (SELECT 1 FROM json_each(s.partners) p WHERE p.value = :person))
-    OR (s.visibility = 'team' AND EXISTS (
-        SELECT 1 FROM team_members mine
-        JOIN team_members theirs ON theirs.team = mine.team
-        WHERE mine.person = :person AND mine.joined AND theirs.person = r.owner
-            AND theirs.joined))
-    OR (e.team IS NOT NULL AND EXISTS (
-        SELECT 1 FROM team_members m WHERE m.team = e.team AND m.person = :person
-            AND m.joined))
-)
-"""
-"""Lowest position a pull must rescan from; see ``ServerStore.reveal_floor``. The rule of
-visibility is the one of ``_VISIBLE``; an own event (``e.actor = person``) is always visible,
-so it is never revealed."""
-
 
 _ROWS_PER_INSERT = 500
 """Rows per multi-row ``INSERT ... VALUES``: far fewer ``sqlite3_step`` calls than
@@ -279,39 +91,38 @@ def _stored(row: Any) -> StoredEvent:
     return StoredEvent(row[0], row[1], row[2], row[3], row[4], row[5], bytes(row[6]))
 
 
-class _SqliteTx(AppendTx):
-    """The append steps as plain ``sqlite3`` calls: none of them suspends, so the shared
-    algorithm runs to completion in one go inside the connection's thread."""
+class _SqliteTx(SyncAppendTx):
+    """The append primitives as plain ``sqlite3`` calls, in the writer's thread."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
 
-    async def lock_positions(self) -> int:
+    def lock_positions(self) -> int:
         (last,) = self._db.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()
         return int(last)
 
-    async def save_last_position(self, last: int) -> None:
+    def save_last_position(self, last: int) -> None:
         return None  # the position is derived from the table under the write lock
 
-    async def existing_ids(self, ids: Sequence[str]) -> set[str]:
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
         sql = "SELECT json_group_array(id) FROM events WHERE id IN (SELECT value FROM json_each(?))"
         return set(_one_json(self._db, sql, _ids(ids), list[str]))
 
-    async def roots_of(self, ids: Iterable[str]) -> dict[str, str | None]:
+    def roots_of(self, ids: Iterable[str]) -> dict[str, str | None]:
         sql = (
             "SELECT json_group_object(id, root_id) FROM events"
             " WHERE id IN (SELECT value FROM json_each(?))"
         )
         return _one_json(self._db, sql, _ids(ids), dict[str, str | None])
 
-    async def refs_of(self, ids: Iterable[str]) -> dict[str, str | None]:
+    def refs_of(self, ids: Iterable[str]) -> dict[str, str | None]:
         sql = (
             "SELECT json_group_object(id, ref_id) FROM events"
             " WHERE id IN (SELECT value FROM json_each(?))"
         )
         return _one_json(self._db, sql, _ids(ids), dict[str, str | None])
 
-    async def upsert_links(self, rows: Sequence[LinkRow]) -> None:
+    def upsert_links(self, rows: Sequence[LinkRow]) -> None:
         _insert_rows(
             self._db,
             "INSERT INTO links(item_id, parent_id, clock, event_id)",
@@ -321,14 +132,14 @@ class _SqliteTx(AppendTx):
             WHERE (excluded.clock, excluded.event_id) > (links.clock, links.event_id)""",
         )
 
-    async def links_of(self, milestones: Iterable[str]) -> dict[str, str | None]:
+    def links_of(self, milestones: Iterable[str]) -> dict[str, str | None]:
         sql = (
             "SELECT json_group_object(item_id, parent_id) FROM links"
             " WHERE item_id IN (SELECT value FROM json_each(?))"
         )
         return _one_json(self._db, sql, _ids(milestones), dict[str, str | None])
 
-    async def insert_events(self, rows: Sequence[EventRow]) -> None:
+    def insert_events(self, rows: Sequence[EventRow]) -> None:
         stamps = {stamp: stamp.isoformat() for stamp in {row.stored_at for row in rows}}
         _insert_rows(
             self._db,
@@ -337,10 +148,10 @@ class _SqliteTx(AppendTx):
             [(*row[:9], stamps[row.stored_at]) for row in rows],
         )
 
-    async def insert_items(self, rows: Sequence[ItemRow]) -> None:
+    def insert_items(self, rows: Sequence[ItemRow]) -> None:
         _insert_rows(self._db, "INSERT OR IGNORE INTO items(item_id, owner, kind, root_id)", rows)
 
-    async def insert_dead_letters(self, rows: Sequence[DeadLetterRow]) -> int:
+    def insert_dead_letters(self, rows: Sequence[DeadLetterRow]) -> int:
         before = self._db.total_changes
         self._db.executemany(
             """INSERT OR REPLACE INTO dead_letters(subject, raw, reason, digest, received_at,
@@ -350,7 +161,7 @@ class _SqliteTx(AppendTx):
         )
         return self._db.total_changes - before
 
-    async def upsert_sharing(self, rows: Sequence[SharingRow]) -> None:
+    def upsert_sharing(self, rows: Sequence[SharingRow]) -> None:
         _insert_rows(
             self._db,
             "INSERT INTO sharing(root_id, actor, visibility, partners, clock, event_id)",
@@ -360,7 +171,7 @@ class _SqliteTx(AppendTx):
             WHERE (excluded.clock, excluded.event_id) > (sharing.clock, sharing.event_id)""",
         )
 
-    async def upsert_team_members(self, rows: Sequence[TeamRow]) -> None:
+    def upsert_team_members(self, rows: Sequence[TeamRow]) -> None:
         self._db.executemany(
             """INSERT INTO team_members(team, person, joined, clock, event_id)
             VALUES (?, ?, ?, ?, ?)
@@ -371,14 +182,14 @@ class _SqliteTx(AppendTx):
             rows,
         )
 
-    async def children(self, ids: Iterable[str]) -> list[tuple[str, str]]:
+    def children(self, ids: Iterable[str]) -> list[tuple[str, str]]:
         sql = (
             "SELECT json_group_array(json_array(id, ref_id)) FROM events"
             " WHERE ref_id IN (SELECT value FROM json_each(?)) AND id <> ref_id"
         )
         return [(child, ref) for child, ref in _one_json(self._db, sql, _ids(ids), _Pairs)]
 
-    async def referents(self, ids: Iterable[str]) -> dict[str, Referent]:
+    def referents(self, ids: Iterable[str]) -> dict[str, Referent]:
         sql = (
             "SELECT json_group_object(e.id, json_array(e.actor, e.type)) FROM events e"
             " LEFT JOIN held h ON h.event_id = e.id AND h.released_at IS NULL"
@@ -387,7 +198,7 @@ class _SqliteTx(AppendTx):
         pairs = _one_json(self._db, sql, _ids(ids), dict[str, tuple[str, str]])
         return {event_id: Referent(*pair) for event_id, pair in pairs.items()}
 
-    async def hold(self, rows: Sequence[HeldRow]) -> None:
+    def hold(self, rows: Sequence[HeldRow]) -> None:
         self._db.executemany(
             """INSERT INTO held(event_id, missing, reason, released_at) VALUES (?, ?, ?, ?)
             ON CONFLICT(event_id) DO UPDATE SET missing = excluded.missing,
@@ -395,7 +206,7 @@ class _SqliteTx(AppendTx):
             rows,
         )
 
-    async def waiting_on(self, ids: Iterable[str]) -> list[HeldEvent]:
+    def waiting_on(self, ids: Iterable[str]) -> list[HeldEvent]:
         rows = self._db.execute(
             """SELECT e.id, e.subject, e.raw FROM held h JOIN events e ON e.id = h.event_id
             WHERE h.missing IN (SELECT value FROM json_each(?)) ORDER BY e.position""",
@@ -403,7 +214,7 @@ class _SqliteTx(AppendTx):
         ).fetchall()
         return [HeldEvent(row[0], row[1], bytes(row[2])) for row in rows]
 
-    async def set_roots(self, roots: dict[str, str | None]) -> None:
+    def set_roots(self, roots: dict[str, str | None]) -> None:
         mapping = msgspec.json.encode(roots).decode()
         self._db.execute(
             "UPDATE events SET root_id = j.value FROM json_each(?) j WHERE events.id = j.key",
@@ -414,28 +225,18 @@ class _SqliteTx(AppendTx):
             (mapping,),
         )
 
-    async def set_refs(self, refs: dict[str, str | None]) -> None:
+    def set_refs(self, refs: dict[str, str | None]) -> None:
         self._db.execute(
             "UPDATE events SET ref_id = j.value FROM json_each(?) j WHERE events.id = j.key",
             (msgspec.json.encode(refs).decode(),),
         )
 
 
-def _run_to_completion(coroutine: Coroutine[Any, Any, _T]) -> _T:
-    """Run a coroutine that never suspends (each of its awaits returns at once)."""
-    try:
-        coroutine.send(None)
-    except StopIteration as finished:
-        return cast(_T, finished.value)
-    coroutine.close()
-    raise RuntimeError("a synchronous SQLite step suspended")
-
-
 def _append_in_thread(db: sqlite3.Connection, items: Sequence[Incoming]) -> AppendResult:
-    """One append transaction, run by the connection's own thread from BEGIN to COMMIT."""
+    """One append transaction, run by the writer's thread from BEGIN to COMMIT."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        result = _run_to_completion(append_in_transaction(_SqliteTx(db), items))
+        result = append_in_thread(_SqliteTx(db), items)
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
@@ -457,14 +258,11 @@ class SqliteStore:
 
     def __init__(self, path: Path | str) -> None:
         self._path = str(path)
-        self._db: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
-        # One call at a time per connection: a transaction must not be interleaved.
-        self._lock = asyncio.Lock()
-        self._read_lock = asyncio.Lock()
+        self._db: SqliteConnection | None = None
+        self._reader: SqliteConnection | None = None
 
     @property
-    def _conn(self) -> aiosqlite.Connection:
+    def _conn(self) -> SqliteConnection:
         if self._db is None:
             raise RuntimeError("the store is not open")
         return self._db
@@ -474,8 +272,7 @@ class SqliteStore:
         # The events indexes outgrow SQLite's default 2 MB page cache within ~100k events,
         # after which every insert into them reads pages back through the OS.
         self._db = await connect_sqlite(self._path, "synchronous=NORMAL", "cache_size=-131072")
-        async with self._lock:
-            await migrate_sqlite(self._db, "schema_migrations", MIGRATIONS)
+        await migrate_sqlite(self._db, "schema_migrations", MIGRATIONS)
         if self._path != ":memory:":
             self._reader = await connect_sqlite(self._path, "cache_size=-65536", "query_only=1")
 
@@ -497,24 +294,17 @@ class SqliteStore:
 
     async def append_batch(self, items: Sequence[Incoming]) -> AppendResult:
         """Store a batch in one transaction (see ``ServerStore.append_batch``)."""
-        # The whole transaction is one call into aiosqlite's connection thread instead of
-        # a thread round trip per SQL step (aiosqlite has no public API for that).
-        db = self._conn
-        in_thread = cast(Callable[..., Awaitable[AppendResult]], db._execute)
-        async with self._lock:
-            return await in_thread(_append_in_thread, db._conn, items)
+        # The whole transaction is one call into the writer's thread instead of a thread
+        # round trip per SQL step; calls there run one at a time, in order.
+        return await self._conn.run(lambda db: _append_in_thread(db, items))
 
     async def _fetch(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
-        if self._reader is None:
-            async with self._lock, self._conn.execute(sql, params) as cur:
-                return list(await cur.fetchall())
-        async with self._read_lock, self._reader.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+        return await (self._reader or self._conn).execute_fetchall(sql, params)
 
     async def events_after(self, position: int, limit: int) -> list[StoredEvent]:
         """Up to ``limit`` events with a position greater than ``position``, in order."""
         rows = await self._fetch(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
             (position, limit),
         )
         return [_stored(row) for row in rows]
@@ -523,19 +313,19 @@ class SqliteStore:
         self, person: str, position: int, limit: int
     ) -> list[StoredEvent]:
         """Events ``person`` may see now, after ``position`` (see the Protocol)."""
-        rows = await self._fetch(_VISIBLE, {"person": person, "after": position, "limit": limit})
+        rows = await self._fetch(VISIBLE, {"person": person, "after": position, "limit": limit})
         return [_stored(row) for row in rows]
 
     async def reveal_floor(self, person: str, checked: int, after: int) -> int | None:
         """Where a pull must rescan from (see the Protocol); None when nothing was revealed."""
         if after <= 0:
             return None
-        rows = await self._fetch(_REVEALED, {"person": person, "checked": checked, "after": after})
+        rows = await self._fetch(REVEALED, {"person": person, "checked": checked, "after": after})
         return None if not rows or rows[0][0] is None else int(rows[0][0])
 
     async def get(self, event_id: str) -> StoredEvent | None:
         """The stored event with this id, or None."""
-        rows = await self._fetch(f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,))
+        rows = await self._fetch(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,))
         return _stored(rows[0]) if rows else None
 
     async def count(self) -> int:

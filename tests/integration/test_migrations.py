@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import asyncpg
 import pytest
 import pytest_asyncio
@@ -45,7 +45,7 @@ class Backend:
     async def has_table(self, name: str) -> bool:
         try:
             await self.query(f"SELECT count(*) FROM {name}")
-        except (aiosqlite.OperationalError, asyncpg.UndefinedTableError):
+        except (sqlite3.OperationalError, asyncpg.UndefinedTableError):
             return False
         return True
 
@@ -99,7 +99,7 @@ async def test_steps_run_once_in_order_and_a_later_step_alone(backend: Backend) 
 
 async def test_a_failing_step_leaves_the_schema_as_it_was(backend: Backend) -> None:
     await backend.migrate(STEPS[:1])
-    with pytest.raises((aiosqlite.OperationalError, asyncpg.PostgresSyntaxError)):
+    with pytest.raises((sqlite3.OperationalError, asyncpg.PostgresSyntaxError)):
         await backend.migrate((*STEPS, BROKEN))
     # Step 2 ran in the same transaction as the broken step 3: both undone.
     assert await backend.versions() == [1]
