@@ -17,12 +17,15 @@ def free_port() -> int:
 def test_web_needs_a_token_a_url_and_a_server(ready: Cli) -> None:
     assert "no API token" in ready.fails("web", "--print")
     creds = ready.home / "creds.json"
-    creds.write_text(json.dumps({"person": "ava", "api_token": "ava.secret"}))
-    ready.ok("config", "credentials", str(creds))
+
+    def use(fields: dict[str, str]) -> None:
+        # `config credentials` keeps its own copy: set it again after each change.
+        creds.write_text(json.dumps({"person": "ava", "nats_password": "pw", **fields}))
+        ready.ok("config", "credentials", str(creds))
+
+    use({"api_token": "ava.secret"})
     assert "no server HTTP URL" in ready.fails("web", "--print")
-    creds.write_text(
-        json.dumps({"api_token": "ava.secret", "http_url": f"http://127.0.0.1:{free_port()}"})
-    )
+    use({"api_token": "ava.secret", "http_url": f"http://127.0.0.1:{free_port()}"})
     assert "cannot reach the server" in ready.fails("web", "--print")
-    creds.write_text(json.dumps({"api_token": "ava.secret", "http_url": "ftp://x"}))
+    use({"api_token": "ava.secret", "http_url": "ftp://x"})
     assert "not an http(s):// URL" in ready.fails("web", "--print")

@@ -57,7 +57,7 @@ def test_ctrl_c_in_the_terminal_stops_server_and_nats_cleanly(tmp_path: Path) ->
         assert "milepost-server 0.1.0 is running" in shown, shown
         assert f"data:      {home}" in shown
         assert "Stop it with Ctrl-C" in shown
-        assert "milepost-server person add ava --json > ava.json" in shown
+        assert "milepost-server person add ava --output ava.json" in shown
         info = json.loads((home / "run.json").read_text())
         _api_docs_work_offline(info["http_url"])
         nats_pid = info["nats_pid"]

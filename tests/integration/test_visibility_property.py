@@ -52,6 +52,8 @@ class EventModel(_Model):
             target = body.subject
         elif isinstance(body, b.Corrected | b.Retracted):
             target = body.target
+        elif isinstance(body, b.KudosGiven):  # seen by whoever sees the completion
+            target = body.completion
         if target is None or target not in self.by_id:
             return None
         return self.event_root(self.by_id[target], depth + 1)
