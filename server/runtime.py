@@ -30,12 +30,14 @@ from server import home as server_home
 from server.accounts import open_accounts
 from server.http import ServerContext, TokenVerifier, create_app
 from server.ingest import CONSUMER, STREAM, BatchReport, IngestWorker
-from server.metrics import IngestCounters
+from server.metrics import IngestCounters, SnapshotStats
 from server.nats_cluster import SERVICE_PASSWORD_ENV
 from server.nats_embedded import SERVICE_USER, EmbeddedNats, hash_password, new_password
 from server.projection import ProjectionFollower
 from server.pull import PullResponder
-from server.store import open_store
+from server.snapshots import SnapshotStore, open_snapshots
+from server.snapshots import service as snapshotting
+from server.store import ServerStore, open_store
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,12 @@ class RunOptions:
     """The events stream's replica count (3 on a three-node cluster); None keeps it."""
     ack_wait: float = 30.0
     """Seconds before a batch a crashed replica fetched but never acked is redelivered."""
+    snapshots: bool = True
+    """Start from the newest valid snapshot, take them as events arrive and at a clean stop."""
+    snapshot_every_events: int = 100_000
+    """Take a snapshot once this many events were folded since the newest one."""
+    snapshot_every_seconds: float = 600.0
+    """... or once this long passed with any event folded since."""
 
 
 class _Server(uvicorn.Server):
@@ -193,6 +201,14 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
         await pulls.start()
         stack.push_async_callback(pulls.stop)
         follower = ProjectionFollower(store)
+        snapshot_stats = SnapshotStats()
+        snapshots: SnapshotStore | None = None
+        if options.snapshots:
+            snapshots = open_snapshots(database)
+            await snapshots.open()
+            stack.push_async_callback(snapshots.close)
+            # The newest valid snapshot, then only the events after it.
+            await snapshotting.load_newest(store, snapshots, follower, snapshot_stats)
         await follower.catch_up()
         # The folded history is long-lived: keep the cyclic GC from rescanning it (a full
         # collection over millions of objects stalls every request for a long moment).
@@ -205,6 +221,7 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
             TokenVerifier(accounts),
             ingest=counters,
             consumer_lag=_consumer_lag(nc),
+            snapshots=snapshot_stats if snapshots is not None else None,
         )
         loop.add_signal_handler(signal.SIGUSR1, lambda: loop.create_task(follower.rebuild()))
 
@@ -243,6 +260,21 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
 
         following = asyncio.create_task(follower.run(stop))
         ingesting = asyncio.create_task(_ingest_loop(worker, follower, counters, stop))
+        snapshotting_task = (
+            asyncio.create_task(
+                snapshotting.run_periodically(
+                    store,
+                    snapshots,
+                    follower,
+                    snapshot_stats,
+                    stop,
+                    every_events=options.snapshot_every_events,
+                    every_seconds=options.snapshot_every_seconds,
+                )
+            )
+            if snapshots is not None
+            else None
+        )
         await stop.wait()
         # Stop taking messages: the batch in hand is stored and acknowledged first.
         await ingesting
@@ -250,8 +282,27 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
         http.should_exit = True
         await http_task
         await following
+        if snapshots is not None and snapshotting_task is not None:
+            await snapshotting_task
+            await _final_snapshot(store, snapshots, follower, snapshot_stats)
         loop.remove_signal_handler(signal.SIGUSR1)
     return 0
+
+
+async def _final_snapshot(
+    store: ServerStore,
+    snapshots: SnapshotStore,
+    follower: ProjectionFollower,
+    stats: SnapshotStats,
+) -> None:
+    """At a clean stop: fold what is stored, and snapshot it unless the newest snapshot in
+    the store is already there (the next start then folds nothing)."""
+    try:
+        await follower.catch_up()
+        if follower.position > await snapshotting.newest_position(snapshots):
+            await snapshotting.take(store, snapshots, follower, stats)
+    except Exception:
+        log.exception("the snapshot at stop failed (the next start folds more)")
 
 
 async def _close_nats(nc: NatsClient) -> None:

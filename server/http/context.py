@@ -17,7 +17,7 @@ from projections.settings import DEFAULT_SETTINGS, DriftSettings
 from projections.state import ProjectionState, as_of
 from server.accounts import AccountStore, token_person, verify_token
 from server.http.errors import ViewTooSlow
-from server.metrics import DeadLetterCount, IngestCounters
+from server.metrics import DeadLetterCount, IngestCounters, SnapshotStats
 from server.projection import ProjectionFollower
 from server.store.protocol import ServerStore
 
@@ -96,6 +96,7 @@ class ServerContext:
     ingest: IngestCounters = field(default_factory=IngestCounters)
     dead_letters: DeadLetterCount = field(default_factory=DeadLetterCount)
     consumer_lag: Callable[[], Awaitable[int | None]] | None = None
+    snapshots: SnapshotStats | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     keepalive_seconds: float = 15.0
     response_ttl: float = 5.0
