@@ -89,7 +89,9 @@ async def flip_stored_byte(location: str, offset: int) -> None:
     if location.startswith("postgresql://"):
         conn = await asyncpg.connect(location)
         try:
-            snapshot, seq, data = await conn.fetchrow(sql)
+            row = await conn.fetchrow(sql)
+            assert row is not None
+            snapshot, seq, data = row
             damaged = bytearray(data)
             damaged[offset] ^= 0x20
             await conn.execute(
