@@ -105,9 +105,9 @@ async def flip_stored_byte(location: str, offset: int) -> None:
         return
     async with aiosqlite.connect(location) as db:
         async with db.execute(sql) as cursor:
-            row = await cursor.fetchone()
-        assert row is not None
-        snapshot, seq, data = row
+            found = await cursor.fetchone()
+        assert found is not None
+        snapshot, seq, data = found
         damaged = bytearray(data)
         damaged[offset] ^= 0x20
         await db.execute(
