@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from events import encode
+from events import TeamMemberJoined, encode
 from milepost_testkit.history import generate_history
 from server.nats_embedded import events_subject
 from server.store import Incoming
@@ -121,9 +121,8 @@ def home(tmp_path: Path) -> Iterator[Path]:
 
 def person_in_a_team() -> tuple[str, str]:
     for event in HISTORY:
-        body = event.body
-        if event.body.__struct_config__.tag == "team.member_joined":
-            return body.person, body.team  # type: ignore[attr-defined]
+        if isinstance(event.body, TeamMemberJoined):
+            return event.body.person, event.body.team
     raise AssertionError("no membership")
 
 
