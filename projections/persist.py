@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import operator
 from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime
 from pathlib import Path
@@ -183,6 +184,7 @@ class Follower(msgspec.Struct, frozen=True):
 
 
 _T = TypeVar("_T")
+_ID = operator.attrgetter("id")
 _encode = msgspec.json.Encoder().encode
 _decoder = msgspec.json.Decoder(Document)
 CHUNK = 5_000
@@ -366,7 +368,7 @@ def decode(blob: bytes, digest: str | None = None) -> tuple[ProjectionState, Fol
 
 def _restore(doc: Document) -> tuple[ProjectionState, Follower]:
     state = ProjectionState()
-    events = state.events = {event.id: event for event in doc.events}
+    events = state.events = dict(zip(map(_ID, doc.events), doc.events, strict=True))
     state.pending = {event.id: event for event in doc.pending}
     state.waiting_on = doc.waiting_on
     state.refused = {event.id: (event, reason) for event, reason in doc.refused}

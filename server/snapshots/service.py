@@ -16,6 +16,7 @@ import logging
 import time
 
 from projections import persist
+from projections.state import ProjectionState
 from server.metrics import SnapshotStats
 from server.projection import ProjectionFollower
 from server.snapshots.protocol import SnapshotInfo, SnapshotStore, to_prune
@@ -47,6 +48,25 @@ async def why_invalid(store: ServerStore, info: SnapshotInfo) -> str | None:
     return None
 
 
+async def _decode_and_check(
+    blob: bytes, digest: str
+) -> tuple[tuple[ProjectionState, persist.Follower] | None, str | None]:
+    """Decode ``blob`` while its digest is computed beside it (hashing releases the GIL:
+    on two cores the check costs no time); what was decoded is kept only if they match."""
+    checking = asyncio.to_thread(persist.checksum, blob)
+    decoding = asyncio.to_thread(persist.decode, blob)
+    actual, loaded = await asyncio.gather(checking, decoding, return_exceptions=True)
+    if isinstance(actual, BaseException):
+        raise actual
+    if actual != digest:
+        return None, "the snapshot's checksum does not match its bytes"
+    if isinstance(loaded, persist.SnapshotInvalid):
+        return None, str(loaded)
+    if isinstance(loaded, BaseException):
+        raise loaded
+    return loaded, None
+
+
 async def load_newest(
     store: ServerStore, snapshots: SnapshotStore, follower: ProjectionFollower, stats: SnapshotStats
 ) -> SnapshotInfo | None:
@@ -55,16 +75,13 @@ async def load_newest(
     began = time.perf_counter()
     for info in await snapshots.listing():
         reason = await why_invalid(store, info)
-        loaded: tuple[object, persist.Follower] | None = None
+        loaded: tuple[ProjectionState, persist.Follower] | None = None
         if reason is None:
             blob = await snapshots.blob(info.id)
             if blob is None:
                 reason = "it was deleted meanwhile"
             else:
-                try:
-                    loaded = await asyncio.to_thread(persist.decode, blob, info.checksum)
-                except persist.SnapshotInvalid as exc:
-                    reason = str(exc)
+                loaded, reason = await _decode_and_check(blob, info.checksum)
                 del blob
         if loaded is None:
             stats.skipped += 1
@@ -80,7 +97,7 @@ async def load_newest(
                 info.position,
             )
             continue
-        follower.restore(state, fields)  # type: ignore[arg-type]
+        follower.restore(state, fields)
         stats.load_seconds = time.perf_counter() - began
         stats.position = stats.loaded_position = info.position
         stats.taken_at = info.taken_at.timestamp()
