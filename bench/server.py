@@ -345,6 +345,14 @@ def start_server(home: Path) -> tuple[subprocess.Popen[str], str]:
     return process, url
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process (VmRSS), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
 def stop_server(process: subprocess.Popen[str]) -> None:
     """SIGTERM by pid, SIGKILL if it does not exit."""
     if process.poll() is None:
@@ -432,6 +440,7 @@ def http_figures(workdir: Path, count: int, seconds: int) -> None:
     began = time.perf_counter()
     process, base = start_server(home)
     figure("server_start_with_history", time.perf_counter() - began, "s")
+    figure("server_rss_after_start", rss_mb(process.pid), "MB")
     figure("http_events_stored", count, "events")
     try:
         import httpx

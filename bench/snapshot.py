@@ -35,7 +35,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import events
-from bench.server import fill_store, heads, member_and_team
+from bench.server import fill_store, heads, member_and_team, rss_mb
 from milepost_testkit.history import history_bytes
 from projections import persist
 from projections.state import ProjectionState, apply
@@ -48,14 +48,6 @@ def figure(name: str, value: float, unit: str) -> None:
     """Record a figure (printed together at the end) and show progress now."""
     FIGURES.append((name, value, unit))
     print(f"  {name}: {value:,.3f} {unit}", file=sys.stderr, flush=True)
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process (VmRSS), in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 def start(home: Path, person: str, token: str, *extra: str) -> tuple[float, float, str]:
