@@ -338,16 +338,24 @@ def encode(state: ProjectionState, follower: Follower) -> bytes:
     return b"".join(encode_pieces(state, follower))
 
 
-def checksum(blob: bytes) -> str:
+def checksum(blob: bytes | bytearray) -> str:
     """The digest stored beside a blob; a blob that does not match it is corrupt."""
     return hashlib.blake2b(blob, digest_size=16).hexdigest()
+
+
+def checksum_parts(parts: Iterable[bytes]) -> str:
+    """``checksum`` of the parts' concatenation."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()
 
 
 def _register(r: _Due | _Link | _Text | _Flag) -> Register:
     return Register(r.stamp, r.value, r.source)
 
 
-def decode(blob: bytes, digest: str | None = None) -> tuple[ProjectionState, Follower]:
+def decode(blob: bytes | bytearray, digest: str | None = None) -> tuple[ProjectionState, Follower]:
     """The state and follower fields of a snapshot; ``SnapshotInvalid`` if ``digest`` is
     given and does not match, if it is another fold's, or if it does not hold together."""
     if digest is not None and checksum(blob) != digest:

@@ -194,8 +194,9 @@ class ProjectionFollower:
         self.undecodable = follower.undecodable
         self._feed_positions, self._feed_ids = follower.feed_positions, follower.feed_ids
 
-    async def snapshot(self, pause_every: int = 20) -> tuple[bytes, int]:
-        """The state encoded at one position (``projections.persist``), and that position.
+    async def snapshot(self, pause_every: int = 20) -> tuple[list[bytes], int]:
+        """The state encoded at one position (``projections.persist``; the pieces to
+        concatenate), and that position.
 
         Folding waits meanwhile; readers (views in worker threads) and requests go on:
         the encoding yields to the event loop every ``pause_every`` pieces (each piece is
@@ -214,7 +215,7 @@ class ProjectionFollower:
                 pieces.append(piece)
                 if count % pause_every == 0:
                     await asyncio.sleep(0)
-            return b"".join(pieces), fields.position
+            return pieces, fields.position
         finally:
             self._snapshots -= 1
             if not self._snapshots:

@@ -3,13 +3,14 @@ the database starts from the same snapshots."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
 from server.migrations import Migration, migrate_postgres
-from server.snapshots.protocol import PART_BYTES, SnapshotInfo
+from server.snapshots.protocol import SnapshotInfo
 
 MIGRATIONS: tuple[Migration, ...] = (
     (
@@ -78,10 +79,11 @@ class PostgresSnapshots:
         anchor: str,
         fold_version: str,
         checksum: str,
-        blob: bytes,
+        parts: Sequence[bytes],
         seconds: float,
     ) -> SnapshotInfo:
         """Store a snapshot and its parts in one transaction."""
+        size = sum(len(part) for part in parts)
         taken_at = datetime.now(UTC)
         async with self._db.acquire() as conn, conn.transaction():
             snapshot_id = await conn.fetchval(
@@ -91,20 +93,19 @@ class PostgresSnapshots:
                 anchor,
                 fold_version,
                 checksum,
-                len(blob),
+                size,
                 taken_at,
                 seconds,
             )
-            view = memoryview(blob)
-            for seq, start in enumerate(range(0, max(len(blob), 1), PART_BYTES)):
+            for seq, part in enumerate(parts):
                 await conn.execute(
                     "INSERT INTO snapshot_parts(snapshot, seq, data) VALUES ($1, $2, $3)",
                     snapshot_id,
                     seq,
-                    bytes(view[start : start + PART_BYTES]),
+                    part,
                 )
         return SnapshotInfo(
-            int(snapshot_id), position, anchor, fold_version, checksum, len(blob), taken_at, seconds
+            int(snapshot_id), position, anchor, fold_version, checksum, size, taken_at, seconds
         )
 
     async def listing(self) -> list[SnapshotInfo]:
@@ -114,15 +115,25 @@ class PostgresSnapshots:
         )
         return [_info(row) for row in rows]
 
-    async def blob(self, snapshot_id: int) -> bytes | None:
-        """The snapshot's parts joined; None if it is gone."""
+    async def blob(self, snapshot_id: int) -> bytearray | None:
+        """The snapshot's parts in one buffer, read one at a time; None if it is gone."""
         async with self._db.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-            if await conn.fetchval("SELECT 1 FROM snapshots WHERE id = $1", snapshot_id) is None:
+            size = await conn.fetchval("SELECT size FROM snapshots WHERE id = $1", snapshot_id)
+            if size is None:
                 return None
-            rows = await conn.fetch(
-                "SELECT data FROM snapshot_parts WHERE snapshot = $1 ORDER BY seq", snapshot_id
-            )
-        return b"".join(row[0] for row in rows)
+            buffer = bytearray(size)
+            offset = seq = 0
+            while offset < len(buffer):
+                part = await conn.fetchval(
+                    "SELECT data FROM snapshot_parts WHERE snapshot = $1 AND seq = $2",
+                    snapshot_id,
+                    seq,
+                )
+                if part is None or offset + len(part) > len(buffer):
+                    return buffer[:offset]  # a part is missing: the digest will say
+                buffer[offset : offset + len(part)] = part
+                offset, seq = offset + len(part), seq + 1
+            return buffer
 
     async def delete(self, snapshot_ids: list[int]) -> None:
         """Forget these snapshots (their parts go with them)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -45,18 +46,20 @@ class SnapshotStore(Protocol):
         anchor: str,
         fold_version: str,
         checksum: str,
-        blob: bytes,
+        parts: Sequence[bytes],
         seconds: float,
     ) -> SnapshotInfo:
-        """Store a snapshot (in one transaction); return what was stored."""
+        """Store a snapshot, its bytes as these parts (each at most ``PART_BYTES``), in one
+        transaction; return what was stored."""
         ...
 
     async def listing(self) -> list[SnapshotInfo]:
         """Every snapshot, newest position first (then newest id)."""
         ...
 
-    async def blob(self, snapshot_id: int) -> bytes | None:
-        """The bytes of a snapshot (its parts joined), None if it is gone."""
+    async def blob(self, snapshot_id: int) -> bytearray | None:
+        """The bytes of a snapshot (its parts copied into one buffer, one part read at a
+        time), None if it is gone."""
         ...
 
     async def delete(self, snapshot_ids: list[int]) -> None:
@@ -76,3 +79,26 @@ def to_prune(snapshots: list[SnapshotInfo], current: str, keep: int) -> list[int
             doomed.append(info.id)
         seen[info.fold_version] = count + 1
     return doomed
+
+
+def in_parts(pieces: list[bytes], part_bytes: int | None = None) -> list[bytes]:
+    """``pieces`` regrouped into parts of at most ``part_bytes`` (a piece larger than that
+    is cut); ``pieces`` is emptied as it goes, so the bytes are held about once."""
+    limit = part_bytes or PART_BYTES
+    pieces.reverse()
+    parts: list[bytes] = []
+    group: list[bytes] = []
+    size = 0
+    while pieces:
+        piece = pieces.pop()
+        while len(piece) > limit - size:
+            cut = limit - size
+            group.append(piece[:cut])
+            parts.append(b"".join(group))
+            group, size, piece = [], 0, piece[cut:]
+        if piece:
+            group.append(piece)
+            size += len(piece)
+    if group or not parts:
+        parts.append(b"".join(group))
+    return parts

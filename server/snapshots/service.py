@@ -19,7 +19,7 @@ from projections import persist
 from projections.state import ProjectionState
 from server.metrics import SnapshotStats
 from server.projection import ProjectionFollower
-from server.snapshots.protocol import SnapshotInfo, SnapshotStore, to_prune
+from server.snapshots.protocol import SnapshotInfo, SnapshotStore, in_parts, to_prune
 from server.store.protocol import ServerStore
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ async def why_invalid(store: ServerStore, info: SnapshotInfo) -> str | None:
 
 
 async def _decode_and_check(
-    blob: bytes, digest: str
+    blob: bytearray, digest: str
 ) -> tuple[tuple[ProjectionState, persist.Follower] | None, str | None]:
     """Decode ``blob`` while its digest is computed beside it (hashing releases the GIL:
     on two cores the check costs no time); what was decoded is kept only if they match."""
@@ -113,14 +113,15 @@ async def take(
     """Snapshot the follower's state now and prune old ones; None when there is nothing
     new to keep (the newest snapshot of this fold is already at this position)."""
     began = time.perf_counter()
-    blob, position = await follower.snapshot()
+    pieces, position = await follower.snapshot()
     anchor = await anchor_of(store, position)
     if anchor is None:
         return None  # the store lost events the follower folded: never keep that
-    digest = await asyncio.to_thread(persist.checksum, blob)
+    parts = await asyncio.to_thread(in_parts, pieces)
+    digest = await asyncio.to_thread(persist.checksum_parts, parts)
     seconds = time.perf_counter() - began
-    info = await snapshots.save(position, anchor, persist.FOLD_VERSION, digest, blob, seconds)
-    del blob
+    info = await snapshots.save(position, anchor, persist.FOLD_VERSION, digest, parts, seconds)
+    del parts
     with contextlib.suppress(Exception):
         await snapshots.delete(to_prune(await snapshots.listing(), persist.FOLD_VERSION, KEEP))
     stats.position, stats.taken_at = info.position, info.taken_at.timestamp()

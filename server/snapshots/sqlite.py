@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import aiosqlite
 
 from server.migrations import Migration, connect_sqlite, migrate_sqlite
-from server.snapshots.protocol import PART_BYTES, SnapshotInfo
+from server.snapshots.protocol import SnapshotInfo
 
 MIGRATIONS: tuple[Migration, ...] = (
     (
@@ -79,10 +80,11 @@ class SqliteSnapshots:
         anchor: str,
         fold_version: str,
         checksum: str,
-        blob: bytes,
+        parts: Sequence[bytes],
         seconds: float,
     ) -> SnapshotInfo:
         """Store a snapshot and its parts in one transaction."""
+        size = sum(len(part) for part in parts)
         taken_at = datetime.now(UTC)
         db = self._conn
         async with self._lock:
@@ -96,18 +98,17 @@ class SqliteSnapshots:
                         anchor,
                         fold_version,
                         checksum,
-                        len(blob),
+                        size,
                         taken_at.isoformat(),
                         seconds,
                     ),
                 )
                 snapshot_id = cursor.lastrowid
                 await cursor.close()
-                view = memoryview(blob)
-                for seq, start in enumerate(range(0, max(len(blob), 1), PART_BYTES)):
+                for seq, part in enumerate(parts):
                     await db.execute(
                         "INSERT INTO snapshot_parts(snapshot, seq, data) VALUES (?, ?, ?)",
-                        (snapshot_id, seq, view[start : start + PART_BYTES]),
+                        (snapshot_id, seq, part),
                     )
                 await db.execute("COMMIT")
             except BaseException:
@@ -115,7 +116,7 @@ class SqliteSnapshots:
                 raise
         assert snapshot_id is not None
         return SnapshotInfo(
-            snapshot_id, position, anchor, fold_version, checksum, len(blob), taken_at, seconds
+            snapshot_id, position, anchor, fold_version, checksum, size, taken_at, seconds
         )
 
     async def listing(self) -> list[SnapshotInfo]:
@@ -128,18 +129,32 @@ class SqliteSnapshots:
         ):
             return [_info(row) for row in await cursor.fetchall()]
 
-    async def blob(self, snapshot_id: int) -> bytes | None:
-        """The snapshot's parts joined; None if it is gone."""
+    async def blob(self, snapshot_id: int) -> bytearray | None:
+        """The snapshot's parts in one buffer, read one at a time; None if it is gone."""
         async with self._lock:
-            async with self._conn.execute(
-                "SELECT size FROM snapshots WHERE id = ?", (snapshot_id,)
-            ) as cursor:
-                if await cursor.fetchone() is None:
+            await self._conn.execute("BEGIN")  # one read snapshot for every part
+            try:
+                async with self._conn.execute(
+                    "SELECT size FROM snapshots WHERE id = ?", (snapshot_id,)
+                ) as cursor:
+                    row = await cursor.fetchone()
+                if row is None:
                     return None
-            async with self._conn.execute(
-                "SELECT data FROM snapshot_parts WHERE snapshot = ? ORDER BY seq", (snapshot_id,)
-            ) as cursor:
-                return b"".join(bytes(row[0]) for row in await cursor.fetchall())
+                buffer = bytearray(row[0])
+                offset = seq = 0
+                while offset < len(buffer):
+                    async with self._conn.execute(
+                        "SELECT data FROM snapshot_parts WHERE snapshot = ? AND seq = ?",
+                        (snapshot_id, seq),
+                    ) as cursor:
+                        part = await cursor.fetchone()
+                    if part is None or offset + len(part[0]) > len(buffer):
+                        return buffer[:offset]  # a part is missing: the digest will say
+                    buffer[offset : offset + len(part[0])] = part[0]
+                    offset, seq = offset + len(part[0]), seq + 1
+                return buffer
+            finally:
+                await self._conn.execute("COMMIT")
 
     async def delete(self, snapshot_ids: list[int]) -> None:
         """Forget these snapshots and their parts."""

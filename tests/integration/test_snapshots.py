@@ -25,9 +25,8 @@ from server.metrics import SnapshotStats
 from server.projection import ProjectionFollower
 from server.rebuild import differences, rebuilt_state
 from server.snapshots import SnapshotStore, open_snapshots
-from server.snapshots import postgres as snapshots_postgres
 from server.snapshots import service as snapshotting
-from server.snapshots import sqlite as snapshots_sqlite
+from server.snapshots.protocol import in_parts
 from server.store import ServerStore, open_store
 from tests.http_world import backend, incoming, location
 
@@ -117,14 +116,16 @@ async def flip_stored_byte(location: str, offset: int) -> None:
         await db.commit()
 
 
-async def test_a_blob_round_trips_in_parts(opened: Opened, monkeypatch: pytest.MonkeyPatch) -> None:
-    for module in (snapshots_sqlite, snapshots_postgres):
-        monkeypatch.setattr(module, "PART_BYTES", 1000)
-    blob = bytes(range(256)) * 37  # 9,472 bytes: ten parts
-    first = await opened.snapshots.save(5, "x", "v1", "digest", blob, 0.5)
-    second = await opened.snapshots.save(9, "y", "v1", "digest2", b"", 0.1)
-    assert await opened.snapshots.blob(first.id) == blob
-    assert await opened.snapshots.blob(second.id) == b""
+async def test_a_blob_round_trips_in_parts(opened: Opened) -> None:
+    blob = bytes(range(256)) * 37  # 9,472 bytes
+    parts = in_parts([blob[:5000], blob[5000:5001], blob[5001:]], part_bytes=1000)
+    assert len(parts) == 10 and b"".join(parts) == blob
+    assert all(len(part) <= 1000 for part in parts)
+    first = await opened.snapshots.save(5, "x", "v1", "digest", parts, 0.5)
+    second = await opened.snapshots.save(9, "y", "v1", "digest2", in_parts([]), 0.1)
+    assert first.size == len(blob) and second.size == 0
+    assert await opened.snapshots.blob(first.id) == bytearray(blob)
+    assert await opened.snapshots.blob(second.id) == bytearray()
     listed = await opened.snapshots.listing()
     assert [info.id for info in listed] == [second.id, first.id]
     assert listed[1] == first
@@ -210,14 +211,15 @@ async def test_a_snapshot_of_another_fold_or_store_is_ignored(
 ) -> None:
     await append(opened.store, HISTORY[:900])
     follower = await started(opened)
-    blob, position = await follower.snapshot()
+    pieces, position = await follower.snapshot()
+    blob = b"".join(pieces)
     # Stored as an older fold would have: never loaded by this one.
     await opened.snapshots.save(
-        position, HISTORY[899].id, "0-older", persist.checksum(blob), blob, 0.1
+        position, HISTORY[899].id, "0-older", persist.checksum(blob), [blob], 0.1
     )
     # One whose position holds another event: taken of another store.
     await opened.snapshots.save(
-        position, HISTORY[0].id, persist.FOLD_VERSION, persist.checksum(blob), blob, 0.1
+        position, HISTORY[0].id, persist.FOLD_VERSION, persist.checksum(blob), [blob], 0.1
     )
     stats = SnapshotStats()
     with caplog.at_level(logging.WARNING, logger="server.snapshots.service"):
@@ -239,10 +241,11 @@ async def test_folding_waits_for_a_snapshot_but_readers_do_not(opened: Opened) -
     folding = asyncio.create_task(follower.catch_up())
     async with follower.reading() as state:  # a view's read is not held up
         assert state is follower.state
-    blob, position = await taking
+    pieces, position = await taking
     assert position == 1500
     await folding
     assert follower.position == len(HISTORY)
+    blob = b"".join(pieces)
     loaded, fields = persist.decode(blob, persist.checksum(blob))
     assert fields.position == 1500 and len(loaded.events) <= 1500
 
