@@ -4,8 +4,10 @@ What a rebuild costs is the fold (the ownership rule, the handlers, the indexes)
 reading the events: a snapshot keeps every event (decoded again by msgspec's typed JSON
 decoder, the rebuild's fast path) and every index the fold built, with each reference
 to an event written as its id and resolved to the one decoded object on load. The
-derived keys (check-ins, feeds, observations: ``(occurred_at, clock, id)``) are kept as
-they are: decoding them in msgspec costs less than looking each event up again.
+indexes of keys over events (each owner's feed, each subject's check-ins, each
+indicator's observations) are not stored: one pass over the events rebuilds them with
+the events' own datetimes and ids, so a loaded state holds one copy of each, as after a
+fold.
 
 JSON rather than msgpack: msgpack's timestamps are UTC, and an event's instants keep
 the offset they were written with. The document is built in pieces (``encode_pieces``),
@@ -32,7 +34,9 @@ from typing import Any, TypeVar
 import msgspec
 
 from events import Event, OpaqueEvent
+from events.bodies import BODY_TYPES, CheckInRecorded, ObservationRecorded
 from projections.state import (
+    FEED_TYPES,
     PLACEHOLDER,
     CheckInKey,
     Feed,
@@ -48,7 +52,7 @@ from projections.state import (
     TaskNode,
 )
 
-FORMAT = 1
+FORMAT = 2
 """The layout below; bump it when the snapshot's structure changes."""
 
 FOLD_MODULES = (
@@ -141,8 +145,6 @@ class _Task(msgspec.Struct, array_like=True):
 class _Indicator(msgspec.Struct, array_like=True):
     id: str
     event: str | None
-    observations: list[str]
-    observation_keys: list[CheckInKey]
 
 
 class Document(msgspec.Struct, array_like=True):
@@ -163,14 +165,12 @@ class Document(msgspec.Struct, array_like=True):
     milestones: list[_Milestone]
     tasks: list[_Task]
     indicators: list[_Indicator]
-    checkins_by_subject: dict[str, list[CheckInKey]]
     corrections: dict[str, list[str]]
     retracted: dict[str, list[str]]
     people: dict[str, PersonIndex]
     memberships: list[tuple[str, str, _Flag]]
     teams_by_person: dict[str, list[str]]
     sharing: dict[str, list[tuple[Stamp, str, Sharing]]]
-    feeds: dict[str, Feed]
     partnered_by: dict[str, list[str]]
 
 
@@ -184,6 +184,9 @@ class Follower(msgspec.Struct, frozen=True):
 
 
 _T = TypeVar("_T")
+_FEED_BODIES = frozenset(BODY_TYPES[tag] for tag in FEED_TYPES)
+_CHECKIN = CheckInRecorded
+_OBSERVATION = ObservationRecorded
 _ID = operator.attrgetter("id")
 _encode = msgspec.json.Encoder().encode
 _decoder = msgspec.json.Decoder(Document)
@@ -308,21 +311,14 @@ def encode_pieces(state: ProjectionState, follower: Follower) -> Iterator[bytes]
         lambda: _list(s.tasks.items(), lambda kv: _Task(kv[0], _flag(kv[1].done))),
         lambda: _list(
             s.indicators.items(),
-            lambda kv: _Indicator(
-                kv[0],
-                _event_id(kv[1].event),
-                kv[1].observations,
-                kv[1].observation_keys,
-            ),
+            lambda kv: _Indicator(kv[0], _event_id(kv[1].event)),
         ),
-        lambda: _dict(s.checkins_by_subject),
         lambda: _dict(s.corrections),
         lambda: _dict(s.retracted),
         lambda: _dict(_people(s)),
         lambda: _list(s.memberships.items(), lambda kv: (kv[0][0], kv[0][1], _flag(kv[1]))),
         lambda: _dict(s.teams_by_person, sorted),
         lambda: _dict(s.sharing),
-        lambda: _dict(s.feeds),
         lambda: _dict(s.partnered_by, sorted),
     ]
     yield b"["
@@ -407,23 +403,71 @@ def _restore(doc: Document) -> tuple[ProjectionState, Follower]:
         )
         for m in doc.milestones
     }
-    state.indicators = {
-        i.id: IndicatorNode(event(i.event), i.observations, i.observation_keys)
-        for i in doc.indicators
-    }
-    state.checkins_by_subject = doc.checkins_by_subject
+    state.indicators = {i.id: IndicatorNode(event(i.event)) for i in doc.indicators}
+    _derive(state, doc.events)
     state.corrections = doc.corrections
     state.retracted = doc.retracted
     state.people = doc.people
     state.memberships = {(team, person): _register(r) for team, person, r in doc.memberships}
     state.teams_by_person = {p: frozenset(teams) for p, teams in doc.teams_by_person.items()}
     state.sharing = doc.sharing
-    state.feeds = doc.feeds
     state.partnered_by = {p: set(owners) for p, owners in doc.partnered_by.items()}
     if len(doc.feed_positions) != len(doc.feed_ids):
         raise ValueError("feed positions and ids differ in length")
-    follower = Follower(doc.position, doc.undecodable, doc.feed_positions, doc.feed_ids)
+    # The follower's feed ids as the events' own strings (one copy of each id in memory).
+    get = events.get
+    feed_ids = [e.id if (e := get(i)) is not None else _held_id(state, i) for i in doc.feed_ids]
+    follower = Follower(doc.position, doc.undecodable, doc.feed_positions, feed_ids)
     return state, follower
+
+
+def _held_id(state: ProjectionState, event_id: str) -> str:
+    """The id object of a pending or refused event (KeyError if the state has none)."""
+    held = state.pending.get(event_id)
+    return held.id if held is not None else state.refused[event_id][0].id
+
+
+def _derive(state: ProjectionState, accepted: list[Event]) -> None:
+    """The indexes of keys over events, from the accepted events in fold order, as the fold
+    builds them: each owner's feed, each subject's check-ins, each indicator's
+    observations (all sorted). Rebuilt rather than stored: they then hold the events' own
+    datetimes and ids, as after a fold, instead of a decoded copy of each."""
+    feeds: dict[str, Feed] = {}
+    checkins: dict[str, list[CheckInKey]] = {}
+    observed: dict[str, list[CheckInKey]] = {}
+    for e in accepted:
+        body: Any = e.body
+        kind = type(body)
+        if kind in _FEED_BODIES:
+            feed = feeds.get(e.actor)
+            if feed is None:
+                feeds[e.actor] = Feed([(e.occurred_at, e.id)])
+            else:
+                feed.keys.append((e.occurred_at, e.id))
+            if kind is _CHECKIN:
+                keys = checkins.get(body.subject)
+                if keys is None:
+                    checkins[body.subject] = [(e.occurred_at, e.clock, e.id)]
+                else:
+                    keys.append((e.occurred_at, e.clock, e.id))
+            elif kind is _OBSERVATION and body.indicator is not None:
+                keys = observed.get(body.indicator)
+                if keys is None:
+                    observed[body.indicator] = [(e.occurred_at, e.clock, e.id)]
+                else:
+                    keys.append((e.occurred_at, e.clock, e.id))
+    for feed in feeds.values():
+        feed.keys.sort()
+    for keys in checkins.values():
+        keys.sort()
+    indicators = state.indicators
+    for indicator, keys in observed.items():
+        keys.sort()
+        node = indicators[indicator]
+        node.observation_keys = keys
+        node.observations = sorted(key[2] for key in keys)
+    state.feeds = feeds
+    state.checkins_by_subject = checkins
 
 
 FOLD_VERSION = _fold_version()

@@ -203,13 +203,19 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
         follower = ProjectionFollower(store)
         snapshot_stats = SnapshotStats()
         snapshots: SnapshotStore | None = None
-        if options.snapshots:
-            snapshots = open_snapshots(database)
-            await snapshots.open()
-            stack.push_async_callback(snapshots.close)
-            # The newest valid snapshot, then only the events after it.
-            await snapshotting.load_newest(store, snapshots, follower, snapshot_stats)
-        await follower.catch_up()
+        # Loading or folding the history allocates millions of long-lived objects and no
+        # garbage cycles: collections meanwhile would only rescan the growing heap.
+        gc.disable()
+        try:
+            if options.snapshots:
+                snapshots = open_snapshots(database)
+                await snapshots.open()
+                stack.push_async_callback(snapshots.close)
+                # The newest valid snapshot, then only the events after it.
+                await snapshotting.load_newest(store, snapshots, follower, snapshot_stats)
+            await follower.catch_up()
+        finally:
+            gc.enable()
         # The folded history is long-lived: keep the cyclic GC from rescanning it (a full
         # collection over millions of objects stalls every request for a long moment).
         gc.collect()

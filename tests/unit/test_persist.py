@@ -56,6 +56,12 @@ def test_a_snapshot_loads_to_the_state_it_was_taken_of(history: list[Event]) -> 
     assert loaded.event_count() == state.event_count()
     assert loaded.memberships == state.memberships
     assert loaded.teams_by_person == state.teams_by_person
+    # The indexes rebuilt from the events, not stored, are the fold's exactly.
+    assert list(loaded.feeds.items()) == list(state.feeds.items())
+    assert list(loaded.checkins_by_subject.items()) == list(state.checkins_by_subject.items())
+    assert {i: (n.observations, n.observation_keys) for i, n in loaded.indicators.items()} == {
+        i: (n.observations, n.observation_keys) for i, n in state.indicators.items()
+    }
     # References to an event are the one decoded event, as after a fold.
     for node in loaded.milestones.values():
         if node.event.id in loaded.events:
@@ -91,6 +97,8 @@ def test_any_history_cut_anywhere_resumes_to_the_same_views(
     for event in history[cut:]:
         apply(resumed, event)
     full = rebuild(history)
+    assert resumed.feeds == full.feeds
+    assert resumed.checkins_by_subject == full.checkins_by_subject
     assert resumed.pending.keys() == full.pending.keys()
     assert resumed.refused.keys() == full.refused.keys()
     same_views(full, resumed)
