@@ -699,7 +699,7 @@ def snapshot_check(
                     raise CliError(f"snapshot {info.id} cannot be loaded: {reason}")
                 blob = await snapshots.blob(info.id)
                 if blob is None:
-                    raise CliError(f"snapshot {info.id} was deleted meanwhile")
+                    raise CliError(f"snapshot {info.id} cannot be loaded: its bytes are gone")
                 try:
                     loaded, _ = persist.decode(blob, info.checksum)
                 except persist.SnapshotInvalid as exc:

@@ -57,7 +57,7 @@ class SnapshotStore(Protocol):
         """Every snapshot, newest position first (then newest id)."""
         ...
 
-    async def blob(self, snapshot_id: int) -> bytearray | None:
+    async def blob(self, snapshot_id: int) -> bytes | bytearray | None:
         """The bytes of a snapshot (its parts copied into one buffer, one part read at a
         time), None if it is gone."""
         ...

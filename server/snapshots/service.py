@@ -49,7 +49,7 @@ async def why_invalid(store: ServerStore, info: SnapshotInfo) -> str | None:
 
 
 async def _decode_and_check(
-    blob: bytearray, digest: str
+    blob: bytes | bytearray, digest: str
 ) -> tuple[tuple[ProjectionState, persist.Follower] | None, str | None]:
     """Decode ``blob`` while its digest is computed beside it (hashing releases the GIL:
     on two cores the check costs no time); what was decoded is kept only if they match."""
@@ -79,7 +79,7 @@ async def load_newest(
         if reason is None:
             blob = await snapshots.blob(info.id)
             if blob is None:
-                reason = "it was deleted meanwhile"
+                reason = "its bytes are gone"
             else:
                 loaded, reason = await _decode_and_check(blob, info.checksum)
                 del blob

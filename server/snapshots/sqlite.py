@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +19,7 @@ from server.snapshots.protocol import SnapshotInfo
 MIGRATIONS: tuple[Migration, ...] = (
     (
         1,
-        "snapshots of the projection state, their bytes in parts",
+        "snapshots of the projection state (their bytes in files beside the database)",
         (
             """CREATE TABLE snapshots (
                 id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -26,13 +29,8 @@ MIGRATIONS: tuple[Migration, ...] = (
                 checksum TEXT NOT NULL,
                 size INTEGER NOT NULL,
                 taken_at TEXT NOT NULL,
-                seconds REAL NOT NULL
-            )""",
-            """CREATE TABLE snapshot_parts (
-                snapshot INTEGER NOT NULL,
-                seq INTEGER NOT NULL,
-                data BLOB NOT NULL,
-                PRIMARY KEY (snapshot, seq)
+                seconds REAL NOT NULL,
+                file TEXT NOT NULL
             )""",
         ),
     ),
@@ -48,13 +46,38 @@ def _info(row: Any) -> SnapshotInfo:
     )
 
 
+def folder_of(database: str) -> Path:
+    """Where the snapshots of the SQLite database at ``database`` keep their bytes."""
+    path = Path(database)
+    return path.with_name(path.name + ".snapshots")
+
+
+def _write(path: Path, parts: Sequence[bytes]) -> None:
+    """The parts into ``path``, durably, appearing whole or not at all."""
+    partial = path.with_suffix(".partial")
+    with partial.open("wb") as out:
+        for part in parts:
+            out.write(part)
+        out.flush()
+        os.fsync(out.fileno())
+    partial.replace(path)
+
+
 class SqliteSnapshots:
-    """``SnapshotStore`` on an SQLite file (WAL), on a connection of its own."""
+    """``SnapshotStore`` for an SQLite store: the list in a table of the database (on a
+    connection of its own), each snapshot's bytes in a file of ``<database>.snapshots/``.
+
+    A file rather than rows: SQLite keeps a large blob as a chain of 4 KB overflow pages,
+    and reading 450 MB back that way took 2.1 s against a fraction of that for a file.
+    One host holds an SQLite store, so the files are where the database is.
+    """
 
     def __init__(self, path: Path | str) -> None:
         self._path = str(path)
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        self._temporary: tempfile.TemporaryDirectory[str] | None = None
+        self._folder = folder_of(self._path)
 
     @property
     def _conn(self) -> aiosqlite.Connection:
@@ -64,6 +87,10 @@ class SqliteSnapshots:
 
     async def open(self) -> None:
         """Connect and run pending versioned migrations (each exactly once)."""
+        if self._path == ":memory:":
+            self._temporary = tempfile.TemporaryDirectory(prefix="milepost-snapshots-")
+            self._folder = Path(self._temporary.name)
+        self._folder.mkdir(parents=True, exist_ok=True)
         self._db = await connect_sqlite(self._path, "synchronous=NORMAL")
         async with self._lock:
             await migrate_sqlite(self._db, "snapshot_migrations", MIGRATIONS)
@@ -73,6 +100,9 @@ class SqliteSnapshots:
         if self._db is not None:
             await self._db.close()
             self._db = None
+        if self._temporary is not None:
+            self._temporary.cleanup()
+            self._temporary = None
 
     async def save(
         self,
@@ -83,37 +113,30 @@ class SqliteSnapshots:
         parts: Sequence[bytes],
         seconds: float,
     ) -> SnapshotInfo:
-        """Store a snapshot and its parts in one transaction."""
+        """Write the bytes to a new file, then list the snapshot (a crash in between
+        leaves an unlisted file, never a listed snapshot without its bytes)."""
         size = sum(len(part) for part in parts)
         taken_at = datetime.now(UTC)
+        name = f"{position}-{uuid.uuid4().hex}.snapshot"
+        await asyncio.to_thread(_write, self._folder / name, parts)
         db = self._conn
         async with self._lock:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                cursor = await db.execute(
-                    "INSERT INTO snapshots(position, anchor, fold_version, checksum, size,"
-                    " taken_at, seconds) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        position,
-                        anchor,
-                        fold_version,
-                        checksum,
-                        size,
-                        taken_at.isoformat(),
-                        seconds,
-                    ),
-                )
-                snapshot_id = cursor.lastrowid
-                await cursor.close()
-                for seq, part in enumerate(parts):
-                    await db.execute(
-                        "INSERT INTO snapshot_parts(snapshot, seq, data) VALUES (?, ?, ?)",
-                        (snapshot_id, seq, part),
-                    )
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
+            cursor = await db.execute(
+                "INSERT INTO snapshots(position, anchor, fold_version, checksum, size,"
+                " taken_at, seconds, file) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    position,
+                    anchor,
+                    fold_version,
+                    checksum,
+                    size,
+                    taken_at.isoformat(),
+                    seconds,
+                    name,
+                ),
+            )
+            snapshot_id = cursor.lastrowid
+            await cursor.close()
         assert snapshot_id is not None
         return SnapshotInfo(
             snapshot_id, position, anchor, fold_version, checksum, size, taken_at, seconds
@@ -129,47 +152,35 @@ class SqliteSnapshots:
         ):
             return [_info(row) for row in await cursor.fetchall()]
 
-    async def blob(self, snapshot_id: int) -> bytearray | None:
-        """The snapshot's parts in one buffer, read one at a time; None if it is gone."""
-        async with self._lock:
-            await self._conn.execute("BEGIN")  # one read snapshot for every part
-            try:
-                async with self._conn.execute(
-                    "SELECT size FROM snapshots WHERE id = ?", (snapshot_id,)
-                ) as cursor:
-                    row = await cursor.fetchone()
-                if row is None:
-                    return None
-                buffer = bytearray(row[0])
-                offset = seq = 0
-                while offset < len(buffer):
-                    async with self._conn.execute(
-                        "SELECT data FROM snapshot_parts WHERE snapshot = ? AND seq = ?",
-                        (snapshot_id, seq),
-                    ) as cursor:
-                        part = await cursor.fetchone()
-                    if part is None or offset + len(part[0]) > len(buffer):
-                        return buffer[:offset]  # a part is missing: the digest will say
-                    buffer[offset : offset + len(part[0])] = part[0]
-                    offset, seq = offset + len(part[0]), seq + 1
-                return buffer
-            finally:
-                await self._conn.execute("COMMIT")
+    async def file(self, snapshot_id: int) -> Path | None:
+        """The file holding a snapshot's bytes (None if it is not listed)."""
+        async with (
+            self._lock,
+            self._conn.execute("SELECT file FROM snapshots WHERE id = ?", (snapshot_id,)) as cur,
+        ):
+            row = await cur.fetchone()
+        return None if row is None else self._folder / row[0]
+
+    async def blob(self, snapshot_id: int) -> bytes | None:
+        """The snapshot's bytes; None if it is not listed or its file is gone."""
+        path = await self.file(snapshot_id)
+        if path is None:
+            return None
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            return None
 
     async def delete(self, snapshot_ids: list[int]) -> None:
-        """Forget these snapshots and their parts."""
+        """Forget these snapshots, then remove their files."""
         if not snapshot_ids:
             return
-        db = self._conn
         marks = ",".join("?" * len(snapshot_ids))
         async with self._lock:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                await db.execute(
-                    f"DELETE FROM snapshot_parts WHERE snapshot IN ({marks})", snapshot_ids
-                )
-                await db.execute(f"DELETE FROM snapshots WHERE id IN ({marks})", snapshot_ids)
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
+            async with self._conn.execute(
+                f"SELECT file FROM snapshots WHERE id IN ({marks})", snapshot_ids
+            ) as cursor:
+                files = [row[0] for row in await cursor.fetchall()]
+            await self._conn.execute(f"DELETE FROM snapshots WHERE id IN ({marks})", snapshot_ids)
+        for name in files:
+            (self._folder / name).unlink(missing_ok=True)

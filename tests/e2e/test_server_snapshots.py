@@ -156,12 +156,12 @@ def test_a_restart_loads_the_snapshot_taken_at_stop_and_answers_the_same(home: P
     assert len(json.loads(cli(home, "snapshot", "list", "--json").stdout)) == 1
 
     db = sqlite3.connect(home / "milepost.sqlite")
-    data = db.execute("SELECT data FROM snapshot_parts").fetchone()[0]
-    damaged = bytearray(data)
-    damaged[len(damaged) // 3] ^= 0x04
-    db.execute("UPDATE snapshot_parts SET data = ?", (bytes(damaged),))
-    db.commit()
+    (name,) = db.execute("SELECT file FROM snapshots").fetchone()
     db.close()
+    stored = home / "milepost.sqlite.snapshots" / name
+    damaged = bytearray(stored.read_bytes())
+    damaged[len(damaged) // 3] ^= 0x04
+    stored.write_bytes(bytes(damaged))
     checked = cli(home, "snapshot", "check")
     assert checked.returncode == 1 and "checksum does not match" in checked.stderr
 

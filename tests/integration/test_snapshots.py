@@ -27,6 +27,7 @@ from server.rebuild import differences, rebuilt_state
 from server.snapshots import SnapshotStore, open_snapshots
 from server.snapshots import service as snapshotting
 from server.snapshots.protocol import in_parts
+from server.snapshots.sqlite import folder_of
 from server.store import ServerStore, open_store
 from tests.http_world import backend, incoming, location
 
@@ -75,7 +76,7 @@ async def assert_equals_a_fold(opened: Opened, follower: ProjectionFollower) -> 
     fresh = await rebuilt_state(opened.store)
     compared, differ = differences(follower.state, fresh, NOW)
     assert differ == []
-    assert compared > 50
+    assert compared > 20
     assert follower.position == await opened.store.max_position()
     reread = ProjectionFollower(opened.store)
     await reread.catch_up()
@@ -83,9 +84,9 @@ async def assert_equals_a_fold(opened: Opened, follower: ProjectionFollower) -> 
 
 
 async def flip_stored_byte(location: str, offset: int) -> None:
-    """Damage the newest snapshot's first part in the database itself."""
-    sql = "SELECT snapshot, seq, data FROM snapshot_parts ORDER BY snapshot DESC, seq LIMIT 1"
+    """Damage the newest snapshot's stored bytes (its first part, on PostgreSQL)."""
     if location.startswith("postgresql://"):
+        sql = "SELECT snapshot, seq, data FROM snapshot_parts ORDER BY snapshot DESC, seq LIMIT 1"
         conn = await asyncpg.connect(location)
         try:
             row = await conn.fetchrow(sql)
@@ -102,18 +103,17 @@ async def flip_stored_byte(location: str, offset: int) -> None:
         finally:
             await conn.close()
         return
-    async with aiosqlite.connect(location) as db:
-        async with db.execute(sql) as cursor:
-            found = await cursor.fetchone()
-        assert found is not None
-        snapshot, seq, data = found
-        damaged = bytearray(data)
-        damaged[offset] ^= 0x20
-        await db.execute(
-            "UPDATE snapshot_parts SET data = ? WHERE snapshot = ? AND seq = ?",
-            (bytes(damaged), snapshot, seq),
-        )
-        await db.commit()
+    # SQLite: the bytes are in a file beside the database.
+    async with (
+        aiosqlite.connect(location) as db,
+        db.execute("SELECT file FROM snapshots ORDER BY id DESC LIMIT 1") as cursor,
+    ):
+        found = await cursor.fetchone()
+    assert found is not None
+    path = folder_of(location) / found[0]
+    damaged = bytearray(path.read_bytes())
+    damaged[offset] ^= 0x20
+    path.write_bytes(bytes(damaged))
 
 
 async def test_a_blob_round_trips_in_parts(opened: Opened) -> None:
@@ -304,3 +304,30 @@ def test_the_snapshot_commands(
     assert out.count("\n") == 1 and "Traceback" not in out
     code, out = run("snapshot", "check", "--id", "999")
     assert (code, out) == (1, "milepost-server: error: no snapshot 999\n")
+
+
+async def test_a_snapshot_whose_file_is_gone_is_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    location = str(tmp_path / "server.sqlite")
+    store = open_store(location)
+    await store.open()
+    snapshots = open_snapshots(location)
+    await snapshots.open()
+    opened = Opened(location, store, snapshots)
+    try:
+        await append(store, HISTORY[:600])
+        info = await snapshotting.take(store, snapshots, await started(opened), SnapshotStats())
+        assert info is not None
+        (file,) = folder_of(location).iterdir()
+        assert file.name.startswith("600-") and file.stat().st_size == info.size
+        file.unlink()
+        with caplog.at_level(logging.WARNING, logger="server.snapshots.service"):
+            follower = await started(opened)
+        assert f"snapshot {info.id} at position 600 ignored: its bytes are gone" in caplog.text
+        await assert_equals_a_fold(opened, follower)
+        await snapshots.delete([info.id])  # a missing file is no error
+        assert await snapshots.listing() == []
+    finally:
+        await snapshots.close()
+        await store.close()
