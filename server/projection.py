@@ -194,7 +194,7 @@ class ProjectionFollower:
         self.undecodable = follower.undecodable
         self._feed_positions, self._feed_ids = follower.feed_positions, follower.feed_ids
 
-    async def snapshot(self, pause_every: int = 20) -> tuple[list[bytes], int]:
+    async def snapshot(self, pause_every: int = 1) -> tuple[list[bytes], int]:
         """The state encoded at one position (``projections.persist``; the pieces to
         concatenate), and that position.
 
