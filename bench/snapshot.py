@@ -8,7 +8,9 @@ Over one SQLite store holding the bench history (1,000,000 events; ``--quick``:
 2. ``milepost-server snapshot take``: the snapshot's size and the seconds encoding took;
 3. ``milepost-server run`` (loads the snapshot, folds nothing after it): the same two
    figures, and the load time the server reports in ``/metrics``;
-4. in this process, over the same events: decode + fold vs decode of the snapshot.
+4. in this process, over the same events: decode + fold vs decode of the snapshot;
+5. first of all, goal-tree latency (one request at a time) while the running server
+   takes its first snapshot in the background (``--snapshot-every 1``) and right after.
 
 Starts alternate (without, with, without, with, ...; ``--rounds``) and the best of each
 is reported, so a noisy shared machine moves both. Every process started here is
@@ -24,6 +26,7 @@ import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -89,6 +92,65 @@ def start(home: Path, person: str, token: str, *extra: str) -> tuple[float, floa
                 process.wait()
 
 
+def latency_during_take(home: Path, person: str, token: str) -> None:
+    """Goal-tree latency while the running server takes its first snapshot (periodic, in
+    pieces on the event loop) vs right after, one request at a time."""
+    env = {**os.environ, "MILEPOST_SERVER_HOME": str(home)}
+    process = subprocess.Popen(
+        [str(BIN), "run", "--port", "0", "--nats-port", "0", "--snapshot-every", "1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = ""
+        while not url:
+            line = process.stdout.readline()
+            if not line:
+                raise RuntimeError("the server exited before listening")
+            if line.startswith("http: "):
+                url = line.split(" ", 1)[1].strip()
+        headers = {"Authorization": f"Bearer {token}"}
+        during: list[float] = []
+        after: list[float] = []
+        taken_at: float | None = None
+        with httpx.Client(headers=headers, timeout=60) as client:
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                began = time.perf_counter()
+                response = client.get(f"{url}/people/{person}/goals")
+                elapsed = (time.perf_counter() - began) * 1000
+                if response.status_code != 200:
+                    time.sleep(0.01)
+                    continue
+                if taken_at is None:
+                    during.append(elapsed)
+                    if len(during) % 20 == 0:
+                        text = client.get(f"{url}/metrics").text
+                        if (metric(text, "milepost_snapshots_taken_total") or 0) >= 1:
+                            taken_at = time.monotonic()
+                else:
+                    after.append(elapsed)
+                    if time.monotonic() - taken_at > 3:
+                        break
+        if taken_at is None or not after:
+            raise RuntimeError("the server took no snapshot")
+        for name, values in (("during", during), ("after", after)):
+            cuts = statistics.quantiles(values, n=100)
+            figure(f"goal_tree_{name}_periodic_snapshot_p50", cuts[49], "ms")
+            figure(f"goal_tree_{name}_periodic_snapshot_p99", cuts[98], "ms")
+            figure(f"goal_tree_{name}_periodic_snapshot_max", max(values), "ms")
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(300)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
 def metric(text: str, name: str) -> float | None:
     found = re.search(rf"^{name} ([\d.e+-]+)$", text, re.M)
     return float(found.group(1)) if found else None
@@ -125,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=None, help="starts of each kind")
     parser.add_argument("--skip-in-process", action="store_true")
+    parser.add_argument("--skip-latency", action="store_true")
     args = parser.parse_args(argv)
     count = args.events or (50_000 if args.quick else 1_000_000)
     rounds = args.rounds or (3 if args.quick else 2)
@@ -146,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             check=True,
         )
         token = json.loads(added.stdout)["api_token"]
+        if not args.skip_latency:
+            latency_during_take(home, person, token)
         taken = subprocess.run(
             [str(BIN), "snapshot", "take", "--json"],
             env=env,
