@@ -150,8 +150,9 @@ async def run_periodically(
     check_interval: float = 5.0,
 ) -> None:
     """Take a snapshot once ``every_events`` events were folded since the newest one in
-    the store, or ``every_seconds`` passed with any, until ``stop``. Replicas sharing a
-    store see each other's snapshots, so they do not all take one."""
+    the store, or ``every_seconds`` passed with any, or at once when the store has none
+    of this fold, until ``stop``. Replicas sharing a store see each other's snapshots,
+    so they do not all take one."""
     last_check = time.monotonic()
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
@@ -161,8 +162,10 @@ async def run_periodically(
         try:
             newest = await newest_position(snapshots)
             behind = follower.position - newest
-            due = behind >= every_events or (
-                behind > 0 and time.monotonic() - last_check >= every_seconds
+            due = behind > 0 and (
+                behind >= every_events
+                or newest == 0  # none of this fold yet (a first start, or after an upgrade)
+                or time.monotonic() - last_check >= every_seconds
             )
             if due:
                 info = await take(store, snapshots, follower, stats)

@@ -331,3 +331,45 @@ async def test_a_snapshot_whose_file_is_gone_is_skipped(
     finally:
         await snapshots.close()
         await store.close()
+
+
+async def test_the_running_server_snapshots_at_once_without_one_then_every_n_events(
+    opened: Opened,
+) -> None:
+    await append(opened.store, HISTORY[:500])
+    follower = await started(opened)
+    stats = SnapshotStats()
+    stop = asyncio.Event()
+    running = asyncio.create_task(
+        snapshotting.run_periodically(
+            opened.store,
+            opened.snapshots,
+            follower,
+            stats,
+            stop,
+            every_events=1000,
+            every_seconds=3600,
+            check_interval=0.05,
+        )
+    )
+    try:
+        for _ in range(200):  # none of this fold yet: one at once
+            if stats.taken:
+                break
+            await asyncio.sleep(0.05)
+        assert stats.taken == 1 and stats.position == 500
+        await append(opened.store, HISTORY[500:1200])
+        await follower.catch_up()
+        await asyncio.sleep(0.3)
+        assert stats.taken == 1  # 700 behind: fewer than every_events
+        await append(opened.store, HISTORY[1200:1600])
+        await follower.catch_up()
+        for _ in range(200):
+            if stats.taken == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert stats.taken == 2 and stats.position == 1600
+    finally:
+        stop.set()
+        await running
+    assert [info.position for info in await opened.snapshots.listing()] == [1600, 500]
