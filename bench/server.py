@@ -332,6 +332,9 @@ def start_server(home: Path) -> tuple[subprocess.Popen[str], str]:
             "0",
             "--nats-port",
             "0",
+            # A first start takes a snapshot at once, in the background: keep it out of
+            # the latency figures (bench/snapshot.py measures snapshots and restarts).
+            "--no-snapshots",
         ],
         env={**os.environ, "MILEPOST_SERVER_HOME": str(home)},
         stdout=subprocess.PIPE,
