@@ -333,6 +333,9 @@ def start_server(home: Path) -> tuple[subprocess.Popen[str], str]:
             "0",
             "--nats-port",
             "0",
+            # A first start takes a snapshot at once, in the background: keep it out of
+            # the latency figures (bench/snapshot.py measures snapshots and restarts).
+            "--no-snapshots",
         ],
         env={**os.environ, "MILEPOST_SERVER_HOME": str(home)},
         stdout=subprocess.PIPE,
@@ -344,6 +347,14 @@ def start_server(home: Path) -> tuple[subprocess.Popen[str], str]:
         if line.startswith("http: "):
             url = line.split(" ", 1)[1].strip()
     return process, url
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process (VmRSS), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 def stop_server(process: subprocess.Popen[str]) -> None:
@@ -447,6 +458,7 @@ def http_figures(workdir: Path, count: int, seconds: int) -> None:
     began = time.perf_counter()
     process, base = start_server(home)
     figure("server_start_with_history", time.perf_counter() - began, "s")
+    figure("server_rss_after_start", rss_mb(process.pid), "MB")
     figure("http_events_stored", count, "events")
     try:
         import httpx

@@ -35,6 +35,24 @@ class IngestCounters:
         self.rate_limited += report.rate_limited
 
 
+@dataclass
+class SnapshotStats:
+    """What /metrics reports about snapshots."""
+
+    position: int | None = None
+    """Position of the newest snapshot this process took or loaded."""
+    taken_at: float | None = None
+    """Wall time (epoch s) that snapshot was taken."""
+    load_seconds: float | None = None
+    """How long loading the snapshot at start took (None: no snapshot was loaded)."""
+    loaded_position: int | None = None
+    taken: int = 0
+    skipped: int = 0
+    """Snapshots found invalid at start (corrupt, another fold, another store)."""
+    last_take_seconds: float | None = None
+    last_size: int | None = None
+
+
 class DeadLetterCount:
     """Counts the store's dead letters incrementally (by id, never a full scan twice)."""
 
@@ -64,6 +82,7 @@ async def render(
     dead: DeadLetterCount,
     projection_position: int,
     consumer_lag: Callable[[], Awaitable[int | None]] | None,
+    snapshots: SnapshotStats | None = None,
 ) -> str:
     """The Prometheus text exposition of the server's state."""
     stored = await store.max_position()  # positions are dense: the last one is the count
@@ -125,4 +144,45 @@ async def render(
         "Stored events not yet folded into the projections.",
         max(0, stored - projection_position),
     )
+    if snapshots is not None:
+        lines += _snapshot_lines(snapshots)
     return "\n".join(lines) + "\n"
+
+
+def _snapshot_lines(stats: SnapshotStats) -> list[str]:
+    age = None if stats.taken_at is None else round(max(0.0, time.time() - stats.taken_at), 3)
+    lines: list[str] = []
+    lines += _line(
+        "milepost_snapshot_position",
+        "gauge",
+        "Store position of the newest snapshot this process took or started from.",
+        stats.position,
+    )
+    lines += _line(
+        "milepost_snapshot_age_seconds", "gauge", "Seconds since that snapshot was taken.", age
+    )
+    lines += _line(
+        "milepost_snapshot_load_seconds",
+        "gauge",
+        "Seconds the start took to load its snapshot (absent: it folded every event).",
+        stats.load_seconds,
+    )
+    lines += _line(
+        "milepost_snapshots_taken_total", "counter", "Snapshots this process took.", stats.taken
+    )
+    lines += _line(
+        "milepost_snapshots_skipped_total",
+        "counter",
+        "Snapshots found invalid at start (corrupt, another fold, another store).",
+        stats.skipped,
+    )
+    lines += _line(
+        "milepost_snapshot_take_seconds",
+        "gauge",
+        "Seconds the last snapshot took to encode.",
+        stats.last_take_seconds,
+    )
+    lines += _line(
+        "milepost_snapshot_bytes", "gauge", "Size of the last snapshot taken.", stats.last_size
+    )
+    return lines

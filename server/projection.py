@@ -31,6 +31,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 
 from events import AnyEvent, CodecError, Event, decode
+from projections import persist
 from projections.state import FEED_TYPES, ProjectionState, apply
 from server.store.protocol import Incoming, ServerStore, StoredEvent
 
@@ -55,6 +56,10 @@ class ProjectionFollower:
         self.undecodable = 0
         self.last_fold_at: float | None = None
         self._lock = asyncio.Lock()
+        # While a snapshot is encoded, folding waits but readers (views) go on.
+        self._snapshots = 0
+        self._thawed = asyncio.Event()
+        self._thawed.set()
         self._wake = asyncio.Event()
         self._advanced = asyncio.Event()
         self._feed_positions: list[int] = []
@@ -106,8 +111,8 @@ class ProjectionFollower:
             return True
         if stored[-1].position <= self.position:
             return True  # already read from the store
-        if self._lock.locked():
-            return False  # a catch-up mid-read, or the state is being read in a thread
+        if self._lock.locked() or self._snapshots:
+            return False  # a catch-up mid-read, the state read in a thread, or a snapshot
         fresh = [item for item in stored if item.position > self.position]
         if fresh[0].position != self.position + 1:
             return False
@@ -122,7 +127,13 @@ class ProjectionFollower:
     async def catch_up(self) -> int:
         """Fold every event stored after ``position``; return how many were folded."""
         folded = 0
-        async with self._lock:
+        while True:
+            await self._thawed.wait()
+            await self._lock.acquire()
+            if not self._snapshots:
+                break
+            self._lock.release()  # a snapshot began meanwhile: wait for it
+        try:
             while True:
                 page = await self._store.events_after(self.position, self._page)
                 if not page:
@@ -135,6 +146,8 @@ class ProjectionFollower:
                 folded += len(page)
                 if len(page) < self._page:
                     break
+        finally:
+            self._lock.release()
         if folded:
             self._folded()
         return folded
@@ -174,6 +187,39 @@ class ProjectionFollower:
         start = bisect.bisect_right(self._feed_positions, position)
         for index in range(start, len(self._feed_positions)):
             yield self._feed_positions[index], self._feed_ids[index]
+
+    def restore(self, state: ProjectionState, follower: persist.Follower) -> None:
+        """Start from a snapshot's state (before any fold; then ``catch_up`` folds the tail)."""
+        self.state, self.position = state, follower.position
+        self.undecodable = follower.undecodable
+        self._feed_positions, self._feed_ids = follower.feed_positions, follower.feed_ids
+
+    async def snapshot(self, pause_every: int = 1) -> tuple[list[bytes], int]:
+        """The state encoded at one position (``projections.persist``; the pieces to
+        concatenate), and that position.
+
+        Folding waits meanwhile; readers (views in worker threads) and requests go on:
+        the encoding yields to the event loop every ``pause_every`` pieces (each piece is
+        one short msgspec call).
+        """
+        async with self._lock:  # not mid-fold
+            self._snapshots += 1
+            self._thawed.clear()
+            state = self.state
+            fields = persist.Follower(
+                self.position, self.undecodable, self._feed_positions, self._feed_ids
+            )
+        try:
+            pieces: list[bytes] = []
+            for count, piece in enumerate(persist.encode_pieces(state, fields), 1):
+                pieces.append(piece)
+                if count % pause_every == 0:
+                    await asyncio.sleep(0)
+            return pieces, fields.position
+        finally:
+            self._snapshots -= 1
+            if not self._snapshots:
+                self._thawed.set()
 
     async def rebuild(self) -> None:
         """Fold every stored event into a fresh state, then swap it in."""

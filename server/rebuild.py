@@ -28,12 +28,16 @@ from server.store.protocol import ServerStore
 _encode = msgspec.json.Encoder().encode
 
 
-async def stored_events(store: ServerStore, page: int = 5_000) -> list[AnyEvent]:
-    """Every stored event that decodes, in position order."""
+async def stored_events(
+    store: ServerStore, page: int = 5_000, upto: int | None = None
+) -> list[AnyEvent]:
+    """Every stored event that decodes, in position order (up to position ``upto``)."""
     found: list[AnyEvent] = []
     position = 0
     while True:
         rows = await store.events_after(position, page)
+        if upto is not None:
+            rows = [row for row in rows if row.position <= upto]
         if not rows:
             return found
         for row in rows:

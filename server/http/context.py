@@ -17,7 +17,7 @@ from projections.settings import DEFAULT_SETTINGS, DriftSettings
 from projections.state import ProjectionState, as_of
 from server.accounts import AccountStore, token_person, verify_token
 from server.http.errors import ViewTooSlow
-from server.metrics import DeadLetterCount, IngestCounters
+from server.metrics import DeadLetterCount, IngestCounters, SnapshotStats
 from server.projection import ProjectionFollower
 from server.store.protocol import AppendResult, ServerStore
 
@@ -112,6 +112,7 @@ class ServerContext:
     poke: Callable[[AppendResult], Awaitable[Any]] | None = None
     """Tells the devices of everyone who may see what was appended (the ingest's poke);
     used by writes made over HTTP (kudos from the team page)."""
+    snapshots: SnapshotStats | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     keepalive_seconds: float = 15.0
     response_ttl: float = 5.0

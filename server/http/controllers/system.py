@@ -31,6 +31,11 @@ class SystemController(Controller):
     async def metrics(self, ctx: NamedDependency[ServerContext]) -> Response[str]:
         """Events stored, dead letters, ingest counters, consumer lag, projection position."""
         text = await render(
-            ctx.store, ctx.ingest, ctx.dead_letters, ctx.follower.position, ctx.consumer_lag
+            ctx.store,
+            ctx.ingest,
+            ctx.dead_letters,
+            ctx.follower.position,
+            ctx.consumer_lag,
+            ctx.snapshots,
         )
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")

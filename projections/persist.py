@@ -1,0 +1,474 @@
+"""A ``ProjectionState`` as bytes and back: snapshots a restart loads instead of folding.
+
+What a rebuild costs is the fold (the ownership rule, the handlers, the indexes), not
+reading the events: a snapshot keeps every event (decoded again by msgspec's typed JSON
+decoder, the rebuild's fast path) and every index the fold built, with each reference
+to an event written as its id and resolved to the one decoded object on load. The
+indexes of keys over events (each owner's feed, each subject's check-ins, each
+indicator's observations) are not stored: one pass over the events rebuilds them with
+the events' own datetimes and ids, so a loaded state holds one copy of each, as after a
+fold.
+
+JSON rather than msgpack: msgpack's timestamps are UTC, and an event's instants keep
+the offset they were written with. The document is built in pieces (``encode_pieces``),
+each a short call into msgspec, so a caller on an event loop can yield between them.
+
+``FOLD_VERSION`` names the fold: a digest of the source of every module that decides
+what the state holds, with ``FORMAT`` (this layout). A snapshot of another version is
+never loaded. ``decode`` checks the digest of the blob and its structure; any doubt
+raises ``SnapshotInvalid`` and the caller folds from the start instead.
+
+Pure: no I/O besides reading this package's own source at import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import operator
+from collections.abc import Callable, Iterable, Iterator
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from events import Event, OpaqueEvent
+from events.bodies import BODY_TYPES, CheckInRecorded, ObservationRecorded
+from projections.state import (
+    FEED_TYPES,
+    PLACEHOLDER,
+    CheckInKey,
+    Feed,
+    IndicatorNode,
+    KeyResultNode,
+    MilestoneNode,
+    ObjectiveNode,
+    PersonIndex,
+    ProjectionState,
+    Register,
+    Sharing,
+    Stamp,
+    TaskNode,
+)
+
+FORMAT = 2
+"""The layout below; bump it when the snapshot's structure changes."""
+
+FOLD_MODULES = (
+    "events.bodies",
+    "events.clock",
+    "events.codec",
+    "events.cycles",
+    "events.envelope",
+    "events.ids",
+    "events.upcast",
+    "projections.ownership",
+    "projections.state",
+    "projections.persist",
+)
+"""Every module whose code decides what the state holds after a fold (the decoder, the
+ownership rule, the fold) and this layout; views only read it, so they are not here."""
+
+
+def _fold_version() -> str:
+    digest = hashlib.blake2b(f"format {FORMAT}".encode(), digest_size=12)
+    for name in FOLD_MODULES:
+        module = importlib.import_module(name)
+        digest.update(name.encode())
+        digest.update(Path(str(module.__file__)).read_bytes())
+    return f"{FORMAT}-{digest.hexdigest()}"
+
+
+class SnapshotInvalid(ValueError):
+    """A snapshot that must not be loaded: corrupt, of another fold, or inconsistent."""
+
+
+# --- the layout (positional JSON arrays: compact and fast to decode) ------------------------
+
+
+class _Due(msgspec.Struct, array_like=True):
+    stamp: Stamp
+    value: date | None
+    source: str
+
+
+class _Link(msgspec.Struct, array_like=True):
+    stamp: Stamp
+    value: tuple[str | None, str | None] | None
+    source: str
+
+
+class _Text(msgspec.Struct, array_like=True):
+    stamp: Stamp
+    value: str | None
+    source: str
+
+
+class _Flag(msgspec.Struct, array_like=True):
+    stamp: Stamp
+    value: bool | None
+    source: str
+
+
+class _Objective(msgspec.Struct, array_like=True):
+    id: str
+    event: str | None  # None: a placeholder (children came first)
+    key_results: list[str]
+    milestones: list[str]
+    indicators: list[str]
+
+
+class _KeyResult(msgspec.Struct, array_like=True):
+    id: str
+    event: str | None
+    milestones: list[str]
+
+
+class _Milestone(msgspec.Struct, array_like=True):
+    id: str
+    event: str | None
+    due_on: _Due
+    link: _Link
+    completed: _Text
+    dropped: _Flag
+    tasks: list[str]
+    touched: Stamp
+    touched_at: datetime | None
+
+
+class _Task(msgspec.Struct, array_like=True):
+    id: str
+    done: _Flag
+
+
+class _Indicator(msgspec.Struct, array_like=True):
+    id: str
+    event: str | None
+
+
+class Document(msgspec.Struct, array_like=True):
+    """A whole snapshot; the follower's own fields ride along."""
+
+    fold_version: str
+    position: int
+    undecodable: int
+    feed_positions: list[int]
+    feed_ids: list[str]
+    events: list[Event]
+    pending: list[Event]
+    waiting_on: dict[str, list[str]]
+    refused: list[tuple[Event, str]]
+    opaque: list[OpaqueEvent]
+    objectives: list[_Objective]
+    key_results: list[_KeyResult]
+    milestones: list[_Milestone]
+    tasks: list[_Task]
+    indicators: list[_Indicator]
+    corrections: dict[str, list[str]]
+    retracted: dict[str, list[str]]
+    people: dict[str, PersonIndex]
+    memberships: list[tuple[str, str, _Flag]]
+    teams_by_person: dict[str, list[str]]
+    sharing: dict[str, list[tuple[Stamp, str, Sharing]]]
+    partnered_by: dict[str, list[str]]
+
+
+class Follower(msgspec.Struct, frozen=True):
+    """What the server's follower keeps beside the state (``server.projection``)."""
+
+    position: int
+    undecodable: int = 0
+    feed_positions: list[int] = msgspec.field(default_factory=list)
+    feed_ids: list[str] = msgspec.field(default_factory=list)
+
+
+_T = TypeVar("_T")
+_FEED_BODIES = frozenset(BODY_TYPES[tag] for tag in FEED_TYPES)
+_CHECKIN = CheckInRecorded
+_OBSERVATION = ObservationRecorded
+_ID = operator.attrgetter("id")
+_encode = msgspec.json.Encoder().encode
+_decoder = msgspec.json.Decoder(Document)
+CHUNK = 5_000
+"""Items per msgspec call while encoding (a few ms each)."""
+
+
+def _event_id(event: Event) -> str | None:
+    return None if event is PLACEHOLDER else event.id
+
+
+def _list(items: Iterable[_T], convert: Callable[[_T], Any] | None = None) -> Iterator[bytes]:
+    """A JSON array encoded ``CHUNK`` items at a time."""
+    yield b"["
+    first = True
+    chunk: list[Any] = []
+
+    def flush() -> bytes:
+        body = _encode(chunk)[1:-1]
+        chunk.clear()
+        return body
+
+    for item in items:
+        chunk.append(convert(item) if convert is not None else item)
+        if len(chunk) >= CHUNK:
+            yield flush() if first else b"," + flush()
+            first = False
+    if chunk:
+        yield flush() if first else b"," + flush()
+    yield b"]"
+
+
+def _dict(items: dict[str, _T], convert: Callable[[_T], Any] | None = None) -> Iterator[bytes]:
+    """A JSON object encoded ``CHUNK`` entries at a time."""
+    yield b"{"
+    first = True
+    chunk: dict[str, Any] = {}
+    for key, value in items.items():
+        chunk[key] = convert(value) if convert is not None else value
+        if len(chunk) >= CHUNK:
+            body = _encode(chunk)[1:-1]
+            chunk = {}
+            yield body if first else b"," + body
+            first = False
+    if chunk:
+        body = _encode(chunk)[1:-1]
+        yield body if first else b"," + body
+    yield b"}"
+
+
+def _due(r: Register) -> _Due:
+    return _Due(r.stamp, r.value, r.source)
+
+
+def _link(r: Register) -> _Link:
+    return _Link(r.stamp, r.value, r.source)
+
+
+def _text(r: Register) -> _Text:
+    return _Text(r.stamp, r.value, r.source)
+
+
+def _flag(r: Register) -> _Flag:
+    return _Flag(r.stamp, r.value, r.source)
+
+
+_NOBODY = PersonIndex()
+
+
+def _people(state: ProjectionState) -> dict[str, PersonIndex]:
+    """The people with items: a view asking for someone unknown adds an empty index
+    (``ProjectionState.person``), which a fold never leaves and a snapshot does not keep.
+    Copied first: a view in a worker thread may add one meanwhile."""
+    return {person: index for person, index in list(state.people.items()) if index != _NOBODY}
+
+
+def encode_pieces(state: ProjectionState, follower: Follower) -> Iterator[bytes]:
+    """The snapshot of ``state`` (with the follower's fields) as pieces to concatenate.
+
+    The state must not change until the last piece is taken.
+    """
+    s = state
+    sections: list[Callable[[], Iterator[bytes]]] = [
+        lambda: iter([_encode(FOLD_VERSION)]),
+        lambda: iter([_encode(follower.position)]),
+        lambda: iter([_encode(follower.undecodable)]),
+        lambda: _list(follower.feed_positions),
+        lambda: _list(follower.feed_ids),
+        lambda: _list(s.events.values()),
+        lambda: _list(s.pending.values()),
+        lambda: _dict(s.waiting_on),
+        lambda: _list(s.refused.values()),
+        lambda: _list(s.opaque.values()),
+        lambda: _list(
+            s.objectives.items(),
+            lambda kv: _Objective(
+                kv[0],
+                _event_id(kv[1].event),
+                kv[1].key_results,
+                sorted(kv[1].milestones),
+                kv[1].indicators,
+            ),
+        ),
+        lambda: _list(
+            s.key_results.items(),
+            lambda kv: _KeyResult(kv[0], _event_id(kv[1].event), sorted(kv[1].milestones)),
+        ),
+        lambda: _list(
+            s.milestones.items(),
+            lambda kv: _Milestone(
+                kv[0],
+                _event_id(kv[1].event),
+                _due(kv[1].due_on),
+                _link(kv[1].link),
+                _text(kv[1].completed),
+                _flag(kv[1].dropped),
+                kv[1].tasks,
+                kv[1].touched,
+                kv[1].touched_at,
+            ),
+        ),
+        lambda: _list(s.tasks.items(), lambda kv: _Task(kv[0], _flag(kv[1].done))),
+        lambda: _list(
+            s.indicators.items(),
+            lambda kv: _Indicator(kv[0], _event_id(kv[1].event)),
+        ),
+        lambda: _dict(s.corrections),
+        lambda: _dict(s.retracted),
+        lambda: _dict(_people(s)),
+        lambda: _list(s.memberships.items(), lambda kv: (kv[0][0], kv[0][1], _flag(kv[1]))),
+        lambda: _dict(s.teams_by_person, sorted),
+        lambda: _dict(s.sharing),
+        lambda: _dict(s.partnered_by, sorted),
+    ]
+    yield b"["
+    for index, section in enumerate(sections):
+        if index:
+            yield b","
+        yield from section()
+    yield b"]"
+
+
+def encode(state: ProjectionState, follower: Follower) -> bytes:
+    """The whole snapshot at once (``encode_pieces`` joined)."""
+    return b"".join(encode_pieces(state, follower))
+
+
+def checksum(blob: bytes | bytearray) -> str:
+    """The digest stored beside a blob; a blob that does not match it is corrupt."""
+    return hashlib.blake2b(blob, digest_size=16).hexdigest()
+
+
+def checksum_parts(parts: Iterable[bytes]) -> str:
+    """``checksum`` of the parts' concatenation."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def _register(r: _Due | _Link | _Text | _Flag) -> Register:
+    return Register(r.stamp, r.value, r.source)
+
+
+def decode(blob: bytes | bytearray, digest: str | None = None) -> tuple[ProjectionState, Follower]:
+    """The state and follower fields of a snapshot; ``SnapshotInvalid`` if ``digest`` is
+    given and does not match, if it is another fold's, or if it does not hold together."""
+    if digest is not None and checksum(blob) != digest:
+        raise SnapshotInvalid("the snapshot's checksum does not match its bytes")
+    try:
+        doc = _decoder.decode(blob)
+    except (msgspec.MsgspecError, UnicodeDecodeError, ValueError) as exc:
+        raise SnapshotInvalid(f"the snapshot does not decode: {exc}") from None
+    if doc.fold_version != FOLD_VERSION:
+        raise SnapshotInvalid(
+            f"the snapshot is of fold {doc.fold_version}, this server folds {FOLD_VERSION}"
+        )
+    try:
+        return _restore(doc)
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise SnapshotInvalid(f"the snapshot is inconsistent: {exc!r}") from None
+
+
+def _restore(doc: Document) -> tuple[ProjectionState, Follower]:
+    state = ProjectionState()
+    events = state.events = dict(zip(map(_ID, doc.events), doc.events, strict=True))
+    state.pending = {event.id: event for event in doc.pending}
+    state.waiting_on = doc.waiting_on
+    state.refused = {event.id: (event, reason) for event, reason in doc.refused}
+    state.opaque = {event.id: event for event in doc.opaque}
+
+    def event(event_id: str | None) -> Event:
+        return PLACEHOLDER if event_id is None else events[event_id]
+
+    state.objectives = {
+        o.id: ObjectiveNode(event(o.event), o.key_results, set(o.milestones), o.indicators)
+        for o in doc.objectives
+    }
+    state.key_results = {
+        k.id: KeyResultNode(event(k.event), set(k.milestones)) for k in doc.key_results
+    }
+    tasks = state.tasks = {t.id: TaskNode(events[t.id], _register(t.done)) for t in doc.tasks}
+    state.milestones = {
+        m.id: MilestoneNode(
+            event(m.event),
+            _register(m.due_on),
+            _register(m.link),
+            _register(m.completed),
+            _register(m.dropped),
+            m.tasks,
+            [tasks[task] for task in m.tasks],
+            m.touched,
+            m.touched_at,
+        )
+        for m in doc.milestones
+    }
+    state.indicators = {i.id: IndicatorNode(event(i.event)) for i in doc.indicators}
+    _derive(state, doc.events)
+    state.corrections = doc.corrections
+    state.retracted = doc.retracted
+    state.people = doc.people
+    state.memberships = {(team, person): _register(r) for team, person, r in doc.memberships}
+    state.teams_by_person = {p: frozenset(teams) for p, teams in doc.teams_by_person.items()}
+    state.sharing = doc.sharing
+    state.partnered_by = {p: set(owners) for p, owners in doc.partnered_by.items()}
+    if len(doc.feed_positions) != len(doc.feed_ids):
+        raise ValueError("feed positions and ids differ in length")
+    # The follower's feed ids as the events' own strings (one copy of each id in memory).
+    get = events.get
+    feed_ids = [e.id if (e := get(i)) is not None else _held_id(state, i) for i in doc.feed_ids]
+    follower = Follower(doc.position, doc.undecodable, doc.feed_positions, feed_ids)
+    return state, follower
+
+
+def _held_id(state: ProjectionState, event_id: str) -> str:
+    """The id object of a pending or refused event (KeyError if the state has none)."""
+    held = state.pending.get(event_id)
+    return held.id if held is not None else state.refused[event_id][0].id
+
+
+def _derive(state: ProjectionState, accepted: list[Event]) -> None:
+    """The indexes of keys over events, from the accepted events in fold order, as the fold
+    builds them: each owner's feed, each subject's check-ins, each indicator's
+    observations (all sorted). Rebuilt rather than stored: they then hold the events' own
+    datetimes and ids, as after a fold, instead of a decoded copy of each."""
+    feeds: dict[str, Feed] = {}
+    checkins: dict[str, list[CheckInKey]] = {}
+    observed: dict[str, list[CheckInKey]] = {}
+    for e in accepted:
+        body: Any = e.body
+        kind = type(body)
+        if kind in _FEED_BODIES:
+            feed = feeds.get(e.actor)
+            if feed is None:
+                feeds[e.actor] = Feed([(e.occurred_at, e.id)])
+            else:
+                feed.keys.append((e.occurred_at, e.id))
+            if kind is _CHECKIN:
+                keys = checkins.get(body.subject)
+                if keys is None:
+                    checkins[body.subject] = [(e.occurred_at, e.clock, e.id)]
+                else:
+                    keys.append((e.occurred_at, e.clock, e.id))
+            elif kind is _OBSERVATION and body.indicator is not None:
+                keys = observed.get(body.indicator)
+                if keys is None:
+                    observed[body.indicator] = [(e.occurred_at, e.clock, e.id)]
+                else:
+                    keys.append((e.occurred_at, e.clock, e.id))
+    for feed in feeds.values():
+        feed.keys.sort()
+    for keys in checkins.values():
+        keys.sort()
+    indicators = state.indicators
+    for indicator, keys in observed.items():
+        keys.sort()
+        node = indicators[indicator]
+        node.observation_keys = keys
+        node.observations = sorted(key[2] for key in keys)
+    state.feeds = feeds
+    state.checkins_by_subject = checkins
+
+
+FOLD_VERSION = _fold_version()
+"""This code's fold: snapshots of any other are ignored."""

@@ -1,0 +1,143 @@
+"""Snapshots in PostgreSQL (the event store's database, own tables): every replica sharing
+the database starts from the same snapshots."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from server.migrations import Migration, migrate_postgres
+from server.snapshots.protocol import SnapshotInfo
+
+MIGRATIONS: tuple[Migration, ...] = (
+    (
+        1,
+        "snapshots of the projection state, their bytes in parts",
+        (
+            """CREATE TABLE snapshots (
+                id bigserial PRIMARY KEY,
+                position bigint NOT NULL,
+                anchor text NOT NULL,
+                fold_version text NOT NULL,
+                checksum text NOT NULL,
+                size bigint NOT NULL,
+                taken_at timestamptz NOT NULL,
+                seconds double precision NOT NULL
+            )""",
+            """CREATE TABLE snapshot_parts (
+                snapshot bigint NOT NULL REFERENCES snapshots(id) ON DELETE CASCADE,
+                seq integer NOT NULL,
+                data bytea NOT NULL,
+                PRIMARY KEY (snapshot, seq)
+            )""",
+            # JSON compresses, but pglz on hundreds of MB costs more than it saves here.
+            "ALTER TABLE snapshot_parts ALTER COLUMN data SET STORAGE EXTERNAL",
+        ),
+    ),
+)
+"""Numbered schema steps, recorded in ``snapshot_migrations`` (apart from the event store's)."""
+
+_MIGRATION_LOCK = 727275  # apart from the event store's and the accounts'
+
+_COLUMNS = "id, position, anchor, fold_version, checksum, size, taken_at, seconds"
+
+
+def _info(row: asyncpg.Record) -> SnapshotInfo:
+    return SnapshotInfo(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
+
+
+class PostgresSnapshots:
+    """``SnapshotStore`` on PostgreSQL through a small asyncpg pool of its own."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._pool: asyncpg.Pool[Any] | None = None
+
+    @property
+    def _db(self) -> asyncpg.Pool[Any]:
+        if self._pool is None:
+            raise RuntimeError("the snapshot store is not open")
+        return self._pool
+
+    async def open(self) -> None:
+        """Connect and run pending versioned migrations (each exactly once)."""
+        self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=2)
+        await migrate_postgres(self._db, "snapshot_migrations", MIGRATIONS, _MIGRATION_LOCK)
+
+    async def close(self) -> None:
+        """Close the pool."""
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def save(
+        self,
+        position: int,
+        anchor: str,
+        fold_version: str,
+        checksum: str,
+        parts: Sequence[bytes],
+        seconds: float,
+    ) -> SnapshotInfo:
+        """Store a snapshot and its parts in one transaction."""
+        size = sum(len(part) for part in parts)
+        taken_at = datetime.now(UTC)
+        async with self._db.acquire() as conn, conn.transaction():
+            snapshot_id = await conn.fetchval(
+                "INSERT INTO snapshots(position, anchor, fold_version, checksum, size, taken_at,"
+                " seconds) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                position,
+                anchor,
+                fold_version,
+                checksum,
+                size,
+                taken_at,
+                seconds,
+            )
+            for seq, part in enumerate(parts):
+                await conn.execute(
+                    "INSERT INTO snapshot_parts(snapshot, seq, data) VALUES ($1, $2, $3)",
+                    snapshot_id,
+                    seq,
+                    part,
+                )
+        return SnapshotInfo(
+            int(snapshot_id), position, anchor, fold_version, checksum, size, taken_at, seconds
+        )
+
+    async def listing(self) -> list[SnapshotInfo]:
+        """Every snapshot, newest position first."""
+        rows = await self._db.fetch(
+            f"SELECT {_COLUMNS} FROM snapshots ORDER BY position DESC, id DESC"
+        )
+        return [_info(row) for row in rows]
+
+    async def blob(self, snapshot_id: int) -> bytearray | None:
+        """The snapshot's parts in one buffer, read one at a time; None if it is gone."""
+        async with self._db.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            size = await conn.fetchval("SELECT size FROM snapshots WHERE id = $1", snapshot_id)
+            if size is None:
+                return None
+            buffer = bytearray(size)
+            offset = seq = 0
+            while offset < len(buffer):
+                part = await conn.fetchval(
+                    "SELECT data FROM snapshot_parts WHERE snapshot = $1 AND seq = $2",
+                    snapshot_id,
+                    seq,
+                )
+                if part is None or offset + len(part) > len(buffer):
+                    return buffer[:offset]  # a part is missing: the digest will say
+                buffer[offset : offset + len(part)] = part
+                offset, seq = offset + len(part), seq + 1
+            return buffer
+
+    async def delete(self, snapshot_ids: list[int]) -> None:
+        """Forget these snapshots (their parts go with them)."""
+        if snapshot_ids:
+            await self._db.execute(
+                "DELETE FROM snapshots WHERE id = ANY($1::bigint[])", snapshot_ids
+            )

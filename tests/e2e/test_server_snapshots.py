@@ -1,0 +1,178 @@
+"""The real ``milepost-server`` restarts from a snapshot: a clean stop takes one, the next
+start loads it and folds only the tail, and answers as a full fold does; a corrupt one
+is skipped with one clear log line and the start folds everything."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from events import TeamMemberJoined, encode
+from milepost_testkit.history import generate_history
+from server.nats_embedded import events_subject
+from server.store import Incoming
+from server.store.sqlite import SqliteStore
+
+BIN = Path(sys.executable).parent / "milepost-server"
+HISTORY = list(generate_history(people=5, teams=2, target_events=2500, seed=13))
+
+
+def env_for(home: Path) -> dict[str, str]:
+    return {**os.environ, "MILEPOST_SERVER_HOME": str(home)}
+
+
+def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN), *args], env=env_for(home), capture_output=True, text=True, timeout=120
+    )
+
+
+class Server:
+    def __init__(self, home: Path) -> None:
+        self.process = subprocess.Popen(
+            [str(BIN), "run", "--port", "0", "--nats-port", "0"],
+            env=env_for(home),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        urls: dict[str, str] = {}
+        assert self.process.stdout is not None
+        while len(urls) < 2:
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            key, _, value = line.strip().partition(": ")
+            urls[key] = value
+        assert set(urls) == {"http", "nats"}, self.stop()
+        self.url = urls["http"]
+
+    def metrics(self) -> dict[str, float]:
+        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        return {
+            name: float(value)
+            for name, value in re.findall(r"^(milepost_\w+) ([\d.e+-]+)$", text, re.M)
+        }
+
+    def get(self, path: str, token: str) -> object:
+        """The JSON answer, without the moment it was computed at (``as_of``)."""
+        answer = json.loads(self.get_raw(path, token))
+        if isinstance(answer, dict):
+            answer.pop("as_of", None)
+        return answer
+
+    def get_raw(self, path: str, token: str) -> bytes:
+        headers = {"Authorization": f"Bearer {token}"}
+        for _ in range(50):  # the token cache reads the people table within a second
+            response = httpx.get(f"{self.url}{path}", headers=headers, timeout=30)
+            if response.status_code != 401:
+                break
+            time.sleep(0.1)
+        assert response.status_code == 200, response.text
+        return response.content
+
+    def stop(self) -> str:
+        """SIGTERM by pid; its stderr."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                assert self.process.wait(60) == 0
+            finally:
+                if self.process.poll() is None:
+                    self.process.kill()
+                    self.process.wait(10)
+        assert self.process.stderr is not None
+        return self.process.stderr.read()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Path]:
+    home = tmp_path / "server-home"
+
+    async def fill() -> None:
+        store = SqliteStore(home / "milepost.sqlite")
+        await store.open()
+        try:
+            for start in range(0, len(HISTORY), 500):
+                await store.append_batch(
+                    [
+                        Incoming(encode(e), e, None, events_subject(e.actor, e.id))
+                        for e in HISTORY[start : start + 500]
+                    ]
+                )
+        finally:
+            await store.close()
+
+    asyncio.run(fill())
+    yield home
+
+
+def person_in_a_team() -> tuple[str, str]:
+    for event in HISTORY:
+        if isinstance(event.body, TeamMemberJoined):
+            return event.body.person, event.body.team
+    raise AssertionError("no membership")
+
+
+def test_a_restart_loads_the_snapshot_taken_at_stop_and_answers_the_same(home: Path) -> None:
+    person, team = person_in_a_team()
+    token = json.loads(cli(home, "person", "add", person, "--json").stdout)["api_token"]
+    paths = [f"/people/{person}/goals", f"/teams/{team}/feed?limit=200", f"/teams/{team}/board"]
+
+    first = Server(home)
+    try:
+        before = first.metrics()
+        assert "milepost_snapshot_load_seconds" not in before  # nothing to load yet
+        assert before["milepost_projection_position"] == len(HISTORY)
+        answers = [first.get(path, token) for path in paths]
+    finally:
+        first.stop()
+    listed = json.loads(cli(home, "snapshot", "list", "--json").stdout)
+    assert [item["position"] for item in listed] == [len(HISTORY)]  # taken at the stop
+
+    second = Server(home)
+    try:
+        after = second.metrics()
+        assert after["milepost_snapshot_position"] == len(HISTORY)
+        assert after["milepost_snapshot_load_seconds"] > 0
+        assert after["milepost_snapshots_skipped_total"] == 0
+        assert after["milepost_projection_position"] == len(HISTORY)
+        assert [second.get(path, token) for path in paths] == answers
+    finally:
+        second.stop()
+    # Nothing new since: the stop kept the snapshot it started from.
+    assert len(json.loads(cli(home, "snapshot", "list", "--json").stdout)) == 1
+
+    db = sqlite3.connect(home / "milepost.sqlite")
+    (name,) = db.execute("SELECT file FROM snapshots").fetchone()
+    db.close()
+    stored = home / "milepost.sqlite.snapshots" / name
+    damaged = bytearray(stored.read_bytes())
+    damaged[len(damaged) // 3] ^= 0x04
+    stored.write_bytes(bytes(damaged))
+    checked = cli(home, "snapshot", "check")
+    assert checked.returncode == 1 and "checksum does not match" in checked.stderr
+
+    third = Server(home)
+    try:
+        metrics = third.metrics()
+        assert "milepost_snapshot_load_seconds" not in metrics
+        assert metrics["milepost_snapshots_skipped_total"] == 1
+        assert [third.get(path, token) for path in paths] == answers
+    finally:
+        log = third.stop()
+    assert "ignored: the snapshot's checksum does not match its bytes" in log
+    assert "no valid snapshot: folding every stored event" in log
+    assert "Traceback" not in log
