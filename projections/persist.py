@@ -34,7 +34,14 @@ from typing import Any, TypeVar
 import msgspec
 
 from events import Event, OpaqueEvent
-from events.bodies import BODY_TYPES, CheckInRecorded, ObservationRecorded
+from events.bodies import (
+    BODY_TYPES,
+    CheckInRecorded,
+    KudosGiven,
+    MilestoneCompleted,
+    MilestoneReopened,
+    ObservationRecorded,
+)
 from projections.state import (
     FEED_TYPES,
     PLACEHOLDER,
@@ -186,6 +193,9 @@ class Follower(msgspec.Struct, frozen=True):
 _T = TypeVar("_T")
 _FEED_BODIES = frozenset(BODY_TYPES[tag] for tag in FEED_TYPES)
 _CHECKIN = CheckInRecorded
+_COMPLETED = MilestoneCompleted
+_COMPLETION_WRITES = frozenset({MilestoneCompleted, MilestoneReopened})
+_KUDOS = KudosGiven
 _OBSERVATION = ObservationRecorded
 _ID = operator.attrgetter("id")
 _encode = msgspec.json.Encoder().encode
@@ -435,9 +445,19 @@ def _derive(state: ProjectionState, accepted: list[Event]) -> None:
     feeds: dict[str, Feed] = {}
     checkins: dict[str, list[CheckInKey]] = {}
     observed: dict[str, list[CheckInKey]] = {}
+    kudos: dict[str, list[str]] = {}
     for e in accepted:
         body: Any = e.body
         kind = type(body)
+        if kind in _COMPLETION_WRITES:  # every completion and reopen, as _write_completed
+            milestone = state.milestones[body.milestone]
+            write = ((e.clock, e.id), e.id if kind is _COMPLETED else None)
+            if milestone.completion_writes is None:
+                milestone.completion_writes = [write]
+            else:
+                milestone.completion_writes.append(write)
+        elif kind is _KUDOS:
+            kudos.setdefault(body.completion, []).append(e.id)
         if kind in _FEED_BODIES:
             feed = feeds.get(e.actor)
             if feed is None:
@@ -456,6 +476,9 @@ def _derive(state: ProjectionState, accepted: list[Event]) -> None:
                     observed[body.indicator] = [(e.occurred_at, e.clock, e.id)]
                 else:
                     keys.append((e.occurred_at, e.clock, e.id))
+    for given in kudos.values():
+        given.sort()
+    state.kudos = kudos
     for feed in feeds.values():
         feed.keys.sort()
     for keys in checkins.values():

@@ -8,11 +8,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-import aiosqlite
 import asyncpg
 import pytest
 import pytest_asyncio
@@ -104,11 +104,11 @@ async def flip_stored_byte(location: str, offset: int) -> None:
             await conn.close()
         return
     # SQLite: the bytes are in a file beside the database.
-    async with (
-        aiosqlite.connect(location) as db,
-        db.execute("SELECT file FROM snapshots ORDER BY id DESC LIMIT 1") as cursor,
-    ):
-        found = await cursor.fetchone()
+    db = sqlite3.connect(location)
+    try:
+        found = db.execute("SELECT file FROM snapshots ORDER BY id DESC LIMIT 1").fetchone()
+    finally:
+        db.close()
     assert found is not None
     path = folder_of(location) / found[0]
     damaged = bytearray(path.read_bytes())
