@@ -339,6 +339,17 @@ async def stored_tree(store: Store, person: str, now: datetime) -> GoalTree:
     return assemble_tree(person, now, await stored_parts(store, person))
 
 
+async def stored_state(store: Store, person: str) -> ProjectionState:
+    """The person's goal roots folded from their stored slices (no replay of the log):
+    enough for the drift rules about goal items (``milepost status``'s health)."""
+    rows = await store.fetchall("SELECT slice FROM goal_parts WHERE owner = ?", (person,))
+    by_id: dict[str, tuple[int, Event]] = {}
+    for (blob,) in rows:
+        for seq, event in _slice_events(blob):
+            by_id[event.id] = (seq, event)
+    return rebuild(event for _, event in sorted(by_id.values(), key=lambda item: item[0]))
+
+
 async def check_views(store: Store, now: datetime) -> list[str]:
     """Differences between the stored views and a recomputation (empty: they agree)."""
     loaded = await load_all(store)
