@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -33,6 +33,10 @@ from projections.snapshot import (
     slice_ids,
 )
 from projections.state import ProjectionState, rebuild
+
+if TYPE_CHECKING:
+    from projections.health import Health
+    from projections.settings import DriftSettings
 
 _slice_encoder = msgspec.json.Encoder()
 _slice_decoder = msgspec.json.Decoder(list[tuple[int, Event]])
@@ -348,6 +352,28 @@ async def stored_state(store: Store, person: str) -> ProjectionState:
         for seq, event in _slice_events(blob):
             by_id[event.id] = (seq, event)
     return rebuild(event for _, event in sorted(by_id.values(), key=lambda item: item[0]))
+
+
+async def stored_health(
+    store: Store, person: str, tree: GoalTree, now: datetime, settings: DriftSettings
+) -> dict[str, Health]:
+    """Health of every item of the person's tree, as ``milepost status`` shows it: the one
+    rule of the board and the page, with drift from the person's stored slices."""
+    state = await stored_state(store, person)
+    return health_of(state, person, tree, now, settings)
+
+
+def health_of(
+    state: ProjectionState, person: str, tree: GoalTree, now: datetime, settings: DriftSettings
+) -> dict[str, Health]:
+    """Health of every item of ``tree`` with the drift of ``person``'s own items in ``state``."""
+    from projections.drift import drift_signals
+    from projections.health import tree_health
+
+    signals = drift_signals(state, person, now, settings)
+    return tree_health(
+        tree.objectives, tree.standalone_milestones, now.date(), signals, settings=settings
+    )
 
 
 async def check_views(store: Store, now: datetime) -> list[str]:

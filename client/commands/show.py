@@ -40,17 +40,15 @@ def status(
     """
 
     async def go(session: Session) -> None:
-        from projections.drift import drift_signals
-        from projections.health import tree_health
+        from client.views import health_of, stored_health
 
         moment = as_of_moment(session, as_of)
         now = moment or session.now
         if moment is None:
-            from client.views import stored_state, stored_tree
+            from client.views import stored_tree
 
             tree = await stored_tree(session.store, session.person, session.now)
             indicators = await _stored_indicators(session)
-            state = await stored_state(session.store, session.person)
         else:
             from projections.goals import goal_tree
             from projections.indicators import indicator_views
@@ -62,16 +60,15 @@ def status(
             tree = msgspec.structs.replace(
                 tree, objectives=[o for o in tree.objectives if o.cycle == cycle]
             )
-        # The one health rule of the board and the page: drift about the person's own items
-        # (from the stored slices of their goals, no replay), due dates, pace, ended cycles.
-        signals = drift_signals(state, session.person, now, session.settings)
-        healths = tree_health(
-            tree.objectives,
-            tree.standalone_milestones,
-            now.date(),
-            signals,
-            settings=session.settings,
-        )
+        # The one health rule of the board and the page: drift about the person's own
+        # items (read from the stored slices of their goals: no replay), due dates, pace,
+        # ended cycles.
+        if moment is None:
+            healths = await stored_health(
+                session.store, session.person, tree, now, session.settings
+            )
+        else:
+            healths = health_of(state, session.person, tree, now, session.settings)
         refs = await session.short_refs([*healths, *(indicator.id for indicator in indicators)])
         from client.sync import SyncLog
 
