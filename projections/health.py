@@ -6,10 +6,13 @@ health everywhere. Confidence is what the person said at their last check-in;
 health is what the facts say today, shown beside it, never instead of it.
 
 For an open item, every rule that holds is a candidate; the worst level wins
-and, among rules of that level, the first in this order gives the reason:
+and, among rules of that level, the first in this order gives the reason
+(once an item's cycle has ended, rule 3 gives it: that is the news then):
 
 1. **drift** (``projections.drift``) about the item or an item under it: an
-   alert → ``off-track``, a warning → at least ``at-risk``. Drift's own rules
+   alert → ``off-track``, a warning → at least ``at-risk`` (the reason cites an
+   alert before a warning, the item's own before one under it, then overdue,
+   behind-pace, stale, confidence-drop, unreviewed, orphan). Drift's own rules
    (stale per cadence, pauses excluded; overdue; behind pace; confidence drop;
    orphan; unreviewed) thus decide first, and a view never says ``on-track``
    for an item drift flags;
@@ -47,6 +50,16 @@ HEALTH_LEVELS: tuple[HealthLevel, ...] = ("off-track", "at-risk", "on-track", "d
 """Worst first (the order a filter lists them in)."""
 
 _RANK: dict[str, int] = {"dropped": -1, "done": 0, "on-track": 1, "at-risk": 2, "off-track": 3}
+
+
+_KIND_ORDER = {
+    kind: rank
+    for rank, kind in enumerate(
+        ("overdue", "behind-pace", "stale", "confidence-drop", "unreviewed", "orphan")
+    )
+}
+"""Which signal gives the reason among those of one severity: the item's own first, then
+the most telling kind (an overdue date says more than the silence that came with it)."""
 
 
 class Health(msgspec.Struct, frozen=True):
@@ -107,16 +120,38 @@ def health(
         return Health("done", "completed")
     if state == "dropped":
         return Health("dropped", "dropped")
-    ordered = sorted(signals, key=lambda s: 0 if s.severity == "alert" else 1)
+    ordered = sorted(
+        signals,
+        key=lambda s: (
+            0 if s.severity == "alert" else 1,
+            0 if item_id is None or s.subject == item_id else 1,
+            _KIND_ORDER.get(s.kind, len(_KIND_ORDER)),
+        ),
+    )
     kinds = tuple(dict.fromkeys(s.kind for s in ordered))
     found: Health | None = None
+    ended = ends_on is not None and today > ends_on
+    # 3. an ended cycle, first: once the cycle is over, that is the news
+    if ended and threshold is None:
+        found = Health(
+            "off-track", f"the cycle ended on {ends_on} at {_num(progress)}%, target not reached"
+        )
+    elif ended and threshold is not None and threshold[3] is not True:
+        kind, current, target, _ = threshold
+        side = "above" if kind == "stay-above" else "below"
+        shown = "no value" if current is None else _num(current)
+        found = Health(
+            "off-track",
+            f"the cycle ended on {ends_on} with {shown}, not {side} {_num(target or 0)}",
+        )
     # 1. drift
     if ordered:
         first = ordered[0]
         if first.severity == "alert":
-            found = Health("off-track", f"drift alert ({first.kind}): {about(first)}")
+            drift = Health("off-track", f"drift alert ({first.kind}): {about(first)}")
         else:
-            found = Health("at-risk", f"drift warning ({first.kind}): {about(first)}")
+            drift = Health("at-risk", f"drift warning ({first.kind}): {about(first)}")
+        found = _worse(found, drift)
     # 2. overdue
     if due_on is not None and due_on < today:
         late = _days((today - due_on).days)
@@ -124,25 +159,16 @@ def health(
             found,
             Health("off-track", f"overdue: due {due_on}, {late} late, {_num(progress)}% done"),
         )
-    # 3. ended cycle, 4. threshold
-    ended = ends_on is not None and today > ends_on
-    if threshold is not None and threshold[3] is False:
+    # 4. threshold
+    if threshold is not None and threshold[3] is False and not ended:
         kind, current, target, _ = threshold
         side = "above" if kind == "stay-above" else "below"
         shown = "no value" if current is None else _num(current)
-        when = f"the cycle ended on {ends_on} with" if ended else "last check-in:"
-        found = _worse(
-            found,
-            Health(
-                "off-track", f"threshold not met: {when} {shown}, not {side} {_num(target or 0)}"
-            ),
-        )
-    elif ended and threshold is None:
         found = _worse(
             found,
             Health(
                 "off-track",
-                f"the cycle ended on {ends_on} at {_num(progress)}%, target not reached",
+                f"threshold not met: last check-in {shown}, not {side} {_num(target or 0)}",
             ),
         )
     # 5. behind pace

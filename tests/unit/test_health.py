@@ -75,7 +75,10 @@ def test_a_threshold_not_met_is_off_track_and_one_held_at_the_end_is_done() -> N
     h.checkin(kr, value=3, confidence="on-track", when="2026-03-20")
     tree = goal_tree(rebuild(h.events), "alice", at("2026-03-21"))
     found = tree_health(tree.objectives, [], date(2026, 3, 21))[kr]
-    assert found.level == "off-track" and "last check-in: 3, not above 5" in found.reason
+    assert (
+        found.level == "off-track"
+        and found.reason == "threshold not met: last check-in 3, not above 5"
+    )
     h.checkin(kr, value=6, confidence="on-track", when="2026-03-30")
     tree = goal_tree(rebuild(h.events), "alice", at("2026-04-02"))
     healths = tree_health(tree.objectives, [], date(2026, 4, 2))
