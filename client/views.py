@@ -15,7 +15,7 @@ rebuild the views from the log. ``rebuild_views`` recomputes everything;
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -343,10 +343,20 @@ async def stored_tree(store: Store, person: str, now: datetime) -> GoalTree:
     return assemble_tree(person, now, await stored_parts(store, person))
 
 
-async def stored_state(store: Store, person: str) -> ProjectionState:
-    """The person's goal roots folded from their stored slices (no replay of the log):
-    enough for the drift rules about goal items (``milepost status``'s health)."""
-    rows = await store.fetchall("SELECT slice FROM goal_parts WHERE owner = ?", (person,))
+async def stored_state(
+    store: Store, person: str, roots: Iterable[str] | None = None
+) -> ProjectionState:
+    """The person's goal roots (or only ``roots``, with their pauses) folded from their
+    stored slices — no replay of the log: what the drift rules about goal items read."""
+    if roots is None:
+        rows = await store.fetchall("SELECT slice FROM goal_parts WHERE owner = ?", (person,))
+    else:
+        wanted = sorted({*roots, pauses_root(person)})
+        marks = ",".join("?" * len(wanted))
+        rows = await store.fetchall(
+            f"SELECT slice FROM goal_parts WHERE owner = ? AND root IN ({marks})",
+            (person, *wanted),
+        )
     by_id: dict[str, tuple[int, Event]] = {}
     for (blob,) in rows:
         for seq, event in _slice_events(blob):
@@ -354,12 +364,27 @@ async def stored_state(store: Store, person: str) -> ProjectionState:
     return rebuild(event for _, event in sorted(by_id.values(), key=lambda item: item[0]))
 
 
+def drifting_roots(tree: GoalTree, today: date) -> list[str]:
+    """The roots of ``tree`` drift can say something about an item of: an objective of a
+    current cycle or with an open milestone, an open standalone milestone. (A root with
+    nothing open in a past or future cycle has no item drift: folding it is wasted.)"""
+    roots = [
+        o.id
+        for o in tree.objectives
+        if o.starts_on <= today <= o.ends_on
+        or any(m.state == "open" for m in o.milestones)
+        or any(m.state == "open" for kr in o.key_results for m in kr.milestones)
+    ]
+    return roots + [m.id for m in tree.standalone_milestones if m.state == "open"]
+
+
 async def stored_health(
     store: Store, person: str, tree: GoalTree, now: datetime, settings: DriftSettings
 ) -> dict[str, Health]:
     """Health of every item of the person's tree, as ``milepost status`` shows it: the one
-    rule of the board and the page, with drift from the person's stored slices."""
-    state = await stored_state(store, person)
+    rule of the board and the page, with drift from the stored slices of the roots that
+    can drift."""
+    state = await stored_state(store, person, drifting_roots(tree, now.date()))
     return health_of(state, person, tree, now, settings)
 
 
