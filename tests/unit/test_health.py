@@ -228,3 +228,47 @@ def _private(state: object, item: str) -> bool:
     assert isinstance(state, ProjectionState)
     body = state.body(item)
     return isinstance(body, b.MilestonePlanned) and body.title == "Mine only"
+
+
+async def test_status_keeps_drift_only_while_events_day_and_settings_stay(tmp_path: Path) -> None:
+    from client.views import health_of, stored_state
+
+    h = _history()
+    store = await Store.open(tmp_path / "alice.sqlite3", create=True)
+    try:
+        async with store.write():
+            await store.set_meta("person", "alice")
+            for event in h.events:
+                seq = await store.append(event)
+                assert seq is not None
+                await on_append(store, seq, event, event.recorded_at)
+
+        async def both(day: str, settings: DriftSettings) -> tuple[object, object]:
+            now = at(day)
+            tree = await stored_tree(store, "alice", now)
+            shown = await stored_health(store, "alice", tree, now, settings)
+            fresh = health_of(await stored_state(store, "alice"), "alice", tree, now, settings)
+            return shown, fresh
+
+        first = await both("2026-02-20", DEFAULT_SETTINGS)
+        assert first[0] == first[1] and first == await both("2026-02-20", DEFAULT_SETTINGS)
+        for day, settings in (
+            ("2026-03-10", DEFAULT_SETTINGS),
+            ("2026-03-10", DriftSettings(behind_pace_points=5)),
+        ):
+            shown, fresh = await both(day, settings)
+            assert shown == fresh
+        # A new event (a check-in on the late milestone) changes what status shows.
+        tree = await stored_tree(store, "alice", at("2026-03-10"))
+        [late] = [m for o in tree.objectives for k in o.key_results for m in k.milestones
+                  if m.title == "SEO"]  # fmt: skip
+        before, _ = await both("2026-03-10", DEFAULT_SETTINGS)
+        event = h.make(b.MilestoneCompleted(milestone=late.id), when="2026-03-09")
+        async with store.write():
+            seq = await store.append(event)
+            assert seq is not None
+            await on_append(store, seq, event, event.recorded_at)
+        after, fresh = await both("2026-03-10", DEFAULT_SETTINGS)
+        assert after == fresh and after != before
+    finally:
+        await store.close()
