@@ -97,7 +97,8 @@ def _judgement(health: Any, confidence: str | None, open_: bool) -> tuple[str, s
     """(level, tail): the health level, its reason, and what the person said."""
     if health is None:
         return "", ""
-    tail = f": {health.reason}" if health.reason not in ("on pace", "dropped") else ""
+    # The numbers are on the line already: on-track and dropped need no reason.
+    tail = f": {health.reason}" if health.level not in ("on-track", "dropped") else ""
     if open_ and confidence:
         tail += f" · you said {confidence}"
     return health.level, tail

@@ -21,15 +21,18 @@ them in the ``Store``'s thread with ``Store.run``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
-from datetime import datetime
-from typing import Any, Protocol
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
+from client.errors import StoreError
 from client.store import Store
 from events import AnyEvent, CodecError, Event, OpaqueEvent, decode
 from events import bodies as b
+from projections.drift import DriftSignal
 from projections.goals import GoalTree
 from projections.snapshot import (
     RootPart,
@@ -40,6 +43,10 @@ from projections.snapshot import (
     slice_ids,
 )
 from projections.state import ProjectionState, rebuild
+
+if TYPE_CHECKING:
+    from projections.health import Health
+    from projections.settings import DriftSettings
 
 _slice_encoder = msgspec.json.Encoder()
 _slice_decoder = msgspec.json.Decoder(list[tuple[int, Event]])
@@ -434,3 +441,98 @@ async def stored_tree(store: Store, person: str, now: datetime) -> GoalTree:
 async def check_views(store: Store, now: datetime) -> list[str]:
     """``view_problems`` on ``store``: differences between the stored views and a rebuild."""
     return await store.run(lambda tx: view_problems(tx, now))
+
+
+async def stored_state(
+    store: Store, person: str, roots: Iterable[str] | None = None
+) -> ProjectionState:
+    """The person's goal roots (or only ``roots``, with their pauses) folded from their
+    stored slices — no replay of the log: what the drift rules about goal items read."""
+    if roots is None:
+        rows = await store.fetchall("SELECT slice FROM goal_parts WHERE owner = ?", (person,))
+    else:
+        wanted = sorted({*roots, pauses_root(person)})
+        marks = ",".join("?" * len(wanted))
+        rows = await store.fetchall(
+            f"SELECT slice FROM goal_parts WHERE owner = ? AND root IN ({marks})",
+            (person, *wanted),
+        )
+    by_id: dict[str, tuple[int, Event]] = {}
+    for (blob,) in rows:
+        for seq, event in _slice_events(blob):
+            by_id[event.id] = (seq, event)
+    return rebuild(event for _, event in sorted(by_id.values(), key=lambda item: item[0]))
+
+
+def drifting_roots(tree: GoalTree, today: date) -> list[str]:
+    """The roots of ``tree`` drift can say something about an item of: an objective of a
+    current cycle or with an open milestone, an open standalone milestone. (A root with
+    nothing open in a past or future cycle has no item drift: folding it is wasted.)"""
+    roots = [
+        o.id
+        for o in tree.objectives
+        if o.starts_on <= today <= o.ends_on
+        or any(m.state == "open" for m in o.milestones)
+        or any(m.state == "open" for kr in o.key_results for m in kr.milestones)
+    ]
+    return roots + [m.id for m in tree.standalone_milestones if m.state == "open"]
+
+
+_DRIFT_CACHE = "health.drift"
+"""Meta key of the drift signals ``status`` last computed, with what they depend on."""
+
+
+class _DriftCache(msgspec.Struct):
+    key: str
+    signals: list[DriftSignal]
+
+
+async def stored_health(
+    store: Store, person: str, tree: GoalTree, now: datetime, settings: DriftSettings
+) -> dict[str, Health]:
+    """Health of every item of the person's tree, as ``milepost status`` shows it: the one
+    rule of the board and the page, with drift from the stored slices of the roots that
+    can drift.
+
+    Drift depends only on the events, the day, the settings and the roots folded: the
+    signals are kept under that key (in ``meta``), so a second ``status`` on the same day
+    with nothing new folds nothing."""
+    from projections.drift import drift_signals
+    from projections.health import tree_health
+
+    roots = drifting_roots(tree, now.date())
+    last = await store.scalar("SELECT coalesce(max(seq), 0) FROM events")
+    key = "|".join(
+        (person, str(last), now.date().isoformat(), msgspec.json.encode(settings).decode(), *roots)
+    )
+    signals: list[DriftSignal] | None = None
+    for (held,) in await store.fetchall("SELECT value FROM meta WHERE key = ?", (_DRIFT_CACHE,)):
+        try:
+            cached = msgspec.json.decode(held, type=_DriftCache)
+        except msgspec.ValidationError:  # written by another version: recompute
+            continue
+        if cached.key == key:
+            signals = cached.signals
+    if signals is None:
+        state = await stored_state(store, person, roots)
+        signals = drift_signals(state, person, now, settings)
+        with contextlib.suppress(StoreError):  # a read-only database still shows status
+            await store.set_meta(
+                _DRIFT_CACHE, msgspec.json.encode(_DriftCache(key, signals)).decode()
+            )
+    return tree_health(
+        tree.objectives, tree.standalone_milestones, now.date(), signals, settings=settings
+    )
+
+
+def health_of(
+    state: ProjectionState, person: str, tree: GoalTree, now: datetime, settings: DriftSettings
+) -> dict[str, Health]:
+    """Health of every item of ``tree`` with the drift of ``person``'s own items in ``state``."""
+    from projections.drift import drift_signals
+    from projections.health import tree_health
+
+    signals = drift_signals(state, person, now, settings)
+    return tree_health(
+        tree.objectives, tree.standalone_milestones, now.date(), signals, settings=settings
+    )

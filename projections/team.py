@@ -517,7 +517,11 @@ def team_board(
     health: dict[str, Health] = {}
     today = now.date()
     for member in members:
-        health.update(tree_health(member.objectives, member.standalone_milestones, today, signals))
+        health.update(
+            tree_health(
+                member.objectives, member.standalone_milestones, today, signals, settings=settings
+            )
+        )
     return TeamBoard(team, viewer, now, members, health)
 
 

@@ -31,7 +31,8 @@ def status(
 ) -> None:
     """Your goals: progress against what is expected by now, health and your confidence.
 
-    Health is what the facts say (pace, due dates, check-ins, the cycle's end);
+    Health is what the facts say (drift, due dates, pace, the cycle's end), as on
+    the team page;
     confidence is what you said at your last check-in. Indicators show their
     current stage and latest observations.
 
@@ -39,7 +40,7 @@ def status(
     """
 
     async def go(session: Session) -> None:
-        from projections.health_status import tree_health
+        from client.views import health_of, stored_health
 
         moment = as_of_moment(session, as_of)
         now = moment or session.now
@@ -59,14 +60,15 @@ def status(
             tree = msgspec.structs.replace(
                 tree, objectives=[o for o in tree.objectives if o.cycle == cycle]
             )
-        key_results = [kr.id for o in tree.objectives for kr in o.key_results]
-        healths = tree_health(
-            tree.objectives,
-            tree.standalone_milestones,
-            now.date(),
-            settings=session.settings,
-            created=await _added_on(session, key_results),
-        )
+        # The one health rule of the board and the page: drift about the person's own
+        # items (read from the stored slices of their goals: no replay), due dates, pace,
+        # ended cycles.
+        if moment is None:
+            healths = await stored_health(
+                session.store, session.person, tree, now, session.settings
+            )
+        else:
+            healths = health_of(state, session.person, tree, now, session.settings)
         refs = await session.short_refs([*healths, *(indicator.id for indicator in indicators)])
         from client.sync import SyncLog
 
@@ -93,23 +95,8 @@ def status(
     with_session(go)
 
 
-async def _added_on(session: Session, ids: list[str]) -> dict[str, date]:
-    """The day each item was created (its event's occurred_at), for health's staleness."""
-    out: dict[str, date] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        rows = await session.store.fetchall(
-            f"SELECT id, occurred_ms FROM events WHERE id IN ({','.join('?' * len(chunk))})",
-            chunk,
-        )
-        for item_id, ms in rows:
-            moment = datetime.fromtimestamp(ms / 1000, tz=session.now.tzinfo)
-            out[str(item_id)] = moment.date()
-    return out
-
-
 def _annotate(node: Any, healths: dict[str, Any], refs: dict[str, str], today: date) -> None:
-    """Add ``health`` ({level, reason}) and ``short`` to every goal node of a tree dict."""
+    """Add ``health`` ({level, reason, signals}) and ``short`` to every goal node of a tree dict."""
     if isinstance(node, list):
         for item in node:
             _annotate(item, healths, refs, today)
@@ -119,7 +106,7 @@ def _annotate(node: Any, healths: dict[str, Any], refs: dict[str, str], today: d
     node_id = node.get("id")
     if isinstance(node_id, str) and node_id in healths:
         found = healths[node_id]
-        node["health"] = {"level": found.level, "reason": found.reason}
+        node["health"] = msgspec.to_builtins(found)  # as the board API shows it
         node["short"] = refs.get(node_id)
         if "ends_on" in node:
             node["ended"] = date.fromisoformat(node["ends_on"]) < today

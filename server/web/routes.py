@@ -763,7 +763,9 @@ async def _person_page(
             partial(drift_signals, state, person, now, settings),
         ),
     )
-    health = tree_health(goals.objectives, goals.standalone_milestones, now.date(), signals)
+    health = tree_health(
+        goals.objectives, goals.standalone_milestones, now.date(), signals, settings=settings
+    )
     shared = sorted(state.teams_of(viewer) & state.teams_of(person))
     team = shared[0] if shared else None
     return me, PersonPage(person, viewer, goals, health, team, indicators, shown, year)

@@ -121,6 +121,8 @@ class WebWorld(World):
                 }
             )
         )
+        # ``init`` copied the first file into the profile: install this one the same way.
+        device.ok("config", "credentials", str(creds))
         return device
 
     def admin(self, *args: str) -> str:

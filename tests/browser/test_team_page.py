@@ -47,12 +47,16 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
         today = datetime.now(UTC).date()
         cycle, first = quarter(today)
         refs: dict[str, str] = {}
+        # Planned on the quarter's first day: the check-ins below are back-dated into it
+        # (a check-in before its goal existed is refused).
+        planned = f"{first.isoformat()}T09:00:00+00:00"
         refs["objective"] = alice.new(
-            "objective", "Launch the team page", "--cycle", cycle, "--visibility", "team"
-        )
+            "objective", "Launch the team page", "--cycle", cycle, "--visibility", "team",
+            now=planned,
+        )  # fmt: skip
         refs["kr"] = alice.new(
             "kr", refs["objective"], "Weekly readers", "--start", "0", "--target", "100",
-            "--unit", "readers",
+            "--unit", "readers", now=planned,
         )  # fmt: skip
         refs["board"] = alice.new(
             "milestone", "add", "Ship the board", "--kr", refs["kr"],

@@ -61,7 +61,7 @@ def test_health_beside_confidence_and_ended_cycles(ready: Cli) -> None:
     assert "overdue" in seo["health"]["reason"]
     assert _node(march, refs["blog"])["health"]["level"] == "done"
     text = cli.ok("status", now="2026-03-10T09:00:00+00:00")
-    line = next(x for x in text.splitlines() if "Improve SEO" in x)
+    line = next(x for x in text.splitlines() if x.split(maxsplit=1)[1].startswith("Improve SEO"))
     assert "off-track" in line and "overdue" in line and "you said on-track" in line
     assert "completed, done" not in text
     assert "65 → 40 %" in text and "65/40" not in text

@@ -8,6 +8,7 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator
 from datetime import date
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -21,6 +22,7 @@ from server.ingest import IngestWorker
 from server.nats_embedded import events_subject
 from tests.http_world import (
     MARKERS,
+    NOW,
     PERSON_VISIBLE,
     TEAM_VISIBLE,
     World,
@@ -394,3 +396,32 @@ async def test_views_follow_new_events_at_once(client: httpx.AsyncClient, world:
     after = (await client.get("/teams/growth/feed", headers=headers)).json()
     assert planned.id not in {item["id"] for item in before["items"]}
     assert planned.id in {item["id"] for item in after["items"]}
+
+
+async def test_the_board_api_and_status_show_the_same_health(
+    client: httpx.AsyncClient, world: World, tmp_path: Path
+) -> None:
+    # The board alice's team sees over HTTP, and what `milepost status` computes on her
+    # device holding the same events (the device's store, its views kept per append).
+    from client.store import Store
+    from client.views import on_append, stored_health, stored_tree
+
+    board = (await client.get("/teams/growth/board", headers=world.auth("alice"))).json()
+    device = await Store.open(tmp_path / "alice.sqlite3", create=True)
+    try:
+        async with device.write():
+            await device.set_meta("person", "alice")
+            for event in list(world.ctx.state.events.values()):  # in arrival order
+                seq = await device.append(event)
+                assert seq is not None
+                await on_append(device, seq, event, NOW)
+        tree = await stored_tree(device, "alice", NOW)
+        status = await stored_health(device, "alice", tree, NOW, world.ctx.settings)
+    finally:
+        await device.close()
+    # alice's board has her three objectives (one per visibility) and their milestones.
+    assert len(status) == 9 and set(status) <= set(board["health"])
+    for item, found in status.items():
+        assert board["health"][item] == msgspec.json.decode(msgspec.json.encode(found)), item
+    levels = {found.level for found in status.values()}
+    assert levels == {"off-track", "done"}  # the late milestones and what is under them

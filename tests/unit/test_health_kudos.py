@@ -35,10 +35,13 @@ def test_health_levels_follow_the_rules_in_order() -> None:
     assert health(state="dropped", **base).level == "dropped"  # type: ignore[arg-type]
     on = health(state="open", **base)  # type: ignore[arg-type]
     assert on.level == "on-track" and "50% done, 55% expected" in on.reason
-    behind = health(state="open", progress=10.0, expected=55.0, due_on=None, today=TODAY)
+    behind = health(state="open", progress=20.0, expected=55.0, due_on=None, today=TODAY)
     assert behind.level == "at-risk" and "behind pace" in behind.reason
+    assert "(35 points behind, more than 20)" in behind.reason
+    far = health(state="open", progress=10.0, expected=55.0, due_on=None, today=TODAY)
+    assert far.level == "off-track" and "(45 points behind, more than 40)" in far.reason
     late = health(state="open", progress=90.0, expected=100.0, due_on=date(2026, 2, 7), today=TODAY)
-    assert late.level == "off-track" and "3 days ago" in late.reason
+    assert late.level == "off-track" and "3 days late" in late.reason
 
 
 def test_health_never_says_on_track_for_an_item_drift_flags() -> None:
