@@ -113,21 +113,31 @@ def _ref(row: Any) -> Ref:
     return Ref(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6])
 
 
+_HEX = re.compile(r"[0-9a-f]+")
+
+
 async def _resolve_short(store: Store, text: str, kind: str) -> Ref | None:
     match = SHORT_REF.match(text.strip().lower())
     if match is None or match.group(1) not in _KIND_LETTERS:
         return None
     letter, number = match.group(1), int(match.group(2))
+    # ``d2560081`` may be a printed id suffix as well as a short ref (c and d are hex
+    # digits): when no such short ref fits, the id's hex digits are tried instead.
+    hexlike = len(text.strip()) >= MIN_SUFFIX and _HEX.fullmatch(text.strip().lower()) is not None
     rows = await store.fetchall(
         f"SELECT {_COLUMNS} {_FROM} WHERE r.id = "
         "(SELECT id FROM short_refs WHERE kind = ? AND number = ?)",
         (letter, number),
     )
     if not rows:
+        if hexlike:
+            return None
         raise NotFound(f"no {_KIND_LETTERS[letter]} {text.strip()} on this device")
     ref = _ref(rows[0])
     types = KIND_TYPES[kind]
     if types and ref.type not in types:
+        if hexlike:
+            return None
         raise NotFound(f"{ref.short} is {_a(_KIND_LETTERS[letter])} ({ref.title}), not {_a(kind)}")
     if ref.retracted:
         raise NotFound(f"{kind} {ref.short} ({ref.title}) was retracted")

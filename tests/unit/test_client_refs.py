@@ -20,6 +20,7 @@ IDS = [
     "01a209aa-067d-75ee-a7c5-01993811aa62",
     "01a209aa-067d-75ee-a7c5-01993811bb62",
     "01a209ab-1111-7000-8000-0000deadbeef",
+    "01a209ac-2222-7000-8000-0000d2560081",  # its printed ref reads like a short ref
 ]
 
 
@@ -35,6 +36,15 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
         )
     yield opened
     await opened.close()
+
+
+async def test_a_printed_ref_that_reads_like_a_short_ref_still_names_its_item(
+    store: Store,
+) -> None:
+    # ``d2560081`` is also "completion number 2560081": none exists, so the id's hex
+    # digits are tried (before, this was "no completion d2560081 on this device").
+    assert (await resolve(store, "d2560081")).id == IDS[3]
+    assert (await resolve(store, "d2560081", "milestone")).id == IDS[3]
 
 
 def test_short_ref_is_the_suffix() -> None:
