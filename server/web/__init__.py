@@ -2,8 +2,10 @@
 
 Nothing is built at install and nothing is fetched at run time: Jinja templates in
 ``templates/``, one stylesheet and one small script in ``static/``. Every page has
-a JSON twin over the same view data as the HTTP API (``routes``); sign-in and
-sessions are in ``sessions``; the SVG charts in ``charts``.
+a JSON twin over the same view data as the HTTP API. ``routes`` gathers the routes of
+``signin`` (sign-in form, one-time links, sign-out), ``pages`` (board, feed, drift,
+charts, a person's page) and ``live`` (the live feed and kudos), which share
+``plumbing``; sessions are in ``sessions``; the SVG charts in ``charts``.
 """
 
 from __future__ import annotations
