@@ -41,6 +41,32 @@ EVENTS_PREFIX = "milepost.events"
 """A device publishes its person's events on ``milepost.events.<person>.<device>``."""
 
 
+PULL_PREFIX = "milepost.pull"
+POKE_PREFIX = "milepost.poke"
+
+
+def events_subject(person: str, device: str) -> str:
+    """Where a device publishes its person's events (``milepost.events.<person>.<device>``;
+    the server reads the person from the third token, the fourth names the sender)."""
+    return f"{EVENTS_PREFIX}.{person}.{device}"
+
+
+def pull_subject(person: str) -> str:
+    """Where a person's devices send their pull requests."""
+    return f"{PULL_PREFIX}.{person}"
+
+
+def poke_subject(person: str) -> str:
+    """Where the server pokes a person's devices after storing something they may see."""
+    return f"{POKE_PREFIX}.{person}"
+
+
+def inbox_prefix(person: str) -> str:
+    """The ``inbox_prefix`` a person's client connects with: replies and acks land only
+    under it (the NATS permissions let nobody else subscribe there)."""
+    return f"_INBOX_{person}"
+
+
 def subject_person(subject: str) -> str | None:
     """The person in ``milepost.events.<person>.<...>``, or None for any other subject."""
     prefix = EVENTS_PREFIX + "."
@@ -166,6 +192,11 @@ def decode_reply(data: bytes) -> PullReply:
         return _reply_decoder.decode(data)
     except msgspec.MsgspecError as exc:
         raise WireError(f"invalid pull reply: {exc}") from None
+
+
+def encode_poke(poke: Poke) -> bytes:
+    """A poke as JSON."""
+    return _json.encode(poke)
 
 
 def decode_poke(data: bytes) -> Poke:

@@ -43,7 +43,8 @@ from nats.js.api import (
 
 from events.clock import clock_ahead_reason, wall_ms
 from events.codec import MAX_EVENT_BYTES
-from events.wire import EVENTS_PREFIX, subject_person
+from events.wire import EVENTS_PREFIX, encode_poke, subject_person
+from events.wire import Poke as Poke  # re-exported: the wire protocol's poke
 from projections.ownership import ADMIN
 from server.consumer import PullConsumer
 from server.limits import RATE_LIMITED, PersonLimiter
@@ -65,15 +66,6 @@ at 200k stored events 5000 ingested about 1.6x faster than 2000 into either stor
 light load a batch is whatever has arrived, so this bounds only a backlog's batches."""
 
 log = logging.getLogger(__name__)
-
-
-class Poke(msgspec.Struct, frozen=True):
-    """Sent on ``milepost.poke.<person>``: something they may see is stored up to here."""
-
-    position: int
-
-
-_poke_encoder = msgspec.json.Encoder()
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,7 +374,7 @@ class IngestWorker:
         teams = {event.team for event in result.stored if event.team is not None}
         people = await self._store.audience(roots, teams)
         people.update(event.actor for event in result.stored)
-        payload = _poke_encoder.encode(Poke(result.last_position))
+        payload = encode_poke(Poke(result.last_position))
         for person in people:
             await self._nc.publish(poke_subject(person), payload)
         return people

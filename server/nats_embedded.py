@@ -50,34 +50,19 @@ from pathlib import Path
 
 import bcrypt
 
-from events.wire import EVENTS_PREFIX
+# The subjects are the wire protocol's (``events/wire.py``); re-exported for callers here.
+from events.wire import EVENTS_PREFIX as EVENTS_PREFIX
+from events.wire import POKE_PREFIX as POKE_PREFIX
+from events.wire import PULL_PREFIX as PULL_PREFIX
+from events.wire import events_subject as events_subject
+from events.wire import inbox_prefix as inbox_prefix
+from events.wire import poke_subject as poke_subject
+from events.wire import pull_subject as pull_subject
 from server.process import log_tail, spawn_logged, stop_by_pid
 
 SERVICE_USER = "milepost-server"
-PULL_PREFIX = "milepost.pull"
-POKE_PREFIX = "milepost.poke"
 SERVICE_ACCOUNT = "MILEPOST"
 """The NATS account of the service user and the event stream (see the module docstring)."""
-
-
-def events_subject(person: str, event_id: str) -> str:
-    """The subject a person's device publishes one event on."""
-    return f"{EVENTS_PREFIX}.{person}.{event_id}"
-
-
-def inbox_prefix(person: str) -> str:
-    """The ``inbox_prefix`` a person's client must connect with."""
-    return f"_INBOX_{person}"
-
-
-def poke_subject(person: str) -> str:
-    """Where the server pokes a person's devices after ingesting something they may see."""
-    return f"{POKE_PREFIX}.{person}"
-
-
-def pull_subject(person: str) -> str:
-    """Where a person's devices request their events."""
-    return f"{PULL_PREFIX}.{person}"
 
 
 def new_password() -> str:

@@ -44,7 +44,7 @@ from client.sync.config import DEFAULT_POLL, DEFAULT_REPUSH_AFTER
 from client.sync.errors import SyncError
 from client.sync.log import SyncLog, SyncStore, apply_views, threaded, wall_ms
 from client.sync.progress import BIG_SYNC, Progress
-from client.sync.transport import Transport, events_subject, poke_subject, pull_subject
+from client.sync.transport import Transport
 from events.wire import (
     MAX_PULL_LIMIT,
     PullReply,
@@ -55,7 +55,10 @@ from events.wire import (
     decode_poke,
     decode_reply,
     encode_request,
+    events_subject,
     is_retryable,
+    poke_subject,
+    pull_subject,
 )
 
 PUSH_CHUNK = 5000

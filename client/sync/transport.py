@@ -26,21 +26,6 @@ Outgoing = tuple[int, str, bytes, str]
 """An event to publish: (local seq, event id, its encoded bytes)."""
 
 
-def pull_subject(person: str) -> str:
-    """Where a person's device sends its pull requests."""
-    return f"milepost.pull.{person}"
-
-
-def poke_subject(person: str) -> str:
-    """Where the server pokes a person's devices when there is something to pull."""
-    return f"milepost.poke.{person}"
-
-
-def events_subject(person: str, device: str) -> str:
-    """Where a device publishes its person's events."""
-    return f"milepost.events.{person}.{device}"
-
-
 class Transport(Protocol):
     """What the sync engine needs of a connection to the server."""
 
