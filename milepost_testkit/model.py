@@ -288,9 +288,11 @@ def views_for(
         )
     out["drift"] = encode(drift_signals(state, viewer, now))
     for team in teams:
-        out[f"feed/{team}"] = encode(
-            all_pages(lambda c, t=team: team_feed(state, t, viewer, cursor=c, limit=7))
-        )
+
+        def page(cursor: Any, team: str = team) -> Any:
+            return team_feed(state, team, viewer, cursor=cursor, limit=7)
+
+        out[f"feed/{team}"] = encode(all_pages(page))
         out[f"board/{team}"] = encode(team_board(state, team, viewer, now))
         out[f"team-drift/{team}"] = encode(team_drift(state, team, viewer, now))
     out["viewer-feed"] = encode(all_pages(lambda c: viewer_feed(state, viewer, cursor=c, limit=5)))

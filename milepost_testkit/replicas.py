@@ -193,7 +193,7 @@ class MemoryWorld:
         return {e.id for e in old.log if e.actor == old.person and e.id not in old.acked}
 
     def admin(self, team: str, person: str, joined: bool) -> None:
-        body: b.Body = (
+        body: b.KnownBody = (
             b.TeamMemberJoined(team=team, person=person)
             if joined
             else b.TeamMemberLeft(team=team, person=person)

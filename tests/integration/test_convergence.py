@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import shutil
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
@@ -56,9 +55,8 @@ import msgspec
 import nats
 import nats.js.errors
 import pytest
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.reporting import with_reporter
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
 from nats.aio.client import Client as NatsClient
 
@@ -66,7 +64,7 @@ import projections.state
 from client.session import Session
 from client.store import Store, decode_rows
 from client.sync import Endpoint, Link, Syncer
-from client.views import check_views, on_append
+from client.views import check_views, rebuild_views
 from events import AnyEvent, Event
 from events import bodies as b
 from milepost_testkit.model import (
@@ -94,6 +92,7 @@ from milepost_testkit.replicas import (
 )
 from projections.goals import goal_tree
 from projections.ownership import Referent, Verdict
+from projections.ownership import judge as _REAL_JUDGE
 from projections.state import Register, Stamp, rebuild
 from projections.team import PERSON_WIDE_DRIFT
 from server.cli import _append_memberships
@@ -164,8 +163,8 @@ class ConvergenceMachine(RuleBasedStateMachine):
         return data.draw(st.sampled_from(events)) if events else None
 
     @staticmethod
-    def _sharing(data: st.DataObject, person: str) -> tuple[Any, tuple[str, ...]]:
-        visibility = data.draw(st.sampled_from(["private", "partners", "team"]))
+    def _sharing(data: st.DataObject, person: str) -> tuple[b.Visibility, tuple[str, ...]]:
+        visibility: b.Visibility = data.draw(st.sampled_from(["private", "partners", "team"]))
         partners: tuple[str, ...] = ()
         if visibility == "partners":
             others = [p for p in PARTNERS if p != person]
@@ -206,10 +205,11 @@ class ConvergenceMachine(RuleBasedStateMachine):
     def milestone(self, device: Device, data: st.DataObject) -> None:
         log = self._log(device)
         link = data.draw(st.sampled_from(["key_result", "objective", "none"]))
-        parent = self._pick(
-            data, own(log, device[0], "key_result.added" if link == "key_result" else "objective.created")
-        ) if link != "none" else None  # fmt: skip
-        visibility, partners = self._sharing(data, device[0]) if parent is None else ("private", ())
+        kind = "key_result.added" if link == "key_result" else "objective.created"
+        parent = self._pick(data, own(log, device[0], kind)) if link != "none" else None
+        visibility, partners = self._sharing(data, device[0])
+        if parent is not None:  # a linked milestone takes its parent's sharing
+            visibility, partners = "private", ()
         self._record(
             device,
             b.MilestonePlanned(
@@ -342,11 +342,11 @@ class ConvergenceMachine(RuleBasedStateMachine):
             b.IndicatorDefined(
                 title="Care",
                 stages=("none", "some", "all")[: data.draw(st.integers(1, 3))],
-                objective=objective.id if objective is not None and data.draw(st.booleans()) else None,
+                objective=None if objective is None or data.draw(st.booleans()) else objective.id,
                 visibility=visibility,
                 partners=partners,
             ),
-        )  # fmt: skip
+        )
 
     @rule(device=st.sampled_from(DEVICES), data=st.data())
     def share(self, device: Device, data: st.DataObject) -> None:
@@ -498,9 +498,6 @@ class ConvergenceMachine(RuleBasedStateMachine):
         self._settle_and_check()
 
     def teardown(self) -> None:
-        import os
-        if os.environ.get("SM_DEBUG"):
-            print("example:", len(self.made), "events made", self.settles, "settles")
         try:
             if hasattr(self, "world") and not self.failed:
                 self._settle_and_check()
@@ -727,7 +724,10 @@ class RealWorld:
                 seq = await store.append(event)
                 assert seq is not None
                 await store.set_meta("clock", str(event.clock))
-                await on_append(store, seq, event, wall)
+                # Not ``on_append``: the incremental views trust the log they maintain (a
+                # forged plant re-roots the victim's objective in ``goal_roots``); the
+                # client's commands never write what the ownership rule refuses.
+                await rebuild_views(store, wall)
             return event
 
         return self.run(go())
@@ -807,24 +807,24 @@ class RealWorld:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _machine_settings(examples: int, steps: int) -> settings:
-    """CI's budget, unless a profile asks for more (``--hypothesis-profile=deep``)."""
-    if settings.get_current_profile_name() == "deep":
-        return settings(
-            settings.default,
-            deadline=None,
-            suppress_health_check=list(HealthCheck),
-        )
+DEEP = settings.get_current_profile_name() == "deep"
+"""``--hypothesis-profile=deep`` (tests/conftest.py): many more, longer examples."""
+
+
+def _machine_settings(examples: int, steps: int = 40) -> settings:
+    """CI's budget, or the deep profile's."""
+    if DEEP:
+        return settings(settings.default, deadline=None, suppress_health_check=list(HealthCheck))
     return settings(
         max_examples=examples,
         stateful_step_count=steps,
         deadline=None,
         suppress_health_check=list(HealthCheck),
         database=None,
-        phases=[Phase.generate, Phase.target, Phase.shrink, Phase.explain],
     )
 
 
+@pytest.mark.timeout(6 * 3600 if DEEP else 300)
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_replicas_converge_through_the_real_server(
     backend: str, nats_service: NatsService, tmp_path: Path, request: pytest.FixtureRequest
@@ -838,9 +838,9 @@ async def test_replicas_converge_through_the_real_server(
         (ConvergenceMachine,),
         {"make_world": staticmethod(lambda: RealWorld(env))},
     )
-    examples = 8 if backend == "sqlite" else 4
+    examples = 40 if backend == "sqlite" else 15
     await asyncio.to_thread(
-        run_state_machine_as_test, machine, settings=_machine_settings(examples, 40)
+        run_state_machine_as_test, machine, settings=_machine_settings(examples)
     )
     assert env.examples >= examples  # the machine really ran
 
@@ -859,9 +859,6 @@ def _relinks_by_anyone(event: AnyEvent, lookup: Callable[[str], Referent | None]
 
 def _refs(body: b.MilestoneRelinked) -> list[str]:
     return [r for r in (body.milestone, body.key_result, body.objective) if r is not None]
-
-
-_REAL_JUDGE = projections.state.judge
 
 
 def _later_arrival_wins(self: Register, stamp: Stamp, value: Any) -> bool:
@@ -884,29 +881,34 @@ def _planted(bug: str) -> Iterator[None]:
 
 @pytest.mark.parametrize("bug", ["relink-owner-check-dropped", "lww-by-arrival"])
 def test_the_machine_finds_planted_bugs(bug: str) -> None:
+    """Each planted bug fails the machine, and Hypothesis shrinks it to a few steps (about
+    ten seconds each: found within a few hundred to a thousand examples)."""
     machine = type(
         "MemoryConvergence", (ConvergenceMachine,), {"make_world": staticmethod(MemoryWorld)}
     )
-    report = io.StringIO()
-    with _planted(bug), with_reporter(report.write), pytest.raises(AssertionError) as failure:
+    with _planted(bug), pytest.raises(AssertionError) as failure:
         run_state_machine_as_test(
             machine,
             settings=settings(
-                max_examples=2000,
+                max_examples=5000,
                 stateful_step_count=40,
                 deadline=None,
                 database=None,
                 suppress_health_check=list(HealthCheck),
+                report_multiple_bugs=False,
                 print_blob=False,
+                derandomize=True,
             ),
         )
-    steps = [line for line in report.getvalue().splitlines() if line.startswith("state.")]
-    assert 0 < len(steps) <= 12, report.getvalue()
-    print(f"{bug}: {failure.value}\n{report.getvalue()}")
+    notes = "\n".join(getattr(failure.value, "__notes__", []))
+    steps = [line for line in notes.splitlines() if line.startswith("state.")]
+    rules = [line for line in steps if not line.startswith(("state.teardown", "state.settle"))]
+    assert 0 < len(rules) <= 6, f"{failure.value}\n{notes}"
+    print(f"{bug}: {failure.value}\n" + "\n".join(steps))
 
 
 def test_the_machine_passes_on_the_real_fold_in_memory() -> None:
     machine = type(
         "MemoryConvergence", (ConvergenceMachine,), {"make_world": staticmethod(MemoryWorld)}
     )
-    run_state_machine_as_test(machine, settings=_machine_settings(60, 40))
+    run_state_machine_as_test(machine, settings=_machine_settings(100))
