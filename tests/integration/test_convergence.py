@@ -914,9 +914,10 @@ def test_the_machine_finds_planted_bugs(bug: str) -> None:
     """Each planted bug fails the machine, and Hypothesis shrinks it to a few steps (about
     ten seconds each: found within a few hundred to a thousand examples)."""
     machine = type(
-        "MemoryConvergence", (ConvergenceMachine,), {"make_world": staticmethod(MemoryWorld)}
+        "MemoryConvergence",
+        (ConvergenceMachine,),
+        {"make_world": staticmethod(MemoryWorld), "every_view": False},
     )
-    machine.every_view = False
     with _planted(bug), pytest.raises(AssertionError) as failure:
         run_state_machine_as_test(
             machine,
