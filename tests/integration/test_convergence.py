@@ -44,8 +44,9 @@ What the machine found (see the report of the branch that added it):
 * ``client.views`` applies relinks in arrival order (``goal_roots``), not last-writer-wins:
   ``tests/unit/test_client_views_relink.py`` (xfail) — on the real parts it shows as a
   rare "goal roots differ" after concurrent relinks;
-* person-wide drift of others, and drift of the items of an owner who declared a pause,
-  differ between a device and the server (``_comparable`` leaves them out);
+* person-wide drift of others, and the status and drift of the items of an owner who
+  declared a pause (pauses reach nobody but their author), differ between a device and
+  the server (``_comparable`` leaves them out);
 * the incremental views trust the log: a forged plant written with ``on_append`` re-roots
   the victim's objective on the forging device (``RealWorld.forge`` rebuilds instead).
 
@@ -607,28 +608,24 @@ def _comparable(views: dict[str, bytes], viewer: str, paused: set[str]) -> dict[
     * others' person-wide drift (overload, underplanned, slowdown): computed over all of
       the owner's items, private ones included, and shown to teammates
       (``projections.team.visible_signals``);
-    * drift about the items of an owner who declared a pause: pauses have no root, so
-      the server sends them to their author only, yet the drift of a shared item counts
-      the owner's paused days.
+    * the views of the items of someone else who declared a pause (their goal tree,
+      review, team boards and drift): pauses have no root, so the server sends them to
+      their author only, yet the status and drift of a shared item count the owner's
+      paused days.
     """
+    others_paused = paused - {viewer}
     out: dict[str, Any] = {}
     for name, blob in views.items():
+        kind, _, subject = name.partition("/")
+        if kind in ("tree", "review") and subject in others_paused:
+            continue
+        if kind in ("board", "team-drift") and others_paused:
+            continue
         value = msgspec.json.decode(blob)
-        if name.startswith("review/"):
-            owner = name.removeprefix("review/")
-            if owner != viewer:
-                value["drift"] = [
-                    s
-                    for s in value["drift"]
-                    if s["kind"] not in PERSON_WIDE_DRIFT and owner not in paused
-                ]
-        elif name.startswith("team-drift/"):
-            value = [
-                s
-                for s in value
-                if s["owner"] == viewer
-                or (s["kind"] not in PERSON_WIDE_DRIFT and s["owner"] not in paused)
-            ]
+        if kind == "review" and subject != viewer:
+            value["drift"] = [s for s in value["drift"] if s["kind"] not in PERSON_WIDE_DRIFT]
+        elif kind == "team-drift":
+            value = [s for s in value if s["owner"] == viewer or s["kind"] not in PERSON_WIDE_DRIFT]
         out[name] = value
     return out
 
