@@ -99,6 +99,10 @@ class World(Protocol):
         """Ids of the stored events the server would send ``person`` now."""
         ...
 
+    def dead_letters(self) -> dict[str, str]:
+        """The server's refusals: event id -> reason."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -222,6 +226,10 @@ class MemoryWorld:
 
     def server_visible(self, person: str) -> set[str]:
         return Model(self.server_log()).received_by(person)
+
+    def dead_letters(self) -> dict[str, str]:
+        refused = refused_ids(self.stored)
+        return {e.id: "refused" for e in self.stored if e.id in refused}
 
     def close(self) -> None:
         """Nothing to release."""
