@@ -18,3 +18,9 @@ __all__ = [
     "store",
     "store_factory",
 ]
+
+from hypothesis import settings
+
+settings.register_profile("deep", max_examples=500, stateful_step_count=120, deadline=None)
+"""``pytest --hypothesis-profile=deep``: long runs of the property tests and of the replica
+convergence machine (tests/integration/test_convergence.py), hours rather than minutes."""

@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 
 from events import Event, encode
 from events import bodies as b
+from milepost_testkit.model import Model as _Model
+from milepost_testkit.model import people_and_teams
 from milepost_testkit.strategies import histories
 from projections.state import rebuild
 from projections.visibility import can_see_item
@@ -24,7 +26,7 @@ from server.nats_embedded import events_subject
 from server.store import open_store
 from server.store.protocol import Incoming, ServerStore
 from tests.services import with_database
-from tests.unit.test_properties import SHAREABLE, _Model, people_and_teams
+from tests.unit.test_properties import SHAREABLE
 
 EXAMPLES = settings(
     max_examples=25,
