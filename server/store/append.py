@@ -31,8 +31,18 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from events import AnyEvent, OpaqueEvent
 from events.wire import subject_person
-from projections.ownership import Referent, Refused, Verdict, Waiting, judge, referenced_ids
+from projections.ownership import (
+    JUDGED_IN_FULL,
+    REFERENCES,
+    Referent,
+    Refused,
+    Verdict,
+    Waiting,
+    judge,
+    referenced_ids,
+)
 from server.indexing import IndexUpdate, index_update, resolve_roots
 from server.store.append_io import (
     AppendTx,
@@ -104,6 +114,26 @@ OWNERSHIP_CHECKS = True
 what the rule costs ingest in the same run; the server never does."""
 
 
+def _accepted_at_once(event: AnyEvent, known: dict[str, Referent]) -> bool:
+    """The fast path of ``judge`` (most events name a stored event of their own): True
+    when it accepts at once; otherwise the event is judged in full."""
+    if isinstance(event, OpaqueEvent):
+        return False
+    body = event.body
+    body_type = type(body)
+    if body_type in JUDGED_IN_FULL:
+        return False
+    actor = event.actor
+    for field, allowed in REFERENCES[body_type]:
+        ref = getattr(body, field)
+        if ref is None:
+            continue
+        target = known.get(ref)
+        if target is None or target.actor != actor or (allowed and target.type not in allowed):
+            return False
+    return True
+
+
 def _judge_batch(
     candidates: dict[str, tuple[Incoming, IndexUpdate]], known: dict[str, Referent]
 ) -> dict[str, Verdict]:
@@ -117,7 +147,7 @@ def _judge_batch(
         for event_id in remaining:
             event = candidates[event_id][0].event
             assert event is not None
-            verdict = judge(event, known.get)
+            verdict = None if _accepted_at_once(event, known) else judge(event, known.get)
             if isinstance(verdict, Waiting):
                 still.append(event_id)
                 verdicts[event_id] = verdict
