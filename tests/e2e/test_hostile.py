@@ -32,6 +32,7 @@ from events import (
     IndicatorDefined,
     KeyResultAdded,
     KnownBody,
+    KudosGiven,
     MilestoneCompleted,
     MilestonePlanned,
     MilestoneRelinked,
@@ -337,3 +338,22 @@ def test_a_rate_limited_device_pushes_again_and_loses_nothing(tmp_path: Path) ->
         assert set(states.values()) == {"confirmed"} and len(states) == 25, states
     finally:
         w.close()
+
+
+async def test_kudos_from_a_raw_connection_are_judged_like_any_event(hostile: World) -> None:
+    """``kudos.given`` is the rule's one reaction: it must name someone else's completion.
+    Kudos on one's own completion, or naming something that is not a completion, are refused."""
+    w = hostile
+    async with Raw(w, "alice") as alice, Raw(w, "bob") as bob:
+        goal = alice.event(MilestonePlanned(title="Ship", visibility="team"))
+        done = alice.event(MilestoneCompleted(milestone=goal.id, did="shipped"))
+        await alice.push(goal, done)
+        own = alice.event(KudosGiven(completion=done.id))
+        not_a_completion = bob.event(KudosGiven(completion=goal.id))
+        fine = bob.event(KudosGiven(completion=done.id, note="well done"))
+        await alice.push(own)
+        await bob.push(not_a_completion, fine)
+        reasons = await refused(w, 2)
+    assert set(reasons) == {own.id, not_a_completion.id}
+    assert "your own" in reasons[own.id]
+    assert "not a milestone completion" in reasons[not_a_completion.id]
