@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
@@ -70,7 +71,7 @@ import msgspec
 import nats
 import nats.js.errors
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
 from nats.aio.client import Client as NatsClient
@@ -899,20 +900,25 @@ DEEP = settings.get_current_profile_name() == "deep"
 """``--hypothesis-profile=deep`` (tests/conftest.py): many more, longer examples."""
 
 
-def _machine_settings(examples: int, steps: int = 40) -> settings:
-    """CI's budget, or the deep profile's."""
+def _machine_settings(examples: int, steps: int = 40, shrink: bool = True) -> settings:
+    """CI's budget, or the deep profile's. ``MILEPOST_MACHINE_EXAMPLES`` raises the budget
+    (to hunt a rare failure). Through the real parts shrinking is off outside the deep
+    profile: each try costs a server and four devices, and a shrink that outlives the test's
+    timeout reports nothing; the unshrunk steps are printed instead."""
     if DEEP:
         return settings(settings.default, deadline=None, suppress_health_check=list(HealthCheck))
+    phases = tuple(Phase) if shrink else (Phase.explicit, Phase.reuse, Phase.generate)
     return settings(
-        max_examples=examples,
+        max_examples=int(os.environ.get("MILEPOST_MACHINE_EXAMPLES", examples)),
         stateful_step_count=steps,
         deadline=None,
         suppress_health_check=list(HealthCheck),
         database=None,
+        phases=phases,
     )
 
 
-@pytest.mark.timeout(6 * 3600 if DEEP else 300)
+@pytest.mark.timeout(6 * 3600 if DEEP or "MILEPOST_MACHINE_EXAMPLES" in os.environ else 300)
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_replicas_converge_through_the_real_server(
     backend: str, nats_service: NatsService, tmp_path: Path, request: pytest.FixtureRequest
@@ -928,7 +934,7 @@ async def test_replicas_converge_through_the_real_server(
     )
     examples = 40 if backend == "sqlite" else 15
     await asyncio.to_thread(
-        run_state_machine_as_test, machine, settings=_machine_settings(examples)
+        run_state_machine_as_test, machine, settings=_machine_settings(examples, shrink=False)
     )
     assert env.examples >= examples  # the machine really ran
 
