@@ -22,6 +22,7 @@ import msgspec
 
 from events import AnyEvent, Event
 from events import bodies as b
+from events.clock import MAX_CLOCK_AHEAD_MS, physical_ms, wall_ms
 from projections.drift import drift_signals
 from projections.goals import goal_tree
 from projections.review import review
@@ -114,12 +115,17 @@ def accepted_events(history: Sequence[AnyEvent]) -> list[Event]:
 
 
 def refused_ids(history: Sequence[AnyEvent]) -> set[str]:
-    """Events the rule refuses outright: membership not by admin, or some named event that
-    is accepted but someone else's or of the wrong kind. The rest of the unaccepted events
+    """Events the server refuses outright: a clock further ahead of its wall clock than the
+    bound, membership not by admin, or some named event that is accepted but someone else's
+    or of the wrong kind. The rest of the unaccepted events
     wait (forever, if what they name never arrives or is itself refused)."""
     accepted = {e.id: e for e in accepted_events(history)}
     refused: set[str] = set()
+    ceiling = wall_ms() + MAX_CLOCK_AHEAD_MS  # the server's bound on clocks, at its wall time
     for event in history:
+        if isinstance(event, Event) and physical_ms(event.clock) > ceiling:
+            refused.add(event.id)  # refused on arrival, whatever it names
+            continue
         if not isinstance(event, Event) or event.id in accepted:
             continue
         if isinstance(event.body, _MEMBERSHIP):

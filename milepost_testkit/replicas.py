@@ -27,6 +27,7 @@ from typing import Protocol
 from events import AnyEvent, Event, HybridLogicalClock, new_event_id
 from events import bodies as b
 from events.clock import pack
+from events.clock import wall_ms as real_wall_ms
 from milepost_testkit.model import ADMIN, Model, refused_ids
 
 DEVICES: tuple[tuple[str, str], ...] = (
@@ -110,11 +111,13 @@ def hand_made(
     person: str, device: str, body: b.Body, wall: datetime, last: int, far_ahead: bool
 ) -> Event:
     """An event built by hand, as a modified client would: clock after ``last`` (or a year
-    ahead)."""
+    ahead of both ``wall`` and the real wall clock, so the server's clock bound refuses it
+    whatever today's date)."""
     wall_ms = int(wall.timestamp() * 1000)
     clock = HybridLogicalClock(last, wall=lambda: wall_ms).now()
-    if far_ahead:
-        clock = max(clock, pack(wall_ms + 365 * 86_400_000, 0))
+    if far_ahead:  # a year ahead of the real wall clock too: the server's bound refuses it
+        ahead = max(wall_ms, real_wall_ms()) + 365 * 86_400_000
+        clock = max(clock, pack(ahead, 0))
     return Event(
         id=new_event_id(),
         actor=person,
