@@ -282,10 +282,10 @@ async def test_a_teammate_sees_no_load_or_pause_derived_from_alice_s_private_ite
     assert page.status_code == 200, page.text
     signals = [s for group in page.json()["groups"] for s in group["signals"]]
     assert load(signals) == expected["carol"]
-    person = await client.get("/p/alice/page.json")
-    assert person.status_code == 200, person.text
-    assert not any(d["kind"] == "overload" for d in person.json()["review"]["drift"])
-    for text in (page.text, person.text, (await client.get("/t/growth")).text):
+    person_page = await client.get("/p/alice/page.json")
+    assert person_page.status_code == 200, person_page.text
+    assert not any(d["kind"] == "overload" for d in person_page.json()["review"]["drift"])
+    for text in (page.text, person_page.text, (await client.get("/t/growth")).text):
         assert "ZZPRIV" not in text and "paused" not in text
     # carol's board: alice's team milestone is overdue (due 2026-03-10), her pause unseen;
     # her burn-up chart draws no pause.
