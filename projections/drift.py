@@ -386,8 +386,8 @@ def _behind_pace(
             low = middle + _ONE_DAY
     expected = round(expected_percent(start, due, ctx.today, ctx.ranges), 2)
     severity: Severity = "alert" if gap > 2 * points else "warning"
-    # Pauses are private: only the owner's own view leaves them out (others never know).
-    pauses_note = ", pauses excluded" if ctx.viewer == ctx.person else ""
+    # Pauses are private: only the owner's own view has any to leave out.
+    pauses_note = ", pauses excluded" if ctx.ranges else ""
     explanation = (
         f"progress {_num(progress)}% vs {_num(expected)}% expected by now "
         f"({start} → {due}{pauses_note}): {_num(gap)} points behind "

@@ -206,9 +206,14 @@ class _Context:
         self.now = now
         self.today = now.date()
         # Whose pauses count: the owner's, in the owner's own view only (pauses are private).
+        # Views memoize by it; without pauses the owner's views equal everyone's, so share.
         own = viewer is None or viewer == person
-        self.paused_by = person if own else ""
         self.pauses = pauses_of(state, person) if own else []
+        self.paused_by = person if self.pauses else ""
+
+    def unpaused(self) -> _Context:
+        """The same inputs without pauses (as anyone but the owner sees the owner's items)."""
+        return _Context(self.state, self.person, self.now, viewer="")
 
 
 def milestone_view(
@@ -220,12 +225,47 @@ def milestone_view(
 
 
 def _milestone_view(ctx: _Context, milestone_id: str) -> MilestoneView:
-    # A milestone's view depends on the state, the day and whose pauses count.
+    # A milestone's view depends on the state, the day and whose pauses count; pauses
+    # move only ``expected``, so the owner's is the pause-free view with it recomputed.
+    if ctx.pauses:
+        paced: MilestoneView = ctx.state.memoized(
+            ("milestone", milestone_id, ctx.paused_by, ctx.today),
+            lambda: _paced_milestone(ctx, _milestone_view(ctx.unpaused(), milestone_id)),
+        )
+        return paced
     view: MilestoneView = ctx.state.memoized(
-        ("milestone", milestone_id, ctx.paused_by, ctx.today),
+        ("milestone", milestone_id, "", ctx.today),
         lambda: _compute_milestone_view(ctx, milestone_id),
     )
     return view
+
+
+def _paced_milestone(ctx: _Context, view: MilestoneView) -> MilestoneView:
+    """A pause-free milestone view with ``expected`` recomputed with the context's pauses."""
+    if view.due_on is None or view.completed_at is not None:
+        return view  # no expected progress to move
+    planned_on = ctx.state.events[view.id].occurred_at.date()
+    expected = round(expected_percent(planned_on, view.due_on, ctx.today, ctx.pauses), 2)
+    return view if expected == view.expected else msgspec.structs.replace(view, expected=expected)
+
+
+def _paced_objective(ctx: _Context, view: ObjectiveView) -> ObjectiveView:
+    """A pause-free objective view with every ``expected`` recomputed with the pauses."""
+    expected = round(expected_percent(view.starts_on, view.ends_on, ctx.today, ctx.pauses), 2)
+    replace = msgspec.structs.replace
+    return replace(
+        view,
+        expected=expected,
+        key_results=[
+            replace(
+                kr,
+                expected=expected,
+                milestones=[_paced_milestone(ctx, m) for m in kr.milestones],
+            )
+            for kr in view.key_results
+        ],
+        milestones=[_paced_milestone(ctx, m) for m in view.milestones],
+    )
 
 
 def _compute_milestone_view(ctx: _Context, milestone_id: str) -> MilestoneView:
@@ -376,10 +416,16 @@ def objective_view(
 
 
 def _objective_view(ctx: _Context, objective_id: str) -> ObjectiveView:
-    # Depends on the viewer only through whose pauses count (``paused_by``): who may see
-    # the objective is decided by the caller.
+    # Depends on the viewer only through whose pauses count (``paused_by``; they move only
+    # ``expected``): who may see the objective is decided by the caller.
+    if ctx.pauses:
+        paced: ObjectiveView = ctx.state.memoized(
+            ("objective", objective_id, ctx.paused_by, ctx.today),
+            lambda: _paced_objective(ctx, _objective_view(ctx.unpaused(), objective_id)),
+        )
+        return paced
     view: ObjectiveView = ctx.state.memoized(
-        ("objective", objective_id, ctx.paused_by, ctx.today),
+        ("objective", objective_id, "", ctx.today),
         lambda: _compute_objective_view(ctx, objective_id),
     )
     return view
