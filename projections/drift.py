@@ -895,13 +895,31 @@ def drift_signals(
             if failures is not None:
                 failures.append((item_id, f"{type(exc).__name__}: {exc}"[:200]))
 
+    # An item's own signals depend on the viewer only through the pauses counted: one
+    # computation per item, day, settings and pauses serves the owner and everyone else
+    # (when the owner has none) at this position.
+    pauses_key = person if ctx.ranges else ""
+
+    def per_item(item_id: str, rule: Callable[[list[DriftSignal]], None]) -> None:
+        def compute() -> tuple[DriftSignal, ...]:
+            found: list[DriftSignal] = []
+            rule(found)
+            return tuple(found)
+
+        key = ("drift-item", item_id, today, settings, pauses_key)
+        out.extend(state.memoized(key, compute))
+
     def key_results(
-        objective_id: str, objective: b.ObjectiveCreated, first: date, last: date
+        objective_id: str,
+        objective: b.ObjectiveCreated,
+        first: date,
+        last: date,
+        found: list[DriftSignal],
     ) -> None:
         view = _objective_view(state, objective_id, now, viewer)
         for kr_view in view.key_results:
             if kr_view.status != "done":
-                _key_result_signals(ctx, objective, kr_view, first, last, out)
+                _key_result_signals(ctx, objective, kr_view, first, last, found)
 
     def slowdown() -> None:
         signal = _slowdown(ctx, list(completions.values()))
@@ -918,7 +936,8 @@ def drift_signals(
         if not starts_on <= today <= ends_on:
             continue
         current_cycles.setdefault(objective.cycle, []).append(objective_id)
-        attempt(objective_id, partial(key_results, objective_id, objective, starts_on, ends_on))
+        rule = partial(key_results, objective_id, objective, starts_on, ends_on)
+        attempt(objective_id, partial(per_item, objective_id, rule))
 
     # Milestones: the per-item rules for open ones; load and pace over all of them.
     first_current_day = min((cycle_bounds(cycle)[0] for cycle in current_cycles), default=date.max)
@@ -934,7 +953,8 @@ def drift_signals(
         completion = _completion(ctx, node)
         dropped = bool(node.dropped.value)
         if completion is None and not dropped:
-            attempt(milestone_id, partial(_milestone_signals, ctx, milestone_id, node, out))
+            rule = partial(_milestone_signals, ctx, milestone_id, node)
+            attempt(milestone_id, partial(per_item, milestone_id, rule))
             cycle = _milestone_cycle(ctx, node)
             if cycle is not None:
                 open_by_cycle.setdefault(cycle, []).append(
@@ -964,7 +984,10 @@ def drift_signals(
             continue
         if not counts(indicator_id):
             continue
-        attempt(indicator_id, partial(_indicator_signals, ctx, indicator_id, out))
+        attempt(
+            indicator_id,
+            partial(per_item, indicator_id, partial(_indicator_signals, ctx, indicator_id)),
+        )
 
     out.sort(key=_sort_key)
     return out
