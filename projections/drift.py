@@ -8,7 +8,12 @@ Judgement calls (where docs/contract.md is silent), stated once here:
 
 * Days are calendar days between dates (``now.date()``); pause days never count
   towards staleness (``stale``, ``unreviewed``, ``quiet``) nor pace
-  (``behind-pace``, ``slowdown`` use active weeks).
+  (``behind-pace``, ``slowdown`` use active weeks) — in the owner's own view only:
+  pauses are private (a ``pause.declared`` reaches nobody but its author), so drift
+  computed for anyone else ignores them, as that viewer's device does.
+* Drift for a viewer other than the owner reads only the owner's items that viewer may
+  see (``projections.visibility.can_see_item``): the person-wide signals (``overload``,
+  ``underplanned``, ``slowdown``) count those items alone and name only them.
 * ``since`` is the first day the condition held: the day the threshold was
   crossed (stale, unreviewed, quiet, one-sided, behind-pace), the first day
   overdue, the day of the check-in that fell, the day the milestone lost its
@@ -47,6 +52,7 @@ from projections.goals import objective_view as _objective_view
 from projections.settings import DEFAULT_SETTINGS, DriftSettings
 from projections.state import PLACEHOLDER, MilestoneNode, ProjectionState
 from projections.timeline import active_days, after_active_days, expected_percent
+from projections.visibility import can_see_item
 
 DriftKind = Literal[
     "stale",
@@ -146,19 +152,51 @@ def _extended_due(due: date, pauses: list[Pause]) -> tuple[date, int, tuple[str,
 class _Context:
     """What every rule of one ``drift_signals`` call shares."""
 
-    __slots__ = ("now", "pause_ids", "pauses", "person", "ranges", "settings", "state", "today")
+    __slots__ = (
+        "now",
+        "pause_ids",
+        "pauses",
+        "person",
+        "ranges",
+        "seen",
+        "settings",
+        "state",
+        "today",
+        "viewer",
+        "visible_in",
+    )
 
     def __init__(
-        self, state: ProjectionState, person: str, now: datetime, settings: DriftSettings
+        self,
+        state: ProjectionState,
+        person: str,
+        now: datetime,
+        settings: DriftSettings,
+        viewer: str,
+        visible_in: ProjectionState,
     ) -> None:
         self.state = state
         self.person = person
+        self.viewer = viewer
+        self.visible_in = visible_in
+        self.seen: dict[str, bool] = {}
         self.now = now
         self.today = now.date()
         self.settings = settings
-        self.pauses = _pauses(state, person)
+        # Pauses are private: they count in the owner's own view only.
+        self.pauses = _pauses(state, person) if viewer == person else []
         self.ranges = [(start, end) for start, end, _ in self.pauses]
         self.pause_ids = tuple(i for _, _, ids in self.pauses for i in ids)
+
+    def counts(self, item_id: str) -> bool:
+        """Whether the item counts in this view: always for the owner, else if the viewer
+        may see it (judged on ``visible_in``, cached per call)."""
+        if self.viewer == self.person:
+            return True
+        seen = self.seen.get(item_id)
+        if seen is None:
+            seen = self.seen[item_id] = can_see_item(self.visible_in, self.viewer, item_id)
+        return seen
 
     def active(self, start: date, end: date) -> int:
         """Unpaused days in [start, end)."""
@@ -348,9 +386,11 @@ def _behind_pace(
             low = middle + _ONE_DAY
     expected = round(expected_percent(start, due, ctx.today, ctx.ranges), 2)
     severity: Severity = "alert" if gap > 2 * points else "warning"
+    # Pauses are private: only the owner's own view has any to leave out.
+    pauses_note = ", pauses excluded" if ctx.ranges else ""
     explanation = (
         f"progress {_num(progress)}% vs {_num(expected)}% expected by now "
-        f"({start} → {due}, pauses excluded): {_num(gap)} points behind "
+        f"({start} → {due}{pauses_note}): {_num(gap)} points behind "
         f"(more than {_num(points)})"
     )
     return ctx.signal(
@@ -492,7 +532,7 @@ def _milestone_signals(
 ) -> None:
     """Stale, overdue, behind-pace, confidence-drop, orphan and unreviewed for one milestone."""
     state, settings, today = ctx.state, ctx.settings, ctx.today
-    view = milestone_view(state, milestone_id, ctx.now)
+    view = milestone_view(state, milestone_id, ctx.now, ctx.viewer)
     title = view.title
     created = node.event.occurred_at.date()
     latest = last_checkins(state, milestone_id, 1)
@@ -819,8 +859,18 @@ def drift_signals(
     now: datetime,
     settings: DriftSettings = DEFAULT_SETTINGS,
     failures: list[tuple[str, str]] | None = None,
+    *,
+    viewer: str | None = None,
+    visible_in: ProjectionState | None = None,
 ) -> list[DriftSignal]:
     """Every drift signal on the person's own items, alerts first, then by since, kind, subject.
+
+    ``viewer`` (default: the person) is whose view this is. The person's own view counts
+    their pauses and every item. Anyone else's ignores the pauses (they are private) and
+    reads only the person's items the viewer may see, judged on ``visible_in`` (default:
+    ``state``; a review folding the past judges on today's state): the person-wide
+    signals count and name those alone. Callers still keep only what the viewer may be
+    shown (``projections.team.visible_signals``).
 
     A rule that fails on one item drops that item's signals, never the list; ``failures``
     (if given) receives ``(item id, reason)`` for each. The codec's ranges make every
@@ -829,7 +879,10 @@ def drift_signals(
     index = state.people.get(person)
     if index is None:
         return []
-    ctx = _Context(state, person, now, settings)
+    viewer = person if viewer is None else viewer
+    judged_on = state if visible_in is None else visible_in
+    ctx = _Context(state, person, now, settings, viewer, judged_on)
+    counts = ctx.counts
     today = ctx.today
     out: list[DriftSignal] = []
 
@@ -842,13 +895,31 @@ def drift_signals(
             if failures is not None:
                 failures.append((item_id, f"{type(exc).__name__}: {exc}"[:200]))
 
+    # An item's own signals depend on the viewer only through the pauses counted: one
+    # computation per item, day, settings and pauses serves the owner and everyone else
+    # (when the owner has none) at this position.
+    pauses_key = person if ctx.ranges else ""
+
+    def per_item(item_id: str, rule: Callable[[list[DriftSignal]], None]) -> None:
+        def compute() -> tuple[DriftSignal, ...]:
+            found: list[DriftSignal] = []
+            rule(found)
+            return tuple(found)
+
+        key = ("drift-item", item_id, today, settings, pauses_key)
+        out.extend(state.memoized(key, compute))
+
     def key_results(
-        objective_id: str, objective: b.ObjectiveCreated, first: date, last: date
+        objective_id: str,
+        objective: b.ObjectiveCreated,
+        first: date,
+        last: date,
+        found: list[DriftSignal],
     ) -> None:
-        view = _objective_view(state, objective_id, now)
+        view = _objective_view(state, objective_id, now, viewer)
         for kr_view in view.key_results:
             if kr_view.status != "done":
-                _key_result_signals(ctx, objective, kr_view, first, last, out)
+                _key_result_signals(ctx, objective, kr_view, first, last, found)
 
     def slowdown() -> None:
         signal = _slowdown(ctx, list(completions.values()))
@@ -859,13 +930,14 @@ def drift_signals(
     current_cycles: dict[str, list[str]] = {}
     for objective_id in index.objectives:
         objective = _objective_body(ctx, objective_id)
-        if objective is None:
+        if objective is None or not counts(objective_id):
             continue
         starts_on, ends_on = cycle_bounds(objective.cycle)
         if not starts_on <= today <= ends_on:
             continue
         current_cycles.setdefault(objective.cycle, []).append(objective_id)
-        attempt(objective_id, partial(key_results, objective_id, objective, starts_on, ends_on))
+        rule = partial(key_results, objective_id, objective, starts_on, ends_on)
+        attempt(objective_id, partial(per_item, objective_id, rule))
 
     # Milestones: the per-item rules for open ones; load and pace over all of them.
     first_current_day = min((cycle_bounds(cycle)[0] for cycle in current_cycles), default=date.max)
@@ -876,10 +948,13 @@ def drift_signals(
         node = state.milestones[milestone_id]
         if node.event is PLACEHOLDER or state.is_retracted(milestone_id):
             continue
+        if not counts(milestone_id):
+            continue
         completion = _completion(ctx, node)
         dropped = bool(node.dropped.value)
         if completion is None and not dropped:
-            attempt(milestone_id, partial(_milestone_signals, ctx, milestone_id, node, out))
+            rule = partial(_milestone_signals, ctx, milestone_id, node)
+            attempt(milestone_id, partial(per_item, milestone_id, rule))
             cycle = _milestone_cycle(ctx, node)
             if cycle is not None:
                 open_by_cycle.setdefault(cycle, []).append(
@@ -907,7 +982,12 @@ def drift_signals(
         node_i = state.indicators.get(indicator_id)
         if node_i is None or node_i.event is PLACEHOLDER or state.is_retracted(indicator_id):
             continue
-        attempt(indicator_id, partial(_indicator_signals, ctx, indicator_id, out))
+        if not counts(indicator_id):
+            continue
+        attempt(
+            indicator_id,
+            partial(per_item, indicator_id, partial(_indicator_signals, ctx, indicator_id)),
+        )
 
     out.sort(key=_sort_key)
     return out

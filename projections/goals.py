@@ -7,6 +7,10 @@ completed; a milestone takes its last check-in's percent, or its share of
 tasks done, and 100 once completed; an objective is the weighted average of
 its KRs and its status the worst of theirs. Each node carries its expected
 progress (share of its time elapsed, pauses excluded).
+
+Pauses are private (a ``pause.declared`` reaches nobody but its author): they count only
+in a view computed for the owner themself. A view for anyone else shows the owner's
+shared items' expected progress without them, as that viewer's own device computes it.
 """
 
 from __future__ import annotations
@@ -192,29 +196,76 @@ def worst(statuses: list[str]) -> Status:
 class _Context:
     """Per-call inputs shared by every node of one tree."""
 
-    __slots__ = ("now", "pauses", "person", "state", "today")
+    __slots__ = ("now", "paused_by", "pauses", "person", "state", "today")
 
-    def __init__(self, state: ProjectionState, person: str, now: datetime) -> None:
+    def __init__(
+        self, state: ProjectionState, person: str, now: datetime, viewer: str | None = None
+    ) -> None:
         self.state = state
-        self.person = person  # whose pauses count: the tree's owner
+        self.person = person  # the tree's owner
         self.now = now
         self.today = now.date()
-        self.pauses = pauses_of(state, person)
+        # Whose pauses count: the owner's, in the owner's own view only (pauses are private).
+        # Views memoize by it; without pauses the owner's views equal everyone's, so share.
+        own = viewer is None or viewer == person
+        self.pauses = pauses_of(state, person) if own else []
+        self.paused_by = person if self.pauses else ""
+
+    def unpaused(self) -> _Context:
+        """The same inputs without pauses (as anyone but the owner sees the owner's items)."""
+        return _Context(self.state, self.person, self.now, viewer="")
 
 
-def milestone_view(state: ProjectionState, milestone_id: str, now: datetime) -> MilestoneView:
-    """One milestone's view (its owner's pauses applied to expected progress)."""
+def milestone_view(
+    state: ProjectionState, milestone_id: str, now: datetime, viewer: str | None = None
+) -> MilestoneView:
+    """One milestone's view for ``viewer`` (default: its owner, whose pauses then count)."""
     owner = state.events[milestone_id].actor
-    return _milestone_view(_Context(state, owner, now), milestone_id)
+    return _milestone_view(_Context(state, owner, now, viewer), milestone_id)
 
 
 def _milestone_view(ctx: _Context, milestone_id: str) -> MilestoneView:
-    # A milestone's view depends on the state, the day and whose pauses count.
+    # A milestone's view depends on the state, the day and whose pauses count; pauses
+    # move only ``expected``, so the owner's is the pause-free view with it recomputed.
+    if ctx.pauses:
+        paced: MilestoneView = ctx.state.memoized(
+            ("milestone", milestone_id, ctx.paused_by, ctx.today),
+            lambda: _paced_milestone(ctx, _milestone_view(ctx.unpaused(), milestone_id)),
+        )
+        return paced
     view: MilestoneView = ctx.state.memoized(
-        ("milestone", milestone_id, ctx.person, ctx.today),
+        ("milestone", milestone_id, "", ctx.today),
         lambda: _compute_milestone_view(ctx, milestone_id),
     )
     return view
+
+
+def _paced_milestone(ctx: _Context, view: MilestoneView) -> MilestoneView:
+    """A pause-free milestone view with ``expected`` recomputed with the context's pauses."""
+    if view.due_on is None or view.completed_at is not None:
+        return view  # no expected progress to move
+    planned_on = ctx.state.events[view.id].occurred_at.date()
+    expected = round(expected_percent(planned_on, view.due_on, ctx.today, ctx.pauses), 2)
+    return view if expected == view.expected else msgspec.structs.replace(view, expected=expected)
+
+
+def _paced_objective(ctx: _Context, view: ObjectiveView) -> ObjectiveView:
+    """A pause-free objective view with every ``expected`` recomputed with the pauses."""
+    expected = round(expected_percent(view.starts_on, view.ends_on, ctx.today, ctx.pauses), 2)
+    replace = msgspec.structs.replace
+    return replace(
+        view,
+        expected=expected,
+        key_results=[
+            replace(
+                kr,
+                expected=expected,
+                milestones=[_paced_milestone(ctx, m) for m in kr.milestones],
+            )
+            for kr in view.key_results
+        ],
+        milestones=[_paced_milestone(ctx, m) for m in view.milestones],
+    )
 
 
 def _compute_milestone_view(ctx: _Context, milestone_id: str) -> MilestoneView:
@@ -355,16 +406,26 @@ def _key_result_view(
     )
 
 
-def objective_view(state: ProjectionState, objective_id: str, now: datetime) -> ObjectiveView:
-    """One objective with its key results and milestones."""
+def objective_view(
+    state: ProjectionState, objective_id: str, now: datetime, viewer: str | None = None
+) -> ObjectiveView:
+    """One objective with its key results and milestones, for ``viewer`` (default: its owner,
+    whose pauses then count)."""
     owner = state.events[objective_id].actor
-    return _objective_view(_Context(state, owner, now), objective_id)
+    return _objective_view(_Context(state, owner, now, viewer), objective_id)
 
 
 def _objective_view(ctx: _Context, objective_id: str) -> ObjectiveView:
-    # Viewer-independent: who may see the objective is decided by the caller.
+    # Depends on the viewer only through whose pauses count (``paused_by``; they move only
+    # ``expected``): who may see the objective is decided by the caller.
+    if ctx.pauses:
+        paced: ObjectiveView = ctx.state.memoized(
+            ("objective", objective_id, ctx.paused_by, ctx.today),
+            lambda: _paced_objective(ctx, _objective_view(ctx.unpaused(), objective_id)),
+        )
+        return paced
     view: ObjectiveView = ctx.state.memoized(
-        ("objective", objective_id, ctx.person, ctx.today),
+        ("objective", objective_id, "", ctx.today),
         lambda: _compute_objective_view(ctx, objective_id),
     )
     return view
@@ -444,11 +505,13 @@ def goal_tree(
 ) -> GoalTree:
     """The person's goals as ``viewer`` (default: the person) may see them.
 
+    Expected progress counts the person's pauses only when the viewer is the person.
+
     ``cycle``: None or ``all`` for every objective, ``current`` for those whose
     cycle contains ``now``'s day, or one cycle such as ``2026-Q1``.
     """
     viewer = person if viewer is None else viewer
-    ctx = _Context(state, person, now)
+    ctx = _Context(state, person, now, viewer)
     index = state.person(person)
     objectives = []
     unavailable: list[Unavailable] = []

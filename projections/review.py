@@ -444,8 +444,9 @@ def _drift(
     last: dict[tuple[str, str], date] = {}
     for moment in checkpoints:
         snapshot = snapshots.until(moment)
-        signals = drift_signals(snapshot, person, moment, settings)
-        # Visibility is judged on today's state: what the viewer may see now.
+        # Visibility is judged on today's state: what the viewer may see now (the person-wide
+        # signals count only those items; pauses count in the person's own review only).
+        signals = drift_signals(snapshot, person, moment, settings, viewer=viewer, visible_in=state)
         for signal in visible_signals(state, person, viewer, signals, resolver):
             key: tuple[str, str] = (signal.kind, signal.subject)
             seen.setdefault(key, []).append(signal)
@@ -577,9 +578,9 @@ def review(
             continue
         node = snapshot.objectives.get(objective_id)
         if node is not None and node.event is not PLACEHOLDER:
-            standing = objective_view(snapshot, objective_id, standing_at)
+            standing = objective_view(snapshot, objective_id, standing_at, viewer)
         else:  # created after the period, for a cycle overlapping it
-            standing = objective_view(state, objective_id, standing_at)
+            standing = objective_view(state, objective_id, standing_at, viewer)
         objectives.append(
             ReviewObjective(
                 id=objective_id,

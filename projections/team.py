@@ -36,7 +36,7 @@ from projections.health import Health, tree_health
 from projections.kudos import kudos_counts, kudos_givers
 from projections.settings import DEFAULT_SETTINGS, DriftSettings
 from projections.state import PLACEHOLDER, FeedKey, ProjectionState, Sharing
-from projections.visibility import can_see, item_sharing
+from projections.visibility import audience, can_see, item_sharing
 
 MAX_PAGE = 500
 """The largest page a caller may ask for."""
@@ -537,10 +537,12 @@ def visible_signals(
 ) -> list[DriftSignal]:
     """The signals about ``owner`` the viewer may see.
 
-    A signal about an item shows only if the viewer may see the item; a
-    signal about the person as a whole (overload, underplanned, slowdown)
-    only to the person and to people sharing a team with them. Event ids the
-    viewer may not see are removed from what is shown.
+    ``signals`` must be computed for this viewer (``drift_signals(..., viewer=viewer)``:
+    a person-wide signal then counts only the items the viewer may see, and pauses only
+    in the owner's own view); ``person_drift`` does both. A signal about an item shows
+    only if the viewer may see the item; a signal about the person as a whole
+    (overload, underplanned, slowdown) only to the person and to people sharing a team
+    with them. Event ids the viewer may not see are removed from what is shown.
     """
     if viewer == owner:
         return list(signals)
@@ -590,6 +592,27 @@ def _item_of(state: ProjectionState, event: Event) -> str | None:
     return None
 
 
+def person_drift(
+    state: ProjectionState,
+    person: str,
+    viewer: str,
+    now: datetime,
+    settings: DriftSettings = DEFAULT_SETTINGS,
+    resolver: SubjectResolver | None = None,
+) -> list[DriftSignal]:
+    """The drift signals about ``person`` the viewer may see, computed for that viewer.
+
+    Drift reads ``now`` only as its day and the viewer only through what they may see
+    (``audience``): one computation per person, day, audience and position serves every
+    such viewer's board, drift list and person page (and their refreshes).
+    """
+    signals: list[DriftSignal] = state.memoized(
+        ("drift", person, now.date(), settings, audience(state, viewer, person)),
+        partial(drift_signals, state, person, now, settings, viewer=viewer),
+    )
+    return visible_signals(state, person, viewer, signals, resolver)
+
+
 def team_drift(
     state: ProjectionState,
     team: str,
@@ -602,13 +625,6 @@ def team_drift(
         return []
     resolver = SubjectResolver(state, viewer)
     shown: list[DriftSignal] = []
-    today = now.date()
     for member in sorted(state.members_of(team)):
-        # Drift reads ``now`` only as its day: one computation per member, day and position
-        # serves every viewer's board and drift list (and their refreshes).
-        signals: list[DriftSignal] = state.memoized(
-            ("drift", member, today, settings),
-            partial(drift_signals, state, member, now, settings),
-        )
-        shown.extend(visible_signals(state, member, viewer, signals, resolver))
+        shown.extend(person_drift(state, member, viewer, now, settings, resolver))
     return shown

@@ -84,6 +84,19 @@ def can_see(state: ProjectionState, viewer: str, owner: str, sharing: Sharing) -
     return False
 
 
+def audience(state: ProjectionState, viewer: str, owner: str) -> tuple[object, ...]:
+    """A key equal for two viewers whenever ``can_see`` lets them see the same of ``owner``'s
+    items: the owner; else whether they share a team, and the viewer when the owner ever named
+    them a partner (``partnered_by`` is a superset, so the key may split a class, never merge
+    two). Views that depend on the viewer only through what they may see are memoized by it.
+    """
+    if viewer == owner:
+        return ("owner",)
+    shares_team = bool(state.teams_of(viewer) & state.teams_of(owner))
+    named = viewer if owner in state.partnered_by.get(viewer, ()) else None
+    return ("other", shares_team, named)
+
+
 def can_see_item(state: ProjectionState, viewer: str, item_id: str) -> bool:
     """Whether ``viewer`` may see the item or event ``item_id``."""
     owner = owner_of(state, item_id)

@@ -62,9 +62,12 @@ def burn_up(
     kr: KeyResultView,
     checkins: list[CheckInView],
     now: datetime,
+    viewer: str,
 ) -> BurnUp:
-    """The burn-up data of a key result (check-ins as progress, the expected line with pauses)."""
-    pauses = pauses_of(state, objective.owner)
+    """The burn-up data of a key result (check-ins as progress, the expected line with pauses).
+
+    Pauses are private: only the owner's own chart shows and counts them."""
+    pauses = pauses_of(state, objective.owner) if viewer == objective.owner else []
     start, due = objective.starts_on, objective.ends_on
     days = sorted(
         {start, due + timedelta(days=1)}

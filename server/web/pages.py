@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date
-from functools import partial
 from typing import Any
 
 import msgspec
 from litestar import Response, get
 from litestar.params import FromPath, FromQuery
 
-from projections.drift import drift_signals
 from projections.goals import GoalTree, KeyResultView, ObjectiveView, checkins_for, goal_tree
 from projections.health import Health, tree_health
 from projections.review import Review, review, review_markdown
@@ -24,10 +22,10 @@ from projections.team import (
     FeedPage,
     InvalidCursor,
     TeamBoard,
+    person_drift,
     team_board,
     team_drift,
     team_feed,
-    visible_signals,
 )
 from projections.visibility import can_see_item
 from server.http.context import ServerContext, context_of
@@ -249,7 +247,7 @@ async def _burnup(
         raise NotVisible()
     objective, kr = found
     checkins = checkins_for(ctx.state, key_result)
-    return me, charts.burn_up(ctx.state, objective, kr, checkins, ctx.clock())
+    return me, charts.burn_up(ctx.state, objective, kr, checkins, ctx.clock(), me.person)
 
 
 @get("/t/{team:str}/kr/{key_result:str}", include_in_schema=False)
@@ -327,15 +325,7 @@ async def _person_page(
     )
     year = charts.year_strip(shown)
     indicators = person_indicators(state, person, viewer, shown)
-    signals = visible_signals(
-        state,
-        person,
-        viewer,
-        state.memoized(
-            ("drift", person, now.date(), settings),
-            partial(drift_signals, state, person, now, settings),
-        ),
-    )
+    signals = person_drift(state, person, viewer, now, settings)
     health = tree_health(
         goals.objectives, goals.standalone_milestones, now.date(), signals, settings=settings
     )

@@ -45,8 +45,10 @@ What the machine found (see the report of the branch that added it):
   ``tests/unit/test_client_views_relink.py`` (xfail) — on the real parts it shows as a
   rare "goal roots differ" after concurrent relinks;
 * person-wide drift of others, and the status and drift of the items of an owner who
-  declared a pause (pauses reach nobody but their author), differ between a device and
-  the server (``_comparable`` leaves them out);
+  declared a pause (pauses reach nobody but their author), differed between a device and
+  the server: fixed (person-wide drift for another viewer counts only what they may see,
+  pauses count only in the owner's own views; tests/unit/test_private_views.py), and
+  every view is now compared;
 * the incremental views trust the log: a forged plant written with ``on_append`` re-roots
   the victim's objective on the forging device (``RealWorld.forge`` rebuilds instead).
 
@@ -110,7 +112,6 @@ from projections.goals import goal_tree
 from projections.ownership import Referent, Verdict
 from projections.ownership import judge as _REAL_JUDGE
 from projections.state import Register, Stamp, rebuild
-from projections.team import PERSON_WIDE_DRIFT
 from server.cli_people import _append_memberships
 from server.ingest import CONSUMER, STREAM, IngestWorker
 from server.nats_embedded import SERVICE_USER
@@ -571,8 +572,7 @@ class ConvergenceMachine(RuleBasedStateMachine):
             )
         everything = rebuild(server)
         accepted_there = set(everything.events)
-        theirs_views: dict[str, dict[str, Any]] = {}  # the server's, by person
-        paused = {e.actor for e in server if e.type == "pause.declared"}
+        theirs_views: dict[str, dict[str, bytes]] = {}  # the server's, by person
         for device in DEVICES:
             person = device[0]
             log = self.world.device_log(device)
@@ -604,11 +604,9 @@ class ConvergenceMachine(RuleBasedStateMachine):
             stuck = any(e.id in accepted_there and e.id not in state.events for e in log)
             if self.every_view and not stuck and held - mine_ids == receives[person] - mine_ids:
                 teams = sorted(model.teams(person))
-                views = views_for(state, person, PEOPLE, teams, NOW, PERIOD)
-                here = _comparable(views, person, paused)
+                here = views_for(state, person, PEOPLE, teams, NOW, PERIOD)
                 if person not in theirs_views:
-                    views = views_for(everything, person, PEOPLE, teams, NOW, PERIOD)
-                    theirs_views[person] = _comparable(views, person, paused)
+                    theirs_views[person] = views_for(everything, person, PEOPLE, teams, NOW, PERIOD)
                 there = theirs_views[person]
                 differ = sorted(k for k in here if here[k] != there[k])
                 assert not differ, f"{device}: views {differ} differ from the server's"
@@ -637,35 +635,6 @@ def _relinks_out_of_order(log: list[AnyEvent]) -> bool:
             return True
         latest[milestone] = max(stamp, latest.get(milestone, (-1, "")))
     return False
-
-
-def _comparable(views: dict[str, bytes], viewer: str, paused: set[str]) -> dict[str, Any]:
-    """The views without what a device cannot compute from what it may receive, so that
-    there the server's views differ from its own (both reported, see the module docstring):
-
-    * others' person-wide drift (overload, underplanned, slowdown): computed over all of
-      the owner's items, private ones included, and shown to teammates
-      (``projections.team.visible_signals``);
-    * the views of the items of someone else who declared a pause (their goal tree,
-      review, team boards and drift): pauses have no root, so the server sends them to
-      their author only, yet the status and drift of a shared item count the owner's
-      paused days.
-    """
-    others_paused = paused - {viewer}
-    out: dict[str, Any] = {}
-    for name, blob in views.items():
-        kind, _, subject = name.partition("/")
-        if kind in ("tree", "review") and subject in others_paused:
-            continue
-        if kind in ("board", "team-drift") and others_paused:
-            continue
-        value = msgspec.json.decode(blob)
-        if kind == "review" and subject != viewer:
-            value["drift"] = [s for s in value["drift"] if s["kind"] not in PERSON_WIDE_DRIFT]
-        elif kind == "team-drift":
-            value = [s for s in value if s["owner"] == viewer or s["kind"] not in PERSON_WIDE_DRIFT]
-        out[name] = value
-    return out
 
 
 def _diff(what: str, got: set[str], want: set[str], model: Model) -> str:

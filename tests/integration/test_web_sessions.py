@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any, cast
 
 import httpx
@@ -14,6 +14,7 @@ import pytest_asyncio
 from events import bodies as b
 from server.accounts import new_credentials
 from tests.http_world import NOW, World, backend, create_app, location, world
+from tests.services import EventMaker
 
 __all__ = ["backend", "location", "world"]
 
@@ -211,3 +212,101 @@ async def test_kudos_once_per_person_never_on_hidden_or_own_completions(
         )
         assert refused.status_code == 422 and "your own" in refused.text
     assert await stored(world) == before + 1
+
+
+# --- private items and pauses shape no one else's view -------------------------------------
+
+
+async def test_a_teammate_sees_no_load_or_pause_derived_from_alice_s_private_items(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    # alice piles ten more open milestones under her private objective, adds a key result
+    # to her team objective and declares a pause spanning her team milestone's due date.
+    state = world.ctx.state
+    objectives = {
+        body.title: event_id
+        for event_id, event in state.events.items()
+        if isinstance(body := event.body, b.ObjectiveCreated) and event.actor == "alice"
+    }
+    make = EventMaker()
+    key_result = make(
+        "alice",
+        b.KeyResultAdded(
+            objective=objectives["ZZTEAM objective"], title="ZZTEAM signups", start=0, target=10
+        ),
+    )
+    piled = [
+        make(
+            "alice",
+            b.MilestonePlanned(title=f"ZZPRIV pile {i}", objective=objectives["ZZPRIV objective"]),
+        )
+        for i in range(10)
+    ]
+    pause = make("alice", b.PauseDeclared(starts_on=date(2026, 3, 5), ends_on=date(2026, 3, 15)))
+    await world.append([key_result, *piled, pause])
+
+    def load(signals: list[dict[str, Any]]) -> dict[str, str]:
+        return {
+            s["kind"]: s["explanation"]
+            for s in signals
+            if s["owner"] == "alice" and s["kind"] in ("overload", "underplanned", "slowdown")
+        }
+
+    # The API: alice sees her whole load, carol (teammate) and erin (teammate and partner)
+    # only what they may see; neither sees a private id nor the pause.
+    hidden = (
+        {e.id for e in piled}
+        | {pause.id}
+        | set(objectives.values())
+        - {
+            objectives["ZZTEAM objective"],
+            objectives["ZZPART objective"],
+        }
+    )
+    expected = {
+        "alice": {"overload": "13 open milestones in 2026-Q1 (more than 9)"},
+        "carol": {"underplanned": "1 open milestone in 2026-Q1 (fewer than 4)"},
+        "erin": {"underplanned": "2 open milestones in 2026-Q1 (fewer than 4)"},
+    }
+    for person, want in expected.items():
+        api = await client.get("/teams/growth/drift", headers=world.auth(person))
+        assert api.status_code == 200, api.text
+        assert load(api.json()["signals"]) == want, person
+        if person != "alice":
+            assert "ZZPRIV" not in api.text and "paused" not in api.text
+            assert not any(i in api.text for i in hidden), person
+
+    # The team page and the person page show carol the same.
+    await sign_in(client, world, "carol")
+    page = await client.get("/t/growth/drift.json")
+    assert page.status_code == 200, page.text
+    signals = [s for group in page.json()["groups"] for s in group["signals"]]
+    assert load(signals) == expected["carol"]
+    person_page = await client.get("/p/alice/page.json")
+    assert person_page.status_code == 200, person_page.text
+    assert not any(d["kind"] == "overload" for d in person_page.json()["review"]["drift"])
+    for text in (page.text, person_page.text, (await client.get("/t/growth")).text):
+        assert "ZZPRIV" not in text and "paused" not in text
+    # carol's board: alice's team milestone is overdue (due 2026-03-10), her pause unseen;
+    # her burn-up chart draws no pause.
+    board = (await client.get("/t/growth/board.json")).json()["board"]
+    late = next(
+        m["id"]
+        for member in board["members"]
+        for o in member["objectives"]
+        for m in o["milestones"]
+        if m["title"] == "ZZTEAM late milestone"
+    )
+    assert board["health"][late]["reason"].startswith("drift alert (overdue): due 2026-03-10;")
+    chart = await client.get(f"/t/growth/kr/{key_result.id}/chart.json")
+    assert chart.status_code == 200, chart.text
+    assert chart.json()["pauses"] == []
+
+    # alice's own page counts her pause: the due date moves by its 11 days.
+    mine = httpx.AsyncClient(transport=client._transport, base_url="http://milepost")
+    await sign_in(mine, world, "alice")
+    own = (await mine.get("/t/growth/board.json")).json()["board"]
+    assert "overdue" not in own["health"][late]["signals"]  # due 2026-03-21 with the pause
+    own_chart = (await mine.get(f"/t/growth/kr/{key_result.id}/chart.json")).json()
+    assert own_chart["pauses"] == [["2026-03-05", "2026-03-15"]]
+    await mine.aclose()

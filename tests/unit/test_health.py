@@ -203,7 +203,14 @@ async def test_status_and_the_board_show_the_same_health_for_the_same_item(
         ("2026-03-10", DriftSettings(behind_pace_points=5, stale_alert_periods=4)),
     ):
         now = at(day)
-        cli = await _cli_health(tmp_path / day / str(settings.behind_pace_points), h, now, settings)
+        folder = tmp_path / day / str(settings.behind_pace_points)
+        cli = await _cli_health(folder, h, now, settings)
+        # Pauses are private: bob's board shows what alice's status would without them.
+        unpaused = History()
+        unpaused.events = [e for e in h.events if not isinstance(e.body, b.PauseDeclared)]
+        assert len(unpaused.events) == len(h.events) - 1
+        cli_unpaused = await _cli_health(folder / "unpaused", unpaused, now, settings)
+        assert cli_unpaused != cli  # the pause moves alice's own pace and staleness
         for viewer in ("alice", "bob"):
             board = team_board(state, "web", viewer, now, settings=settings)
             api = {item: msgspec.to_builtins(found) for item, found in board.health.items()}
@@ -212,7 +219,7 @@ async def test_status_and_the_board_show_the_same_health_for_the_same_item(
             else:  # bob sees every team item, with the same health; never the private one
                 hidden = {m for m in cli if _private(state, m)}
                 assert len(hidden) == 1 and set(api) == set(cli) - hidden
-                assert all(api[item] == cli[item] for item in api)
+                assert all(api[item] == cli_unpaused[item] for item in api)
     # Every level and rule shows up somewhere on the last day.
     cli = await _cli_health(tmp_path / "last", h, at("2026-03-10"), DEFAULT_SETTINGS)
     levels = {str(v["level"]) for v in cli.values()}  # type: ignore[index]
