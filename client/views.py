@@ -34,15 +34,17 @@ from events import AnyEvent, CodecError, Event, OpaqueEvent, decode
 from events import bodies as b
 from projections.drift import DriftSignal
 from projections.goals import GoalTree
+from projections.ownership import referenced_ids
 from projections.snapshot import (
     RootPart,
     all_roots,
     assemble_tree,
+    node_roots,
     pauses_root,
     root_part,
     slice_ids,
 )
-from projections.state import ProjectionState, rebuild
+from projections.state import PLACEHOLDER, ProjectionState, rebuild
 
 if TYPE_CHECKING:
     from projections.health import Health
@@ -211,14 +213,17 @@ def roots_touched(tx: Tx, event: Event) -> set[str]:
             _set_node(tx, event.id, {body.objective})
             return {body.objective}
         case b.MilestonePlanned():
+            # Placed at once (later events of the same batch look its roots up);
+            # ``refold`` corrects it from the fold if a later-stamped relink came first.
             roots = _link_roots(tx, event.id, body.key_result, body.objective)
             _set_node(tx, event.id, roots)
             return roots
         case b.MilestoneRelinked():
+            # Both sides are refolded; which link wins (last writer by (clock, id), only
+            # the owner's writes count) is the fold's call: ``refold`` places the
+            # milestone from the folded state (``_place_linked``), not by arrival.
             old = _node_roots(tx, body.milestone)
-            new = _link_roots(tx, body.milestone, body.key_result, body.objective)
-            _set_node(tx, body.milestone, new)
-            return old | new
+            return old | _link_roots(tx, body.milestone, body.key_result, body.objective)
         case b.PauseDeclared():
             return {pauses_root(event.actor)}
         case b.Retracted():
@@ -267,7 +272,9 @@ def _slice_events(blob: bytes) -> list[tuple[int, Event]]:
 
 def refold(tx: Tx, roots: list[str], extra: list[tuple[int, Event]], now: datetime) -> None:
     """Refold the stored slices of ``roots`` with the new events ``extra`` (seq, event) and
-    store the resulting parts (a root left with nothing to show is removed)."""
+    store the resulting parts (a root left with nothing to show is removed). The
+    milestones whose link ``extra`` writes are placed (``goal_roots``) where the fold
+    puts them; when the slices lack what the fold needs to decide, the views are rebuilt."""
     marks = ",".join("?" * len(roots))
     rows = tx.fetchall(f"SELECT slice FROM goal_parts WHERE root IN ({marks})", roots)
     by_id: dict[str, tuple[int, Event]] = {}
@@ -279,7 +286,52 @@ def refold(tx: Tx, roots: list[str], extra: list[tuple[int, Event]], now: dateti
     ordered = sorted(by_id.values(), key=lambda item: item[0])
     seqs = {event.id: seq for seq, event in ordered}
     state = rebuild(event for _, event in ordered)
+    if not _place_linked(tx, state, extra):
+        rebuild_all(tx, now)
+        return
     _store_parts(tx, state, roots, seqs, now)
+
+
+def _linked_milestone(event: Event) -> str | None:
+    """The milestone whose link ``event`` writes (its planning or a relink), if any."""
+    body = event.body
+    if isinstance(body, b.MilestonePlanned):
+        return event.id
+    if isinstance(body, b.MilestoneRelinked):
+        return body.milestone
+    return None
+
+
+def _place_linked(tx: Tx, state: ProjectionState, extra: list[tuple[int, Event]]) -> bool:
+    """Set ``goal_roots`` of every milestone whose link an event of ``extra`` writes to its
+    roots in ``state`` (the fold of the touched slices with ``extra``): the link is the
+    fold's register (``MilestoneNode.link``), the last accepted write of its owner by
+    (clock, id) whatever the arrival order, and ``node_roots`` reads it as a rebuild does.
+
+    The touched slices hold the milestone and its winning link write whenever the log
+    does, so the fold decides as a fold of the whole log would; unless such an event
+    waits in ``state`` for one the log holds (its container's part is empty, e.g. a
+    retracted objective, so no slice carries it): then False, and only a rebuild can
+    place it. A milestone the fold does not hold (refused, or waiting for one not seen
+    yet) has no row, as after a rebuild."""
+    placed: dict[str, set[str]] = {}
+    for _, event in extra:
+        milestone = _linked_milestone(event)
+        if milestone is None:
+            continue
+        if event.id in state.pending:
+            for ref in referenced_ids(event):
+                if state.referent(ref) is None and tx.scalar(
+                    "SELECT 1 FROM refs WHERE id = ?", (ref,)
+                ):
+                    return False
+        node = state.milestones.get(milestone)
+        held = node is not None and node.event is not PLACEHOLDER
+        placed[milestone] = node_roots(state, milestone) if held else set()
+    for milestone, roots in placed.items():
+        if _node_roots(tx, milestone) != roots:
+            _set_node(tx, milestone, roots)
+    return True
 
 
 def _empty(part: RootPart) -> bool:

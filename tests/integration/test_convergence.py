@@ -41,9 +41,6 @@ for them is fixed.
 
 What the machine found (see the report of the branch that added it):
 
-* ``client.views`` applies relinks in arrival order (``goal_roots``), not last-writer-wins:
-  ``tests/unit/test_client_views_relink.py`` (xfail) — on the real parts it shows as a
-  rare "goal roots differ" after concurrent relinks;
 * person-wide drift of others, and the status and drift of the items of an owner who
   declared a pause (pauses reach nobody but their author), differed between a device and
   the server: fixed (person-wide drift for another viewer counts only what they may see,
@@ -584,8 +581,6 @@ class ConvergenceMachine(RuleBasedStateMachine):
             assert held <= allowed, _diff(f"{device} holds", held - allowed, set(), model)
             # 4. views are a rebuild of the log; the fold follows the ownership rule
             problems = self.world.device_problems(device)
-            if _relinks_out_of_order(log):  # the known bug: tests/unit/test_client_views_relink
-                problems = []
             assert not problems, f"{device}: {problems}"
             state = rebuild(log)
             accepted = {e.id for e in accepted_events(log)}
@@ -610,31 +605,6 @@ class ConvergenceMachine(RuleBasedStateMachine):
                 there = theirs_views[person]
                 differ = sorted(k for k in here if here[k] != there[k])
                 assert not differ, f"{device}: views {differ} differ from the server's"
-
-
-def _relinks_out_of_order(log: list[AnyEvent]) -> bool:
-    """Whether a milestone's link was written (planned or relinked) by an event that arrived
-    after one with a greater (clock, id): the case ``client.views`` gets wrong (it moves
-    ``goal_roots`` by arrival; tests/unit/test_client_views_relink.py, xfail). Until it is
-    fixed, the machine does not hold such a device's stored views to a rebuild."""
-    latest: dict[str, Stamp] = {}
-    owners: dict[str, str] = {}
-    for event in log:
-        if not isinstance(event, Event):
-            continue
-        body = event.body
-        if isinstance(body, b.MilestonePlanned):
-            owners[event.id] = event.actor
-            milestone = event.id
-        elif isinstance(body, b.MilestoneRelinked) and owners.get(body.milestone) == event.actor:
-            milestone = body.milestone
-        else:
-            continue  # not a link write, or a refused one
-        stamp = (event.clock, event.id)
-        if stamp < latest.get(milestone, (-1, "")):
-            return True
-        latest[milestone] = max(stamp, latest.get(milestone, (-1, "")))
-    return False
 
 
 def _diff(what: str, got: set[str], want: set[str], model: Model) -> str:
