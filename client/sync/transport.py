@@ -21,9 +21,12 @@ import msgspec
 from client.sync.config import Endpoint
 from client.sync.errors import SyncError, SyncRefused, SyncUnreachable
 
+NO_RESPONDERS_PATIENCE = 1.5
+"""Seconds a request keeps asking while nothing subscribes to its subject (a restart)."""
+
 Outgoing = tuple[int, str, bytes, str]
-"""(seq, event id, bytes, ``Nats-Msg-Id``): see ``client.sync.log.Pending``."""
-"""An event to publish: (local seq, event id, its encoded bytes)."""
+"""An event to publish: (local seq, event id, its encoded bytes, ``Nats-Msg-Id``); see
+``client.sync.log.Pending``."""
 
 
 class Transport(Protocol):
@@ -191,11 +194,22 @@ class NatsTransport:
 
     async def request(self, what: str, subject: str, data: bytes, *, timeout: float) -> bytes:
         """One request and its reply (see ``Transport.request``)."""
-        try:
-            msg = await self.nc.request(subject, data, timeout=timeout)
-        except Exception as exc:
-            raise self.explain(what, exc) from None
-        return bytes(msg.data)
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + min(NO_RESPONDERS_PATIENCE, timeout)
+        pause = 0.05
+        while True:
+            try:
+                msg = await self.nc.request(subject, data, timeout=timeout)
+            except Exception as exc:
+                # No responder for a moment: a server replica restarting (a deploy) has
+                # unsubscribed and not yet subscribed again. Ask again briefly before
+                # saying the server is not running.
+                if "NoResponders" in type(exc).__name__ and loop.time() + pause < give_up:
+                    await asyncio.sleep(pause)
+                    pause *= 2
+                    continue
+                raise self.explain(what, exc) from None
+            return bytes(msg.data)
 
     async def subscribe(
         self, subject: str, on_message: Callable[[bytes], None], *, timeout: float
