@@ -232,9 +232,16 @@ def test_drift_charts_and_the_printable_review(browser: Any, story: Story, tmp_p
     page.click("a:has-text('Weekly readers')")
     page.wait_for_selector("svg.burnup")
     assert page.locator("svg.burnup polyline.expected").count() == 1
-    assert page.locator("svg.burnup rect.pause").count() >= 1
+    # Pauses are private: bob's chart of alice's key result counts and shows none of them.
+    assert page.locator("svg.burnup rect.pause").count() == 0
     assert "due " in (page.text_content("svg.burnup") or "")
-    screenshot(page, "burnup", full_page=True)
+    chart_url = page.url
+    owner = signed_in_page(browser, story.alice)
+    owner.goto(chart_url)
+    owner.wait_for_selector("svg.burnup")
+    assert owner.locator("svg.burnup rect.pause").count() >= 1  # alice sees hers shaded
+    screenshot(owner, "burnup", full_page=True)
+    owner.context.close()
 
     page.goto(base + "/p/alice")
     assert "page-person" in (page.get_attribute("body", "class") or "")
