@@ -564,8 +564,7 @@ async def test_a_page_cut_by_its_byte_budget_carries_the_referents_of_its_events
         for i, p in enumerate(privates)
     ]
     moves = [
-        make_event("alice", MilestoneRelinked(milestone=m.id, objective=shared.id))
-        for m in planned
+        make_event("alice", MilestoneRelinked(milestone=m.id, objective=shared.id)) for m in planned
     ]
     await append(store, shared, *privates, *planned, *moves)
     budget = 256 + sum(len(encode(e)) + 16 for e in (shared, planned[0], planned[1])) + 150
