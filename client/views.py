@@ -7,6 +7,10 @@
   the roots it touches; ``status`` reads the stored parts and refreshes their
   time-dependent fields — nothing is replayed.
 
+Every fold here judges with the device's ``referents`` (what the server vouched for of
+events it may not receive; ``projections.state.vouch``), so the views are always those
+of a rebuild of the log and the referents.
+
 A retraction of a check-in (which can uncover an older one) and any import
 rebuild the views from the log.
 
@@ -34,6 +38,7 @@ from events import AnyEvent, CodecError, Event, OpaqueEvent, decode
 from events import bodies as b
 from projections.drift import DriftSignal
 from projections.goals import GoalTree
+from projections.ownership import Referent
 from projections.snapshot import (
     RootPart,
     all_roots,
@@ -42,7 +47,7 @@ from projections.snapshot import (
     root_part,
     slice_ids,
 )
-from projections.state import ProjectionState, rebuild
+from projections.state import ProjectionState, rebuild, vouch
 
 if TYPE_CHECKING:
     from projections.health import Health
@@ -150,6 +155,29 @@ class Tx(Protocol):
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """Run one statement for many parameter rows, in order."""
         ...
+
+
+def referents_of(tx: Tx, ids: Iterable[str] | None = None) -> dict[str, Referent]:
+    """The stored referents (``client.store.REFERENTS_TABLE``) among ``ids``, or all."""
+    if ids is None:
+        rows = tx.fetchall("SELECT id, actor, type FROM referents")
+    else:
+        wanted = msgspec.json.encode(sorted(ids)).decode()
+        rows = tx.fetchall(
+            "SELECT id, actor, type FROM referents WHERE id IN (SELECT value FROM json_each(?))",
+            (wanted,),
+        )
+    return {str(i): Referent(str(actor), str(kind)) for i, actor, kind in rows}
+
+
+def with_referents(tx: Tx, state: ProjectionState) -> ProjectionState:
+    """``state`` judged again with the stored referents of the events it waits for: the
+    same state as folding with them from the start (``vouch``). Nothing waits: no query."""
+    if state.waiting_on:
+        found = referents_of(tx, list(state.waiting_on))
+        if found:
+            vouch(state, found)
+    return state
 
 
 class ViewsNeedRebuild(Exception):
@@ -278,7 +306,7 @@ def refold(tx: Tx, roots: list[str], extra: list[tuple[int, Event]], now: dateti
         by_id[event.id] = (seq, event)
     ordered = sorted(by_id.values(), key=lambda item: item[0])
     seqs = {event.id: seq for seq, event in ordered}
-    state = rebuild(event for _, event in ordered)
+    state = with_referents(tx, rebuild(event for _, event in ordered))
     _store_parts(tx, state, roots, seqs, now)
 
 
@@ -338,7 +366,7 @@ def load_log(tx: Tx, *, recorded_until_ms: int | None = None) -> Loaded:
             continue
         decoded.append(event)
         seqs[event.id] = seq
-    return Loaded(rebuild(decoded), seqs, decoded)
+    return Loaded(with_referents(tx, rebuild(decoded)), seqs, decoded)
 
 
 def _expected_rows(loaded: Loaded) -> tuple[list[tuple[Any, ...]], list[tuple[str, str]], set[str]]:
@@ -461,7 +489,10 @@ async def stored_state(
     for (blob,) in rows:
         for seq, event in _slice_events(blob):
             by_id[event.id] = (seq, event)
-    return rebuild(event for _, event in sorted(by_id.values(), key=lambda item: item[0]))
+    state = rebuild(event for _, event in sorted(by_id.values(), key=lambda item: item[0]))
+    if state.waiting_on:
+        return await store.run(lambda tx: with_referents(tx, state))
+    return state
 
 
 def drifting_roots(tree: GoalTree, today: date) -> list[str]:
