@@ -24,8 +24,11 @@ end it checks:
 2. the server's SQL visibility (``visible_events_after``) equals the model's for everyone;
 3. each device holds its own events and everything its person may receive now, and
    nothing its person could not receive at one of its pulls (delivered copies stay);
-4. each device's stored views equal a rebuild of its log (``client.views.check_views``),
-   and its fold accepts exactly what the independent ownership rule accepts;
+4. each device's stored views equal a rebuild of its log and its referents
+   (``client.views.check_views``), and its fold accepts exactly what the independent
+   ownership rule accepts given what the server vouched for (``Model.vouched_for``); the
+   server vouched truthfully (the actor and type of an event it accepted), and for every
+   event that others' events on the device name, accepted, that the device lacks;
 5. each person's own goal tree on each device equals the server's (a fold of every stored
    event); when a device holds exactly what its person may receive now (no stale copies),
    every view it can show (every goal tree, review, drift, team feed and board, the
@@ -87,6 +90,7 @@ from milepost_testkit.model import (
     ADMIN,
     Model,
     accepted_events,
+    named_ids,
     refused_ids,
     views_for,
 )
@@ -570,7 +574,6 @@ class ConvergenceMachine(RuleBasedStateMachine):
                 f"server visibility for {person}", visible, receives[person], model
             )
         everything = rebuild(server)
-        accepted_there = set(everything.events)
         theirs_views: dict[str, dict[str, Any]] = {}  # the server's, by person
         paused = {e.actor for e in server if e.type == "pause.declared"}
         for device in DEVICES:
@@ -587,8 +590,22 @@ class ConvergenceMachine(RuleBasedStateMachine):
             if _relinks_out_of_order(log):  # the known bug: tests/unit/test_client_views_relink
                 problems = []
             assert not problems, f"{device}: {problems}"
-            state = rebuild(log)
-            accepted = {e.id for e in accepted_events(log)}
+            # 4b. the server vouched truthfully, and for every event the device's events name
+            # that the server accepted and the device lacks (the rule reads its actor and type)
+            vouched = self.world.device_referents(device)
+            for ref, fact in vouched.items():
+                true = model.by_id.get(ref)
+                assert true is not None and (true.actor, true.type) == fact, (device, ref)
+            unvouched = {
+                ref
+                for e in log
+                if e.actor != person
+                for ref in named_ids(e)
+                if ref in model.by_id and ref not in held and ref not in vouched
+            }
+            assert not unvouched, _diff(f"{device} lacks referents", unvouched, set(), model)
+            state = rebuild(log, {i: Referent(*fact) for i, fact in vouched.items()})
+            accepted = {e.id for e in accepted_events(log, vouched)}
             assert set(state.events) == accepted, _diff(
                 f"{device} folds", set(state.events), accepted, model
             )
@@ -597,12 +614,7 @@ class ConvergenceMachine(RuleBasedStateMachine):
             theirs_ = msgspec.json.encode(goal_tree(everything, person, NOW, viewer=person))
             assert mine == theirs_, f"{device}: own goal tree differs from the server's"
             mine_ids = {e.id for e in log if e.actor == person}
-            # The known bug of tests/unit/test_moved_milestone.py (xfail): a milestone moved
-            # from a private objective to a shared one waits forever on others' devices
-            # (its planning names the objective they never receive); until it is fixed,
-            # such a device's views are not held to the server's.
-            stuck = any(e.id in accepted_there and e.id not in state.events for e in log)
-            if self.every_view and not stuck and held - mine_ids == receives[person] - mine_ids:
+            if self.every_view and held - mine_ids == receives[person] - mine_ids:
                 teams = sorted(model.teams(person))
                 views = views_for(state, person, PEOPLE, teams, NOW, PERIOD)
                 here = _comparable(views, person, paused)
@@ -867,6 +879,11 @@ class RealWorld:
 
     def device_problems(self, device: Device) -> list[str]:
         return self.run(check_views(self.devices[device].store, NOW))
+
+    def device_referents(self, device: Device) -> dict[str, tuple[str, str]]:
+        store = self.devices[device].store
+        rows = self.run(store.fetchall("SELECT id, actor, type FROM referents"))
+        return {str(i): (str(actor), str(kind)) for i, actor, kind in rows}
 
     def server_log(self) -> list[AnyEvent]:
         from events import decode
