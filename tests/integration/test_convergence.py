@@ -246,6 +246,30 @@ class ConvergenceMachine(RuleBasedStateMachine):
         )
 
     @rule(device=st.sampled_from(DEVICES), data=st.data())
+    def move_a_milestone(self, device: Device, data: st.DataObject) -> None:
+        """A milestone planned under a new private objective (or its key result), then moved
+        to a new objective, often shared: whoever may see the milestone now never receives
+        what it was planned under (the server vouches for that: ``PullReply.referents``)."""
+
+        def record(body: b.Body) -> Event:
+            event = self.world.record(device, body, self._wall(device))
+            self._made(device, event)
+            return event
+
+        quiet = record(b.ObjectiveCreated(title="Quiet", cycle="2026-Q2"))
+        under: dict[str, str] = {"objective": quiet.id}
+        if data.draw(st.booleans()):
+            under = {"key_result": record(b.KeyResultAdded(objective=quiet.id, title="KR")).id}
+        planned = record(b.MilestonePlanned(title="Moved", **under))  # type: ignore[arg-type]
+        visibility, partners = self._sharing(data, device[0])
+        target = record(
+            b.ObjectiveCreated(
+                title="Open", cycle="2026-Q2", visibility=visibility, partners=partners
+            )
+        )
+        record(b.MilestoneRelinked(milestone=planned.id, objective=target.id))
+
+    @rule(device=st.sampled_from(DEVICES), data=st.data())
     def task(self, device: Device, data: st.DataObject) -> None:
         log = self._log(device)
         if data.draw(st.booleans()):
