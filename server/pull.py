@@ -185,7 +185,7 @@ class _Named(msgspec.Struct):
 
 
 _named_decoder = msgspec.json.Decoder(_Named)
-_REACTION_TAGS = {body.__struct_config__.tag: body for body in REACTIONS}
+_REACTION_TAGS = frozenset(body.__struct_config__.tag for body in REACTIONS)
 _NO_NAMES: tuple[str, ...] = ()
 
 
@@ -241,15 +241,14 @@ def _page(
             for ref in refs:
                 target = known.get(ref)
                 if target is not None and ref not in vouched:
+                    vouched.add(ref)
                     fresh.append(WireReferent(ref, target.actor, target.type))
                     size += len(ref) + len(target.actor) + len(target.type) + REFERENT_OVERHEAD
         if events and (used + size > budget or len(referents) + len(fresh) > MAX_REFERENTS):
             break
         used += size
         events.append(WireEvent(item.position, item.raw))
-        if fresh:
-            referents.extend(fresh)
-            vouched.update(r.id for r in fresh)
+        referents.extend(fresh)
     cut = len(events) < len(stored)
     if cut or len(stored) == limit:
         next_after, more = events[-1].position, True
