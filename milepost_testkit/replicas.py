@@ -26,7 +26,7 @@ from typing import Protocol
 
 from events import AnyEvent, Event, HybridLogicalClock, new_event_id
 from events import bodies as b
-from events.clock import pack
+from events.clock import clock_ahead_reason, pack, wall_ms
 from milepost_testkit.model import ADMIN, Model, refused_ids
 
 DEVICES: tuple[tuple[str, str], ...] = (
@@ -110,6 +110,13 @@ class World(Protocol):
     def close(self) -> None: ...
 
 
+def too_far_ahead(event: AnyEvent) -> bool:
+    """Whether the server's ingest refuses the event's clock (``server.ingest``): a forged
+    clock a year ahead of the device's time is, while the real date is within a year of
+    it."""
+    return clock_ahead_reason(event.clock, wall_ms()) is not None
+
+
 def hand_made(
     person: str, device: str, body: b.Body, wall: datetime, last: int, far_ahead: bool
 ) -> Event:
@@ -179,6 +186,8 @@ class MemoryWorld:
 
     def ingest(self) -> None:
         for event in self.stream:
+            if too_far_ahead(event):
+                continue  # the server's ingest refuses it before the ownership rule
             if event.id not in self.stored_ids:
                 self.stored_ids.add(event.id)
                 self.stored.append(event)

@@ -109,6 +109,7 @@ from milepost_testkit.replicas import (
     minutes,
     own,
     theirs,
+    too_far_ahead,
 )
 from projections.goals import goal_tree
 from projections.ownership import Referent, Verdict
@@ -576,8 +577,11 @@ class ConvergenceMachine(RuleBasedStateMachine):
     def check(self) -> None:
         server = self.world.server_log()
         model = Model(server)
-        # 1. exactly what was pushed (and admin's), minus what the ownership rule refuses
-        pushed: list[AnyEvent] = [e for i, e in self.made.items() if i not in self.lost]
+        # 1. exactly what was pushed (and admin's), minus what the ownership rule refuses;
+        # a forged clock past the bound ahead of the server's is refused before the rule
+        pushed: list[AnyEvent] = [
+            e for i, e in self.made.items() if i not in self.lost and not too_far_ahead(e)
+        ]
         pushed += [e for e in server if e.actor == ADMIN]
         refused = refused_ids(pushed)
         stored = {e.id for e in server}
