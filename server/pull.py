@@ -200,7 +200,12 @@ def _named_elsewhere(person: str, item: StoredEvent) -> tuple[str, ...]:
         body = _named_decoder.decode(item.raw).body
     except msgspec.MsgspecError:  # pragma: no cover - stored events decoded at ingest
         return _NO_NAMES
-    return tuple(ref for field in fields if isinstance(ref := getattr(body, field), str))
+    # What names the event's own root is visible with it (a milestone planned or relinked
+    # under the objective it is under now): only the rest is asked about.
+    root = item.root_id
+    return tuple(
+        ref for field in fields if isinstance(ref := getattr(body, field), str) and ref != root
+    )
 
 
 async def _vouched(
@@ -208,7 +213,9 @@ async def _vouched(
 ) -> tuple[list[tuple[str, ...]], dict[str, Referent]]:
     """For each event of ``stored`` the ids it names elsewhere, and what the store vouches
     for of those the person may not see."""
-    named = [_named_elsewhere(person, item) for item in stored]
+    named = [
+        _named_elsewhere(person, item) if item.type in ELSEWHERE else _NO_NAMES for item in stored
+    ]
     wanted = {ref for refs in named for ref in refs}
     if wanted:
         wanted.difference_update(item.id for item in stored)

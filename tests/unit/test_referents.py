@@ -85,3 +85,6 @@ def test_the_pull_reads_the_vouched_references_of_others_and_own_reactions_only(
     assert _named_elsewhere("bob", stored(kudos)) == (completion,)  # his own reaction
     assert _named_elsewhere("carol", stored(kudos)) == (completion,)
     assert _named_elsewhere("bob", stored(checkin)) == ()
+    # what names the event's current root is visible with it: not asked about
+    under_root = StoredEvent(1, planned.id, "alice", planned.type, objective, None, encode(planned))
+    assert _named_elsewhere("bob", under_root) == (key_result,)
