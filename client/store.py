@@ -46,6 +46,15 @@ REFUSALS_TABLE = (
 """Own events the server refused (the ownership rule, a limit): shown as *rejected* with
 the reason, never pushed again. Created on open in databases made before it existed."""
 
+REFERENTS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS referents (id TEXT PRIMARY KEY, actor TEXT NOT NULL,"
+    " type TEXT NOT NULL) WITHOUT ROWID"
+)
+"""What the server vouched for of events this device may not receive (``WireReferent``):
+the actor and type of each, all the ownership rule reads; the fold judges with them
+(``client.views``), nothing shows them. Facts that never change, so never deleted. Created
+on open in databases made before it existed (additive: an older milepost ignores it)."""
+
 SCHEMA = f"""
 PRAGMA application_id = {APPLICATION_ID};
 PRAGMA user_version = {SCHEMA_VERSION};
@@ -73,6 +82,7 @@ CREATE TABLE sync_state (
 ) WITHOUT ROWID;
 CREATE INDEX sync_state_open ON sync_state (state) WHERE state != 'confirmed';
 {REFUSALS_TABLE};
+{REFERENTS_TABLE};
 CREATE VIEW event_sync AS
     SELECT e.seq, e.id, coalesce(s.state, 'pending') AS state, s.server_position
     FROM events e LEFT JOIN sync_state s ON s.event_id = e.id;
@@ -568,6 +578,8 @@ def _prepare(tx: SqliteTx, create: bool) -> None:
         tx.scalar("PRAGMA journal_mode = WAL")
         if not tx.scalar("SELECT 1 FROM sqlite_master WHERE name = 'sync_refusals'"):
             tx.execute(REFUSALS_TABLE)
+        if not tx.scalar("SELECT 1 FROM sqlite_master WHERE name = 'referents'"):
+            tx.execute(REFERENTS_TABLE)
     tx.scalar("PRAGMA synchronous = NORMAL")
 
 

@@ -7,6 +7,10 @@
   the roots it touches; ``status`` reads the stored parts and refreshes their
   time-dependent fields — nothing is replayed.
 
+Every fold here judges with the device's ``referents`` (what the server vouched for of
+events it may not receive; ``projections.state.vouch``), so the views are always those
+of a rebuild of the log and the referents.
+
 A retraction of a check-in (which can uncover an older one) and any import
 rebuild the views from the log.
 
@@ -21,20 +25,17 @@ them in the ``Store``'s thread with ``Store.run``.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
-from client.errors import StoreError
 from client.store import Store
 from events import AnyEvent, CodecError, Event, OpaqueEvent, decode
 from events import bodies as b
-from projections.drift import DriftSignal
 from projections.goals import GoalTree
-from projections.ownership import referenced_ids
+from projections.ownership import Referent, referenced_ids
 from projections.snapshot import (
     RootPart,
     all_roots,
@@ -44,11 +45,10 @@ from projections.snapshot import (
     root_part,
     slice_ids,
 )
-from projections.state import PLACEHOLDER, ProjectionState, rebuild
+from projections.state import PLACEHOLDER, ProjectionState, rebuild, vouch
 
 if TYPE_CHECKING:
-    from projections.health import Health
-    from projections.settings import DriftSettings
+    pass
 
 _slice_encoder = msgspec.json.Encoder()
 _slice_decoder = msgspec.json.Decoder(list[tuple[int, Event]])
@@ -152,6 +152,29 @@ class Tx(Protocol):
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """Run one statement for many parameter rows, in order."""
         ...
+
+
+def referents_of(tx: Tx, ids: Iterable[str] | None = None) -> dict[str, Referent]:
+    """The stored referents (``client.store.REFERENTS_TABLE``) among ``ids``, or all."""
+    if ids is None:
+        rows = tx.fetchall("SELECT id, actor, type FROM referents")
+    else:
+        wanted = msgspec.json.encode(sorted(ids)).decode()
+        rows = tx.fetchall(
+            "SELECT id, actor, type FROM referents WHERE id IN (SELECT value FROM json_each(?))",
+            (wanted,),
+        )
+    return {str(i): Referent(str(actor), str(kind)) for i, actor, kind in rows}
+
+
+def with_referents(tx: Tx, state: ProjectionState) -> ProjectionState:
+    """``state`` judged again with the stored referents of the events it waits for: the
+    same state as folding with them from the start (``vouch``). Nothing waits: no query."""
+    if state.waiting_on:
+        found = referents_of(tx, list(state.waiting_on))
+        if found:
+            vouch(state, found)
+    return state
 
 
 class ViewsNeedRebuild(Exception):
@@ -285,7 +308,7 @@ def refold(tx: Tx, roots: list[str], extra: list[tuple[int, Event]], now: dateti
         by_id[event.id] = (seq, event)
     ordered = sorted(by_id.values(), key=lambda item: item[0])
     seqs = {event.id: seq for seq, event in ordered}
-    state = rebuild(event for _, event in ordered)
+    state = with_referents(tx, rebuild(event for _, event in ordered))
     if not _place_linked(tx, state, extra):
         rebuild_all(tx, now)
         return
@@ -390,7 +413,7 @@ def load_log(tx: Tx, *, recorded_until_ms: int | None = None) -> Loaded:
             continue
         decoded.append(event)
         seqs[event.id] = seq
-    return Loaded(rebuild(decoded), seqs, decoded)
+    return Loaded(with_referents(tx, rebuild(decoded)), seqs, decoded)
 
 
 def _expected_rows(loaded: Loaded) -> tuple[list[tuple[Any, ...]], list[tuple[str, str]], set[str]]:
@@ -513,78 +536,7 @@ async def stored_state(
     for (blob,) in rows:
         for seq, event in _slice_events(blob):
             by_id[event.id] = (seq, event)
-    return rebuild(event for _, event in sorted(by_id.values(), key=lambda item: item[0]))
-
-
-def drifting_roots(tree: GoalTree, today: date) -> list[str]:
-    """The roots of ``tree`` drift can say something about an item of: an objective of a
-    current cycle or with an open milestone, an open standalone milestone. (A root with
-    nothing open in a past or future cycle has no item drift: folding it is wasted.)"""
-    roots = [
-        o.id
-        for o in tree.objectives
-        if o.starts_on <= today <= o.ends_on
-        or any(m.state == "open" for m in o.milestones)
-        or any(m.state == "open" for kr in o.key_results for m in kr.milestones)
-    ]
-    return roots + [m.id for m in tree.standalone_milestones if m.state == "open"]
-
-
-_DRIFT_CACHE = "health.drift"
-"""Meta key of the drift signals ``status`` last computed, with what they depend on."""
-
-
-class _DriftCache(msgspec.Struct):
-    key: str
-    signals: list[DriftSignal]
-
-
-async def stored_health(
-    store: Store, person: str, tree: GoalTree, now: datetime, settings: DriftSettings
-) -> dict[str, Health]:
-    """Health of every item of the person's tree, as ``milepost status`` shows it: the one
-    rule of the board and the page, with drift from the stored slices of the roots that
-    can drift.
-
-    Drift depends only on the events, the day, the settings and the roots folded: the
-    signals are kept under that key (in ``meta``), so a second ``status`` on the same day
-    with nothing new folds nothing."""
-    from projections.drift import drift_signals
-    from projections.health import tree_health
-
-    roots = drifting_roots(tree, now.date())
-    last = await store.scalar("SELECT coalesce(max(seq), 0) FROM events")
-    key = "|".join(
-        (person, str(last), now.date().isoformat(), msgspec.json.encode(settings).decode(), *roots)
-    )
-    signals: list[DriftSignal] | None = None
-    for (held,) in await store.fetchall("SELECT value FROM meta WHERE key = ?", (_DRIFT_CACHE,)):
-        try:
-            cached = msgspec.json.decode(held, type=_DriftCache)
-        except msgspec.ValidationError:  # written by another version: recompute
-            continue
-        if cached.key == key:
-            signals = cached.signals
-    if signals is None:
-        state = await stored_state(store, person, roots)
-        signals = drift_signals(state, person, now, settings)
-        with contextlib.suppress(StoreError):  # a read-only database still shows status
-            await store.set_meta(
-                _DRIFT_CACHE, msgspec.json.encode(_DriftCache(key, signals)).decode()
-            )
-    return tree_health(
-        tree.objectives, tree.standalone_milestones, now.date(), signals, settings=settings
-    )
-
-
-def health_of(
-    state: ProjectionState, person: str, tree: GoalTree, now: datetime, settings: DriftSettings
-) -> dict[str, Health]:
-    """Health of every item of ``tree`` with the drift of ``person``'s own items in ``state``."""
-    from projections.drift import drift_signals
-    from projections.health import tree_health
-
-    signals = drift_signals(state, person, now, settings)
-    return tree_health(
-        tree.objectives, tree.standalone_milestones, now.date(), signals, settings=settings
-    )
+    state = rebuild(event for _, event in sorted(by_id.values(), key=lambda item: item[0]))
+    if state.waiting_on:
+        return await store.run(lambda tx: with_referents(tx, state))
+    return state

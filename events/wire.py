@@ -121,6 +121,30 @@ class Refusal(msgspec.Struct, frozen=True, array_like=True):
     reason: str
 
 
+MAX_REFERENTS = 2000
+"""Referents one reply carries at most (``PullReply.referents``): a page whose events name
+more stops before the event that would pass it (the rest come with the next page)."""
+
+_REF_ID = Annotated[str, Meta(min_length=1, max_length=64)]
+_REF_ACTOR = Annotated[str, Meta(min_length=1, max_length=63)]
+_REF_TYPE = Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+class WireReferent(msgspec.Struct, frozen=True, array_like=True):
+    """The server vouching for an event the person may not see: it stores ``id``, accepted by
+    the ownership rule, written by ``actor``, of type ``type`` — all the rule needs to judge
+    an event that names it (``projections.ownership.Referent``), and nothing of its content.
+    See docs/security.md ("Referents")."""
+
+    id: _REF_ID
+    actor: _REF_ACTOR
+    type: _REF_TYPE
+
+
+REFERENT_OVERHEAD = 8
+"""Bytes msgpack adds per referent around its three strings (array and string headers)."""
+
+
 class WireEvent(msgspec.Struct, frozen=True, array_like=True):
     """One event in a reply: its global position and its exact stored bytes."""
 
@@ -148,6 +172,10 @@ class PullReply(msgspec.Struct, frozen=True, kw_only=True):
     error: str | None = None
     refusals: list[Refusal] = []
     """The person's refusals after the request's ``refusals_after``, oldest first."""
+    referents: Annotated[list[WireReferent], Meta(max_length=MAX_REFERENTS)] = []
+    """For the page's events, every event they name that the server accepted and the
+    person may not see now (at most ``MAX_REFERENTS``): the device's fold judges the page's
+    events with them (see ``WireReferent``)."""
 
 
 class Poke(msgspec.Struct, frozen=True):

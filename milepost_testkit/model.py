@@ -14,7 +14,7 @@ Written from docs/contract.md#domain and docs/sync.md, not from ``projections``:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -77,13 +77,25 @@ def _named(event: Event) -> Iterable[tuple[str, tuple[type, ...]]]:
             yield ref, allowed
 
 
-def accepted_events(history: Sequence[AnyEvent]) -> list[Event]:
+Vouched = Mapping[str, tuple[str, str]]
+"""What a server vouched for to a device: event id -> (actor, type tag) of an event it
+accepted that the device may not receive (``events.wire.WireReferent``)."""
+
+
+def accepted_events(history: Sequence[AnyEvent], vouched: Vouched | None = None) -> list[Event]:
     """The events the ownership rule accepts, as a least fixpoint: an event is accepted when
     every event it names is accepted, by the same actor and of an allowed type; membership
-    only from admin. Independent of the order the fold sees them in."""
+    only from admin. Independent of the order the fold sees them in. A ``vouched`` event
+    may be named as if accepted, with the actor and type given (it is never itself one of
+    the accepted events unless ``history`` holds it and it is accepted there)."""
     known = [e for e in history if isinstance(e, Event)]
-    by_id = {e.id: e for e in known}
+    facts: dict[str, tuple[str, type]] = {
+        event_id: (actor, b.BODY_TYPES.get(tag, _Unknown))
+        for event_id, (actor, tag) in (vouched or {}).items()
+    }
+    facts.update((e.id, (e.actor, type(e.body))) for e in known if e.id not in facts)
     accepted: set[str] = set()
+    nameable: set[str] = set(vouched or ())
     changed = True
     while changed:
         changed = False
@@ -94,24 +106,39 @@ def accepted_events(history: Sequence[AnyEvent]) -> list[Event]:
             if isinstance(body, _MEMBERSHIP):
                 ok = event.actor == ADMIN
             elif isinstance(body, b.KudosGiven):  # someone else's accepted completion
-                named = by_id.get(body.completion)
+                named = facts.get(body.completion)
                 ok = (
                     named is not None
-                    and body.completion in accepted
-                    and isinstance(named.body, b.MilestoneCompleted)
-                    and named.actor != event.actor
+                    and body.completion in nameable
+                    and issubclass(named[1], b.MilestoneCompleted)
+                    and named[0] != event.actor
                 )
             else:
                 ok = all(
-                    ref in accepted
-                    and by_id[ref].actor == event.actor
-                    and (not allowed or isinstance(by_id[ref].body, allowed))
+                    ref in nameable
+                    and facts[ref][0] == event.actor
+                    and (not allowed or issubclass(facts[ref][1], allowed))
                     for ref, allowed in _named(event)
                 )
             if ok:
                 accepted.add(event.id)
+                nameable.add(event.id)
                 changed = True
     return [e for e in known if e.id in accepted]
+
+
+class _Unknown:
+    """The type of a vouched event of a type this version does not know."""
+
+
+def named_ids(event: AnyEvent) -> list[str]:
+    """Every id an event names (its own references and its reaction's)."""
+    if not isinstance(event, Event):
+        return []
+    names = [ref for ref, _ in _named(event)]
+    if isinstance(event.body, b.KudosGiven):
+        names.append(event.body.completion)
+    return names
 
 
 def refused_ids(history: Sequence[AnyEvent]) -> set[str]:
@@ -258,6 +285,17 @@ class Model:
     def received_by(self, viewer: str) -> set[str]:
         """Every event of the history ``viewer`` may receive now."""
         return {event_id for event_id in self.all if self.may_receive(viewer, event_id)}
+
+    def vouched_for(self, viewer: str, delivered: Iterable[AnyEvent]) -> dict[str, tuple[str, str]]:
+        """What the server vouches for with ``delivered`` (events sent to ``viewer`` now):
+        every event they name that it accepted and ``viewer`` may not receive now."""
+        out: dict[str, tuple[str, str]] = {}
+        for event in delivered:
+            for ref in named_ids(event):
+                named = self.by_id.get(ref)
+                if named is not None and not self.may_receive(viewer, ref):
+                    out[ref] = (named.actor, named.type)
+        return out
 
 
 # --- every view a viewer can ask for --------------------------------------------------

@@ -92,6 +92,10 @@ class World(Protocol):
         """Differences between the device's stored views and a rebuild of its log."""
         ...
 
+    def device_referents(self, device: Device) -> dict[str, tuple[str, str]]:
+        """What the server vouched for to the device: id -> (actor, type)."""
+        ...
+
     def server_log(self) -> list[AnyEvent]:
         """The server's stored events in position order."""
         ...
@@ -140,6 +144,7 @@ class _MemoryDevice:
     ids: set[str] = field(default_factory=set)
     acked: set[str] = field(default_factory=set)
     clock: int = 0
+    referents: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def add(self, event: AnyEvent) -> None:
         if event.id not in self.ids:
@@ -186,10 +191,11 @@ class MemoryWorld:
         replica = self.devices[device]
         log = self.server_log()
         model = Model(log)
-        for event in log:
-            if model.may_receive(replica.person, event.id):
-                replica.add(event)
-                replica.acked.add(event.id)
+        delivered = [e for e in log if model.may_receive(replica.person, e.id)]
+        for event in delivered:
+            replica.add(event)
+            replica.acked.add(event.id)
+        replica.referents.update(model.vouched_for(replica.person, delivered))
 
     def restart(self) -> None:
         """Nothing to restart in memory."""
@@ -222,6 +228,9 @@ class MemoryWorld:
 
     def device_problems(self, device: Device) -> list[str]:
         return []
+
+    def device_referents(self, device: Device) -> dict[str, tuple[str, str]]:
+        return dict(self.devices[device].referents)
 
     def server_log(self) -> list[AnyEvent]:
         refused = refused_ids(self.stored)

@@ -140,6 +140,20 @@ JUDGED_IN_FULL = frozenset(ADMIN_ONLY | REACTIONS.keys())
 """Bodies the fold's fast path never accepts on its own."""
 
 
+ELSEWHERE: dict[str, tuple[str, ...]] = {
+    "milestone.planned": ("key_result", "objective"),
+    "milestone.relinked": ("key_result", "objective"),
+    "kudos.given": ("completion",),
+}
+"""By type tag, the references that may name an event someone who may see the referencing
+event may not see. Every other reference names an event under the same visibility root
+(``server.indexing``: a key result, task, check-in, observation, correction... takes its
+root from what it names), so whoever sees the one sees the other. A milestone moves: its
+planning and its older relinks keep naming where it was, maybe a private objective; a
+reaction names someone else's completion, which its giver may no longer see. For these
+the server vouches (``events.wire.WireReferent``; docs/security.md "Referents")."""
+
+
 def references(body: b.Body) -> Iterator[tuple[str, str, frozenset[str]]]:
     """(field, referenced id, allowed types) of every reference the body makes (its own and
     its reactions')."""

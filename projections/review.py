@@ -25,7 +25,7 @@ review costs one pass over the log plus the person's share of it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 
 import msgspec
@@ -36,6 +36,7 @@ from events.envelope import Event
 from projections.drift import DriftSignal, drift_signals
 from projections.goals import checkins_for, objective_view
 from projections.kudos import kudos_givers
+from projections.ownership import Referent
 from projections.settings import DEFAULT_SETTINGS, DriftSettings
 from projections.state import PLACEHOLDER, ProjectionState, apply, rebuild
 from projections.team import SubjectResolver, visible_signals
@@ -401,10 +402,10 @@ def _own_events(state: ProjectionState, person: str) -> list[Event]:
 class _Snapshots:
     """Folds the person's events in recorded order, stopping at each checkpoint."""
 
-    def __init__(self, own: list[Event]) -> None:
+    def __init__(self, own: list[Event], referents: Mapping[str, Referent]) -> None:
         self.events = own
         self.position = 0
-        self.state = ProjectionState()
+        self.state = ProjectionState(referents)
 
     def until(self, moment: datetime) -> ProjectionState:
         """The state as known at ``moment`` (moments must not go back)."""
@@ -415,7 +416,12 @@ class _Snapshots:
         return self.state
 
 
-def _standing(own: list[Event], moment: datetime) -> ProjectionState:
+_FIXES = (b.Corrected, b.Retracted)
+
+
+def _standing(
+    own: list[Event], moment: datetime, referents: Mapping[str, Referent]
+) -> ProjectionState:
     """The person's goals as they stood at ``moment``, as the record now tells it.
 
     Unlike ``as_of`` (what was *known* then), this takes what *happened* by
@@ -423,7 +429,7 @@ def _standing(own: list[Event], moment: datetime) -> ProjectionState:
     retraction applied whenever it was made: fixes apply to the past.
     """
     return rebuild(
-        e for e in own if e.occurred_at <= moment or isinstance(e.body, b.Corrected | b.Retracted)
+        (e for e in own if e.occurred_at <= moment or isinstance(e.body, _FIXES)), referents
     )
 
 
@@ -562,9 +568,10 @@ def review(
 
     own = _own_events(state, person)
     checkpoints = _checkpoints(start, end, now)
-    drift = _drift(state, person, viewer, checkpoints, _Snapshots(own), settings, gather.resolver)
+    snapshots = _Snapshots(own, state.vouched)
+    drift = _drift(state, person, viewer, checkpoints, snapshots, settings, gather.resolver)
     standing_at = min(now, _end_of(end))
-    snapshot = _standing(own, standing_at)
+    snapshot = _standing(own, standing_at, state.vouched)
 
     objectives = []
     for objective_id in state.person(person).objectives:

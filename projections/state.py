@@ -23,6 +23,12 @@ Conflict rules (docs/contract.md#projections), applied here and in ``projections
   that one arrives. A verdict depends only on the named events' actors and
   types, so the result does not depend on arrival order, and a handler only
   ever sees events whose references are present and the actor's own.
+* A device may lack an event that one it holds names (a milestone moved from a
+  private objective to a shared one still names the private one in its
+  planning). The server vouches for such events (``events.wire.WireReferent``):
+  their actor and type, which is all the rule reads. The fold takes them as
+  ``referents`` (``rebuild``, ``vouch``): the rule judges with them when the
+  event itself is not here; they are never folded, never shown.
 
 Nothing here does I/O; ``now`` is always an argument of the views.
 """
@@ -30,7 +36,7 @@ Nothing here does I/O; ``now`` is always an argument of the views.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from datetime import date, datetime
 from typing import Any
 
@@ -201,10 +207,14 @@ class ProjectionState:
         "sharing",
         "tasks",
         "teams_by_person",
+        "vouched",
         "waiting_on",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, referents: Mapping[str, Referent] | None = None) -> None:
+        # What the server vouched for of events this replica may not hold (their actor
+        # and type): the ownership rule's fallback when an event named is not here.
+        self.vouched: dict[str, Referent] = dict(referents) if referents else {}
         # Folded events: accepted by the ownership rule (``projections.ownership``).
         self.events: dict[str, Event] = {}
         # Events that name one not seen yet, by id; ``waiting_on``: missing id -> their ids.
@@ -247,12 +257,15 @@ class ProjectionState:
     # --- reading helpers shared by every view -------------------------------------------
 
     def referent(self, event_id: str) -> Referent | None:
-        """What the ownership rule needs of a folded (or unknown-type) event; None if unseen."""
+        """What the ownership rule needs of a folded (or unknown-type) event, or of one the
+        server vouched for (``vouched``); None if unseen."""
         event = self.events.get(event_id)
         if event is not None:
             return Referent(event.actor, event.body.__struct_config__.tag)  # type: ignore[arg-type]
         opaque = self.opaque.get(event_id)
-        return Referent(opaque.actor, opaque.type) if opaque is not None else None
+        if opaque is not None:
+            return Referent(opaque.actor, opaque.type)
+        return self.vouched.get(event_id)
 
     def all_events(self) -> list[AnyEvent]:
         """Every event received, whatever its verdict (folded, pending, refused, unknown type)."""
@@ -828,14 +841,32 @@ _JUDGED = frozenset(
 """Body types the ownership rule has something to check on."""
 
 
-def rebuild(events: Iterable[AnyEvent]) -> ProjectionState:
-    """A fresh state with every event folded in."""
-    state = ProjectionState()
+def vouch(state: ProjectionState, referents: Mapping[str, Referent]) -> None:
+    """Take what the server vouched for (``ProjectionState.vouched``); events waiting for one
+    of them are judged again. Folding the same events with the same referents in any order,
+    all at once or piecemeal, gives the same state."""
+    fresh = [ref for ref in referents if ref not in state.vouched]
+    if not fresh:
+        return
+    for ref in fresh:
+        state.vouched[ref] = referents[ref]
+    for ref in fresh:
+        if ref in state.waiting_on:
+            _release(state, ref)
+
+
+def rebuild(
+    events: Iterable[AnyEvent], referents: Mapping[str, Referent] | None = None
+) -> ProjectionState:
+    """A fresh state with every event folded in, judged with ``referents`` (what the
+    server vouched for of events not among them; see ``vouch``)."""
+    state = ProjectionState(referents)
     for event in events:
         apply(state, event)
     return state
 
 
 def as_of(state: ProjectionState, moment: datetime) -> ProjectionState:
-    """The state as it was known at ``moment``: only events recorded by then."""
-    return rebuild(e for e in state.all_events() if e.recorded_at <= moment)
+    """The state as it was known at ``moment``: only events recorded by then (with the same
+    referents: what an event was, once vouched for, never changes)."""
+    return rebuild((e for e in state.all_events() if e.recorded_at <= moment), state.vouched)

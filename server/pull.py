@@ -24,7 +24,12 @@ One page (``answer``):
    stays under the connection's max payload;
 4. a full (or cut) page continues after its last event (``more``); a short
    page covered everything committed up to ``head``, so the cursor moves to
-   ``head`` even past events the person may not see.
+   ``head`` even past events the person may not see;
+5. the page's *referents*: for its events, every event they name that the server
+   accepted and the person may not see (``ServerStore.vouched``), by actor and type
+   only, so the device's fold can judge them (docs/security.md "Referents"). Only
+   the references of ``projections.ownership.ELSEWHERE`` can name such an event; a
+   page without any costs nothing more.
 
 Positions are dense and assigned in commit order, so a cursor never passes an
 event still being committed.
@@ -46,14 +51,18 @@ from nats.aio.msg import Msg
 from events.wire import (
     EVENT_OVERHEAD,
     MAX_PULL_LIMIT,
+    MAX_REFERENTS,
+    REFERENT_OVERHEAD,
     REPLY_OVERHEAD,
     PullReply,
     PullRequest,
     WireError,
     WireEvent,
+    WireReferent,
     decode_request,
     encode_reply,
 )
+from projections.ownership import ELSEWHERE, REACTIONS, Referent
 from server.nats_embedded import PULL_PREFIX, inbox_prefix
 from server.store.protocol import ServerStore, StoredEvent
 
@@ -124,7 +133,8 @@ async def _events_page(
             store.max_position(), store.visible_events_after(person, after, limit)
         )
         if len(stored) == limit:
-            return _page(stored, head, after, limit, request.checked, None, max_bytes)
+            named, known = await _vouched(store, person, stored)
+            return _page(stored, head, after, limit, request.checked, None, max_bytes, named, known)
     head = await store.max_position()  # first: every position <= head is committed
     if request.checked >= head or after <= 0:
         # Nothing stored after ``checked``, or nothing delivered yet: nothing to reveal.
@@ -148,7 +158,68 @@ async def _events_page(
     if floor is not None and floor <= after:
         after = rescan_from = floor - 1
         stored = await store.visible_events_after(person, after, limit)
-    return _page(stored, head, after, limit, max(checked, request.checked), rescan_from, max_bytes)
+    named, known = await _vouched(store, person, stored)
+    return _page(
+        stored,
+        head,
+        after,
+        limit,
+        max(checked, request.checked),
+        rescan_from,
+        max_bytes,
+        named,
+        known,
+    )
+
+
+class _NamedBody(msgspec.Struct):
+    """The fields of ``ELSEWHERE`` (tests/unit/test_referents.py checks it covers them)."""
+
+    key_result: str | None = None
+    objective: str | None = None
+    completion: str | None = None
+
+
+class _Named(msgspec.Struct):
+    body: _NamedBody
+
+
+_named_decoder = msgspec.json.Decoder(_Named)
+_REACTION_TAGS = frozenset(body.__struct_config__.tag for body in REACTIONS)
+_NO_NAMES: tuple[str, ...] = ()
+
+
+def _named_elsewhere(person: str, item: StoredEvent) -> tuple[str, ...]:
+    """The ids ``item`` names that ``person`` may not see even though they see ``item``
+    (``ELSEWHERE``; of the person's own events, only their reactions': everything else
+    they name is theirs)."""
+    fields = ELSEWHERE.get(item.type)
+    if fields is None or (item.actor == person and item.type not in _REACTION_TAGS):
+        return _NO_NAMES
+    try:
+        body = _named_decoder.decode(item.raw).body
+    except msgspec.MsgspecError:  # pragma: no cover - stored events decoded at ingest
+        return _NO_NAMES
+    # What names the event's own root is visible with it (a milestone planned or relinked
+    # under the objective it is under now): only the rest is asked about.
+    root = item.root_id
+    return tuple(
+        ref for field in fields if isinstance(ref := getattr(body, field), str) and ref != root
+    )
+
+
+async def _vouched(
+    store: ServerStore, person: str, stored: list[StoredEvent]
+) -> tuple[list[tuple[str, ...]], dict[str, Referent]]:
+    """For each event of ``stored`` the ids it names elsewhere, and what the store vouches
+    for of those the person may not see."""
+    named = [
+        _named_elsewhere(person, item) if item.type in ELSEWHERE else _NO_NAMES for item in stored
+    ]
+    wanted = {ref for refs in named for ref in refs}
+    if wanted:
+        wanted.difference_update(item.id for item in stored)
+    return named, (await store.vouched(person, wanted) if wanted else {})
 
 
 def _page(
@@ -159,18 +230,32 @@ def _page(
     checked: int,
     rescan_from: int | None,
     max_bytes: int,
+    named: list[tuple[str, ...]],
+    known: dict[str, Referent],
 ) -> PullReply:
-    """The reply for ``stored`` (the page's events read after ``after``), cut to the
-    byte budget; a short page moves the cursor to ``head``."""
+    """The reply for ``stored`` (the page's events read after ``after``) with the referents
+    of what they name (``named``, ``known``), cut to the byte budget and ``MAX_REFERENTS``;
+    a short page moves the cursor to ``head``."""
     budget = max_bytes - REPLY_OVERHEAD
     events: list[WireEvent] = []
+    referents: list[WireReferent] = []
+    vouched: set[str] = set()
     used = 0
-    for item in stored:
+    for item, refs in zip(stored, named, strict=True):
         size = len(item.raw) + EVENT_OVERHEAD
-        if events and used + size > budget:
+        fresh: list[WireReferent] = []
+        if known and refs:
+            for ref in refs:
+                target = known.get(ref)
+                if target is not None and ref not in vouched:
+                    vouched.add(ref)
+                    fresh.append(WireReferent(ref, target.actor, target.type))
+                    size += len(ref) + len(target.actor) + len(target.type) + REFERENT_OVERHEAD
+        if events and (used + size > budget or len(referents) + len(fresh) > MAX_REFERENTS):
             break
         used += size
         events.append(WireEvent(item.position, item.raw))
+        referents.extend(fresh)
     cut = len(events) < len(stored)
     if cut or len(stored) == limit:
         next_after, more = events[-1].position, True
@@ -184,6 +269,7 @@ def _page(
         head=head,
         checked=checked,
         rescan_from=rescan_from,
+        referents=referents,
     )
 
 

@@ -40,7 +40,7 @@ def status(
     """
 
     async def go(session: Session) -> None:
-        from client.views import health_of, stored_health
+        from client.health import health_of, stored_health
 
         moment = as_of_moment(session, as_of)
         now = moment or session.now

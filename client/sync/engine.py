@@ -52,6 +52,7 @@ from events.wire import (
     Refusal,
     WireError,
     WireEvent,
+    WireReferent,
     decode_poke,
     decode_reply,
     encode_request,
@@ -217,6 +218,7 @@ class Syncer:
         summary = Summary()
         after, checked = await self.log.cursors()
         gathered: list[WireEvent] = []
+        vouched: list[WireReferent] = []  # the gathered pages' referents
         unapplied = False  # the cursor moved past what was applied
         shown = False
         limit = self.pull_limit
@@ -225,10 +227,11 @@ class Syncer:
         stride = head = 0  # stride: the length of the last page when its positions were dense
 
         def start_apply() -> asyncio.Task[tuple[int, int, int]]:
-            nonlocal gathered, unapplied
+            nonlocal gathered, vouched, unapplied
             batch, gathered, unapplied = gathered, [], False
+            referents, vouched = vouched, []
             return asyncio.create_task(
-                self.log.apply(batch, after, checked, self.now(), apply_views)
+                self.log.apply(batch, after, checked, self.now(), apply_views, referents)
             )
 
         refusals_after = await self.log.refusals_after()
@@ -268,6 +271,7 @@ class Syncer:
                 stride = len(reply.events) if dense else 0
                 head = max(head, reply.head)
                 gathered.extend(reply.events)
+                vouched.extend(reply.referents)
                 unapplied = unapplied or (reply.next_after, reply.checked) != (after, checked)
                 after, checked = reply.next_after, reply.checked
                 summary.cursor, summary.head = after, reply.head
@@ -290,7 +294,8 @@ class Syncer:
                 self._count(summary, await task_done)
         if gathered or unapplied:
             self._count(
-                summary, await self.log.apply(gathered, after, checked, self.now(), apply_views)
+                summary,
+                await self.log.apply(gathered, after, checked, self.now(), apply_views, vouched),
             )
         mine = await self.log.record_refusals(  # after every apply: one writer
             refusals, now_ms=wall_ms(), repush_after_ms=int(self.repush_after * 1000)

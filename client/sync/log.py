@@ -31,7 +31,7 @@ from client import views
 from client.errors import StoreError
 from client.store import SqliteTx, Store
 from events import AnyEvent, CodecError, Event, HybridLogicalClock, decode
-from events.wire import Refusal, WireEvent, is_retryable, retry_after
+from events.wire import Refusal, WireEvent, WireReferent, is_retryable, retry_after
 
 REBUILD_ABOVE = 1000
 """A transaction adding more new events than this, and more than the log held before,
@@ -104,9 +104,10 @@ class SyncStore(Protocol):
         checked: int,
         now: datetime,
         apply_views: ApplyViews = ...,
+        referents: Sequence[WireReferent] = (),
     ) -> tuple[int, int, int]:
-        """Store pulled events and the cursors in ONE transaction; (new events, own events
-        confirmed, undecodable events skipped)."""
+        """Store pulled events, their referents and the cursors in ONE transaction; (new
+        events, own events confirmed, undecodable events skipped)."""
         ...
 
     async def refusals_after(self) -> int:
@@ -297,9 +298,14 @@ class SyncLog:
         checked: int,
         now: datetime,
         apply_views: ApplyViews | None = None,
+        referents: Sequence[WireReferent] = (),
     ) -> tuple[int, int, int]:
-        """Store pulled events and the cursor in ONE transaction; (new events, own events
-        confirmed, undecodable events skipped).
+        """Store pulled events, their referents and the cursor in ONE transaction; (new
+        events, own events confirmed, undecodable events skipped).
+
+        The referents are stored before the views are brought up to date, so the views fold
+        the new events with them. One naming an event stored by an earlier apply that waited
+        for it (a parent in ``sync_orphans``) rebuilds the views instead.
 
         The whole transaction is one function run in the store's thread: one hop instead
         of a thread round trip per SQL statement, which dominated applying a big sync.
@@ -334,11 +340,14 @@ class SyncLog:
                 confirmed.append((event_id, position))
                 own += actor == self.person
                 top = max(top, clock)
+            stale = store_referents(tx, referents) if referents else False
             added = tx.append_ids(fresh) if fresh else []
             if added:
                 by_id = {event.id: event for event in fresh}
                 rows = [(seq, by_id[i]) for seq, i in added if i in by_id]
                 maintain(tx, rows, now)
+            if stale:
+                views.rebuild_all(tx, now)
             tx.executemany(_MARK_CONFIRMED, confirmed)
             stored = tx.scalar("SELECT value FROM meta WHERE key = 'clock'")
             # The HLC moves past what we saw, never past the bound ahead of our wall clock.
@@ -384,6 +393,34 @@ class _Head(msgspec.Struct):
 
 
 _head_decoder = msgspec.json.Decoder(_Head)
+
+
+def store_referents(tx: views.Tx, referents: Sequence[WireReferent]) -> bool:
+    """Keep what the server vouched for (``client.store.REFERENTS_TABLE``); whether one is
+    new and names an event stored events waited for before this apply (their views must be
+    rebuilt: the incremental views placed them without it)."""
+    ids = sorted({r.id for r in referents})
+    wanted = json.dumps(ids)
+    known = {
+        str(row[0])
+        for row in tx.fetchall(
+            "SELECT id FROM referents WHERE id IN (SELECT value FROM json_each(?))", (wanted,)
+        )
+    }
+    fresh = [r for r in referents if r.id not in known]
+    if not fresh:
+        return False
+    tx.executemany(
+        "INSERT OR IGNORE INTO referents (id, actor, type) VALUES (?, ?, ?)",
+        [(r.id, r.actor, r.type) for r in fresh],
+    )
+    tx.execute(_ORPHANS)
+    new = json.dumps(sorted({r.id for r in fresh}))
+    return bool(
+        tx.scalar(
+            "SELECT 1 FROM sync_orphans WHERE parent IN (SELECT value FROM json_each(?))", (new,)
+        )
+    )
 
 
 def held_ids(tx: views.Tx, ids: list[str]) -> set[str]:

@@ -164,6 +164,28 @@ LIMIT $3
 """
 
 
+_VOUCHED = """
+SELECT e.id, e.actor, e.type
+FROM events e
+LEFT JOIN held h ON h.event_id = e.id AND h.released_at IS NULL
+LEFT JOIN items r ON r.item_id = e.root_id
+LEFT JOIN sharing s ON s.root_id = e.root_id AND s.actor = r.owner
+WHERE e.id = ANY($2::text[]) AND h.event_id IS NULL AND NOT coalesce((
+    e.actor = $1
+    OR r.owner = $1
+    OR (s.visibility = 'partners' AND s.partners ? $1)
+    OR (s.visibility = 'team' AND EXISTS (
+        SELECT 1 FROM team_members mine
+        JOIN team_members theirs ON theirs.team = mine.team
+        WHERE mine.person = $1 AND mine.joined AND theirs.person = r.owner AND theirs.joined))
+    OR (e.team IS NOT NULL AND EXISTS (
+        SELECT 1 FROM team_members m WHERE m.team = e.team AND m.person = $1 AND m.joined))
+), false)
+"""
+"""The accepted events among ``$2`` that ``$1`` may not see now (the negation of
+``_VISIBLE``'s rule); see ``ServerStore.vouched``."""
+
+
 _REVEALED = """
 WITH RECURSIVE
 changed_roots(root) AS (
@@ -493,6 +515,13 @@ class PostgresStore:
             limit,
         )
         return [Refusal(row["id"], row["event_id"], row["reason"]) for row in rows]
+
+    async def vouched(self, person: str, ids: Collection[str]) -> dict[str, Referent]:
+        """The accepted events among ``ids`` that ``person`` may not see (see the Protocol)."""
+        if not ids:
+            return {}
+        rows = await self.pool.fetch(_VOUCHED, person, list(ids))
+        return {row["id"]: Referent(row["actor"], row["type"]) for row in rows}
 
     async def audience(self, roots: Collection[str], teams: Collection[str]) -> set[str]:
         """Everyone who may now see events under these roots or of these teams."""

@@ -11,6 +11,7 @@ import msgspec
 
 from events import AnyEvent, CodecError, decode
 from events.wire import Refusal
+from projections.ownership import Referent
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +136,12 @@ class ServerStore(Protocol):
     async def refusals(self, person: str, after_id: int, limit: int) -> list[Refusal]:
         """The person's dead letters (their devices' refused events) with an id greater than
         ``after_id``, oldest first: how a device learns which of its events were refused."""
+        ...
+
+    async def vouched(self, person: str, ids: Collection[str]) -> dict[str, Referent]:
+        """Of the events ``ids``, those stored and accepted by the ownership rule (not held,
+        not dead letters) that ``person`` may not see now: their actor and type, nothing
+        else (``PullReply.referents``; docs/security.md "Referents")."""
         ...
 
     async def audience(self, roots: Collection[str], teams: Collection[str]) -> set[str]:

@@ -44,7 +44,7 @@ from server.store.append_io import (
     TeamRow,
 )
 from server.store.protocol import AppendResult, DeadLetter, Incoming, StoredEvent
-from server.store.sqlite_sql import EVENT_COLUMNS, MIGRATIONS, REVEALED, VISIBLE
+from server.store.sqlite_sql import EVENT_COLUMNS, MIGRATIONS, REVEALED, VISIBLE, VOUCHED
 
 __all__ = ["MIGRATIONS", "SqliteStore"]
 
@@ -362,6 +362,13 @@ class SqliteStore:
             (person, after_id, limit),
         )
         return [Refusal(row[0], row[1], row[2]) for row in rows]
+
+    async def vouched(self, person: str, ids: Collection[str]) -> dict[str, Referent]:
+        """The accepted events among ``ids`` that ``person`` may not see (see the Protocol)."""
+        if not ids:
+            return {}
+        rows = await self._fetch(VOUCHED, {"person": person, "ids": _ids(ids)})
+        return {row[0]: Referent(row[1], row[2]) for row in rows}
 
     async def audience(self, roots: Collection[str], teams: Collection[str]) -> set[str]:
         """Everyone who may now see events under these roots or of these teams."""

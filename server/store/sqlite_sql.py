@@ -194,3 +194,26 @@ WHERE e.position IN (SELECT position FROM candidates) AND e.actor <> :person AND
 """Lowest position a pull must rescan from; see ``ServerStore.reveal_floor``. The rule of
 visibility is the one of ``VISIBLE``; an own event (``e.actor = person``) is always visible,
 so it is never revealed."""
+
+
+VOUCHED = """
+SELECT e.id, e.actor, e.type
+FROM events e
+LEFT JOIN held h ON h.event_id = e.id AND h.released_at IS NULL
+LEFT JOIN items r ON r.item_id = e.root_id
+LEFT JOIN sharing s ON s.root_id = e.root_id AND s.actor = r.owner
+WHERE e.id IN (SELECT value FROM json_each(:ids)) AND h.event_id IS NULL AND NOT coalesce((
+    e.actor = :person
+    OR r.owner = :person
+    OR (s.visibility = 'partners'
+        AND EXISTS (SELECT 1 FROM json_each(s.partners) p WHERE p.value = :person))
+    OR (s.visibility = 'team' AND EXISTS (
+        SELECT 1 FROM team_members mine
+        JOIN team_members theirs ON theirs.team = mine.team
+        WHERE mine.person = :person AND mine.joined AND theirs.person = r.owner AND theirs.joined))
+    OR (e.team IS NOT NULL AND EXISTS (
+        SELECT 1 FROM team_members m WHERE m.team = e.team AND m.person = :person AND m.joined))
+), 0)
+"""
+"""The accepted events among ``:ids`` that ``:person`` may not see now (the negation of
+``VISIBLE``'s rule); see ``ServerStore.vouched``."""

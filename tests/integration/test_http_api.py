@@ -403,8 +403,9 @@ async def test_the_board_api_and_status_show_the_same_health(
 ) -> None:
     # The board alice's team sees over HTTP, and what `milepost status` computes on her
     # device holding the same events (the device's store, its views kept per append).
+    from client.health import stored_health
     from client.store import Store
-    from client.views import on_append, stored_health, stored_tree
+    from client.views import on_append, stored_tree
 
     board = (await client.get("/teams/growth/board", headers=world.auth("alice"))).json()
     device = await Store.open(tmp_path / "alice.sqlite3", create=True)

@@ -10,6 +10,8 @@ from events import (
     CheckInRecorded,
     Event,
     KeyResultAdded,
+    KudosGiven,
+    MilestoneCompleted,
     MilestonePlanned,
     MilestoneRelinked,
     ObjectiveCreated,
@@ -470,3 +472,105 @@ async def test_nobody_but_the_owner_can_share_an_item(
     refusals = await store.refusals("mallory", 0, 10)
     assert [r.event_id for r in refusals] == [forged.id]
     assert "belongs to alice" in refusals[0].reason
+
+
+# --- referents: what a pull vouches for of events the person may not see ------------------
+
+
+async def test_a_pull_vouches_exactly_for_named_events_the_person_may_not_see(
+    store: ServerStore, make_event: EventMaker
+) -> None:
+    """A milestone planned under alice's private objective (and a private key result), moved
+    through another private objective to one shared with bob: bob's pull carries the moved
+    milestone with a referent (actor, type) for each private event it names, and nothing
+    else of them. Bob's own kudos on a completion he may not see carries one too. Never for
+    what bob sees, for a held event, or for one that was refused."""
+    from events.wire import PullRequest, decode_reply, encode_reply
+    from server.pull import answer
+
+    private = make_event(
+        "alice", ObjectiveCreated(title="Private plan", cycle="2026-Q1", visibility="private")
+    )
+    key_result = make_event("alice", KeyResultAdded(objective=private.id, title="Secret KR"))
+    other = make_event("alice", ObjectiveCreated(title="Other secret", cycle="2026-Q1"))
+    shared = objective(make_event, "alice", "partners", "bob")
+    milestone = make_event(
+        "alice", MilestonePlanned(title="Moved", key_result=key_result.id, objective=private.id)
+    )
+    first = make_event("alice", MilestoneRelinked(milestone=milestone.id, objective=other.id))
+    second = make_event("alice", MilestoneRelinked(milestone=milestone.id, objective=shared.id))
+    hidden = make_event("alice", MilestonePlanned(title="Hidden", objective=private.id))
+    done = make_event("alice", MilestoneCompleted(milestone=hidden.id, did="Secret work"))
+    kudos = make_event("bob", KudosGiven(completion=done.id))
+    # held: a completion of a milestone not stored yet, and bob's kudos on it (held too)
+    unknown = new_event_id()
+    held = make_event("alice", MilestoneCompleted(milestone=unknown))
+    kudos_on_held = make_event("bob", KudosGiven(completion=held.id))
+    # refused: mallory's completion of alice's milestone is a dead letter
+    forged = make_event("mallory", MilestoneCompleted(milestone=hidden.id))
+    kudos_on_forged = make_event("bob", KudosGiven(completion=forged.id))
+    await append(store, private, key_result, other, shared, milestone, first, second)
+    await append(store, hidden, done, kudos, held, kudos_on_held, forged, kudos_on_forged)
+    assert await store.get(forged.id) is None
+
+    reply = await answer(store, "bob", PullRequest(device="phone"))
+    got = {event.raw for event in reply.events}
+    assert encode(milestone) in got and encode(kudos) in got and encode(kudos_on_held) in got
+    vouched = {(r.id, r.actor, r.type) for r in reply.referents}
+    assert vouched == {
+        (private.id, "alice", "objective.created"),
+        (key_result.id, "alice", "key_result.added"),
+        (other.id, "alice", "objective.created"),
+        (done.id, "alice", "milestone.completed"),
+    }
+    # nothing of their content travels
+    wire = encode_reply(reply)
+    for secret in (b"Private plan", b"Secret KR", b"Other secret", b"Secret work"):
+        assert secret not in wire
+    assert decode_reply(wire).referents == reply.referents
+
+    # what bob may see is never vouched for; nor is anything for alice (she sees it all)
+    assert {r.id for r in reply.referents}.isdisjoint(
+        e.id for e in await store.visible_events_after("bob", 0, 1000)
+    )
+    assert (await answer(store, "alice", PullRequest(device="laptop"))).referents == []
+
+    # the store's side directly: accepted and invisible only
+    ids = [private.id, shared.id, milestone.id, held.id, forged.id, unknown, done.id]
+    assert await store.vouched("bob", ids) == {
+        private.id: ("alice", "objective.created"),
+        done.id: ("alice", "milestone.completed"),
+    }
+    assert await store.vouched("bob", []) == {}
+
+    # shared later: the objective itself comes, and is no longer vouched for
+    share = make_event(
+        "alice", SharingChanged(subject=private.id, visibility="partners", partners=("bob",))
+    )
+    await append(store, share)
+    assert private.id not in await store.vouched("bob", [private.id])
+
+
+async def test_a_page_cut_by_its_byte_budget_carries_the_referents_of_its_events_only(
+    store: ServerStore, make_event: EventMaker
+) -> None:
+    from events.wire import PullRequest
+    from server.pull import answer
+
+    shared = objective(make_event, "alice", "partners", "bob")
+    privates = [objective(make_event, "alice") for _ in range(6)]
+    planned = [
+        make_event("alice", MilestonePlanned(title=f"M{i}", objective=p.id))
+        for i, p in enumerate(privates)
+    ]
+    moves = [
+        make_event("alice", MilestoneRelinked(milestone=m.id, objective=shared.id)) for m in planned
+    ]
+    await append(store, shared, *privates, *planned, *moves)
+    budget = 256 + sum(len(encode(e)) + 16 for e in (shared, planned[0], planned[1])) + 150
+    first = await answer(store, "bob", PullRequest(device="phone"), max_bytes=budget)
+    assert first.more
+    delivered = {e.raw for e in first.events}
+    want = {p.id for p, m in zip(privates, planned, strict=True) if encode(m) in delivered}
+    assert {r.id for r in first.referents} == want
+    assert 0 < len(want) < len(privates)

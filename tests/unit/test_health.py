@@ -8,8 +8,9 @@ from pathlib import Path
 
 import msgspec
 
+from client.health import stored_health
 from client.store import Store
-from client.views import on_append, stored_health, stored_tree
+from client.views import on_append, stored_tree
 from events import bodies as b
 from projections.drift import DriftSignal, drift_signals
 from projections.goals import goal_tree
@@ -238,7 +239,8 @@ def _private(state: object, item: str) -> bool:
 
 
 async def test_status_keeps_drift_only_while_events_day_and_settings_stay(tmp_path: Path) -> None:
-    from client.views import health_of, stored_state
+    from client.health import health_of
+    from client.views import stored_state
 
     h = _history()
     store = await Store.open(tmp_path / "alice.sqlite3", create=True)

@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from client.store import Store
 from client.sync import SyncLog, apply_views
 from client.views import check_views
 from events import encode
-from events.wire import WireEvent
+from events.wire import WireEvent, WireReferent
 from milepost_testkit.history import person_history
 
 NOW = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)
@@ -69,5 +70,57 @@ async def test_the_sync_engine_refuses_a_direct_store(tmp_path: Path) -> None:
     try:
         with pytest.raises(StoreError, match="threaded store"):
             Syncer(store, "alice", "phone", link=None, now=lambda: NOW)  # type: ignore[arg-type]
+    finally:
+        await store.close()
+
+
+def _moved_milestone() -> tuple[list[WireEvent], list[WireReferent], str]:
+    """Alice's milestone planned under her private objective and moved to one shared with
+    bob: what bob's device is sent (the private objective only as a referent)."""
+    from events import Event, new_event_id
+    from events import bodies as b
+
+    def event(clock: int, body: b.Body) -> Event:
+        return Event(new_event_id(), "alice", "laptop", clock, NOW, NOW, body)  # type: ignore[arg-type]
+
+    private = event(1, b.ObjectiveCreated(title="Private", cycle="2026"))
+    milestone = event(2, b.MilestonePlanned(title="Moved", objective=private.id))
+    shared = event(
+        3,
+        b.ObjectiveCreated(title="Shared", cycle="2026", visibility="partners", partners=("bob",)),
+    )
+    moved = event(4, b.MilestoneRelinked(milestone=milestone.id, objective=shared.id))
+    wire = [WireEvent(i, encode(e)) for i, e in enumerate([milestone, shared, moved], start=2)]
+    return wire, [WireReferent(private.id, "alice", private.type)], milestone.id
+
+
+async def _shown_to_bob(store: Store) -> set[str]:
+    from client.views import stored_parts
+
+    parts = await stored_parts(store, "alice")
+    return {m.id for p in parts if p.objective is not None for m in p.objective.milestones}
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["with-its-page", "in-a-later-apply"])
+async def test_referents_let_a_moved_milestone_show(tmp_path: Path, late: bool) -> None:
+    from client.views import load_all
+
+    wire, referents, milestone = _moved_milestone()
+    store = await opened(tmp_path)
+    log = SyncLog(store, "bob")
+    try:
+        if late:  # events first (as an older server sent them), the referent afterwards
+            await log.apply(wire, 4, 4, NOW, apply_views)
+            assert await _shown_to_bob(store) == set()
+            await log.apply([], 4, 4, NOW, apply_views, referents)
+        else:
+            await log.apply(wire, 4, 4, NOW, apply_views, referents)
+        assert await _shown_to_bob(store) == {milestone}
+        assert await check_views(store, NOW) == []
+        loaded = await load_all(store)
+        assert milestone in loaded.state.events and not loaded.state.pending
+        assert referents[0].id not in loaded.state.events  # never an item
+        rows = await store.fetchall("SELECT id, actor, type FROM referents")
+        assert [tuple(r) for r in rows] == [tuple(msgspec.structs.astuple(referents[0]))]
     finally:
         await store.close()
