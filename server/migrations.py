@@ -141,3 +141,38 @@ async def migrate_postgres(
                 name,
                 datetime.now(UTC),
             )
+
+
+class PostgresTables:
+    """A store of its own tables in the event store's PostgreSQL database (accounts,
+    snapshots): a small pool, its own migrations table and advisory lock, so each migrates
+    independently of the others."""
+
+    MIGRATIONS: tuple[Migration, ...] = ()
+    MIGRATIONS_TABLE = ""
+    MIGRATION_LOCK = 0
+    WHAT = "store"
+    """Named in the error when used before ``open``."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._pool: asyncpg.Pool[Any] | None = None
+
+    @property
+    def _db(self) -> asyncpg.Pool[Any]:
+        if self._pool is None:
+            raise RuntimeError(f"the {self.WHAT} is not open")
+        return self._pool
+
+    async def open(self) -> None:
+        """Connect and run pending versioned migrations (each exactly once)."""
+        self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=2)
+        await migrate_postgres(
+            self._db, self.MIGRATIONS_TABLE, self.MIGRATIONS, self.MIGRATION_LOCK
+        )
+
+    async def close(self) -> None:
+        """Close the pool."""
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 
 from server.accounts.protocol import Person, PersonExists, UnknownPerson, WebSession
-from server.migrations import Migration, migrate_postgres
+from server.migrations import Migration, PostgresTables
 
 MIGRATIONS: tuple[Migration, ...] = (
     (
@@ -56,29 +55,13 @@ def _person(row: asyncpg.Record) -> Person:
     return Person(row[0], row[1], row[2], row[3], row[4])
 
 
-class PostgresAccounts:
+class PostgresAccounts(PostgresTables):
     """``AccountStore`` on PostgreSQL through a small asyncpg pool."""
 
-    def __init__(self, dsn: str) -> None:
-        self._dsn = dsn
-        self._pool: asyncpg.Pool[Any] | None = None
-
-    @property
-    def _db(self) -> asyncpg.Pool[Any]:
-        if self._pool is None:
-            raise RuntimeError("the account store is not open")
-        return self._pool
-
-    async def open(self) -> None:
-        """Connect and run pending versioned migrations (each exactly once)."""
-        self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=2)
-        await migrate_postgres(self._db, "account_migrations", MIGRATIONS, _MIGRATION_LOCK)
-
-    async def close(self) -> None:
-        """Close the pool."""
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+    MIGRATIONS = MIGRATIONS
+    MIGRATIONS_TABLE = "account_migrations"
+    MIGRATION_LOCK = _MIGRATION_LOCK
+    WHAT = "account store"
 
     async def add(self, person: str, nats_password_hash: str, token_hash: str) -> Person:
         """Register ``person``; PersonExists if already registered."""

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 
-from server.migrations import Migration, migrate_postgres
+from server.migrations import Migration, PostgresTables
 from server.snapshots.protocol import SnapshotInfo
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -49,29 +48,13 @@ def _info(row: asyncpg.Record) -> SnapshotInfo:
     return SnapshotInfo(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
 
 
-class PostgresSnapshots:
+class PostgresSnapshots(PostgresTables):
     """``SnapshotStore`` on PostgreSQL through a small asyncpg pool of its own."""
 
-    def __init__(self, dsn: str) -> None:
-        self._dsn = dsn
-        self._pool: asyncpg.Pool[Any] | None = None
-
-    @property
-    def _db(self) -> asyncpg.Pool[Any]:
-        if self._pool is None:
-            raise RuntimeError("the snapshot store is not open")
-        return self._pool
-
-    async def open(self) -> None:
-        """Connect and run pending versioned migrations (each exactly once)."""
-        self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=2)
-        await migrate_postgres(self._db, "snapshot_migrations", MIGRATIONS, _MIGRATION_LOCK)
-
-    async def close(self) -> None:
-        """Close the pool."""
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+    MIGRATIONS = MIGRATIONS
+    MIGRATIONS_TABLE = "snapshot_migrations"
+    MIGRATION_LOCK = _MIGRATION_LOCK
+    WHAT = "snapshot store"
 
     async def save(
         self,
