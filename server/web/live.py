@@ -21,10 +21,10 @@ from server.nats_embedded import events_subject
 from server.web.plumbing import (
     SECURITY_HEADERS,
     AnyRequest,
-    _check_csrf,
-    _json,
-    _signed_in,
-    _web,
+    check_csrf,
+    json_response,
+    require_signed_in,
+    web_state,
 )
 from server.web.sessions import (
     CSRF_FIELD,
@@ -40,7 +40,7 @@ WEB_DEVICE = "web"
 async def feed_live(request: AnyRequest, team: FromPath[str]) -> ServerSentEvent:
     """The API's live feed stream for the signed-in person (resumes from Last-Event-ID or
     from ``after``, the position the page was rendered at)."""
-    me = await _signed_in(request)
+    me = await require_signed_in(request)
     ctx = context_of(request)
     require_member(ctx.state, team, me.person)
     after: int | None = None
@@ -67,13 +67,13 @@ class KudosResult(msgspec.Struct, frozen=True):
 async def give_kudos(request: AnyRequest, team: FromPath[str]) -> Response[Any]:
     """Give kudos on a completion: a ``kudos.given`` event by the signed-in person, judged by
     ``projections.kudos.kudos_refusal`` and stored as ingest stores a device's event."""
-    me = await _signed_in(request)
+    me = await require_signed_in(request)
     form = await request.form()
-    _check_csrf(me, str(form.get(CSRF_FIELD, "")) or request.headers.get(CSRF_HEADER))
+    check_csrf(me, str(form.get(CSRF_FIELD, "")) or request.headers.get(CSRF_HEADER))
     ctx = context_of(request)
     require_member(ctx.state, team, me.person)
     completion = str(form.get("completion", ""))
-    web = _web(request)
+    web = web_state(request)
     async with web.kudos_lock:
         refusal = kudos_refusal(ctx.state, me.person, completion)
         if refusal is not None:
@@ -108,5 +108,5 @@ async def give_kudos(request: AnyRequest, team: FromPath[str]) -> Response[Any]:
             await ctx.follower.wait_beyond(last - 1, 5.0)
     givers = kudos_givers(ctx.state, completion)
     if request.headers.get("accept", "").startswith("application/json"):
-        return _json(KudosResult(completion, givers))
+        return json_response(KudosResult(completion, givers))
     return Redirect(f"/t/{quote(team)}/feed#item-{completion}", status_code=303)

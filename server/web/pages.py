@@ -36,12 +36,12 @@ from server.web import charts
 from server.web.plumbing import (
     SECURITY_HEADERS,
     AnyRequest,
-    _common,
-    _html,
-    _json,
-    _page,
-    _render,
-    _signed_in,
+    cached_page,
+    common_context,
+    html_response,
+    json_response,
+    render_template,
+    require_signed_in,
 )
 from server.web.sessions import (
     SignedIn,
@@ -87,7 +87,7 @@ def _filters(person: str | None, cycle: str | None, health: str | None) -> Board
 async def _board_page(
     request: AnyRequest, team: str, filters: BoardFilters
 ) -> tuple[SignedIn, BoardPage]:
-    me = await _signed_in(request)
+    me = await require_signed_in(request)
     ctx = context_of(request)
     require_member(ctx.state, team, me.person)
     board = await _board(ctx, me.person, team, filters.cycle)
@@ -104,18 +104,18 @@ async def board(
 ) -> Response[Any]:
     """The team board: each member's objectives, key results and milestones with health."""
     filters = _filters(person, cycle, health)
-    me = await _signed_in(request)
+    me = await require_signed_in(request)
     ctx = context_of(request)
     require_member(ctx.state, team, me.person)
 
     async def render() -> str:
         page = board_page(await _board(ctx, me.person, team, filters.cycle), filters)
-        common = _common(me, ctx)
+        common = common_context(me, ctx)
         return await asyncio.to_thread(
-            _render, request, "board.html", page=page, team=team, **common
+            render_template, request, "board.html", page=page, team=team, **common
         )
 
-    return await _page(request, ("board", me.session_hash, team, filters), render)
+    return await cached_page(request, ("board", me.session_hash, team, filters), render)
 
 
 @get("/t/{team:str}/board.json", include_in_schema=False)
@@ -128,7 +128,7 @@ async def board_json(
 ) -> Response[Any]:
     """The board page's data."""
     _, page = await _board_page(request, team, _filters(person, cycle, health))
-    return _json(page)
+    return json_response(page)
 
 
 # --- the feed ---------------------------------------------------------------------------
@@ -137,7 +137,7 @@ async def board_json(
 async def _feed_page(
     request: AnyRequest, team: str, cursor: str | None, me: SignedIn | None = None
 ) -> tuple[SignedIn, FeedPageView]:
-    me = me or await _signed_in(request)
+    me = me or await require_signed_in(request)
     ctx = context_of(request)
     require_member(ctx.state, team, me.person)
     position = ctx.follower.position
@@ -158,18 +158,18 @@ async def feed(
     request: AnyRequest, team: FromPath[str], cursor: FromQuery[str | None] = None
 ) -> Response[Any]:
     """The team feed, newest first; the script keeps it live over server-sent events."""
-    me = await _signed_in(request)
+    me = await require_signed_in(request)
     ctx = context_of(request)
     require_member(ctx.state, team, me.person)
 
     async def render() -> str:
         _, view = await _feed_page(request, team, cursor, me)
-        common = _common(me, ctx)
+        common = common_context(me, ctx)
         return await asyncio.to_thread(
-            _render, request, "feed.html", view=view, team=team, cursor=cursor, **common
+            render_template, request, "feed.html", view=view, team=team, cursor=cursor, **common
         )
 
-    return await _page(request, ("feed", me.session_hash, team, cursor), render)
+    return await cached_page(request, ("feed", me.session_hash, team, cursor), render)
 
 
 @get("/t/{team:str}/feed.json", include_in_schema=False)
@@ -178,7 +178,7 @@ async def feed_json(
 ) -> Response[Any]:
     """The feed page's data."""
     _, view = await _feed_page(request, team, cursor)
-    return _json(view)
+    return json_response(view)
 
 
 # --- drift ------------------------------------------------------------------------------
@@ -187,7 +187,7 @@ async def feed_json(
 async def _drift_page(
     request: AnyRequest, team: str, me: SignedIn | None = None
 ) -> tuple[SignedIn, DriftPage]:
-    me = me or await _signed_in(request)
+    me = me or await require_signed_in(request)
     ctx = context_of(request)
     require_member(ctx.state, team, me.person)
     state, viewer, settings, now = ctx.state, me.person, ctx.settings, ctx.clock()
@@ -201,25 +201,25 @@ async def _drift_page(
 @get("/t/{team:str}/drift", include_in_schema=False)
 async def drift(request: AnyRequest, team: FromPath[str]) -> Response[Any]:
     """The team's drift grouped by item: each signal's rule, numbers and events."""
-    me = await _signed_in(request)
+    me = await require_signed_in(request)
     ctx = context_of(request)
     require_member(ctx.state, team, me.person)
 
     async def render() -> str:
         _, page = await _drift_page(request, team, me)
-        common = _common(me, ctx)
+        common = common_context(me, ctx)
         return await asyncio.to_thread(
-            _render, request, "drift.html", page=page, team=team, **common
+            render_template, request, "drift.html", page=page, team=team, **common
         )
 
-    return await _page(request, ("drift", me.session_hash, team), render)
+    return await cached_page(request, ("drift", me.session_hash, team), render)
 
 
 @get("/t/{team:str}/drift.json", include_in_schema=False)
 async def drift_json(request: AnyRequest, team: FromPath[str]) -> Response[Any]:
     """The drift page's data."""
     _, page = await _drift_page(request, team)
-    return _json(page)
+    return json_response(page)
 
 
 # --- charts -----------------------------------------------------------------------------
@@ -239,7 +239,7 @@ def _find_key_result(
 async def _burnup(
     request: AnyRequest, team: str, key_result: str
 ) -> tuple[SignedIn, charts.BurnUp]:
-    me = await _signed_in(request)
+    me = await require_signed_in(request)
     ctx = context_of(request)
     require_member(ctx.state, team, me.person)
     found = _find_key_result(await _board(ctx, me.person, team, "all"), key_result)
@@ -257,15 +257,15 @@ async def key_result_page(
     """One key result: its burn-up chart and its check-ins."""
     me, chart = await _burnup(request, team, key_result)
     ctx = context_of(request)
-    body = _render(
+    body = render_template(
         request,
         "key_result.html",
         chart=chart,
         svg=charts.burn_up_svg(chart),
         team=team,
-        **_common(me, ctx),
+        **common_context(me, ctx),
     )
-    return _html(body)
+    return html_response(body)
 
 
 @get("/t/{team:str}/kr/{key_result:str}/burnup.svg", include_in_schema=False)
@@ -283,7 +283,7 @@ async def burnup_json(
 ) -> Response[Any]:
     """The burn-up chart's data."""
     _, chart = await _burnup(request, team, key_result)
-    return _json(chart)
+    return json_response(chart)
 
 
 # --- a person's page --------------------------------------------------------------------
@@ -305,7 +305,7 @@ class PersonPage(msgspec.Struct, frozen=True):
 async def _person_page(
     request: AnyRequest, person: str, start: date | None, end: date | None
 ) -> tuple[SignedIn, PersonPage]:
-    me = await _signed_in(request)
+    me = await require_signed_in(request)
     ctx = context_of(request)
     now = ctx.clock()
     first, last = review_period(start, end, now.date())
@@ -345,15 +345,15 @@ async def person_page(
     me, page = await _person_page(request, person, start, end)
     ctx = context_of(request)
     journal = _journal(page.review)
-    body = _render(
+    body = render_template(
         request,
         "person.html",
         page=page,
         journal=journal,
         strip=charts.year_strip_svg(page.year),
-        **_common(me, ctx),
+        **common_context(me, ctx),
     )
-    return _html(body)
+    return html_response(body)
 
 
 def _journal(shown: Review) -> dict[str, list[Any]]:
@@ -373,7 +373,7 @@ async def person_review_json(
 ) -> Response[Any]:
     """The review as JSON (a download)."""
     _, page = await _person_page(request, person, start, end)
-    response = _json(page.review)
+    response = json_response(page.review)
     name = f"review-{person}-{page.review.start}-{page.review.end}.json"
     response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
@@ -405,4 +405,4 @@ async def person_json(
 ) -> Response[Any]:
     """The person page's data."""
     _, page = await _person_page(request, person, start, end)
-    return _json(page)
+    return json_response(page)

@@ -100,37 +100,39 @@ class WebState:
         return task
 
 
-def _web(request: AnyRequest) -> WebState:
+def web_state(request: AnyRequest) -> WebState:
     state: WebState = request.app.state.web
     return state
 
 
-def _secure(request: AnyRequest) -> bool:
+def is_secure(request: AnyRequest) -> bool:
     return request.url.scheme == "https"
 
 
-async def _signed_in(request: AnyRequest) -> SignedIn:
+async def require_signed_in(request: AnyRequest) -> SignedIn:
     """The signed-in person, or SESSION_ENDED (a page that says what to do)."""
     ctx = context_of(request)
-    found = await _web(request).sessions.check(request.cookies.get(SESSION_COOKIE), ctx.clock())
+    found = await web_state(request).sessions.check(
+        request.cookies.get(SESSION_COOKIE), ctx.clock()
+    )
     if found is None:
         raise SESSION_ENDED
     return found
 
 
-async def _maybe_signed_in(request: AnyRequest) -> SignedIn | None:
+async def maybe_signed_in(request: AnyRequest) -> SignedIn | None:
     ctx = context_of(request)
-    return await _web(request).sessions.check(request.cookies.get(SESSION_COOKIE), ctx.clock())
+    return await web_state(request).sessions.check(request.cookies.get(SESSION_COOKIE), ctx.clock())
 
 
-def _render(request: AnyRequest, name: str, **context: Any) -> str:
+def render_template(request: AnyRequest, name: str, **context: Any) -> str:
     engine = request.app.template_engine
     assert engine is not None
     rendered: str = engine.get_template(name).render(request=request, **context)
     return rendered
 
 
-def _html(
+def html_response(
     body: str | bytes, status: int = 200, cookies: list[Cookie] | None = None
 ) -> Response[Any]:
     return Response(
@@ -142,12 +144,12 @@ def _html(
     )
 
 
-def _json(payload: bytes | Any) -> Response[Any]:
+def json_response(payload: bytes | Any) -> Response[Any]:
     body = payload if isinstance(payload, bytes) else _encode(payload)
     return Response(body, media_type="application/json", headers=SECURITY_HEADERS)
 
 
-async def _page(
+async def cached_page(
     request: AnyRequest, key: tuple[Any, ...], render: Callable[[], Awaitable[str]]
 ) -> Response[Any]:
     """A rendered page, computed once per projection position (and again after
@@ -159,7 +161,7 @@ async def _page(
     routes' ``ctx.cached`` does.
     """
     ctx = context_of(request)
-    web = _web(request)
+    web = web_state(request)
     full_key = (ctx.follower.position, *key)
     hit = web.pages.get(full_key)
     if hit is not None:
@@ -174,32 +176,32 @@ async def _page(
 def _cached_html(request: AnyRequest, page: Rendered) -> Response[Any]:
     """A rendered page, gzipped when the browser accepts it."""
     if "gzip" in request.headers.get("accept-encoding", ""):
-        response = _html(page.gzipped)
+        response = html_response(page.gzipped)
         response.headers["Content-Encoding"] = "gzip"
     else:
-        response = _html(page.html)
+        response = html_response(page.html)
     response.headers["Vary"] = "Accept-Encoding, Cookie"
     return response
 
 
-def _problem(request: AnyRequest, exc: SignInRefused) -> Response[Any]:
+def sign_in_problem(request: AnyRequest, exc: SignInRefused) -> Response[Any]:
     if request.url.path.endswith(".json"):
         return Response(
             {"status": exc.status, "error": exc.title, "reason": exc.advice},
             status_code=exc.status,
             headers=SECURITY_HEADERS,
         )
-    body = _render(request, "problem.html", problem=exc, me=None)
+    body = render_template(request, "problem.html", problem=exc, me=None)
     cookies = None
     if exc is SESSION_ENDED:  # forget a dead cookie
         cookies = [
             Cookie(key=SESSION_COOKIE, value="", max_age=0, httponly=True, samesite="strict")
         ]
-    return _html(body, exc.status, cookies)
+    return html_response(body, exc.status, cookies)
 
 
 def _not_found(request: AnyRequest, exc: Exception) -> Response[Any]:
-    return _problem(
+    return sign_in_problem(
         request,
         SignInRefused(
             "Not found",
@@ -211,34 +213,34 @@ def _not_found(request: AnyRequest, exc: Exception) -> Response[Any]:
 
 
 def _bad_parameter(request: AnyRequest, exc: InvalidParameter) -> Response[Any]:
-    return _problem(
+    return sign_in_problem(
         request,
         SignInRefused("That address has a bad parameter", f"{exc.field}: {exc.reason}", 422),
     )
 
 
-def _http_error(request: AnyRequest, exc: HTTPException) -> Response[Any]:
+def http_error_page(request: AnyRequest, exc: HTTPException) -> Response[Any]:
     if isinstance(exc, NotFoundException):
         return _not_found(request, exc)
     if exc.status_code >= 500:
-        return _problem(request, SignInRefused("Something went wrong", "Try again.", 500))
-    return _problem(
+        return sign_in_problem(request, SignInRefused("Something went wrong", "Try again.", 500))
+    return sign_in_problem(
         request, SignInRefused("That request could not be used", str(exc.detail), exc.status_code)
     )
 
 
-def _api_error(request: AnyRequest, exc: ApiError) -> Response[Any]:
+def api_error_page(request: AnyRequest, exc: ApiError) -> Response[Any]:
     if isinstance(exc, InvalidParameter):
         return _bad_parameter(request, exc)
     if isinstance(exc, NotVisible):
         return _not_found(request, exc)
-    return _problem(request, SignInRefused(exc.message, "Try again.", exc.status))
+    return sign_in_problem(request, SignInRefused(exc.message, "Try again.", exc.status))
 
 
-def _common(me: SignedIn, ctx: ServerContext) -> dict[str, Any]:
+def common_context(me: SignedIn, ctx: ServerContext) -> dict[str, Any]:
     return {"me": me, "teams": sorted(ctx.state.teams_of(me.person)), "now": ctx.clock()}
 
 
-def _check_csrf(me: SignedIn, given: str | None) -> None:
+def check_csrf(me: SignedIn, given: str | None) -> None:
     if not same_secret(given, me.csrf):
         raise CSRF_REFUSED

@@ -33,10 +33,11 @@ from server.web.pages import (
     person_review_json,
     person_review_markdown,
 )
-from server.web.plumbing import WebState, _api_error, _http_error, _problem
+from server.web.plumbing import WebState, api_error_page, http_error_page, sign_in_problem
 from server.web.sessions import SignInRefused
 from server.web.signin import (
     SignInLink,
+    favicon,
     home,
     new_signin_link,
     signin_page,
@@ -46,6 +47,7 @@ from server.web.signin import (
 )
 
 WEB_ROUTES = [
+    favicon,
     home,
     signin_page,
     signin_with_token,
@@ -76,9 +78,9 @@ def web_router() -> Router:
         path="/",
         route_handlers=WEB_ROUTES,
         exception_handlers={
-            SignInRefused: _problem,
-            ApiError: _api_error,
-            HTTPException: _http_error,
+            SignInRefused: sign_in_problem,
+            ApiError: api_error_page,
+            HTTPException: http_error_page,
         },
         include_in_schema=False,
         request_max_body_size=64 * 1024,  # forms only: a token, a CSRF token, an id

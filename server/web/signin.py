@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -17,13 +18,13 @@ from server.http.context import context_of
 from server.web.plumbing import (
     SECURITY_HEADERS,
     AnyRequest,
-    _check_csrf,
-    _html,
-    _maybe_signed_in,
-    _render,
-    _secure,
-    _signed_in,
-    _web,
+    check_csrf,
+    html_response,
+    is_secure,
+    maybe_signed_in,
+    render_template,
+    require_signed_in,
+    web_state,
 )
 from server.web.sessions import (
     CSRF_FIELD,
@@ -41,7 +42,7 @@ from server.web.sessions import (
 @get("/", include_in_schema=False)
 async def home(request: AnyRequest) -> Response[Any]:
     """Signed in: your first team's board (or your own page). Otherwise: the sign-in form."""
-    me = await _maybe_signed_in(request)
+    me = await maybe_signed_in(request)
     if me is None:
         return _signin_form(request)
     ctx = context_of(request)
@@ -50,19 +51,32 @@ async def home(request: AnyRequest) -> Response[Any]:
     return Redirect(target, status_code=303, headers=SECURITY_HEADERS)
 
 
+_FAVICON = (Path(__file__).parent / "static" / "favicon.svg").read_bytes()
+
+
+@get("/favicon.ico", include_in_schema=False)
+async def favicon() -> Response[bytes]:
+    """The page's icon where a browser asks for it by the old name (a JSON twin, a file)."""
+    return Response(
+        _FAVICON,
+        media_type="image/svg+xml",
+        headers={**SECURITY_HEADERS, "Cache-Control": "public, max-age=86400"},
+    )
+
+
 def _signin_form(request: AnyRequest, error: str | None = None, status: int = 200) -> Response[Any]:
     nonce = secrets.token_urlsafe(16)
-    body = _render(request, "signin.html", nonce=nonce, error=error, me=None)
+    body = render_template(request, "signin.html", nonce=nonce, error=error, me=None)
     cookie = Cookie(
         key=SIGNIN_COOKIE,
         value=nonce,
         max_age=3600,
         httponly=True,
         samesite="strict",
-        secure=_secure(request),
+        secure=is_secure(request),
         path="/signin",
     )
-    return _html(body, status, [cookie])
+    return html_response(body, status, [cookie])
 
 
 @get("/signin", include_in_schema=False)
@@ -78,7 +92,7 @@ def _session_cookie(request: AnyRequest, value: str) -> Cookie:
         max_age=SESSION_SECONDS,
         httponly=True,
         samesite="strict",
-        secure=_secure(request),
+        secure=is_secure(request),
         path="/",
     )
 
@@ -86,8 +100,8 @@ def _session_cookie(request: AnyRequest, value: str) -> Cookie:
 def _signed_in_page(request: AnyRequest, person: str, cookie: str) -> Response[Any]:
     """A same-site page that moves on to ``/`` (a redirect from a cross-site link would
     arrive without the SameSite=Strict cookie)."""
-    body = _render(request, "signed_in.html", person=person, me=None)
-    return _html(body, 200, [_session_cookie(request, cookie)])
+    body = render_template(request, "signed_in.html", person=person, me=None)
+    return html_response(body, 200, [_session_cookie(request, cookie)])
 
 
 @post("/signin", include_in_schema=False, status_code=200)
@@ -97,7 +111,7 @@ async def signin_with_token(request: AnyRequest) -> Response[Any]:
     nonce = request.cookies.get(SIGNIN_COOKIE)
     if not nonce or not same_secret(str(form.get("signin", "")), nonce):
         raise CSRF_REFUSED
-    web, ctx = _web(request), context_of(request)
+    web, ctx = web_state(request), context_of(request)
     try:
         person = await web.sessions.person_for_token(str(form.get("token", "")))
     except SignInRefused as refused:
@@ -109,7 +123,7 @@ async def signin_with_token(request: AnyRequest) -> Response[Any]:
 @get("/signin/{token:str}", include_in_schema=False)
 async def signin_with_link(request: AnyRequest, token: FromPath[str]) -> Response[Any]:
     """Redeem a one-time link from ``milepost web``: a session, or a page saying why not."""
-    web, ctx = _web(request), context_of(request)
+    web, ctx = web_state(request), context_of(request)
     person = await web.sessions.redeem_link(token, ctx.clock())
     cookie, _ = await web.sessions.start(person, ctx.clock())
     return _signed_in_page(request, person, cookie)
@@ -118,12 +132,12 @@ async def signin_with_link(request: AnyRequest, token: FromPath[str]) -> Respons
 @post("/signout", include_in_schema=False, status_code=200)
 async def signout(request: AnyRequest) -> Response[Any]:
     """End this browser's session."""
-    me = await _signed_in(request)
+    me = await require_signed_in(request)
     form = await request.form()
-    _check_csrf(me, str(form.get(CSRF_FIELD, "")) or request.headers.get(CSRF_HEADER))
-    await _web(request).sessions.end(me)
-    body = _render(request, "signed_out.html", me=None)
-    return _html(
+    check_csrf(me, str(form.get(CSRF_FIELD, "")) or request.headers.get(CSRF_HEADER))
+    await web_state(request).sessions.end(me)
+    body = render_template(request, "signed_out.html", me=None)
+    return html_response(
         body,
         200,
         [Cookie(key=SESSION_COOKIE, value="", max_age=0, httponly=True, samesite="strict")],
@@ -147,6 +161,6 @@ async def new_signin_link(request: Request[str, str, Any]) -> SignInLink:
     """A fresh one-time link (``milepost web`` opens it); only its hash is stored."""
     ctx = context_of(request)
     now = ctx.clock()
-    token = await _web(request).sessions.new_link(request.user, now)
+    token = await web_state(request).sessions.new_link(request.user, now)
     base = str(request.base_url).rstrip("/")
     return SignInLink(f"{base}/signin/{token}", now + timedelta(seconds=LINK_SECONDS))

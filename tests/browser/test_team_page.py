@@ -115,6 +115,8 @@ def signed_in_page(browser: Any, device: Device, **context: Any) -> Any:
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
+    # A failed load's console line does not name the resource: the response does.
+    page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
     page.errors = errors
     page.goto(link)
     page.wait_for_url("**/t/web")

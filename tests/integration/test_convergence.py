@@ -61,8 +61,9 @@ What the machine found, each now fixed and its tolerance removed:
 
 Profiles: the default runs 40 examples on SQLite and 15 on PostgreSQL (about half a
 minute; through the real parts failures are reported unshrunk, and
-``MILEPOST_MACHINE_EXAMPLES=N`` raises both counts to hunt a rare one); ``--hypothesis-profile=deep`` (tests/conftest.py) runs 500 examples of up to 120
-steps each.
+``MILEPOST_MACHINE_EXAMPLES=N`` raises both counts to hunt a rare one);
+``--hypothesis-profile=deep`` (tests/conftest.py) runs 500 examples of up to 120 steps
+each.
 """
 
 from __future__ import annotations
