@@ -143,12 +143,7 @@ _MIGRATION_LOCK = 0x6D696C65  # "mile": one migrator at a time across processes
 
 _EVENT_COLUMNS = "position, id, actor, type, root_id, team, raw"
 
-_VISIBLE = """
-SELECT e.position, e.id, e.actor, e.type, e.root_id, e.team, e.raw
-FROM events e
-LEFT JOIN items r ON r.item_id = e.root_id
-LEFT JOIN sharing s ON s.root_id = e.root_id AND s.actor = r.owner
-WHERE e.position > $2 AND (
+_MAY_SEE = """
     e.actor = $1
     OR r.owner = $1
     OR (s.visibility = 'partners' AND s.partners ? $1)
@@ -158,29 +153,30 @@ WHERE e.position > $2 AND (
         WHERE mine.person = $1 AND mine.joined AND theirs.person = r.owner AND theirs.joined))
     OR (e.team IS NOT NULL AND EXISTS (
         SELECT 1 FROM team_members m WHERE m.team = e.team AND m.person = $1 AND m.joined))
-)
+"""
+"""Whether ``$1`` may see event ``e`` now (joined with its root item ``r`` and the owner's
+sharing ``s``): the one visibility rule of the pull and of the referents it vouches for."""
+
+_VISIBLE = f"""
+SELECT e.position, e.id, e.actor, e.type, e.root_id, e.team, e.raw
+FROM events e
+LEFT JOIN items r ON r.item_id = e.root_id
+LEFT JOIN sharing s ON s.root_id = e.root_id AND s.actor = r.owner
+WHERE e.position > $2 AND (
+{_MAY_SEE})
 ORDER BY e.position
 LIMIT $3
 """
 
 
-_VOUCHED = """
+_VOUCHED = f"""
 SELECT e.id, e.actor, e.type
 FROM events e
 LEFT JOIN held h ON h.event_id = e.id AND h.released_at IS NULL
 LEFT JOIN items r ON r.item_id = e.root_id
 LEFT JOIN sharing s ON s.root_id = e.root_id AND s.actor = r.owner
 WHERE e.id = ANY($2::text[]) AND h.event_id IS NULL AND NOT coalesce((
-    e.actor = $1
-    OR r.owner = $1
-    OR (s.visibility = 'partners' AND s.partners ? $1)
-    OR (s.visibility = 'team' AND EXISTS (
-        SELECT 1 FROM team_members mine
-        JOIN team_members theirs ON theirs.team = mine.team
-        WHERE mine.person = $1 AND mine.joined AND theirs.person = r.owner AND theirs.joined))
-    OR (e.team IS NOT NULL AND EXISTS (
-        SELECT 1 FROM team_members m WHERE m.team = e.team AND m.person = $1 AND m.joined))
-), false)
+{_MAY_SEE}), false)
 """
 """The accepted events among ``$2`` that ``$1`` may not see now (the negation of
 ``_VISIBLE``'s rule); see ``ServerStore.vouched``."""

@@ -104,13 +104,7 @@ MIGRATIONS: tuple[Migration, ...] = (
 
 EVENT_COLUMNS = "position, id, actor, type, root_id, team, raw"
 
-# Who may see an event now; shared by the pull query. See ServerStore.visible_events_after.
-VISIBLE = """
-SELECT e.position, e.id, e.actor, e.type, e.root_id, e.team, e.raw
-FROM events e
-LEFT JOIN items r ON r.item_id = e.root_id
-LEFT JOIN sharing s ON s.root_id = e.root_id AND s.actor = r.owner
-WHERE e.position > :after AND (
+MAY_SEE = """
     e.actor = :person
     OR r.owner = :person
     OR (s.visibility = 'partners'
@@ -121,7 +115,18 @@ WHERE e.position > :after AND (
         WHERE mine.person = :person AND mine.joined AND theirs.person = r.owner AND theirs.joined))
     OR (e.team IS NOT NULL AND EXISTS (
         SELECT 1 FROM team_members m WHERE m.team = e.team AND m.person = :person AND m.joined))
-)
+"""
+"""Whether ``:person`` may see event ``e`` now (joined with its root item ``r`` and the
+owner's sharing ``s``): the one visibility rule of the pull and of the referents it vouches
+for. See ServerStore.visible_events_after."""
+
+VISIBLE = f"""
+SELECT e.position, e.id, e.actor, e.type, e.root_id, e.team, e.raw
+FROM events e
+LEFT JOIN items r ON r.item_id = e.root_id
+LEFT JOIN sharing s ON s.root_id = e.root_id AND s.actor = r.owner
+WHERE e.position > :after AND (
+{MAY_SEE})
 ORDER BY e.position
 LIMIT :limit
 """
@@ -196,24 +201,14 @@ visibility is the one of ``VISIBLE``; an own event (``e.actor = person``) is alw
 so it is never revealed."""
 
 
-VOUCHED = """
+VOUCHED = f"""
 SELECT e.id, e.actor, e.type
 FROM events e
 LEFT JOIN held h ON h.event_id = e.id AND h.released_at IS NULL
 LEFT JOIN items r ON r.item_id = e.root_id
 LEFT JOIN sharing s ON s.root_id = e.root_id AND s.actor = r.owner
 WHERE e.id IN (SELECT value FROM json_each(:ids)) AND h.event_id IS NULL AND NOT coalesce((
-    e.actor = :person
-    OR r.owner = :person
-    OR (s.visibility = 'partners'
-        AND EXISTS (SELECT 1 FROM json_each(s.partners) p WHERE p.value = :person))
-    OR (s.visibility = 'team' AND EXISTS (
-        SELECT 1 FROM team_members mine
-        JOIN team_members theirs ON theirs.team = mine.team
-        WHERE mine.person = :person AND mine.joined AND theirs.person = r.owner AND theirs.joined))
-    OR (e.team IS NOT NULL AND EXISTS (
-        SELECT 1 FROM team_members m WHERE m.team = e.team AND m.person = :person AND m.joined))
-), 0)
+{MAY_SEE}), 0)
 """
 """The accepted events among ``:ids`` that ``:person`` may not see now (the negation of
 ``VISIBLE``'s rule); see ``ServerStore.vouched``."""
