@@ -323,8 +323,9 @@ def member_and_team(data: list[bytes]) -> tuple[str, str]:
     raise RuntimeError("no membership in the history")
 
 
-def start_server(home: Path) -> tuple[subprocess.Popen[str], str]:
-    """``milepost-server run`` on free ports; wait for its URLs (after the initial fold)."""
+def start_server(home: Path, *flags: str) -> tuple[subprocess.Popen[str], str]:
+    """``milepost-server run`` on free ports with ``flags``; returns once it prints its HTTP
+    URL (after the start's fold or snapshot load). Stop it with ``stop_server``."""
     process = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "milepost-server"),
@@ -333,20 +334,20 @@ def start_server(home: Path) -> tuple[subprocess.Popen[str], str]:
             "0",
             "--nats-port",
             "0",
-            # A first start takes a snapshot at once, in the background: keep it out of
-            # the latency figures (bench/snapshot.py measures snapshots and restarts).
-            "--no-snapshots",
+            *flags,
         ],
         env={**os.environ, "MILEPOST_SERVER_HOME": str(home)},
         stdout=subprocess.PIPE,
         text=True,
     )
     assert process.stdout is not None
-    for _ in range(2):
+    while True:
         line = process.stdout.readline()
+        if not line:
+            stop_server(process)
+            raise RuntimeError("the server exited before listening")
         if line.startswith("http: "):
-            url = line.split(" ", 1)[1].strip()
-    return process, url
+            return process, line.split(" ", 1)[1].strip()
 
 
 def rss_mb(pid: int) -> float:
@@ -357,12 +358,12 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def stop_server(process: subprocess.Popen[str]) -> None:
-    """SIGTERM by pid, SIGKILL if it does not exit."""
+def stop_server(process: subprocess.Popen[str], patience: float = 30) -> None:
+    """SIGTERM by pid, SIGKILL if it does not exit within ``patience`` seconds."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(30)
+            process.wait(patience)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
@@ -456,7 +457,9 @@ def http_figures(workdir: Path, count: int, seconds: int) -> None:
     )
     token = json.loads(added.stdout)["api_token"]
     began = time.perf_counter()
-    process, base = start_server(home)
+    # A first start takes a snapshot at once, in the background: keep it out of the
+    # latency figures (bench/snapshot.py measures snapshots and restarts).
+    process, base = start_server(home, "--no-snapshots")
     figure("server_start_with_history", time.perf_counter() - began, "s")
     figure("server_rss_after_start", rss_mb(process.pid), "MB")
     figure("http_events_stored", count, "events")

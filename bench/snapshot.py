@@ -25,7 +25,6 @@ import gc
 import json
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -38,7 +37,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import events
-from bench.server import fill_store, heads, member_and_team, rss_mb
+from bench.server import fill_store, heads, member_and_team, rss_mb, start_server, stop_server
 from milepost_testkit.history import history_bytes
 from projections import persist
 from projections.state import ProjectionState, apply
@@ -55,23 +54,9 @@ def figure(name: str, value: float, unit: str) -> None:
 
 def start(home: Path, person: str, token: str, *extra: str) -> tuple[float, float, str]:
     """Start the server; (seconds to the first answered goal tree, RSS MB then, metrics)."""
-    env = {**os.environ, "MILEPOST_SERVER_HOME": str(home)}
     began = time.perf_counter()
-    process = subprocess.Popen(
-        [str(BIN), "run", "--port", "0", "--nats-port", "0", *extra],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    process, url = start_server(home, *extra)
     try:
-        assert process.stdout is not None
-        url = ""
-        while not url:
-            line = process.stdout.readline()
-            if not line:
-                raise RuntimeError("the server exited before listening")
-            if line.startswith("http: "):
-                url = line.split(" ", 1)[1].strip()
         headers = {"Authorization": f"Bearer {token}"}
         while True:
             response = httpx.get(f"{url}/people/{person}/goals", headers=headers, timeout=60)
@@ -83,34 +68,14 @@ def start(home: Path, person: str, token: str, *extra: str) -> tuple[float, floa
         metrics = httpx.get(f"{url}/metrics", timeout=30).text
         return seconds, memory, metrics
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(300)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_server(process, patience=300)
 
 
 def latency_during_take(home: Path, person: str, token: str) -> None:
     """Goal-tree latency while the running server takes its first snapshot (periodic, in
     pieces on the event loop) vs right after, one request at a time."""
-    env = {**os.environ, "MILEPOST_SERVER_HOME": str(home)}
-    process = subprocess.Popen(
-        [str(BIN), "run", "--port", "0", "--nats-port", "0", "--snapshot-every", "1"],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    process, url = start_server(home, "--snapshot-every", "1")
     try:
-        assert process.stdout is not None
-        url = ""
-        while not url:
-            line = process.stdout.readline()
-            if not line:
-                raise RuntimeError("the server exited before listening")
-            if line.startswith("http: "):
-                url = line.split(" ", 1)[1].strip()
         headers = {"Authorization": f"Bearer {token}"}
         during: list[float] = []
         after: list[float] = []
@@ -142,13 +107,7 @@ def latency_during_take(home: Path, person: str, token: str) -> None:
             figure(f"goal_tree_{name}_periodic_snapshot_p99", cuts[98], "ms")
             figure(f"goal_tree_{name}_periodic_snapshot_max", max(values), "ms")
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(300)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_server(process, patience=300)
 
 
 def metric(text: str, name: str) -> float | None:

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import nats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.server import start_server, stop_server
 from events import (
     CheckInRecorded,
     Event,
@@ -56,33 +56,6 @@ def admin(home: Path, *args: str) -> str:
     if done.returncode != 0:
         raise RuntimeError(done.stderr)
     return done.stdout
-
-
-def start(home: Path) -> tuple[subprocess.Popen[str], str]:
-    env = {**os.environ, "MILEPOST_SERVER_HOME": str(home)}
-    process = subprocess.Popen(
-        [str(SERVER), "run", "--port", "0", "--nats-port", "0"],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    url = ""
-    for _ in range(2):
-        line = process.stdout.readline()
-        if line.startswith("http: "):
-            url = line.split(" ", 1)[1].strip()
-    return process, url
-
-
-def stop(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 async def measure(base: str, viewer_token: str, writer: dict[str, str], count: int) -> list[float]:
@@ -159,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="milepost-bench-web-") as tmp:
         home = Path(tmp)
-        process, base = start(home)
+        process, base = start_server(home)
         try:
             people = {
                 name: json.loads(admin(home, "person", "add", name, "--team", "web", "--json"))
@@ -169,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                 measure(base, people["bob"]["api_token"], people["alice"], args.events)
             )
         finally:
-            stop(process)
-    cuts = statistics.quantiles(delays, n=100)
+            stop_server(process)
+    cuts = statistics.quantiles(delays, n=100, method="inclusive")
     for name, value, unit in (
         ("web_live_feed_samples", len(delays), "events"),
         ("web_live_feed_p50", cuts[49], "ms"),
