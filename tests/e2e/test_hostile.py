@@ -45,6 +45,7 @@ from events import (
     new_event_id,
 )
 from events.clock import pack
+from events.wire import decode_reply, pull_subject
 from milepost_testkit.history import jsonl_file as jsonl
 from milepost_testkit.sync_world import Device, World
 from server.nats_embedded import inbox_prefix
@@ -357,3 +358,39 @@ async def test_kudos_from_a_raw_connection_are_judged_like_any_event(hostile: Wo
     assert set(reasons) == {own.id, not_a_completion.id}
     assert "your own" in reasons[own.id]
     assert "not a milestone completion" in reasons[not_a_completion.id]
+
+
+async def test_a_raw_pull_vouches_only_for_what_the_pullers_events_name(hostile: World) -> None:
+    """Referents (``PullReply.referents``) carry the author and type of an event the person
+    may not see, and only when an event delivered to them names it. Bob, on a raw
+    connection, plants on alice's private objective and asks with a hand-made request
+    carrying extra fields: his reply vouches for nothing his planting names, and never
+    carries a title, note or any other content of alice's private items."""
+    w = hostile
+    async with Raw(w, "alice") as alice, Raw(w, "bob") as bob:
+        private = alice.event(ObjectiveCreated(title="Private plan ZZSECRET", cycle="2026"))
+        hidden = alice.event(ObjectiveCreated(title="Never named ZZHIDDEN", cycle="2026"))
+        moved = alice.event(MilestonePlanned(title="Moved", objective=private.id))
+        team = alice.event(ObjectiveCreated(title="Team plan", cycle="2026", visibility="team"))
+        relinked = alice.event(MilestoneRelinked(milestone=moved.id, objective=team.id))
+        await alice.push(private, hidden, moved, team, relinked)
+        planted = bob.event(MilestonePlanned(title="Planted", objective=hidden.id))
+        await bob.push(planted)
+        reasons = await refused(w, 1)
+        assert set(reasons) == {planted.id}
+
+        request = msgspec.msgpack.encode(
+            {"device": "raw", "after": 0, "limit": 100, "checked": 0, "ids": [hidden.id]}
+        )  # an extra field asking for more: ignored
+        reply = await bob.nc.request(pull_subject("bob"), request, timeout=10)
+    answer = decode_reply(reply.data)
+    delivered = {msgspec.json.decode(e.raw)["id"] for e in answer.events}
+    assert {moved.id, team.id, relinked.id} <= delivered
+    assert not delivered & {private.id, hidden.id, planted.id}
+    # The moved milestone's planning names the private objective: vouched for, bare.
+    assert [(r.id, r.actor, r.type) for r in answer.referents] == [
+        (private.id, "alice", "objective.created")
+    ]
+    assert b"ZZSECRET" not in reply.data and b"ZZHIDDEN" not in reply.data
+    # bob's refused planting comes back as his refusal, never as a referent
+    assert [r.event_id for r in answer.refusals] == [planted.id]
