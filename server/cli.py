@@ -21,7 +21,14 @@ import cyclopts
 from cyclopts import App, Parameter
 
 from server import home as server_home
-from server.cli_common import AsJson, CliError, Database, data_home, open_database
+from server.cli_common import (
+    AsJson,
+    CliError,
+    Database,
+    data_home,
+    open_database,
+    open_with_snapshots,
+)
 from server.cli_people import person_app, team_app
 from server.ingest import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_STREAM_MAX_BYTES
 from server.limits import (
@@ -363,28 +370,21 @@ def snapshot_take(*, database: Database = None, as_json: AsJson = False) -> int:
     """
     from server.metrics import SnapshotStats
     from server.projection import ProjectionFollower
-    from server.snapshots import open_snapshots
     from server.snapshots import service as snapshotting
 
     async def go() -> dict[str, Any]:
-        location = database or server_home.default_database(data_home())
-        async with open_database(database) as opened:
-            snapshots = open_snapshots(location)
-            await snapshots.open()
-            try:
-                follower = ProjectionFollower(opened.store)
-                stats = SnapshotStats()
-                began = time.perf_counter()
-                await snapshotting.load_newest(opened.store, snapshots, follower, stats)
-                await follower.catch_up()
-                info = await snapshotting.take(opened.store, snapshots, follower, stats)
-                if info is None:
-                    raise CliError("the store changed while the snapshot was taken; try again")
-                report = _snapshot_json(info, None)
-                report["total_seconds"] = round(time.perf_counter() - began, 3)
-                return report
-            finally:
-                await snapshots.close()
+        async with open_with_snapshots(database) as (opened, snapshots):
+            follower = ProjectionFollower(opened.store)
+            stats = SnapshotStats()
+            began = time.perf_counter()
+            await snapshotting.load_newest(opened.store, snapshots, follower, stats)
+            await follower.catch_up()
+            info = await snapshotting.take(opened.store, snapshots, follower, stats)
+            if info is None:
+                raise CliError("the store changed while the snapshot was taken; try again")
+            report = _snapshot_json(info, None)
+            report["total_seconds"] = round(time.perf_counter() - began, 3)
+            return report
 
     report = asyncio.run(go())
     if as_json:
@@ -403,21 +403,14 @@ def snapshot_list(*, database: Database = None, as_json: AsJson = False) -> int:
 
     Example: milepost-server snapshot list --json
     """
-    from server.snapshots import open_snapshots
     from server.snapshots import service as snapshotting
 
     async def go() -> list[dict[str, Any]]:
-        location = database or server_home.default_database(data_home())
-        async with open_database(database) as opened:
-            snapshots = open_snapshots(location)
-            await snapshots.open()
-            try:
-                return [
-                    _snapshot_json(info, await snapshotting.why_invalid(opened.store, info))
-                    for info in await snapshots.listing()
-                ]
-            finally:
-                await snapshots.close()
+        async with open_with_snapshots(database) as (opened, snapshots):
+            return [
+                _snapshot_json(info, await snapshotting.why_invalid(opened.store, info))
+                for info in await snapshots.listing()
+            ]
 
     found = asyncio.run(go())
     if as_json:
@@ -452,41 +445,34 @@ def snapshot_check(
     from projections import persist
     from projections.state import ProjectionState, apply
     from server import rebuild as rb
-    from server.snapshots import open_snapshots
     from server.snapshots import service as snapshotting
 
     async def go() -> dict[str, Any]:
-        location = database or server_home.default_database(data_home())
-        async with open_database(database) as opened:
-            snapshots = open_snapshots(location)
-            await snapshots.open()
+        async with open_with_snapshots(database) as (opened, snapshots):
+            listed = await snapshots.listing()
+            if snapshot_id is not None:
+                listed = [info for info in listed if info.id == snapshot_id]
+            if not listed:
+                raise CliError(
+                    "no snapshots yet: milepost-server snapshot take"
+                    if snapshot_id is None
+                    else f"no snapshot {snapshot_id}"
+                )
+            info = listed[0]
+            reason = await snapshotting.why_invalid(opened.store, info)
+            if reason is not None:
+                raise CliError(f"snapshot {info.id} cannot be loaded: {reason}")
+            blob = await snapshots.blob(info.id)
+            if blob is None:
+                raise CliError(f"snapshot {info.id} cannot be loaded: its bytes are gone")
             try:
-                listed = await snapshots.listing()
-                if snapshot_id is not None:
-                    listed = [info for info in listed if info.id == snapshot_id]
-                if not listed:
-                    raise CliError(
-                        "no snapshots yet: milepost-server snapshot take"
-                        if snapshot_id is None
-                        else f"no snapshot {snapshot_id}"
-                    )
-                info = listed[0]
-                reason = await snapshotting.why_invalid(opened.store, info)
-                if reason is not None:
-                    raise CliError(f"snapshot {info.id} cannot be loaded: {reason}")
-                blob = await snapshots.blob(info.id)
-                if blob is None:
-                    raise CliError(f"snapshot {info.id} cannot be loaded: its bytes are gone")
-                try:
-                    loaded, _ = persist.decode(blob, info.checksum)
-                except persist.SnapshotInvalid as exc:
-                    raise CliError(f"snapshot {info.id} cannot be loaded: {exc}") from None
-                # The fold of the same events: positions 1..position, in order.
-                fresh = ProjectionState()
-                for event in await rb.stored_events(opened.store, upto=info.position):
-                    apply(fresh, event)
-            finally:
-                await snapshots.close()
+                loaded, _ = persist.decode(blob, info.checksum)
+            except persist.SnapshotInvalid as exc:
+                raise CliError(f"snapshot {info.id} cannot be loaded: {exc}") from None
+            # The fold of the same events: positions 1..position, in order.
+            fresh = ProjectionState()
+            for event in await rb.stored_events(opened.store, upto=info.position):
+                apply(fresh, event)
         compared, differ = rb.differences(loaded, fresh, datetime.now(UTC))
         return {
             "id": info.id,

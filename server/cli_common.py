@@ -7,13 +7,16 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from cyclopts import Parameter
 
 from server import home as server_home
 from server.accounts import AccountStore, open_accounts
 from server.store import ServerStore, open_store
+
+if TYPE_CHECKING:
+    from server.snapshots.protocol import SnapshotStore
 
 
 class CliError(Exception):
@@ -61,3 +64,18 @@ async def open_database(database: str | None) -> AsyncIterator[Opened]:
             await accounts.close()
     finally:
         await store.close()
+
+
+@contextlib.asynccontextmanager
+async def open_with_snapshots(database: str | None) -> AsyncIterator[tuple[Opened, SnapshotStore]]:
+    """``open_database`` and the snapshot store kept beside it (the ``snapshot`` commands)."""
+    from server.snapshots import open_snapshots
+
+    location = database or server_home.default_database(data_home())
+    async with open_database(database) as opened:
+        snapshots = open_snapshots(location)
+        await snapshots.open()
+        try:
+            yield opened, snapshots
+        finally:
+            await snapshots.close()
