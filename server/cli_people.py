@@ -45,6 +45,8 @@ Output = Annotated[
     ),
 ]
 Force = Annotated[bool, Parameter(negative="", help="With --output: replace an existing file.")]
+NatsUrl = Annotated[str | None, Parameter(help="NATS URL to tell the client.")]
+HttpUrl = Annotated[str | None, Parameter(help="HTTP URL to tell the client.")]
 
 person_app = App(
     name="person",
@@ -200,8 +202,8 @@ def person_add(
     as_json: AsJson = False,
     output: Output = None,
     force: Force = False,
-    nats_url: Annotated[str | None, Parameter(help="NATS URL to tell the client.")] = None,
-    http_url: Annotated[str | None, Parameter(help="HTTP URL to tell the client.")] = None,
+    nats_url: NatsUrl = None,
+    http_url: HttpUrl = None,
 ) -> int:
     """Register a person and print what `milepost init` needs (shown once), or write it
     to a file only its owner can read with --output.
@@ -294,8 +296,8 @@ def person_rotate(
     as_json: AsJson = False,
     output: Output = None,
     force: Force = False,
-    nats_url: Annotated[str | None, Parameter(help="NATS URL to tell the client.")] = None,
-    http_url: Annotated[str | None, Parameter(help="HTTP URL to tell the client.")] = None,
+    nats_url: NatsUrl = None,
+    http_url: HttpUrl = None,
 ) -> int:
     """Issue new credentials; the old password and token stop working, and the person's
     team page sessions end.
