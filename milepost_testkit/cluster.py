@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import nats.errors
 from nats.aio.client import Client as NatsClient
 
 from milepost_testkit import PEOPLE
@@ -288,10 +289,22 @@ class NatsCluster:
                 await client.close()
         self.clients.clear()
 
-    async def stream_replicas(self) -> tuple[str | None, list[str]]:
-        """(leader, current replica names) of the events stream."""
+    async def stream_replicas(self, timeout: float = 30.0) -> tuple[str | None, list[str]]:
+        """(leader, current replica names) of the events stream.
+
+        Retried until ``timeout``: right after a node dies the JetStream API may not answer
+        for a few seconds while the cluster elects a new meta leader.
+        """
         client = self.clients[0] if self.clients else await self.connect_service()
-        info = await client.jetstream().stream_info(STREAM)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                info = await client.jetstream().stream_info(STREAM)
+                break
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
         if info.cluster is None:
             return None, []
         replicas = [r.name for r in info.cluster.replicas or [] if r.current and r.name]
