@@ -163,6 +163,14 @@ def run(
         float,
         Parameter(help="... or once this many minutes passed with any event folded since."),
     ] = 10.0,
+    memory_budget: Annotated[
+        int | None,
+        Parameter(
+            help="MB of projection state to hold: fold each team's history when it is first"
+            " asked for and drop the least recently used over this budget, instead of folding"
+            " all history at start (no snapshots are taken then; see docs/scaling.md)."
+        ),
+    ] = None,
 ) -> int:
     """Run the server: store, NATS, ingest, projections and the HTTP API in one process.
 
@@ -191,6 +199,8 @@ def run(
         raise CliError("--snapshot-every must be at least 1", 2)
     if not 0 < snapshot_minutes <= 7 * 24 * 60:
         raise CliError("--snapshot-minutes must be above 0 and at most a week", 2)
+    if memory_budget is not None and not 16 <= memory_budget <= 1024 * 1024:
+        raise CliError("--memory-budget must be between 16 and 1048576 (MB)", 2)
     logging.basicConfig(
         level=logging.WARNING,
         stream=sys.stderr,
@@ -212,6 +222,7 @@ def run(
         snapshots=snapshots,
         snapshot_every_events=snapshot_every,
         snapshot_every_seconds=snapshot_minutes * 60,
+        memory_budget_bytes=None if memory_budget is None else memory_budget * 1024 * 1024,
     )
 
     def announce(http_url: str, nats_url: str) -> None:

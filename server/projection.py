@@ -29,13 +29,26 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from typing import Protocol
 
 from events import AnyEvent, CodecError, Event, decode
 from projections import persist
 from projections.state import FEED_TYPES, ProjectionState, apply
 from server.store.protocol import Incoming, ServerStore, StoredEvent
+from server.working_set import Partition, WorkingSet
 
 log = logging.getLogger(__name__)
+
+
+class Folded(Protocol):
+    """A folded state a view reads and the live feed follows: the follower's own (all
+    history) or a working-set partition."""
+
+    @property
+    def state(self) -> ProjectionState: ...
+
+    def feed_events_after(self, position: int) -> Iterator[tuple[int, str]]: ...
+
 
 PAGE = 5_000
 """Events read per ``events_after`` call."""
@@ -47,8 +60,18 @@ FOLD_SLICE = 500
 class ProjectionFollower:
     """Holds the projection state and the store position it reflects."""
 
-    def __init__(self, store: ServerStore, *, page: int = PAGE, poll_interval: float = 0.2) -> None:
+    def __init__(
+        self,
+        store: ServerStore,
+        *,
+        page: int = PAGE,
+        poll_interval: float = 0.2,
+        working_set: WorkingSet | None = None,
+    ) -> None:
         self._store = store
+        self.working_set = working_set
+        """Set: the state is held in partitions folded on demand (``server.working_set``),
+        and ``state`` is only its directory (who is in which team)."""
         self._page = page
         self._poll_interval = poll_interval
         self.state = ProjectionState()
@@ -70,6 +93,11 @@ class ProjectionFollower:
     ) -> None:
         """Fold ``stored`` in order; ``decoded`` (by event id) spares decoding an event whose
         exact stored bytes were already decoded at ingest."""
+        if self.working_set is not None:
+            for item in stored:
+                self.working_set.fold(item)
+                self.position = item.position
+            return
         state = self.state
         feed_positions = self._feed_positions
         feed_ids = self._feed_ids
@@ -111,6 +139,8 @@ class ProjectionFollower:
             return True
         if stored[-1].position <= self.position:
             return True  # already read from the store
+        if self.working_set is not None:
+            return False  # its partitions may ask the store what their events wait for
         if self._lock.locked() or self._snapshots:
             return False  # a catch-up mid-read, the state read in a thread, or a snapshot
         fresh = [item for item in stored if item.position > self.position]
@@ -142,6 +172,8 @@ class ProjectionFollower:
                 # slices of it (each reads a state consistent at the position folded).
                 for start in range(0, len(page), FOLD_SLICE):
                     self._fold(page[start : start + FOLD_SLICE])
+                    if self.working_set is not None:
+                        await self.working_set.follow(self.position)
                     await asyncio.sleep(0)
                 folded += len(page)
                 if len(page) < self._page:
@@ -157,6 +189,34 @@ class ProjectionFollower:
         """Hold off folding while the state is read outside the event loop (a thread)."""
         async with self._lock:
             yield self.state
+
+    async def start_working_set(self) -> None:
+        """With a working set: fold only the directory and follow from the store's end."""
+        assert self.working_set is not None
+        async with self._lock:
+            self.position = await self.working_set.start()
+            self.state = self.working_set.directory
+        self._folded()
+
+    async def team_view(self, team: str) -> Folded:
+        """What answers for a team: this follower (all history) or the team's partition."""
+        if self.working_set is None:
+            return self
+        key, people = self.working_set.team_key(team)
+        return await self.working_set.partition(key, people, self.position, self._settle)
+
+    async def person_view(self, person: str) -> Folded:
+        """What answers for a person: this follower (all history) or their partition."""
+        if self.working_set is None:
+            return self
+        key, people = self.working_set.person_key(person)
+        return await self.working_set.partition(key, people, self.position, self._settle)
+
+    async def _settle(self, partition: Partition, position: int) -> None:
+        assert self.working_set is not None
+        async with self._lock:
+            await self.working_set.catch_up(partition, position, self.position)
+            self.working_set.add(partition)
 
     def poke(self) -> None:
         """Ask the follower to catch up now (after a local ingest batch)."""
@@ -222,7 +282,15 @@ class ProjectionFollower:
                 self._thawed.set()
 
     async def rebuild(self) -> None:
-        """Fold every stored event into a fresh state, then swap it in."""
+        """Fold every stored event into a fresh state, then swap it in (with a working set:
+        forget every partition and fold the directory again)."""
+        if self.working_set is not None:
+            async with self._lock:
+                self.working_set.reset()
+                self.position = await self.working_set.start()
+                self.state = self.working_set.directory
+            await self.catch_up()
+            return
         fresh = ProjectionFollower(self._store, page=self._page)
         await fresh.catch_up()
         async with self._lock:

@@ -72,6 +72,48 @@ def people_and_teams(state: ProjectionState) -> tuple[list[str], list[str]]:
     return sorted(people), sorted(teams)
 
 
+def person_views(
+    state: ProjectionState,
+    person: str,
+    now: datetime,
+    settings: DriftSettings = DEFAULT_SETTINGS,
+    *,
+    with_review: bool = True,
+) -> Iterator[tuple[str, bytes]]:
+    """(name, JSON) of every view of ``person`` a user can ask for, at ``now``."""
+    year_start, year_end = date(now.year, 1, 1), date(now.year, 12, 31)
+    yield f"goals/{person}", _encode(goal_tree(state, person, now))
+    yield f"drift/{person}", _encode(drift_signals(state, person, now, settings))
+    if with_review:
+        yield (
+            f"review/{person}",
+            _encode(review(state, person, year_start, year_end, now, settings=settings)),
+        )
+
+
+def team_views(
+    state: ProjectionState,
+    team: str,
+    now: datetime,
+    settings: DriftSettings = DEFAULT_SETTINGS,
+) -> Iterator[tuple[str, bytes]]:
+    """(name, JSON) of every view of ``team`` as each member sees it, at ``now``."""
+    for member in sorted(state.members_of(team)):
+        yield f"board/{team}/{member}", _encode(team_board(state, team, member, now))
+        yield (
+            f"team-drift/{team}/{member}",
+            _encode(team_drift(state, team, member, now, settings)),
+        )
+        cursor: str | None = None
+        page_number = 0
+        while True:
+            page = team_feed(state, team, member, cursor=cursor, limit=200)
+            yield f"feed/{team}/{member}/{page_number}", _encode(page)
+            if page.next_cursor is None:
+                break
+            cursor, page_number = page.next_cursor, page_number + 1
+
+
 def views(
     state: ProjectionState,
     now: datetime,
@@ -81,30 +123,10 @@ def views(
 ) -> Iterator[tuple[str, bytes]]:
     """(name, JSON) of every view a user can ask for, at ``now``."""
     people, teams = people_and_teams(state)
-    year_start, year_end = date(now.year, 1, 1), date(now.year, 12, 31)
     for person in people:
-        yield f"goals/{person}", _encode(goal_tree(state, person, now))
-        yield f"drift/{person}", _encode(drift_signals(state, person, now, settings))
-        if with_review:
-            yield (
-                f"review/{person}",
-                _encode(review(state, person, year_start, year_end, now, settings=settings)),
-            )
+        yield from person_views(state, person, now, settings, with_review=with_review)
     for team in teams:
-        for member in sorted(state.members_of(team)):
-            yield f"board/{team}/{member}", _encode(team_board(state, team, member, now))
-            yield (
-                f"team-drift/{team}/{member}",
-                _encode(team_drift(state, team, member, now, settings)),
-            )
-            cursor: str | None = None
-            page_number = 0
-            while True:
-                page = team_feed(state, team, member, cursor=cursor, limit=200)
-                yield f"feed/{team}/{member}/{page_number}", _encode(page)
-                if page.next_cursor is None:
-                    break
-                cursor, page_number = page.next_cursor, page_number + 1
+        yield from team_views(state, team, now, settings)
 
 
 def differences(

@@ -53,6 +53,7 @@ from server.pull import PullResponder
 from server.snapshots import SnapshotStore, open_snapshots
 from server.snapshots import service as snapshotting
 from server.store import ServerStore, open_store
+from server.working_set import WorkingSet
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,9 @@ class RunOptions:
     """Take a snapshot once this many events were folded since the newest one."""
     snapshot_every_seconds: float = 600.0
     """... or once this long passed with any event folded since."""
+    memory_budget_bytes: int | None = None
+    """Hold a working set of partitions within this many bytes (``server.working_set``)
+    instead of all history; snapshots are then off."""
 
 
 class _Server(uvicorn.Server):
@@ -259,14 +263,21 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
         pulls = PullResponder(nc, store, on_refused=pull_refused)
         await pulls.start()
         stack.push_async_callback(pulls.stop)
-        follower = ProjectionFollower(store)
+        working_set = (
+            WorkingSet(store, options.memory_budget_bytes)
+            if options.memory_budget_bytes is not None
+            else None
+        )
+        follower = ProjectionFollower(store, working_set=working_set)
         snapshot_stats = SnapshotStats()
         snapshots: SnapshotStore | None = None
         # Loading or folding the history allocates millions of long-lived objects and no
         # garbage cycles: collections meanwhile would only rescan the growing heap.
         gc.disable()
         try:
-            if options.snapshots:
+            if working_set is not None:
+                await follower.start_working_set()  # the directory only: teams load on demand
+            elif options.snapshots:
                 snapshots = open_snapshots(database)
                 await snapshots.open()
                 stack.push_async_callback(snapshots.close)

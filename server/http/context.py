@@ -18,7 +18,7 @@ from projections.state import ProjectionState, as_of
 from server.accounts import AccountStore, token_person, verify_token
 from server.http.errors import ViewTooSlow
 from server.metrics import DeadLetterCount, IngestCounters, SnapshotStats
-from server.projection import ProjectionFollower
+from server.projection import Folded, ProjectionFollower
 from server.store.protocol import AppendResult, ServerStore
 
 _encode = msgspec.json.Encoder().encode
@@ -122,14 +122,27 @@ class ServerContext:
         default_factory=OrderedDict
     )
     _computing: dict[tuple[Any, ...], asyncio.Task[bytes]] = field(default_factory=dict)
-    _as_of_cache: OrderedDict[tuple[int, datetime], ProjectionState] = field(
-        default_factory=OrderedDict
-    )
+    _as_of_cache: OrderedDict[
+        tuple[int, int, datetime], tuple[ProjectionState, ProjectionState]
+    ] = field(default_factory=OrderedDict)
 
     @property
-    def state(self) -> ProjectionState:
-        """The current projection state."""
+    def directory(self) -> ProjectionState:
+        """A state that knows who is in which team (all of it, or a working set's directory);
+        views read ``team_state``/``person_state`` instead."""
         return self.follower.state
+
+    async def team_view(self, team: str) -> Folded:
+        """What answers for a team (a working-set partition is folded first if need be)."""
+        return await self.follower.team_view(team)
+
+    async def team_state(self, team: str) -> ProjectionState:
+        """The state a team's views read."""
+        return (await self.follower.team_view(team)).state
+
+    async def person_state(self, person: str) -> ProjectionState:
+        """The state a person's views read."""
+        return (await self.follower.person_view(person)).state
 
     async def cached(
         self,
@@ -211,15 +224,15 @@ class ServerContext:
         """How many cached views are being computed right now (in worker threads)."""
         return len(self._computing)
 
-    def state_as_of(self, moment: datetime) -> ProjectionState:
-        """The state as known at ``moment`` (a refold; the last few are cached)."""
-        key = (self.follower.position, moment)
+    def state_as_of(self, current: ProjectionState, moment: datetime) -> ProjectionState:
+        """``current`` as known at ``moment`` (a refold; the last few are cached)."""
+        key = (self.follower.position, id(current), moment)
         cached = self._as_of_cache.get(key)
         if cached is not None:
             self._as_of_cache.move_to_end(key)
-            return cached
-        state = as_of(self.state, moment)
-        self._as_of_cache[key] = state
+            return cached[1]
+        state = as_of(current, moment)
+        self._as_of_cache[key] = (current, state)  # holds ``current``: its id stays its own
         while len(self._as_of_cache) > 4:
             self._as_of_cache.popitem(last=False)
         return state

@@ -136,6 +136,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             "UPDATE events SET ref_id = NULL WHERE id IN (SELECT event_id FROM held)",
         ),
     ),
+    (
+        4,
+        "the working set's partition reads: events by actor, kudos by the root they name",
+        # A replica with a memory budget folds one partition (a team's people) on demand:
+        # their own events by actor, and kudos others gave on their items by root.
+        (
+            "CREATE INDEX events_actor ON events(actor, position)",
+            "CREATE INDEX events_kudos ON events(root_id) WHERE type = 'kudos.given'",
+        ),
+    ),
 )
 """Numbered schema steps; a step runs once and is recorded in ``schema_migrations``."""
 
@@ -180,6 +190,54 @@ WHERE e.id = ANY($2::text[]) AND h.event_id IS NULL AND NOT coalesce((
 """
 """The accepted events among ``$2`` that ``$1`` may not see now (the negation of
 ``_VISIBLE``'s rule); see ``ServerStore.vouched``."""
+
+
+_PARTITION = f"""
+SELECT {_EVENT_COLUMNS} FROM events
+WHERE actor = ANY($1::text[]) AND position > $2 AND position <= $3
+UNION ALL
+SELECT {_EVENT_COLUMNS} FROM events
+WHERE team IS NOT NULL AND position > $2 AND position <= $3 AND NOT actor = ANY($1::text[])
+UNION ALL
+SELECT {_EVENT_COLUMNS} FROM events
+WHERE type = 'kudos.given'
+    AND root_id IN (SELECT item_id FROM items WHERE owner = ANY($1::text[]))
+    AND position > $2 AND position <= $3 AND NOT actor = ANY($1::text[])
+UNION ALL
+SELECT {_EVENT_COLUMNS} FROM events
+WHERE root_id = ANY($4::text[]) AND position > $2 AND position <= $3
+    AND NOT actor = ANY($1::text[])
+ORDER BY position
+"""
+"""A partition's events in ``($2, $3]`` (see ``ServerStore.partition_events``)."""
+
+_FOREIGN_ROOTS = """
+SELECT DISTINCT e.root_id FROM events e JOIN items r ON r.item_id = e.root_id
+WHERE e.id = ANY($1::text[]) AND e.position <= $3 AND NOT r.owner = ANY($2::text[])
+"""
+"""The roots, owned outside ``$2``, of the events ``$1``."""
+
+
+_ACCEPTED_BY = """
+SELECT e.id, e.actor, e.type FROM events e
+LEFT JOIN held h ON h.event_id = e.id
+WHERE e.id = ANY($1::text[]) AND e.position <= $2
+    AND (h.event_id IS NULL OR h.released_at <= $2)
+"""
+"""Of the events ``$1``, those the ownership rule had accepted by position ``$2``: not held,
+or released (accepted late) by then (see ``ServerStore.accepted_referents``)."""
+
+
+_KUDOS_NAMING = """
+SELECT convert_from(e.raw, 'UTF8')::jsonb #>> '{body,completion}' AS completion,
+    e.actor, e.position
+FROM events e
+WHERE e.type = 'kudos.given' AND e.position <= $2 AND (
+    e.ref_id = ANY($1::text[])
+    OR e.id IN (SELECT event_id FROM held WHERE missing = ANY($1::text[])))
+"""
+"""Kudos naming the completions ``$1`` (see ``ServerStore.kudos_naming``): accepted ones
+by their ref, held ones by what they wait for."""
 
 
 _REVEALED = """
@@ -463,6 +521,41 @@ class PostgresStore:
         """Events ``person`` may see now, after ``position`` (see the Protocol)."""
         rows = await self.pool.fetch(_VISIBLE, person, position, limit)
         return [_stored(row) for row in rows]
+
+    async def partition_events(
+        self,
+        people: Collection[str],
+        after: int,
+        upto: int,
+        roots: Collection[str] = (),
+    ) -> list[StoredEvent]:
+        """The events of a working-set partition (see the Protocol), in position order."""
+        rows = await self.pool.fetch(_PARTITION, sorted(people), after, upto, sorted(roots))
+        return [_stored(row) for row in rows]
+
+    async def foreign_roots(
+        self, completions: Collection[str], people: Collection[str], upto: int
+    ) -> tuple[list[str], list[StoredEvent]]:
+        """Roots owned outside ``people`` of these completions, and their events."""
+        rows = await self.pool.fetch(_FOREIGN_ROOTS, list(completions), sorted(people), upto)
+        roots = [row["root_id"] for row in rows]
+        if not roots:
+            return [], []
+        return roots, await self.partition_events((), 0, upto, roots)
+
+    async def accepted_referents(self, ids: Collection[str], upto: int) -> dict[str, Referent]:
+        """Actor and type of the events among ``ids`` accepted by ``upto`` (see the Protocol)."""
+        if not ids:
+            return {}
+        rows = await self.pool.fetch(_ACCEPTED_BY, list(ids), upto)
+        return {row["id"]: Referent(row["actor"], row["type"]) for row in rows}
+
+    async def kudos_naming(
+        self, completions: Collection[str], upto: int
+    ) -> list[tuple[str, str, int]]:
+        """Kudos naming these completions (see the Protocol)."""
+        rows = await self.pool.fetch(_KUDOS_NAMING, list(completions), upto)
+        return [(row["completion"], row["actor"], row["position"]) for row in rows]
 
     async def reveal_floor(self, person: str, checked: int, after: int) -> int | None:
         """Where a pull must rescan from (see the Protocol); None when nothing was revealed."""

@@ -110,6 +110,39 @@ class ServerStore(Protocol):
         whose root they own or is shared with them, and team changes of their teams."""
         ...
 
+    async def partition_events(
+        self,
+        people: Collection[str],
+        after: int,
+        upto: int,
+        roots: Collection[str] = (),
+    ) -> list[StoredEvent]:
+        """The events with a position in ``(after, upto]`` that a working-set partition of
+        ``people`` folds, in position order: the people's own (by actor), every team change
+        (the administrator's), the kudos others gave on the people's items, and the events
+        of others under ``roots`` (``foreign_roots``)."""
+        ...
+
+    async def foreign_roots(
+        self, completions: Collection[str], people: Collection[str], upto: int
+    ) -> tuple[list[str], list[StoredEvent]]:
+        """The roots of these completions owned by someone outside ``people``, and the
+        events under them at positions ``<= upto`` by others than ``people``, in order."""
+        ...
+
+    async def accepted_referents(self, ids: Collection[str], upto: int) -> dict[str, Referent]:
+        """Of the events ``ids``, those stored at a position ``<= upto`` that the ownership
+        rule had accepted by then (not held, or released by then): their actor and type (a
+        partition's fold judges with them what names an event of someone outside it)."""
+        ...
+
+    async def kudos_naming(
+        self, completions: Collection[str], upto: int
+    ) -> list[tuple[str, str, int]]:
+        """(completion, giver, position) of the kudos stored at a position ``<= upto`` that
+        name these completions (held ones included: a kudos may arrive before its completion)."""
+        ...
+
     async def reveal_floor(self, person: str, checked: int, after: int) -> int | None:
         """The lowest position ``<= after`` of an event ``person`` may see now that may have
         become visible to them through something stored after position ``checked`` (a share,

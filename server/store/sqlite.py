@@ -44,7 +44,17 @@ from server.store.append_io import (
     TeamRow,
 )
 from server.store.protocol import AppendResult, DeadLetter, Incoming, StoredEvent
-from server.store.sqlite_sql import EVENT_COLUMNS, MIGRATIONS, REVEALED, VISIBLE, VOUCHED
+from server.store.sqlite_sql import (
+    ACCEPTED_BY,
+    EVENT_COLUMNS,
+    FOREIGN_ROOTS,
+    KUDOS_NAMING,
+    MIGRATIONS,
+    PARTITION,
+    REVEALED,
+    VISIBLE,
+    VOUCHED,
+)
 
 __all__ = ["MIGRATIONS", "SqliteStore"]
 
@@ -321,6 +331,42 @@ class SqliteStore:
         """Events ``person`` may see now, after ``position`` (see the Protocol)."""
         rows = await self._fetch(VISIBLE, {"person": person, "after": position, "limit": limit})
         return [_stored(row) for row in rows]
+
+    async def partition_events(
+        self,
+        people: Collection[str],
+        after: int,
+        upto: int,
+        roots: Collection[str] = (),
+    ) -> list[StoredEvent]:
+        """The events of a working-set partition (see the Protocol), in position order."""
+        params = {"people": _ids(sorted(people)), "after": after, "upto": upto}
+        rows = await self._fetch(PARTITION, params | {"roots": _ids(sorted(roots))})
+        return [_stored(row) for row in rows]
+
+    async def foreign_roots(
+        self, completions: Collection[str], people: Collection[str], upto: int
+    ) -> tuple[list[str], list[StoredEvent]]:
+        """Roots owned outside ``people`` of these completions, and their events."""
+        params = {"ids": _ids(completions), "people": _ids(sorted(people)), "upto": upto}
+        roots = [row[0] for row in await self._fetch(FOREIGN_ROOTS, params)]
+        if not roots:
+            return [], []
+        return roots, await self.partition_events((), 0, upto, roots)
+
+    async def accepted_referents(self, ids: Collection[str], upto: int) -> dict[str, Referent]:
+        """Actor and type of the events among ``ids`` accepted by ``upto`` (see the Protocol)."""
+        if not ids:
+            return {}
+        rows = await self._fetch(ACCEPTED_BY, {"ids": _ids(ids), "upto": upto})
+        return {row[0]: Referent(row[1], row[2]) for row in rows}
+
+    async def kudos_naming(
+        self, completions: Collection[str], upto: int
+    ) -> list[tuple[str, str, int]]:
+        """Kudos naming these completions (see the Protocol)."""
+        rows = await self._fetch(KUDOS_NAMING, {"ids": _ids(completions), "upto": upto})
+        return [(row[0], row[1], row[2]) for row in rows]
 
     async def reveal_floor(self, person: str, checked: int, after: int) -> int | None:
         """Where a pull must rescan from (see the Protocol); None when nothing was revealed."""

@@ -99,6 +99,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             "UPDATE events SET ref_id = NULL WHERE id IN (SELECT event_id FROM held)",
         ),
     ),
+    (
+        4,
+        "the working set's partition reads: events by actor, kudos by the root they name",
+        # A replica with a memory budget folds one partition (a team's people) on demand:
+        # their own events by actor, and kudos others gave on their items by root.
+        (
+            "CREATE INDEX events_actor ON events(actor, position)",
+            "CREATE INDEX events_kudos ON events(root_id) WHERE type = 'kudos.given'",
+        ),
+    ),
 )
 """Numbered schema steps; a step runs once and is recorded in ``schema_migrations``."""
 
@@ -212,3 +222,52 @@ WHERE e.id IN (SELECT value FROM json_each(:ids)) AND h.event_id IS NULL AND NOT
 """
 """The accepted events among ``:ids`` that ``:person`` may not see now (the negation of
 ``VISIBLE``'s rule); see ``ServerStore.vouched``."""
+
+
+PARTITION = f"""
+SELECT {EVENT_COLUMNS} FROM events
+WHERE actor IN (SELECT value FROM json_each(:people)) AND position > :after AND position <= :upto
+UNION ALL
+SELECT {EVENT_COLUMNS} FROM events
+WHERE team IS NOT NULL AND position > :after AND position <= :upto
+    AND actor NOT IN (SELECT value FROM json_each(:people))
+UNION ALL
+SELECT {EVENT_COLUMNS} FROM events
+WHERE type = 'kudos.given'
+    AND root_id IN (SELECT item_id FROM items WHERE owner IN (SELECT value FROM json_each(:people)))
+    AND position > :after AND position <= :upto
+    AND actor NOT IN (SELECT value FROM json_each(:people))
+UNION ALL
+SELECT {EVENT_COLUMNS} FROM events
+WHERE root_id IN (SELECT value FROM json_each(:roots))
+    AND position > :after AND position <= :upto
+    AND actor NOT IN (SELECT value FROM json_each(:people))
+ORDER BY position
+"""
+"""A partition's events in ``(:after, :upto]`` (see ``ServerStore.partition_events``)."""
+
+FOREIGN_ROOTS = """
+SELECT DISTINCT e.root_id FROM events e JOIN items r ON r.item_id = e.root_id
+WHERE e.id IN (SELECT value FROM json_each(:ids)) AND e.position <= :upto
+    AND r.owner NOT IN (SELECT value FROM json_each(:people))
+"""
+"""The roots, owned outside ``:people``, of the events ``:ids``."""
+
+ACCEPTED_BY = """
+SELECT e.id, e.actor, e.type FROM events e
+LEFT JOIN held h ON h.event_id = e.id
+WHERE e.id IN (SELECT value FROM json_each(:ids)) AND e.position <= :upto
+    AND (h.event_id IS NULL OR h.released_at <= :upto)
+"""
+"""Of the events ``:ids``, those the ownership rule had accepted by position ``:upto``: not
+held, or released (accepted late) by then (see ``ServerStore.accepted_referents``)."""
+
+KUDOS_NAMING = """
+SELECT json_extract(CAST(e.raw AS TEXT), '$.body.completion'), e.actor, e.position
+FROM events e
+WHERE e.type = 'kudos.given' AND e.position <= :upto AND (
+    e.ref_id IN (SELECT value FROM json_each(:ids))
+    OR e.id IN (SELECT event_id FROM held WHERE missing IN (SELECT value FROM json_each(:ids))))
+"""
+"""Kudos naming the completions ``:ids`` (see ``ServerStore.kudos_naming``): accepted ones
+by their ref, held ones by what they wait for."""

@@ -42,7 +42,7 @@ async def feed_live(request: AnyRequest, team: FromPath[str]) -> ServerSentEvent
     from ``after``, the position the page was rendered at)."""
     me = await require_signed_in(request)
     ctx = context_of(request)
-    require_member(ctx.state, team, me.person)
+    require_member(ctx.directory, team, me.person)
     after: int | None = None
     for raw in (request.headers.get("last-event-id"), request.query_params.get("after")):
         if raw is not None and raw.isdigit() and len(raw) < 19:
@@ -71,11 +71,12 @@ async def give_kudos(request: AnyRequest, team: FromPath[str]) -> Response[Any]:
     form = await request.form()
     check_csrf(me, str(form.get(CSRF_FIELD, "")) or request.headers.get(CSRF_HEADER))
     ctx = context_of(request)
-    require_member(ctx.state, team, me.person)
+    require_member(ctx.directory, team, me.person)
     completion = str(form.get("completion", ""))
     web = web_state(request)
     async with web.kudos_lock:
-        refusal = kudos_refusal(ctx.state, me.person, completion)
+        state = await ctx.team_state(team)  # the completion is a member's: it is in there
+        refusal = kudos_refusal(state, me.person, completion)
         if refusal is not None:
             if request.headers.get("accept", "").startswith("application/json"):
                 return Response(
@@ -84,7 +85,7 @@ async def give_kudos(request: AnyRequest, team: FromPath[str]) -> Response[Any]:
                     headers=SECURITY_HEADERS,
                 )
             raise SignInRefused("Kudos could not be given", refusal + ". Nothing was written.", 422)
-        target = ctx.state.events[completion]
+        target = state.events[completion]
         web.clock.observe(target.clock)
         now = ctx.clock()
         event = Event(
@@ -106,7 +107,7 @@ async def give_kudos(request: AnyRequest, team: FromPath[str]) -> Response[Any]:
         last = result.last_position
         if last is not None:
             await ctx.follower.wait_beyond(last - 1, 5.0)
-    givers = kudos_givers(ctx.state, completion)
+    givers = kudos_givers(await ctx.team_state(team), completion)
     if request.headers.get("accept", "").startswith("application/json"):
         return json_response(KudosResult(completion, givers))
     return Redirect(f"/t/{quote(team)}/feed#item-{completion}", status_code=303)

@@ -69,7 +69,7 @@ _decode_tree = msgspec.json.Decoder(GoalTree).decode
 
 async def _board(ctx: ServerContext, viewer: str, team: str, cycle: str) -> TeamBoard:
     """The API's board for the viewer (the very same cached bytes as GET /teams/…/board)."""
-    state, now, settings = ctx.state, ctx.clock(), ctx.settings
+    state, now, settings = await ctx.team_state(team), ctx.clock(), ctx.settings
     payload = await ctx.cached(
         ("board", viewer, team, cycle),
         lambda: team_board(state, team, viewer, now, cycle=cycle, settings=settings),
@@ -89,7 +89,7 @@ async def _board_page(
 ) -> tuple[SignedIn, BoardPage]:
     me = await require_signed_in(request)
     ctx = context_of(request)
-    require_member(ctx.state, team, me.person)
+    require_member(ctx.directory, team, me.person)
     board = await _board(ctx, me.person, team, filters.cycle)
     return me, board_page(board, filters)
 
@@ -106,7 +106,7 @@ async def board(
     filters = _filters(person, cycle, health)
     me = await require_signed_in(request)
     ctx = context_of(request)
-    require_member(ctx.state, team, me.person)
+    require_member(ctx.directory, team, me.person)
 
     async def render() -> str:
         page = board_page(await _board(ctx, me.person, team, filters.cycle), filters)
@@ -139,9 +139,9 @@ async def _feed_page(
 ) -> tuple[SignedIn, FeedPageView]:
     me = me or await require_signed_in(request)
     ctx = context_of(request)
-    require_member(ctx.state, team, me.person)
-    position = ctx.follower.position
-    state, viewer = ctx.state, me.person
+    require_member(ctx.directory, team, me.person)
+    state, viewer = await ctx.team_state(team), me.person
+    position = ctx.follower.position  # the state's: no await in between
     try:
         payload = await ctx.cached(
             ("feed", viewer, team, cursor, 50),
@@ -160,7 +160,7 @@ async def feed(
     """The team feed, newest first; the script keeps it live over server-sent events."""
     me = await require_signed_in(request)
     ctx = context_of(request)
-    require_member(ctx.state, team, me.person)
+    require_member(ctx.directory, team, me.person)
 
     async def render() -> str:
         _, view = await _feed_page(request, team, cursor, me)
@@ -189,8 +189,8 @@ async def _drift_page(
 ) -> tuple[SignedIn, DriftPage]:
     me = me or await require_signed_in(request)
     ctx = context_of(request)
-    require_member(ctx.state, team, me.person)
-    state, viewer, settings, now = ctx.state, me.person, ctx.settings, ctx.clock()
+    require_member(ctx.directory, team, me.person)
+    state, viewer, settings, now = await ctx.team_state(team), me.person, ctx.settings, ctx.clock()
     payload = await ctx.cached(
         ("drift", viewer, team),
         lambda: TeamDrift(team, now, team_drift(state, team, viewer, now, settings)),
@@ -203,7 +203,7 @@ async def drift(request: AnyRequest, team: FromPath[str]) -> Response[Any]:
     """The team's drift grouped by item: each signal's rule, numbers and events."""
     me = await require_signed_in(request)
     ctx = context_of(request)
-    require_member(ctx.state, team, me.person)
+    require_member(ctx.directory, team, me.person)
 
     async def render() -> str:
         _, page = await _drift_page(request, team, me)
@@ -241,13 +241,14 @@ async def _burnup(
 ) -> tuple[SignedIn, charts.BurnUp]:
     me = await require_signed_in(request)
     ctx = context_of(request)
-    require_member(ctx.state, team, me.person)
+    require_member(ctx.directory, team, me.person)
     found = _find_key_result(await _board(ctx, me.person, team, "all"), key_result)
-    if found is None or not can_see_item(ctx.state, me.person, key_result):
+    state = await ctx.team_state(team)
+    if found is None or not can_see_item(state, me.person, key_result):
         raise NotVisible()
     objective, kr = found
-    checkins = checkins_for(ctx.state, key_result)
-    return me, charts.burn_up(ctx.state, objective, kr, checkins, ctx.clock(), me.person)
+    checkins = checkins_for(state, key_result)
+    return me, charts.burn_up(state, objective, kr, checkins, ctx.clock(), me.person)
 
 
 @get("/t/{team:str}/kr/{key_result:str}", include_in_schema=False)
@@ -309,8 +310,8 @@ async def _person_page(
     ctx = context_of(request)
     now = ctx.clock()
     first, last = review_period(start, end, now.date())
-    require_person(ctx.state, me.person, person, now)
-    state, viewer, settings = ctx.state, me.person, ctx.settings
+    state, viewer, settings = await ctx.person_state(person), me.person, ctx.settings
+    require_person(state, viewer, person, now)
     goals = _decode_tree(
         await ctx.cached(
             ("goals", viewer, person, None, "current"),

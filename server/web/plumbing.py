@@ -238,7 +238,7 @@ def api_error_page(request: AnyRequest, exc: ApiError) -> Response[Any]:
 
 
 def common_context(me: SignedIn, ctx: ServerContext) -> dict[str, Any]:
-    return {"me": me, "teams": sorted(ctx.state.teams_of(me.person)), "now": ctx.clock()}
+    return {"me": me, "teams": sorted(ctx.directory.teams_of(me.person)), "now": ctx.clock()}
 
 
 def check_csrf(me: SignedIn, given: str | None) -> None:

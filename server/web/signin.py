@@ -46,7 +46,7 @@ async def home(request: AnyRequest) -> Response[Any]:
     if me is None:
         return _signin_form(request)
     ctx = context_of(request)
-    teams = sorted(ctx.state.teams_of(me.person))
+    teams = sorted(ctx.directory.teams_of(me.person))
     target = f"/t/{quote(teams[0])}" if teams else f"/p/{quote(me.person)}"
     return Redirect(target, status_code=303, headers=SECURITY_HEADERS)
 

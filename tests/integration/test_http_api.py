@@ -412,7 +412,7 @@ async def test_the_board_api_and_status_show_the_same_health(
     try:
         async with device.write():
             await device.set_meta("person", "alice")
-            for event in list(world.ctx.state.events.values()):  # in arrival order
+            for event in list(world.ctx.follower.state.events.values()):  # in arrival order
                 seq = await device.append(event)
                 assert seq is not None
                 await on_append(device, seq, event, NOW)

@@ -52,7 +52,7 @@ async def stored(world: World) -> int:
 
 
 def completion_of(world: World, marker: str) -> str:
-    state = world.ctx.state
+    state = world.ctx.follower.state
     for event_id, event in state.events.items():
         body = event.body
         if isinstance(body, b.MilestoneCompleted) and body.did.startswith(marker):
@@ -222,7 +222,7 @@ async def test_a_teammate_sees_no_load_or_pause_derived_from_alice_s_private_ite
 ) -> None:
     # alice piles ten more open milestones under her private objective, adds a key result
     # to her team objective and declares a pause spanning her team milestone's due date.
-    state = world.ctx.state
+    state = world.ctx.follower.state
     objectives = {
         body.title: event_id
         for event_id, event in state.events.items()

@@ -11,6 +11,7 @@ from litestar.params import FromPath, QueryParameter
 
 from projections.goals import GoalTree, goal_tree
 from projections.review import Review, review, review_markdown
+from projections.state import ProjectionState
 from server.http.auth import SECURITY_SCHEME
 from server.http.context import ServerContext, context_of
 from server.http.errors import ERROR_RESPONSES
@@ -26,12 +27,17 @@ from server.http.services import (
 Viewer = Request[str, str, Any]
 
 
-async def _require_person(ctx: ServerContext, viewer: str, person: str, now: datetime) -> None:
-    """``require_person``; its partner check computes views, so it runs off the event loop."""
-    state = ctx.state
-    if viewer == person or state.teams_of(viewer) & state.teams_of(person):
-        return  # the cheap cases, decided here
-    await ctx.off_loop(lambda: require_person(ctx.state, viewer, person, now))
+async def _require_person(
+    ctx: ServerContext, viewer: str, person: str, now: datetime
+) -> ProjectionState:
+    """``require_person``, then the state the person's views read; the partner check
+    computes views, so it runs off the event loop."""
+    directory = ctx.directory
+    if viewer == person or directory.teams_of(viewer) & directory.teams_of(person):
+        return await ctx.person_state(person)  # the cheap cases, decided here
+    state = await ctx.person_state(person)
+    await ctx.off_loop(lambda: require_person(state, viewer, person, now))
+    return state
 
 
 class PeopleController(Controller):
@@ -65,10 +71,10 @@ class PeopleController(Controller):
         now = ctx.clock()
         if as_of is not None:
             now = min(now, end_of_day(check_date("as_of", as_of)))
-        await _require_person(ctx, viewer, person, ctx.clock())
+        current = await _require_person(ctx, viewer, person, ctx.clock())
 
         def compute() -> GoalTree:
-            state = ctx.state if as_of is None else ctx.state_as_of(now)
+            state = current if as_of is None else ctx.state_as_of(current, now)
             return goal_tree(state, person, now, viewer=viewer, cycle=cycle)
 
         return json_response(await ctx.cached(("goals", viewer, person, as_of, cycle), compute))
@@ -97,11 +103,11 @@ class PeopleController(Controller):
         viewer = request.user
         now = ctx.clock()
         first, last = review_period(start, end, now.date())
-        await _require_person(ctx, viewer, person, now)
+        state = await _require_person(ctx, viewer, person, now)
         if format == "markdown":  # rendered in the worker thread too
 
             def markdown() -> bytes:
-                result = review(ctx.state, person, first, last, now, viewer, ctx.settings)
+                result = review(state, person, first, last, now, viewer, ctx.settings)
                 return review_markdown(result).encode()
 
             text = await ctx.cached(("review.md", viewer, person, first, last), markdown, raw=True)
@@ -109,6 +115,6 @@ class PeopleController(Controller):
         key = ("review", viewer, person, first, last)
         return json_response(
             await ctx.cached(
-                key, lambda: review(ctx.state, person, first, last, now, viewer, ctx.settings)
+                key, lambda: review(state, person, first, last, now, viewer, ctx.settings)
             )
         )

@@ -27,6 +27,7 @@ from server.http.auth import SECURITY_SCHEME
 from server.http.context import ServerContext, context_of
 from server.http.errors import ERROR_RESPONSES, InvalidParameter
 from server.http.services import check_cycle, json_response, require_member
+from server.projection import Folded
 
 Viewer = Request[str, str, Any]
 
@@ -63,8 +64,13 @@ class TeamsController(Controller):
     ) -> Response[TeamBoard]:
         """The team's goal board, with each item's health (pace, due dates, drift)."""
         check_cycle(cycle)
-        require_member(ctx.state, team, request.user)
-        viewer, state, now, settings = request.user, ctx.state, ctx.clock(), ctx.settings
+        require_member(ctx.directory, team, request.user)
+        viewer, state, now, settings = (
+            request.user,
+            await ctx.team_state(team),
+            ctx.clock(),
+            ctx.settings,
+        )
         key = ("board", viewer, team, cycle)
         return json_response(
             await ctx.cached(
@@ -85,8 +91,8 @@ class TeamsController(Controller):
     ) -> Response[FeedPage]:
         """One page of what the caller may see of the team's milestones, check-ins, observations."""
         ctx = context_of(request)
-        require_member(ctx.state, team, request.user)
-        viewer, state = request.user, ctx.state
+        require_member(ctx.directory, team, request.user)
+        viewer, state = request.user, await ctx.team_state(team)
         key = ("feed", viewer, team, cursor, limit)
         try:
             payload = await ctx.cached(
@@ -123,7 +129,7 @@ class TeamsController(Controller):
         ] = None,
     ) -> ServerSentEvent:
         """Server-sent events of the team feed."""
-        require_member(ctx.state, team, request.user)
+        require_member(ctx.directory, team, request.user)
         # The stream's start is fixed here, before the response headers go out, not when
         # the body is first iterated: a client that has seen the 200 gets every item
         # folded from then on.
@@ -136,9 +142,9 @@ class TeamsController(Controller):
         self, request: Viewer, ctx: NamedDependency[ServerContext], team: FromPath[str]
     ) -> Response[TeamDrift]:
         """Drift signals of every current member, filtered for the caller."""
-        require_member(ctx.state, team, request.user)
+        require_member(ctx.directory, team, request.user)
         now = ctx.clock()
-        viewer, state, settings = request.user, ctx.state, ctx.settings
+        viewer, state, settings = request.user, await ctx.team_state(team), ctx.settings
         return json_response(
             await ctx.cached(
                 ("drift", viewer, team),
@@ -166,19 +172,19 @@ class StreamCursor:
         self.held: dict[str, None] = {}  # insertion-ordered set of event ids
 
     def advance(
-        self, ctx: NamedDependency[ServerContext], team: str, viewer: str
+        self, ctx: NamedDependency[ServerContext], folded: Folded, team: str, viewer: str
     ) -> list[ServerSentEventMessage]:
-        """Messages for the items that became visible since the last call."""
-        follower = ctx.follower
-        state = follower.state
-        upto = follower.position
+        """Messages for the items of ``folded`` (the team's) that became visible since the
+        last call."""
+        state = folded.state
+        upto = ctx.follower.position
         members = state.members_of(team)
         resolver = SubjectResolver(state, viewer)
         messages = []
         retry = list(self.held)
         self.held.clear()
         fresh = [(upto, event_id) for event_id in retry]
-        fresh += list(follower.feed_events_after(self.position))
+        fresh += list(folded.feed_events_after(self.position))
         for position, event_id in fresh:
             event = state.events.get(event_id)
             if event is None:
@@ -206,15 +212,15 @@ async def feed_events(
 ) -> AsyncIterator[ServerSentEventMessage]:
     """Catch up from ``cursor``, say ``ready``, then follow the projections."""
     follower = ctx.follower
-    for message in cursor.advance(ctx, team, viewer):
+    for message in cursor.advance(ctx, await ctx.team_view(team), team, viewer):
         yield message
     yield ServerSentEventMessage(data="{}", event="ready", id=cursor.position)
     while not ctx.stopping.is_set():
         advanced = await follower.wait_beyond(cursor.position, ctx.keepalive_seconds)
-        if ctx.stopping.is_set() or team not in follower.state.teams_of(viewer):
+        if ctx.stopping.is_set() or team not in ctx.directory.teams_of(viewer):
             return
         if not advanced:
             yield ServerSentEventMessage(comment="keepalive")
             continue
-        for message in cursor.advance(ctx, team, viewer):
+        for message in cursor.advance(ctx, await ctx.team_view(team), team, viewer):
             yield message

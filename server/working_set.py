@@ -1,0 +1,380 @@
+"""The working set: the projection state in partitions folded on demand, within a budget.
+
+A replica started with a memory budget (``milepost-server run --memory-budget``) does not
+fold all history at start. It folds the team changes (the *directory*: who is in which
+team) and answers each request from a *partition*: a ``ProjectionState`` folded from the
+events of a set of people only (docs/scaling.md, "The working set"):
+
+- a team's partition holds everyone who was ever a member of the team;
+- a person's views are answered from the partition of one of their current teams (the
+  first by name), or from a partition of their own when they are in none.
+
+What a partition folds is read through the store's indexes
+(``ServerStore.partition_events``): the people's own events, every team change, and the
+kudos others gave on the people's items. The ownership rule makes that enough: every
+other reference an event makes is to its actor's own events, and for the few that name
+someone else's (a kudos, or a hostile write the rule refuses) the store vouches for the
+named event (``accepted_referents``), exactly as the fold of everything would have judged
+it. A view of a team or person computed on its partition is therefore the same as on the
+fold of everything (``tests/integration/test_working_set.py`` compares every view).
+
+Partitions are least-recently-used: when the events held pass the budget, the partitions
+asked for longest ago are dropped (a request reading one keeps its own reference). A
+partition dropped and asked for again is folded again from the store.
+
+New events are routed by the follower (``fold``): to the partitions of their actor, to
+every partition when they are team changes, to the partition holding the completion a
+kudos names; after each slice the follower folds, what the partitions' events still wait
+for is asked of the store as it stood at the follower's position (``follow``). A
+partition whose team gains a member is dropped instead (its history is not in it): the
+next request folds it again, from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from events import AnyEvent, CodecError, Event, decode
+from events import bodies as b
+from projections.state import FEED_TYPES, ProjectionState, apply, vouch
+from server.store.protocol import ServerStore, StoredEvent
+
+log = logging.getLogger(__name__)
+
+BYTES_PER_EVENT = 900
+"""Resident memory per event a partition holds, as measured (a fold of 1M events: 865 MB
+of server RSS); converts ``--memory-budget`` into events."""
+
+VOUCH_ROUNDS = 8
+"""How many rounds of vouching one step tries (each can release events that wait on more)."""
+
+
+@dataclass(eq=False)
+class Partition:
+    """The projection state of one set of people, at the follower's position."""
+
+    key: str
+    people: frozenset[str]
+    state: ProjectionState = field(default_factory=ProjectionState)
+    feed_positions: list[int] = field(default_factory=list)
+    feed_ids: list[str] = field(default_factory=list)
+    foreign_roots: set[str] = field(default_factory=set)
+    """Roots of someone outside the partition that a member's kudos names a completion in:
+    their events are folded too (the feed shows a kudos with what it names)."""
+    kudos_given: bool = False
+    """A member's kudos was folded since the last ``adopt_foreign``."""
+
+    def fold(self, position: int, event: AnyEvent) -> None:
+        """Judge and fold one event; keep a feed-type event's position for the live feed."""
+        if apply(self.state, event) and isinstance(event, Event) and event.type in FEED_TYPES:
+            if self.feed_positions and position < self.feed_positions[-1]:
+                index = bisect.bisect(self.feed_positions, position)  # a foreign root's, late
+                self.feed_positions.insert(index, position)
+                self.feed_ids.insert(index, event.id)
+            else:
+                self.feed_positions.append(position)
+                self.feed_ids.append(event.id)
+            if type(event.body) is b.KudosGiven and event.actor in self.people:
+                self.kudos_given = True
+
+    def feed_events_after(self, position: int) -> Iterator[tuple[int, str]]:
+        """(position, event id) of the feed-type events folded after ``position``, in order."""
+        start = bisect.bisect_right(self.feed_positions, position)
+        for index in range(start, len(self.feed_positions)):
+            yield self.feed_positions[index], self.feed_ids[index]
+
+    @property
+    def size(self) -> int:
+        """Events held (whatever their verdict): what the budget counts."""
+        return self.state.event_count()
+
+
+Settle = Callable[[Partition, int], Awaitable[None]]
+"""The follower's hook that brings a partition folded to a position up to the follower's
+own position, under its lock, and adds it to the working set."""
+
+
+def _decoded(item: StoredEvent) -> AnyEvent | None:
+    try:
+        return decode(item.raw)
+    except CodecError:  # validated at ingest; a decoder change must not stop a load
+        return None
+
+
+def _fold_all(partition: Partition, stored: Sequence[StoredEvent]) -> None:
+    for item in stored:
+        event = _decoded(item)
+        if event is not None:
+            partition.fold(item.position, event)
+
+
+class WorkingSet:
+    """The directory and the loaded partitions of one replica (see the module docstring)."""
+
+    def __init__(self, store: ServerStore, budget_bytes: int) -> None:
+        self._store = store
+        self.budget_events = max(1, budget_bytes // BYTES_PER_EVENT)
+        self.directory = ProjectionState()
+        """Team changes only: who is (and ever was) in which team."""
+        self._partitions: OrderedDict[str, Partition] = OrderedDict()
+        self._by_person: dict[str, list[Partition]] = {}
+        self._loading: dict[str, asyncio.Task[Partition]] = {}
+        # Completions folded since the last ``follow``: kudos may have arrived before them.
+        self._completed: list[tuple[str, int]] = []
+        self.loads = 0
+        self.evictions = 0
+        self.load_seconds = 0.0
+
+    # --- which partition answers ---------------------------------------------------------
+
+    def team_key(self, team: str) -> tuple[str, frozenset[str]]:
+        """The partition of a team: everyone who was ever one of its members."""
+        ever = frozenset(p for t, p in self.directory.memberships if t == team)
+        return f"team:{team}", ever
+
+    def person_key(self, person: str) -> tuple[str, frozenset[str]]:
+        """The partition that answers for a person: their first current team's, or their own."""
+        teams = self.directory.teams_of(person)
+        if teams:
+            return self.team_key(min(teams))
+        return f"person:{person}", frozenset({person})
+
+    @property
+    def held_events(self) -> int:
+        """Events held by the loaded partitions."""
+        return sum(partition.size for partition in self._partitions.values())
+
+    @property
+    def loaded(self) -> int:
+        """How many partitions are loaded."""
+        return len(self._partitions)
+
+    # --- start and loads -------------------------------------------------------------------
+
+    async def start(self) -> int:
+        """Fold every team change into the directory; return the position it reflects."""
+        upto = await self._store.max_position()
+        for item in await self._store.partition_events((), 0, upto):
+            event = _decoded(item)
+            if event is not None:
+                apply(self.directory, event)
+        return upto
+
+    async def partition(
+        self, key: str, people: frozenset[str], position: int, settle: Settle
+    ) -> Partition:
+        """The loaded partition ``key`` (of ``people``), folded from the store if it is not.
+
+        ``position``: the follower's now; ``settle`` brings a partition folded to there up
+        to the follower's position under its lock and adds it (``ProjectionFollower``).
+        """
+        hit = self._partitions.get(key)
+        if hit is not None and hit.people >= people:
+            self._partitions.move_to_end(key)
+            return hit
+        task = self._loading.get(key)
+        if task is None:
+            task = asyncio.create_task(self._load(key, people, position, settle))
+            self._loading[key] = task
+            task.add_done_callback(lambda _: self._loading.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _load(
+        self, key: str, people: frozenset[str], position: int, settle: Settle
+    ) -> Partition:
+        began = time.perf_counter()
+        partition = Partition(key, people)
+        stored = await self._store.partition_events(people, 0, position)
+        # The fold of a private state: off the event loop, which goes on answering.
+        await asyncio.to_thread(_fold_all, partition, stored)
+        del stored
+        await self.vouch_waiting([partition], position)
+        await self.adopt_foreign(partition, position)
+        await settle(partition, position)
+        self.loads += 1
+        self.load_seconds += time.perf_counter() - began
+        log.info(
+            "working set: folded %s (%d people, %d events) in %.2f s",
+            key,
+            len(people),
+            partition.size,
+            time.perf_counter() - began,
+        )
+        return partition
+
+    async def vouch_waiting(self, partitions: Collection[Partition], upto: int) -> None:
+        """Vouch for the events outside ``partitions`` that their events wait for, as the
+        store had them at position ``upto`` (an event accepted later is not vouched for yet:
+        the fold of everything at ``upto`` would not have it either)."""
+        asked: set[str] = set()
+        for _ in range(VOUCH_ROUNDS):
+            missing = {
+                ref
+                for partition in partitions
+                for ref in partition.state.waiting_on
+                if ref not in asked
+            }
+            if not missing:
+                return
+            asked.update(missing)
+            known = await self._store.accepted_referents(missing, upto)
+            if not known:
+                return
+            for partition in partitions:
+                waits = partition.state.waiting_on
+                vouch(partition.state, {ref: known[ref] for ref in waits if ref in known})
+
+    async def adopt_foreign(self, partition: Partition, upto: int) -> None:
+        """Fold the roots of the completions outside the partition its members gave kudos on
+        (as the store held them at ``upto``): the team feed shows such a kudos with the
+        completion's titles, as the fold of everything does."""
+        if not partition.kudos_given:
+            return
+        partition.kudos_given = False
+        state = partition.state
+        named = [c for c in state.kudos if c not in state.events]
+        named += [
+            e.body.completion
+            for e in state.pending.values()
+            if type(e.body) is b.KudosGiven and e.actor in partition.people
+        ]
+        if not named:
+            return
+        roots, stored = await self._store.foreign_roots(named, partition.people, upto)
+        fresh = set(roots) - partition.foreign_roots
+        if fresh:
+            partition.foreign_roots |= fresh
+            _fold_all(partition, [item for item in stored if item.root_id in fresh])
+            await self.vouch_waiting([partition], upto)
+
+    async def follow(self, upto: int) -> None:
+        """After the follower folded up to ``upto``: vouch for what arrived from outside the
+        loaded partitions that their events wait for (with the follower's lock held)."""
+        completed, self._completed = self._completed, []
+        if completed:
+            await self._drop_for_early_kudos(dict(completed), upto)
+        waiting = [p for p in self._partitions.values() if p.state.waiting_on]
+        if waiting:
+            await self.vouch_waiting(waiting, upto)
+        for partition in [p for p in self._partitions.values() if p.kudos_given]:
+            await self.adopt_foreign(partition, upto)
+
+    async def _drop_for_early_kudos(self, completed: dict[str, int], upto: int) -> None:
+        """Drop the partitions that hold a completion just folded which someone outside them
+        gave kudos on before it arrived: that kudos went by unrouted (nobody held what it
+        names) and the fold of everything has it. Rare (a kudos names what its giver saw)."""
+        for completion, giver, position in await self._store.kudos_naming(completed, upto):
+            if position > completed[completion]:
+                continue  # after it: routed to the partitions that hold it
+            for partition in list(self._partitions.values()):
+                if giver not in partition.people and _holds(partition.state, completion):
+                    self.drop(partition.key)
+
+    async def catch_up(self, partition: Partition, after: int, upto: int) -> None:
+        """Fold the partition's events in ``(after, upto]`` (called under the follower's lock)."""
+        if upto > after:
+            people, roots = partition.people, partition.foreign_roots
+            _fold_all(partition, await self._store.partition_events(people, after, upto, roots))
+        await self.vouch_waiting([partition], upto)
+        await self.adopt_foreign(partition, upto)
+
+    def add(self, partition: Partition) -> None:
+        """Hold a freshly folded partition; drop the least recently used over the budget."""
+        old = self._partitions.pop(partition.key, None)
+        if old is not None:
+            self._forget(old)
+        self._partitions[partition.key] = partition
+        for person in partition.people:
+            self._by_person.setdefault(person, []).append(partition)
+        total = self.held_events
+        for key in list(self._partitions):
+            if total <= self.budget_events or key == partition.key:
+                break
+            dropped = self._partitions.pop(key)
+            self._forget(dropped)
+            total -= dropped.size
+            self.evictions += 1
+
+    def reset(self) -> None:
+        """Forget every partition (a rebuild: each is folded again when next asked for)."""
+        for key in list(self._partitions):
+            self.drop(key)
+        self.directory = ProjectionState()
+
+    def drop(self, key: str) -> None:
+        """Forget a partition (it is folded again from the store when next asked for)."""
+        partition = self._partitions.pop(key, None)
+        if partition is not None:
+            self._forget(partition)
+            self.evictions += 1
+
+    def _forget(self, partition: Partition) -> None:
+        for person in partition.people:
+            holders = self._by_person.get(person)
+            if holders is not None:
+                holders[:] = [p for p in holders if p is not partition]
+                if not holders:
+                    del self._by_person[person]
+
+    # --- following -------------------------------------------------------------------------
+
+    def fold(self, item: StoredEvent) -> None:
+        """Route one newly stored event (in position order) to the partitions it belongs to."""
+        if item.team is not None:
+            self._fold_team_change(item)
+            return
+        holders = self._by_person.get(item.actor, ())
+        targets = list(holders)
+        if item.root_id is not None:
+            targets += [
+                p
+                for p in self._partitions.values()
+                if item.root_id in p.foreign_roots and p not in holders
+            ]
+        if item.type == "milestone.completed" and holders:
+            self._completed.append((item.id, item.position))
+        if item.type == "kudos.given":
+            event = _decoded(item)
+            if isinstance(event, Event) and isinstance(event.body, b.KudosGiven):
+                named = event.body.completion
+                targets += [
+                    p
+                    for p in self._partitions.values()
+                    if p not in targets and _holds(p.state, named)
+                ]
+            for partition in targets:
+                if event is not None:
+                    partition.fold(item.position, event)
+            return
+        if targets:
+            event = _decoded(item)
+            if event is not None:
+                for partition in targets:
+                    partition.fold(item.position, event)
+
+    def _fold_team_change(self, item: StoredEvent) -> None:
+        event = _decoded(item)
+        if event is None:
+            return
+        apply(self.directory, event)
+        body = event.body if isinstance(event, Event) else None
+        joined = body.person if isinstance(body, b.TeamMemberJoined) else None
+        for partition in list(self._partitions.values()):
+            if (
+                joined is not None
+                and partition.key == f"team:{body.team}"  # type: ignore[union-attr]
+                and joined not in partition.people
+            ):
+                self.drop(partition.key)  # a new member: their history is not in it
+                continue
+            partition.fold(item.position, event)
+
+
+def _holds(state: ProjectionState, event_id: str) -> bool:
+    return event_id in state.events or event_id in state.pending or event_id in state.refused
