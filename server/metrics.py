@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from server.ingest import BatchReport
 from server.store.protocol import ServerStore
+from server.working_set import WorkingSet
 
 
 @dataclass
@@ -83,6 +84,7 @@ async def render(
     projection_position: int,
     consumer_lag: Callable[[], Awaitable[int | None]] | None,
     snapshots: SnapshotStats | None = None,
+    working_set: WorkingSet | None = None,
 ) -> str:
     """The Prometheus text exposition of the server's state."""
     stored = await store.max_position()  # positions are dense: the last one is the count
@@ -146,7 +148,50 @@ async def render(
     )
     if snapshots is not None:
         lines += _snapshot_lines(snapshots)
+    if working_set is not None:
+        lines += _working_set_lines(working_set)
     return "\n".join(lines) + "\n"
+
+
+def _working_set_lines(working_set: WorkingSet) -> list[str]:
+    lines: list[str] = []
+    lines += _line(
+        "milepost_working_set_partitions",
+        "gauge",
+        "Partitions (teams, people in none) held in memory.",
+        working_set.loaded,
+    )
+    lines += _line(
+        "milepost_working_set_events",
+        "gauge",
+        "Events the held partitions fold.",
+        working_set.held_events,
+    )
+    lines += _line(
+        "milepost_working_set_budget_events",
+        "gauge",
+        "Events the memory budget allows (--memory-budget at ~0.9 KB per event).",
+        working_set.budget_events,
+    )
+    lines += _line(
+        "milepost_working_set_loads_total",
+        "counter",
+        "Partitions folded from the store on demand.",
+        working_set.loads,
+    )
+    lines += _line(
+        "milepost_working_set_evictions_total",
+        "counter",
+        "Partitions dropped (over the budget, or a team that gained a member).",
+        working_set.evictions,
+    )
+    lines += _line(
+        "milepost_working_set_load_seconds_total",
+        "counter",
+        "Seconds spent folding partitions on demand.",
+        round(working_set.load_seconds, 3),
+    )
+    return lines
 
 
 def _snapshot_lines(stats: SnapshotStats) -> list[str]:

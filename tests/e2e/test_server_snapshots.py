@@ -40,9 +40,9 @@ def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 class Server:
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, *flags: str) -> None:
         self.process = subprocess.Popen(
-            [str(BIN), "run", "--port", "0", "--nats-port", "0"],
+            [str(BIN), "run", "--port", "0", "--nats-port", "0", *flags],
             env=env_for(home),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -67,10 +67,12 @@ class Server:
         }
 
     def get(self, path: str, token: str) -> object:
-        """The JSON answer, without the moment it was computed at (``as_of``)."""
+        """The JSON answer, without the moment it was computed at (``as_of``, a review's
+        ``generated_at``)."""
         answer = json.loads(self.get_raw(path, token))
         if isinstance(answer, dict):
             answer.pop("as_of", None)
+            answer.pop("generated_at", None)
         return answer
 
     def get_raw(self, path: str, token: str) -> bytes:
@@ -176,3 +178,45 @@ def test_a_restart_loads_the_snapshot_taken_at_stop_and_answers_the_same(home: P
     assert "ignored: the snapshot's checksum does not match its bytes" in log
     assert "no valid snapshot: folding every stored event" in log
     assert "Traceback" not in log
+
+
+def test_with_a_memory_budget_the_server_folds_teams_on_demand_and_answers_the_same(
+    home: Path,
+) -> None:
+    person, team = person_in_a_team()
+    token = json.loads(cli(home, "person", "add", person, "--json").stdout)["api_token"]
+    paths = [
+        f"/people/{person}/goals",
+        f"/people/{person}/review",
+        f"/teams/{team}/feed?limit=200",
+        f"/teams/{team}/board",
+        f"/teams/{team}/drift",
+    ]
+    full = Server(home, "--no-snapshots")
+    try:
+        answers = [full.get(path, token) for path in paths]
+    finally:
+        full.stop()
+
+    bounded = Server(home, "--memory-budget", "64")
+    try:
+        started = bounded.metrics()
+        assert started["milepost_working_set_partitions"] == 0  # nothing folded but teams
+        assert started["milepost_projection_position"] == len(HISTORY)
+        assert [bounded.get(path, token) for path in paths] == answers
+        after = bounded.metrics()
+        assert after["milepost_working_set_partitions"] == 1  # the team answers for both
+        assert after["milepost_working_set_loads_total"] == 1
+        assert 0 < after["milepost_working_set_events"] < len(HISTORY)
+        assert "milepost_snapshot_position" not in after  # no snapshots in this mode
+    finally:
+        log = bounded.stop()
+    assert "Traceback" not in log
+    assert json.loads(cli(home, "snapshot", "list", "--json").stdout) == []
+
+
+def test_a_memory_budget_out_of_range_is_one_clear_error(home: Path) -> None:
+    done = cli(home, "run", "--port", "0", "--memory-budget", "1")
+    assert done.returncode == 2
+    assert "--memory-budget must be between 16 and 1048576 (MB)" in done.stderr
+    assert "Traceback" not in done.stderr

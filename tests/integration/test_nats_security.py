@@ -50,6 +50,14 @@ class Recording(PullResponder):
 
     started_for: list[str]
     answered_for: list[str]
+    started_when_arrived: dict[str, int]
+
+    async def _on_message(self, msg: Msg) -> None:
+        # How many had started when this person's first request reached the responder.
+        arrived = getattr(self, "started_when_arrived", {})
+        arrived.setdefault(msg.subject.rsplit(".", 1)[-1], len(getattr(self, "started_for", [])))
+        self.started_when_arrived = arrived
+        await super()._on_message(msg)
 
     async def _serve(self, person: str, msg: Msg) -> None:
         self.started_for = [*getattr(self, "started_for", []), person]
@@ -245,9 +253,11 @@ async def test_one_persons_flood_of_pulls_does_not_hold_up_anothers(
         await asyncio.wait_for(all_answered(), 60)
         # The server's order (two clients' arrival order is not comparable: they read on
         # two connections, through two accounts' imports, so hers may even come first).
-        # Alice's request is started as soon as it arrives: bob has his two at a time,
-        # and the other slots are free.
-        assert responder.started_for.index("alice") <= 2
+        # Alice's request is started as soon as it reaches the responder: bob has his two
+        # at a time, and the other slots are free. (How many of his had started by then
+        # depends on the machine's load: the responder reads his 200 first.)
+        arrived = responder.started_when_arrived["alice"]
+        assert responder.started_for.index("alice") - arrived <= 2
         # Finished: not behind his whole flood (about 190 before). How many of his cheap
         # pages finish while hers runs depends on the machine's load (the store and the
         # connection are shared): under two CPU hogs, up to 36 were seen.

@@ -62,12 +62,12 @@ def objective(
 
 async def test_migrations_run_once_and_are_versioned(store_factory: StoreFactory) -> None:
     first = await store_factory()
-    assert await first.migrations() == [1, 2, 3]
+    assert await first.migrations() == [1, 2, 3, 4]
     await first.close()
     again = await store_factory()
     second = await store_factory()
-    assert await again.migrations() == [1, 2, 3]
-    assert await second.migrations() == [1, 2, 3]
+    assert await again.migrations() == [1, 2, 3, 4]
+    assert await second.migrations() == [1, 2, 3, 4]
 
 
 # --- idempotent append and positions -------------------------------------------------

@@ -37,5 +37,6 @@ class SystemController(Controller):
             ctx.follower.position,
             ctx.consumer_lag,
             ctx.snapshots,
+            ctx.follower.working_set,
         )
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
