@@ -5,9 +5,9 @@ fold all history at start. It folds the team changes (the *directory*: who is in
 team) and answers each request from a *partition*: a ``ProjectionState`` folded from the
 events of a set of people only (docs/scaling.md, "The working set"):
 
-- a team's partition holds everyone who was ever a member of the team;
-- a person's views are answered from the partition of one of their current teams (the
-  first by name), or from a partition of their own when they are in none.
+- a team's partition holds everyone who was ever a member of the team (its board, feed
+  and drift read it);
+- a person's partition holds that person (their goals and review read it).
 
 What a partition folds is read through the store's indexes
 (``ServerStore.partition_events``): the people's own events, every team change, and the
@@ -139,10 +139,9 @@ class WorkingSet:
         return f"team:{team}", ever
 
     def person_key(self, person: str) -> tuple[str, frozenset[str]]:
-        """The partition that answers for a person: their first current team's, or their own."""
-        teams = self.directory.teams_of(person)
-        if teams:
-            return self.team_key(min(teams))
+        """The partition that answers for a person: their own (a tenth of a team's events,
+        so a cold person's page loads in a tenth of the time; a person also on a loaded
+        team's board is held twice, and the budget counts both)."""
         return f"person:{person}", frozenset({person})
 
     @property

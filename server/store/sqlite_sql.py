@@ -228,7 +228,7 @@ PARTITION = f"""
 SELECT {EVENT_COLUMNS} FROM events
 WHERE actor IN (SELECT value FROM json_each(:people)) AND position > :after AND position <= :upto
 UNION ALL
-SELECT {EVENT_COLUMNS} FROM events
+SELECT {EVENT_COLUMNS} FROM events INDEXED BY events_team  -- not a scan of every position
 WHERE team IS NOT NULL AND position > :after AND position <= :upto
     AND actor NOT IN (SELECT value FROM json_each(:people))
 UNION ALL

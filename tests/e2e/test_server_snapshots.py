@@ -205,8 +205,8 @@ def test_with_a_memory_budget_the_server_folds_teams_on_demand_and_answers_the_s
         assert started["milepost_projection_position"] == len(HISTORY)
         assert [bounded.get(path, token) for path in paths] == answers
         after = bounded.metrics()
-        assert after["milepost_working_set_partitions"] == 1  # the team answers for both
-        assert after["milepost_working_set_loads_total"] == 1
+        assert after["milepost_working_set_partitions"] == 2  # the person's and the team's
+        assert after["milepost_working_set_loads_total"] == 2
         assert 0 < after["milepost_working_set_events"] < len(HISTORY)
         assert "milepost_snapshot_position" not in after  # no snapshots in this mode
     finally:

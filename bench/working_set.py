@@ -1,0 +1,181 @@
+"""Working-set benchmark: the real server with ``--memory-budget`` vs folding all history.
+
+Over one SQLite store holding the bench history (1,000,000 events, 100 people in 10
+teams; ``--quick``: 50,000 events; ``--events 10000000 --people 1000 --teams 100`` for
+the 10M figures), in one run:
+
+1. baseline, ``milepost-server run --no-snapshots`` (folds everything at start): seconds
+   from the process start to the first answered request (``/health``) and to a first
+   goal tree, and the server's resident memory then (``--skip-full`` skips it);
+2. ``milepost-server run --memory-budget MB --no-snapshots``: the same three figures;
+3. on that server, a board of every team, one after the other (the first request for a
+   team folds its partition: *cold*), then each again (*warm*), and the RSS after.
+
+Starts alternate (``--rounds``) and the best of each kind is reported. Every process
+started here is stopped by pid. Prints one ``figure: NAME = VALUE UNIT`` line per figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.server import fill_store, heads, rss_mb, start_server, stop_server
+from milepost_testkit.history import history_bytes
+
+BIN = Path(sys.executable).parent / "milepost-server"
+FIGURES: list[tuple[str, float, str]] = []
+
+
+def figure(name: str, value: float, unit: str) -> None:
+    """Record a figure (printed together at the end) and show progress now."""
+    FIGURES.append((name, value, unit))
+    print(f"  {name}: {value:,.3f} {unit}", file=sys.stderr, flush=True)
+
+
+def one_member_per_team(data: list[bytes]) -> dict[str, str]:
+    """team -> the first person who joined it (from the administrator's events)."""
+    members: dict[str, str] = {}
+    for raw in data:
+        if b'"team.member_joined"' not in raw:
+            continue
+        body = json.loads(raw)["body"]
+        members.setdefault(body["team"], body["person"])
+    return members
+
+
+def wait_ok(client: httpx.Client, url: str) -> None:
+    while True:
+        try:
+            if client.get(url).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.005)
+
+
+def start(home: Path, person: str, token: str, *flags: str) -> tuple[float, float, float]:
+    """(seconds to /health, seconds to a first goal tree, RSS MB then) of one start."""
+    began = time.perf_counter()
+    process, url = start_server(home, *flags)
+    try:
+        with httpx.Client(timeout=300) as client:
+            wait_ok(client, f"{url}/health")
+            health = time.perf_counter() - began
+            client.headers["Authorization"] = f"Bearer {token}"
+            wait_ok(client, f"{url}/people/{person}/goals")
+            goals = time.perf_counter() - began
+        return health, goals, rss_mb(process.pid)
+    finally:
+        stop_server(process, patience=300)
+
+
+def boards(home: Path, tokens: dict[str, str], budget: str) -> None:
+    """Every team's board, cold then warm, on one server with ``budget``."""
+    process, url = start_server(home, "--memory-budget", budget, "--no-snapshots")
+    try:
+        cold: list[float] = []
+        warm: list[float] = []
+        with httpx.Client(timeout=300) as client:
+            for series in (cold, warm):
+                for team, token in tokens.items():
+                    headers = {"Authorization": f"Bearer {token}"}
+                    began = time.perf_counter()
+                    response = client.get(f"{url}/teams/{team}/board", headers=headers)
+                    series.append((time.perf_counter() - began) * 1000)
+                    if response.status_code != 200:
+                        raise RuntimeError(f"board of {team}: {response.status_code}")
+            metrics = client.get(f"{url}/metrics").text
+        memory = rss_mb(process.pid)
+    finally:
+        stop_server(process, patience=300)
+    for name, values in (("cold", cold), ("warm", warm)):
+        cuts = statistics.quantiles(values, n=100, method="inclusive")
+        figure(f"team_board_{name}_p50", cuts[49], "ms")
+        figure(f"team_board_{name}_p99", cuts[98], "ms")
+    figure("teams_asked", len(tokens), "teams")
+    figure("server_rss_after_every_team_once", memory, "MB")
+    for name in ("events", "partitions", "evictions_total"):
+        found = re.search(rf"^milepost_working_set_{name} ([\d.e+-]+)$", metrics, re.M)
+        if found:
+            figure(f"working_set_{name}", float(found.group(1)), "count")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="50,000 events")
+    parser.add_argument("--events", type=int, default=None)
+    parser.add_argument("--people", type=int, default=100)
+    parser.add_argument("--teams", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=None, help="starts of each kind")
+    parser.add_argument("--budget", default="1024", help="--memory-budget, MB")
+    parser.add_argument("--max-teams", type=int, default=50, help="teams asked for")
+    parser.add_argument("--skip-full", action="store_true", help="no all-history baseline")
+    args = parser.parse_args(argv)
+    count = args.events or (50_000 if args.quick else 1_000_000)
+    rounds = args.rounds or (3 if args.quick else 2)
+    data = history_bytes(people=args.people, teams=args.teams, target_events=count)
+    with tempfile.TemporaryDirectory(prefix="milepost-bench-ws-") as tmp:
+        home = Path(tmp) / "server-home"
+        filled = asyncio.run(fill_store(home / "milepost.sqlite", data, heads(data)))
+        print(f"stored {len(data):,} events in {filled:.1f}s", file=sys.stderr)
+        figure("events_stored", len(data), "events")
+        members = dict(list(one_member_per_team(data).items())[: args.max_teams])
+        del data
+        env = {**os.environ, "MILEPOST_SERVER_HOME": str(home)}
+        tokens: dict[str, str] = {}
+        for person in members.values():
+            added = subprocess.run(
+                [str(BIN), "person", "add", person, "--json"],
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            if added.returncode == 0:
+                tokens[person] = json.loads(added.stdout)["api_token"]
+        person = next(iter(members.values()))
+        full: list[tuple[float, float, float]] = []
+        bounded: list[tuple[float, float, float]] = []
+        for _ in range(rounds):
+            if not args.skip_full:
+                full.append(start(home, person, tokens[person], "--no-snapshots"))
+                print(f"  start, all history: {full[-1]}", file=sys.stderr)
+            flags = ("--memory-budget", args.budget, "--no-snapshots")
+            bounded.append(start(home, person, tokens[person], *flags))
+            print(f"  start, working set: {bounded[-1]}", file=sys.stderr)
+        best = min(bounded, key=lambda r: r[1])
+        figure("restart_working_set_first_answer_seconds", min(r[0] for r in bounded), "s")
+        figure("restart_working_set_first_goal_tree_seconds", best[1], "s")
+        figure("server_rss_after_start_working_set", min(r[2] for r in bounded), "MB")
+        if full:
+            best_full = min(full, key=lambda r: r[1])
+            figure("restart_all_history_first_answer_seconds", min(r[0] for r in full), "s")
+            figure("restart_all_history_first_goal_tree_seconds", best_full[1], "s")
+            figure("server_rss_after_start_all_history", min(r[2] for r in full), "MB")
+            figure(
+                "restart_first_goal_tree_working_set_vs_all_history",
+                best[1] / best_full[1],
+                "ratio",
+            )
+        team_tokens = {team: tokens[p] for team, p in members.items() if p in tokens}
+        boards(home, team_tokens, args.budget)
+    for name, value, unit in FIGURES:
+        print(f"figure: {name} = {value:.4g} {unit}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
