@@ -9,7 +9,9 @@ the 10M figures), in one run:
    goal tree, and the server's resident memory then (``--skip-full`` skips it);
 2. ``milepost-server run --memory-budget MB --no-snapshots``: the same three figures;
 3. on that server, a board of every team, one after the other (the first request for a
-   team folds its partition: *cold*), then each again (*warm*), and the RSS after.
+   team folds its partition: *cold*), then each again (*warm*), and the RSS after;
+4. first of all, what the two indexes the working set reads cost the ingest: appending
+   200,000 events (``--quick``: 50,000) into a fresh store with them vs without them.
 
 Starts alternate (``--rounds``) and the best of each kind is reported. Every process
 started here is stopped by pid. Prints one ``figure: NAME = VALUE UNIT`` line per figure.
@@ -22,6 +24,7 @@ import asyncio
 import json
 import os
 import re
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -35,6 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.server import fill_store, heads, rss_mb, start_server, stop_server
 from milepost_testkit.history import history_bytes
+from server.nats_embedded import events_subject
+from server.store import Incoming
+from server.store.sqlite import SqliteStore
 
 BIN = Path(sys.executable).parent / "milepost-server"
 FIGURES: list[tuple[str, float, str]] = []
@@ -114,6 +120,44 @@ def boards(home: Path, tokens: dict[str, str], budget: str) -> None:
             figure(f"working_set_{name}", float(found.group(1)), "count")
 
 
+async def ingest_seconds(path: Path, data: list[bytes], partition_indexes: bool) -> float:
+    """Seconds to append ``data`` into a fresh SQLite store as ingest does, with or without
+    the two indexes the working set reads (migration 4): what they cost the ingest."""
+    store = SqliteStore(path)
+    await store.open()
+    if not partition_indexes:
+        with sqlite3.connect(path) as db:
+            db.execute("DROP INDEX events_actor")
+            db.execute("DROP INDEX events_kudos")
+    ids = heads(data)
+    began = time.perf_counter()
+    try:
+        for start in range(0, len(data), 5000):
+            chunk = zip(data[start : start + 5000], ids[start : start + 5000], strict=True)
+            await store.append_batch(
+                [Incoming.from_raw(raw, events_subject(a, e)) for raw, (e, a, _) in chunk]
+            )
+    finally:
+        await store.close()
+    return time.perf_counter() - began
+
+
+def ingest_cost(data: list[bytes], rounds: int) -> None:
+    """Ingest with the partition indexes vs without them, alternating, best of each."""
+    with_indexes: list[float] = []
+    without: list[float] = []
+    for round_number in range(rounds):
+        with tempfile.TemporaryDirectory(prefix="milepost-bench-ingest-") as tmp:
+            for indexes, series in ((False, without), (True, with_indexes)):
+                path = Path(tmp) / f"{indexes}-{round_number}.sqlite"
+                series.append(asyncio.run(ingest_seconds(path, data, indexes)))
+    rate_with = len(data) / min(with_indexes)
+    rate_without = len(data) / min(without)
+    figure("ingest_rate_with_partition_indexes", rate_with, "events/s")
+    figure("ingest_rate_without_partition_indexes", rate_without, "events/s")
+    figure("ingest_with_vs_without_partition_indexes", rate_with / rate_without, "ratio")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="50,000 events")
@@ -124,10 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", default="1024", help="--memory-budget, MB")
     parser.add_argument("--max-teams", type=int, default=50, help="teams asked for")
     parser.add_argument("--skip-full", action="store_true", help="no all-history baseline")
+    parser.add_argument("--skip-ingest", action="store_true", help="no ingest-cost figures")
     args = parser.parse_args(argv)
     count = args.events or (50_000 if args.quick else 1_000_000)
     rounds = args.rounds or (3 if args.quick else 2)
     data = history_bytes(people=args.people, teams=args.teams, target_events=count)
+    if not args.skip_ingest:
+        ingest_cost(data[: 50_000 if args.quick else 200_000], rounds)
     with tempfile.TemporaryDirectory(prefix="milepost-bench-ws-") as tmp:
         home = Path(tmp) / "server-home"
         filled = asyncio.run(fill_store(home / "milepost.sqlite", data, heads(data)))
