@@ -56,8 +56,10 @@ from tests.services import fresh_database
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "sqlite-working-set"])
 def store_kind(request: pytest.FixtureRequest) -> str:
+    """The store, and with ``-working-set`` a server holding partitions folded on demand
+    (``--memory-budget``) instead of all history: the same attacks must fail the same way."""
     return str(request.param)
 
 
@@ -68,7 +70,8 @@ async def hostile(tmp_path: Path, store_kind: str, postgres_admin_url: str) -> A
         database = None
         if store_kind == "postgres":
             database = await stack.enter_async_context(fresh_database(postgres_admin_url))
-        w = World(tmp_path, database)
+        budget = ("--memory-budget", "64") if store_kind.endswith("-working-set") else ()
+        w = World(tmp_path, database, budget)
         stack.push_async_callback(asyncio.to_thread, w.close)
         await asyncio.to_thread(w.start)
         await asyncio.to_thread(w.server.admin, "team", "join", "web", "alice", "bob", "carol")
