@@ -152,3 +152,21 @@ async def test_a_small_budget_drops_partitions_and_folds_them_again_the_same(
             assert working_set.held_events <= max(budget_events, biggest) + biggest
     assert working_set.evictions > 0
     assert working_set.loads > len(teams)  # the dropped ones were folded again
+
+
+async def test_a_rebuild_drops_every_partition_and_answers_the_same(store: ServerStore) -> None:
+    history = history_with_kudos(seed=8)
+    await append(store, shuffled_batches(history, seed=4))
+    full = await rebuilt_state(store)
+    _, teams = people_and_teams(full)
+    working_set = WorkingSet(store, budget_bytes=10**9)
+    follower = ProjectionFollower(store, working_set=working_set)
+    await follower.start_working_set()
+    for team in teams:
+        await follower.team_view(team)
+    assert working_set.loaded == len(teams)
+    await follower.rebuild()  # SIGUSR1
+    assert working_set.loaded == 0
+    assert follower.state is working_set.directory
+    assert sorted(follower.state.memberships) == sorted(full.memberships)
+    assert await differences(follower, full) == []
