@@ -41,6 +41,7 @@ from datetime import date, datetime
 from typing import Any
 
 import msgspec
+from msgspec.structs import force_setattr
 
 from events import AnyEvent, Event, OpaqueEvent
 from events import bodies as b
@@ -783,6 +784,10 @@ def apply(state: ProjectionState, event: AnyEvent) -> bool:
             ):
                 verdict = judge(event, state.referent)
                 break
+            if ref is not target.id:
+                # The body then holds the named event's own id string, not an equal copy:
+                # a string less per reference, and later lookups by it match by identity.
+                force_setattr(body, field, target.id)
         else:
             if body_type in JUDGED_IN_FULL:
                 verdict = judge(event, state.referent)
