@@ -482,28 +482,29 @@ def _touched(ctx: _Context, milestone_id: str, node: MilestoneNode) -> tuple[dat
         touched_id = touched.id
         if (touched.recorded_at, touched_id) > (best_at, best_id):
             best_at, best_id = touched.recorded_at, touched_id
-    # Every candidate once, then one pass: no call per candidate (an open milestone
-    # can have a year of weekly check-ins and dozens of tasks).
-    candidates: list[str] = []
+    # One pass over the events the indexes hold, a lookup only for fixes: an open
+    # milestone can have a year of weekly check-ins and dozens of tasks.
+    related: list[Event] = []
     fixed = [milestone_id, touched_id]
     for task_id, task in zip(node.tasks, node.task_nodes, strict=True):
-        candidates.append(task.done.source)
-        fixed.append(task_id)
+        writer = task.done.writer
+        if writer is not None:
+            related.append(writer)
+        if task_id in corrections or task_id in retracted:
+            fixed.append(task_id)
     for checkin in state.checkins_by_subject.get(milestone_id, ()):
-        candidates.append(checkin.id)
-        fixed.append(checkin.id)
+        related.append(checkin)
+        if checkin.id in corrections or checkin.id in retracted:
+            fixed.append(checkin.id)
     for target in fixed:
-        if target in corrections:
-            candidates += corrections[target]
-        if target in retracted:
-            candidates += retracted[target]
-    for event_id in candidates:
-        event = events.get(event_id)
-        if event is None:
-            continue
+        for fix in (*corrections.get(target, ()), *retracted.get(target, ())):
+            event = events.get(fix)
+            if event is not None:
+                related.append(event)
+    for event in related:
         at = event.recorded_at
-        if at > best_at or (at == best_at and event_id > best_id):
-            best_at, best_id = at, event_id
+        if at > best_at or (at == best_at and event.id > best_id):
+            best_at, best_id = at, event.id
     return best_at, best_id
 
 

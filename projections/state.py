@@ -93,16 +93,24 @@ def later(event: Event, than: Event) -> bool:
 
 
 def add_in_order(events: list[Event], event: Event, key: Callable[[Event], Any]) -> None:
-    """Insert keeping ``key`` order; in-order arrival (the common case) is an append.
-    An event already there (by id, hence by key) is not added twice."""
-    if events:
-        new = key(event)
-        if new <= key(events[-1]):
-            index = bisect.bisect_left(events, new, key=key)
-            if index == len(events) or events[index].id != event.id:
-                events.insert(index, event)
-            return
-    events.append(event)
+    """Insert keeping ``key`` order (``feed_key`` or ``checkin_key``); in-order arrival
+    (the common case) is an append. An event already there is not added twice."""
+    # Both keys lead with occurred_at: a later one is later by key, no tuples built.
+    at = event.occurred_at
+    if not events or at > events[-1].occurred_at:
+        events.append(event)
+        return
+    # A late arrival is mostly recent: step back from the end in doubling strides to an
+    # earlier occurred_at (all before it are less by key), then bisect only that stretch.
+    low = len(events) - 1
+    stride = 1
+    while low > 0 and events[low].occurred_at >= at:
+        low = max(0, low - stride)
+        stride *= 2
+    new = key(event)
+    index = bisect.bisect_left(events, new, low, key=key)
+    if index == len(events) or events[index].id != event.id:
+        events.insert(index, event)
 
 
 class Register(msgspec.Struct, gc=False):
@@ -669,6 +677,8 @@ def _on_checkin(state: ProjectionState, event: Event, body: b.CheckInRecorded) -
     checkins = state.checkins_by_subject.get(subject)
     if checkins is None:
         state.checkins_by_subject[subject] = [event]
+    elif event.occurred_at > checkins[-1].occurred_at:
+        checkins.append(event)  # add_in_order's common case, inlined: half of all events
     else:
         add_in_order(checkins, event, checkin_key)
     # A person's check-ins are the check-ins of their feed (``FEED_TYPES``): no index of
@@ -845,7 +855,11 @@ def _fold(state: ProjectionState, event: Event, body: Any, body_type: type) -> N
         if feed is None:
             state.feeds[event.actor] = Feed([event])
         else:
-            add_in_order(feed.events, event, feed_key)
+            feed_events = feed.events
+            if event.occurred_at > feed_events[-1].occurred_at:
+                feed_events.append(event)  # add_in_order's common case, inlined: the hot path
+            else:
+                add_in_order(feed_events, event, feed_key)
 
 
 def _release(state: ProjectionState, arrived: str) -> None:
