@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
+from msgspec.structs import force_setattr
 
 from events import Event, OpaqueEvent
 from events.bodies import (
@@ -40,6 +41,7 @@ from events.bodies import (
     MilestoneReopened,
     ObservationRecorded,
 )
+from projections.ownership import ALLOWED_BODIES
 from projections.state import (
     FEED_TYPES,
     PLACEHOLDER,
@@ -454,7 +456,9 @@ def _derive(state: ProjectionState, accepted: list[Event]) -> None:
     """The indexes of events, from the accepted events in fold order, as the fold builds
     them: each owner's feed, each subject's check-ins, each indicator's observations,
     each milestone's completions and reopens, each completion's kudos (all sorted).
-    Rebuilt rather than stored: they hold the events themselves."""
+    Rebuilt rather than stored: they hold the events themselves. And, as the fold does,
+    each reference in a body becomes the named event's own id string."""
+    events = state.events
     feeds: dict[str, Feed] = {}
     checkins: dict[str, list[Event]] = {}
     observed: dict[str, list[Event]] = {}
@@ -462,6 +466,11 @@ def _derive(state: ProjectionState, accepted: list[Event]) -> None:
     for e in accepted:
         body: Any = e.body
         kind = type(body)
+        for field, _ in ALLOWED_BODIES[kind]:
+            ref = getattr(body, field)
+            target = events.get(ref) if ref is not None else None
+            if target is not None and ref is not target.id:
+                force_setattr(body, field, target.id)
         if kind in _COMPLETION_WRITES:  # every completion and reopen, as _write_completed
             milestone = state.milestones[body.milestone]
             if milestone.completion_writes is None:
