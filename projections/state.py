@@ -161,14 +161,19 @@ def sharing(visibility: str, partners: tuple[str, ...]) -> Sharing:
     return Sharing(visibility, partners)
 
 
-class ObjectiveNode(msgspec.Struct):
+# ``gc=False`` on the nodes: they hold events, registers, strings and lists or sets of
+# those, never another node or anything that leads back to one, so they can never be part
+# of a reference cycle; untracked, the cyclic collector skips them.
+
+
+class ObjectiveNode(msgspec.Struct, gc=False):
     event: Event
     key_results: list[str] = msgspec.field(default_factory=list)
     milestones: set[str] = msgspec.field(default_factory=set)  # linked directly
     indicators: list[str] = msgspec.field(default_factory=list)
 
 
-class KeyResultNode(msgspec.Struct):
+class KeyResultNode(msgspec.Struct, gc=False):
     event: Event
     milestones: set[str] = msgspec.field(default_factory=set)
 
@@ -178,11 +183,11 @@ class TaskNode(msgspec.Struct, gc=False):
     done: Register
 
 
-class MilestoneNode(msgspec.Struct):
+class MilestoneNode(msgspec.Struct, gc=False):
     event: Event
     due_on: Register
     link: Register  # value: (key_result id | None, objective id | None)
-    completed: Register  # value: the completing event, or None after a reopen
+    completed: Register  # value: the completion's id, or None after a reopen
     dropped: Register  # value: bool
     tasks: list[str] = msgspec.field(default_factory=list)  # task ids, sorted
     task_nodes: list[TaskNode] = msgspec.field(default_factory=list)  # in the order of tasks
@@ -195,13 +200,13 @@ class MilestoneNode(msgspec.Struct):
     completion_writes: list[Event] | None = None
 
 
-class IndicatorNode(msgspec.Struct):
+class IndicatorNode(msgspec.Struct, gc=False):
     event: Event
     # Sorted by ``checkin_key``: the latest observations are the last entries.
     observations: list[Event] = msgspec.field(default_factory=list)
 
 
-class PersonIndex(msgspec.Struct):
+class PersonIndex(msgspec.Struct, gc=False):
     """Everything a person owns, by kind, for per-person views (their check-ins and
     observations are in their ``Feed``)."""
 
@@ -212,7 +217,7 @@ class PersonIndex(msgspec.Struct):
     pauses: list[str] = msgspec.field(default_factory=list)
 
 
-class Feed(msgspec.Struct):
+class Feed(msgspec.Struct, gc=False):
     """One owner's feed items sorted by ``feed_key`` (occurred_at, id), oldest first."""
 
     events: list[Event] = msgspec.field(default_factory=list)
