@@ -486,10 +486,9 @@ def _touched(ctx: _Context, milestone_id: str, node: MilestoneNode) -> tuple[dat
     # milestone can have a year of weekly check-ins and dozens of tasks.
     related: list[Event] = []
     fixed = [milestone_id, touched_id]
-    for task_id, task in zip(node.tasks, node.task_nodes, strict=True):
-        writer = task.done.writer
-        if writer is not None:
-            related.append(writer)
+    for task in node.tasks:
+        related.append(task.done_by)
+        task_id = task.event.id
         if task_id in corrections or task_id in retracted:
             fixed.append(task_id)
     for checkin in state.checkins_by_subject.get(milestone_id, ()):

@@ -279,12 +279,13 @@ def _compute_milestone_view(ctx: _Context, milestone_id: str) -> MilestoneView:
     # The hot loop of every goal view: ``is_retracted`` and ``body`` are only
     # called for the rare task that a retraction or a correction names.
     retracted = state.retracted
-    for task_id, task in zip(node.tasks, node.task_nodes, strict=True):
+    for task in node.tasks:
+        task_id = task.event.id
         if task_id in retracted and state.is_retracted(task_id):
             continue
         task_body = state.body(task_id) if task_id in corrections else task.event.body
         assert isinstance(task_body, b.TaskAdded)
-        tasks.append(TaskView(task_id, task_body.title, bool(task.done.value)))
+        tasks.append(TaskView(task_id, task_body.title, task.done))
     latest = last_checkins(state, milestone_id)
     last = latest[0] if latest else None
     completion_id = node.completed.value

@@ -147,7 +147,8 @@ class _Milestone(msgspec.Struct, array_like=True):
 
 class _Task(msgspec.Struct, array_like=True):
     id: str
-    done: _Flag
+    done: bool
+    done_by: str  # the id of the event that wrote ``done``
 
 
 class _Indicator(msgspec.Struct, array_like=True):
@@ -317,11 +318,11 @@ def encode_pieces(state: ProjectionState, follower: Follower) -> Iterator[bytes]
                 _link(kv[1].link),
                 _text(kv[1].completed),
                 _flag(kv[1].dropped),
-                kv[1].tasks,
+                [task.event.id for task in kv[1].tasks],
                 _event_id_or_none(kv[1].touched),
             ),
         ),
-        lambda: _list(s.tasks.items(), lambda kv: _Task(kv[0], _flag(kv[1].done))),
+        lambda: _list(s.tasks.items(), lambda kv: _Task(kv[0], kv[1].done, kv[1].done_by.id)),
         lambda: _list(
             s.indicators.items(),
             lambda kv: _Indicator(kv[0], _event_id(kv[1].event)),
@@ -408,7 +409,7 @@ def _restore(doc: Document) -> tuple[ProjectionState, Follower]:
         k.id: KeyResultNode(event(k.event), set(k.milestones)) for k in doc.key_results
     }
     tasks = state.tasks = {
-        t.id: TaskNode(events[t.id], _register(events, t.done)) for t in doc.tasks
+        t.id: TaskNode(events[t.id], events[t.done_by], t.done) for t in doc.tasks
     }
     state.milestones = {
         m.id: MilestoneNode(
@@ -417,7 +418,6 @@ def _restore(doc: Document) -> tuple[ProjectionState, Follower]:
             _register(events, m.link),
             _register(events, m.completed),
             _register(events, m.dropped),
-            m.tasks,
             [tasks[task] for task in m.tasks],
             None if m.touched is None else events[m.touched],
         )

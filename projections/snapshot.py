@@ -158,12 +158,9 @@ def _keep_milestone(state: ProjectionState, ids: set[str], milestone_id: str) ->
     for write in node.completion_writes or ():
         _keep(state, ids, write.id)
     _keep_sharing(state, ids, milestone_id)
-    for task_id in node.tasks:
-        task = state.tasks.get(task_id)
-        if task is None:
-            continue
-        _keep(state, ids, task_id)
-        _keep(state, ids, task.done.source)
+    for task in node.tasks:
+        _keep(state, ids, task.event.id)
+        _keep(state, ids, task.done_by.id)
     _keep_checkins(state, ids, milestone_id)
 
 
