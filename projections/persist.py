@@ -53,12 +53,10 @@ from projections.state import (
     PersonIndex,
     ProjectionState,
     Register,
-    Sharing,
     Stamp,
     TaskNode,
     checkin_key,
     feed_key,
-    sharing,
 )
 
 FORMAT = 3
@@ -179,7 +177,7 @@ class Document(msgspec.Struct, array_like=True):
     people: dict[str, PersonIndex]
     memberships: list[tuple[str, str, _Flag]]
     teams_by_person: dict[str, list[str]]
-    sharing: dict[str, list[tuple[str, Sharing]]]  # (id of the writing event, what it wrote)
+    sharing: dict[str, list[str]]  # ids of the writing events
     partnered_by: dict[str, list[str]]
 
 
@@ -332,7 +330,7 @@ def encode_pieces(state: ProjectionState, follower: Follower) -> Iterator[bytes]
         lambda: _dict(_people(s)),
         lambda: _list(s.memberships.items(), lambda kv: (kv[0][0], kv[0][1], _flag(kv[1]))),
         lambda: _dict(s.teams_by_person, sorted),
-        lambda: _dict(s.sharing, lambda writes: [(e.id, shared) for e, shared in writes]),
+        lambda: _dict(s.sharing, lambda writes: [e.id for e in writes]),
         lambda: _dict(s.partnered_by, sorted),
     ]
     yield b"["
@@ -432,10 +430,7 @@ def _restore(doc: Document) -> tuple[ProjectionState, Follower]:
         (team, person): _register(events, r) for team, person, r in doc.memberships
     }
     state.teams_by_person = {p: frozenset(teams) for p, teams in doc.teams_by_person.items()}
-    state.sharing = {
-        item: [(events[writer], sharing(s.visibility, s.partners)) for writer, s in writes]
-        for item, writes in doc.sharing.items()
-    }
+    state.sharing = {item: [events[w] for w in writes] for item, writes in doc.sharing.items()}
     state.partnered_by = {p: set(owners) for p, owners in doc.partnered_by.items()}
     if len(doc.feed_positions) != len(doc.feed_ids):
         raise ValueError("feed positions and ids differ in length")

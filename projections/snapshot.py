@@ -139,7 +139,7 @@ def _keep_checkins(state: ProjectionState, ids: set[str], subject: str) -> None:
 
 
 def _keep_sharing(state: ProjectionState, ids: set[str], item_id: str) -> None:
-    for writer, _ in state.sharing.get(item_id, ()):
+    for writer in state.sharing.get(item_id, ()):
         _keep(state, ids, writer.id)
 
 

@@ -301,11 +301,11 @@ class ProjectionState:
         # (team, person) -> register of "is a member"
         self.memberships: dict[tuple[str, str], Register] = {}
         self.teams_by_person: dict[str, frozenset[str]] = {}
-        # item id -> every write of its own Sharing (objectives, standalone
-        # milestones, indicators, journal entries): creation and sharing.changed,
-        # with the writing event. Kept whole because only the owner's writes count,
-        # and the owner is known only once the creating event has arrived.
-        self.sharing: dict[str, list[tuple[Event, Sharing]]] = {}
+        # item id -> every event writing its own Sharing (objectives, standalone
+        # milestones, indicators, journal entries): its creation and sharing.changed,
+        # whose bodies hold what they wrote. Kept whole because only the owner's writes
+        # count, and the owner is known only once the creating event has arrived.
+        self.sharing: dict[str, list[Event]] = {}
         self.feeds: dict[str, Feed] = {}
         # person -> everyone who ever named them as a partner in a sharing write: a
         # superset of whose items they may see as a partner (views still check).
@@ -385,11 +385,14 @@ class ProjectionState:
         if item is None or not writes:
             return PRIVATE
         owner = item.actor
-        best: tuple[Event, Sharing] | None = None
+        best: Event | None = None
         for write in writes:
-            if write[0].actor == owner and (best is None or later(write[0], best[0])):
+            if write.actor == owner and (best is None or later(write, best)):
                 best = write
-        return best[1] if best is not None else PRIVATE
+        if best is None:
+            return PRIVATE
+        written: Any = best.body
+        return sharing(written.visibility, written.partners)
 
     def memoized(self, key: Hashable, compute: Callable[[], Any]) -> Any:
         """``compute()``, remembered under ``key`` until another event is folded in.
@@ -481,16 +484,15 @@ def _touch(node: MilestoneNode, event: Event) -> None:
         node.touched = event
 
 
-def _write_sharing(
-    state: ProjectionState, item_id: str, event: Event, visibility: str, partners: tuple[str, ...]
-) -> None:
-    written = sharing(visibility, partners)
+def _write_sharing(state: ProjectionState, item_id: str, event: Event) -> None:
+    """Record ``event`` (its body holds visibility and partners) as a sharing write."""
     writes = state.sharing.get(item_id)
     if writes is None:
-        state.sharing[item_id] = [(event, written)]
+        state.sharing[item_id] = [event]
     else:
-        writes.append((event, written))
-    for partner in partners:
+        writes.append(event)
+    written: Any = event.body
+    for partner in written.partners:
         owners = state.partnered_by.get(partner)
         if owners is None:
             state.partnered_by[partner] = {event.actor}
@@ -500,7 +502,7 @@ def _write_sharing(
 
 def _on_objective(state: ProjectionState, event: Event, body: b.ObjectiveCreated) -> None:
     existing = state.objectives.get(event.id)
-    _write_sharing(state, event.id, event, body.visibility, body.partners)
+    _write_sharing(state, event.id, event)
     node = ObjectiveNode(event)
     if existing is not None:  # placeholders created by children that came first
         node.key_results = existing.key_results
@@ -576,7 +578,7 @@ def _on_milestone_planned(state: ProjectionState, event: Event, body: b.Mileston
     _set_link(state, event.id, node, event, (body.key_result, body.objective))
     node.completed.write(event, None)
     node.dropped.write(event, False)
-    _write_sharing(state, event.id, event, body.visibility, body.partners)
+    _write_sharing(state, event.id, event)
     _touch(node, event)
     add_sorted(state.person(event.actor).milestones, event.id)
 
@@ -694,7 +696,7 @@ def _on_checkin(state: ProjectionState, event: Event, body: b.CheckInRecorded) -
 
 def _on_indicator(state: ProjectionState, event: Event, body: b.IndicatorDefined) -> None:
     existing = state.indicators.get(event.id)
-    _write_sharing(state, event.id, event, body.visibility, body.partners)
+    _write_sharing(state, event.id, event)
     node = IndicatorNode(event)
     if existing is not None:
         node.observations = existing.observations
@@ -707,7 +709,7 @@ def _on_indicator(state: ProjectionState, event: Event, body: b.IndicatorDefined
 def _on_observation(state: ProjectionState, event: Event, body: b.ObservationRecorded) -> None:
     # A person's observations are those of their feed: no index of their own.
     if body.indicator is None:
-        _write_sharing(state, event.id, event, body.visibility, body.partners)
+        _write_sharing(state, event.id, event)
     else:
         node = state.indicators.get(body.indicator)
         if node is None:
@@ -718,7 +720,7 @@ def _on_observation(state: ProjectionState, event: Event, body: b.ObservationRec
 def _on_sharing(state: ProjectionState, event: Event, body: b.SharingChanged) -> None:
     # The subject may not have arrived yet: the register waits for it. Whether the
     # author owns the subject is checked at read time (``sharing_of``).
-    _write_sharing(state, body.subject, event, body.visibility, body.partners)
+    _write_sharing(state, body.subject, event)
 
 
 def _on_correction(state: ProjectionState, event: Event, body: b.Corrected) -> None:
