@@ -93,6 +93,12 @@ class Event(msgspec.Struct, frozen=True, gc=False):
             and _MIN_YEAR <= self.occurred_at.year <= _MAX_YEAR
         ):
             _check_instants(self.recorded_at, self.occurred_at)
+        # Most events happen when recorded: one datetime object then serves both fields.
+        # Only when the offset is the same object too, so both still encode as written.
+        occurred_at = self.occurred_at
+        recorded_at = self.recorded_at
+        if occurred_at.tzinfo is recorded_at.tzinfo and occurred_at == recorded_at:
+            force_setattr(self, "occurred_at", recorded_at)
         # A handle seen before is replaced by its first copy: a million events
         # of a hundred people then hold a hundred strings, not a million.
         actor = self.actor

@@ -45,8 +45,8 @@ from typing import Literal
 
 import msgspec
 
+from events import Event, cycle_bounds
 from events import bodies as b
-from events import cycle_bounds
 from projections.goals import CheckInView, KeyResultView, last_checkins, milestone_view
 from projections.goals import objective_view as _objective_view
 from projections.settings import DEFAULT_SETTINGS, DriftSettings
@@ -476,30 +476,34 @@ def _touched(ctx: _Context, milestone_id: str, node: MilestoneNode) -> tuple[dat
     corrections = state.corrections
     retracted = state.retracted
     best_at, best_id = node.event.recorded_at, milestone_id
-    if node.touched_at is not None and (node.touched_at, node.touched[1]) > (best_at, best_id):
-        best_at, best_id = node.touched_at, node.touched[1]
-    # Every candidate once, then one pass: no call per candidate (an open milestone
-    # can have a year of weekly check-ins and dozens of tasks).
-    candidates: list[str] = []
-    fixed = [milestone_id, node.touched[1]]
-    for task_id, task in zip(node.tasks, node.task_nodes, strict=True):
-        candidates.append(task.done.source)
-        fixed.append(task_id)
-    for _, _, checkin_id in state.checkins_by_subject.get(milestone_id, ()):
-        candidates.append(checkin_id)
-        fixed.append(checkin_id)
+    touched = node.touched
+    touched_id = ""
+    if touched is not None:
+        touched_id = touched.id
+        if (touched.recorded_at, touched_id) > (best_at, best_id):
+            best_at, best_id = touched.recorded_at, touched_id
+    # One pass over the events the indexes hold, a lookup only for fixes: an open
+    # milestone can have a year of weekly check-ins and dozens of tasks.
+    related: list[Event] = []
+    fixed = [milestone_id, touched_id]
+    for task in node.tasks:
+        related.append(task.done_by)
+        task_id = task.event.id
+        if task_id in corrections or task_id in retracted:
+            fixed.append(task_id)
+    for checkin in state.checkins_by_subject.get(milestone_id, ()):
+        related.append(checkin)
+        if checkin.id in corrections or checkin.id in retracted:
+            fixed.append(checkin.id)
     for target in fixed:
-        if target in corrections:
-            candidates += corrections[target]
-        if target in retracted:
-            candidates += retracted[target]
-    for event_id in candidates:
-        event = events.get(event_id)
-        if event is None:
-            continue
+        for fix in (*corrections.get(target, ()), *retracted.get(target, ())):
+            event = events.get(fix)
+            if event is not None:
+                related.append(event)
+    for event in related:
         at = event.recorded_at
-        if at > best_at or (at == best_at and event_id > best_id):
-            best_at, best_id = at, event_id
+        if at > best_at or (at == best_at and event.id > best_id):
+            best_at, best_id = at, event.id
     return best_at, best_id
 
 
@@ -788,22 +792,22 @@ def _indicator_signals(ctx: _Context, indicator_id: str, out: list[DriftSignal])
         if objective is None or cycle_bounds(objective.cycle)[1] < today:
             return  # tied to a retracted objective or one whose cycle has ended
     title = body.title
-    # Walk back from the latest (the fold keeps the keys in (occurred_at, clock, id)
+    # Walk back from the latest (the fold keeps them in (occurred_at, clock, id)
     # order) over live observations by the owner: the trailing run of positives,
     # ended by the first live observation that is not positive.
-    latest: tuple[datetime, int, str] | None = None
-    streak: list[tuple[datetime, int, str]] = []
-    for key in reversed(node.observation_keys):
-        observation_id = key[2]
-        if state.events[observation_id].actor != owner or state.is_retracted(observation_id):
+    latest: Event | None = None
+    streak: list[Event] = []
+    for observation in reversed(node.observations):
+        observation_id = observation.id
+        if observation.actor != owner or state.is_retracted(observation_id):
             continue
         if latest is None:
-            latest = key
+            latest = observation
         observed = state.body(observation_id)
         assert isinstance(observed, b.ObservationRecorded)
         if observed.polarity != "positive":
             break
-        streak.append(key)
+        streak.append(observation)
     streak.reverse()
 
     needed = settings.one_sided_observations
@@ -815,9 +819,9 @@ def _indicator_signals(ctx: _Context, indicator_id: str, out: list[DriftSignal])
                 indicator_id,
                 title,
                 "alert" if run >= 2 * needed else "warning",
-                streak[needed - 1][0].date(),
+                streak[needed - 1].occurred_at.date(),
                 f"the last {run} observations are all positive (threshold {needed})",
-                [o[2] for o in streak],
+                [o.id for o in streak],
                 f"Look for disconfirming evidence on '{title}': record what did not go well",
             )
         )
@@ -825,9 +829,9 @@ def _indicator_signals(ctx: _Context, indicator_id: str, out: list[DriftSignal])
     limit = settings.quiet_days
     if latest is not None:
         reference, what, ids = (
-            latest[0].date(),
+            latest.occurred_at.date(),
             "the last observation",
-            [indicator_id, latest[2]],
+            [indicator_id, latest.id],
         )
     else:
         reference, what, ids = node.event.occurred_at.date(), "creation", [indicator_id]

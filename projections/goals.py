@@ -20,8 +20,8 @@ from typing import Literal
 
 import msgspec
 
+from events import Event, cycle_bounds
 from events import bodies as b
-from events import cycle_bounds
 from projections.state import PLACEHOLDER, ProjectionState
 from projections.timeline import expected_percent, pauses_of
 from projections.visibility import can_see, milestone_root_sharing
@@ -140,9 +140,9 @@ class GoalTree(msgspec.Struct, frozen=True, omit_defaults=True):
     unavailable: list[Unavailable] = []
 
 
-def _checkin_view(state: ProjectionState, subject: str, checkin_id: str) -> CheckInView | None:
+def _checkin_view(state: ProjectionState, subject: str, event: Event) -> CheckInView | None:
     """The corrected check-in, or None when retracted or not by the subject's owner."""
-    event = state.events[checkin_id]
+    checkin_id = event.id
     owner_event = state.events.get(subject)
     if owner_event is not None and event.actor != owner_event.actor:
         return None  # only the owner checks in on their own goals
@@ -158,8 +158,8 @@ def _checkin_view(state: ProjectionState, subject: str, checkin_id: str) -> Chec
 def checkins_for(state: ProjectionState, subject: str) -> list[CheckInView]:
     """Live check-ins of a subject, oldest first by (occurred_at, clock, id), corrected."""
     views = []
-    for _, _, checkin_id in state.checkins_by_subject.get(subject, ()):
-        view = _checkin_view(state, subject, checkin_id)
+    for checkin in state.checkins_by_subject.get(subject, ()):
+        view = _checkin_view(state, subject, checkin)
         if view is not None:
             views.append(view)
     return views
@@ -170,8 +170,8 @@ def last_checkins(
 ) -> list[CheckInView]:
     """The latest ``count`` live check-ins of a subject, newest first (reads from the end)."""
     found: list[CheckInView] = []
-    for _, _, checkin_id in reversed(state.checkins_by_subject.get(subject, ())):
-        view = _checkin_view(state, subject, checkin_id)
+    for checkin in reversed(state.checkins_by_subject.get(subject, ())):
+        view = _checkin_view(state, subject, checkin)
         if view is None or (with_value and view.value is None):
             continue
         found.append(view)
@@ -279,12 +279,13 @@ def _compute_milestone_view(ctx: _Context, milestone_id: str) -> MilestoneView:
     # The hot loop of every goal view: ``is_retracted`` and ``body`` are only
     # called for the rare task that a retraction or a correction names.
     retracted = state.retracted
-    for task_id, task in zip(node.tasks, node.task_nodes, strict=True):
+    for task in node.tasks:
+        task_id = task.event.id
         if task_id in retracted and state.is_retracted(task_id):
             continue
         task_body = state.body(task_id) if task_id in corrections else task.event.body
         assert isinstance(task_body, b.TaskAdded)
-        tasks.append(TaskView(task_id, task_body.title, bool(task.done.value)))
+        tasks.append(TaskView(task_id, task_body.title, task.done))
     latest = last_checkins(state, milestone_id)
     last = latest[0] if latest else None
     completion_id = node.completed.value

@@ -48,8 +48,8 @@ def indicator_views(state: ProjectionState, person: str) -> list[IndicatorView]:
         stage: int | None = None
         reached_on: date | None = None
         lines: list[ObservationLine] = []
-        for _, _, observation_id in reversed(node.observation_keys):
-            event = state.events[observation_id]
+        for event in reversed(node.observations):
+            observation_id = event.id
             if event.actor != node.event.actor or state.is_retracted(observation_id):
                 continue
             seen = state.body(observation_id)

@@ -4,10 +4,8 @@ What a rebuild costs is the fold (the ownership rule, the handlers, the indexes)
 reading the events: a snapshot keeps every event (decoded again by msgspec's typed JSON
 decoder, the rebuild's fast path) and every index the fold built, with each reference
 to an event written as its id and resolved to the one decoded object on load. The
-indexes of keys over events (each owner's feed, each subject's check-ins, each
-indicator's observations) are not stored: one pass over the events rebuilds them with
-the events' own datetimes and ids, so a loaded state holds one copy of each, as after a
-fold.
+indexes that list events in an order (each owner's feed, each subject's check-ins, each
+indicator's observations) are not stored: one pass over the events rebuilds them.
 
 JSON rather than msgpack: msgpack's timestamps are UTC, and an event's instants keep
 the offset they were written with. The document is built in pieces (``encode_pieces``),
@@ -27,11 +25,12 @@ import hashlib
 import importlib
 import operator
 from collections.abc import Callable, Iterable, Iterator
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
+from msgspec.structs import force_setattr
 
 from events import Event, OpaqueEvent
 from events.bodies import (
@@ -42,10 +41,10 @@ from events.bodies import (
     MilestoneReopened,
     ObservationRecorded,
 )
+from projections.ownership import ALLOWED_BODIES
 from projections.state import (
     FEED_TYPES,
     PLACEHOLDER,
-    CheckInKey,
     Feed,
     IndicatorNode,
     KeyResultNode,
@@ -54,12 +53,13 @@ from projections.state import (
     PersonIndex,
     ProjectionState,
     Register,
-    Sharing,
     Stamp,
     TaskNode,
+    checkin_key,
+    feed_key,
 )
 
-FORMAT = 2
+FORMAT = 3
 """The layout below; bump it when the snapshot's structure changes."""
 
 FOLD_MODULES = (
@@ -140,13 +140,13 @@ class _Milestone(msgspec.Struct, array_like=True):
     completed: _Text
     dropped: _Flag
     tasks: list[str]
-    touched: Stamp
-    touched_at: datetime | None
+    touched: str | None  # the id of the latest event naming it
 
 
 class _Task(msgspec.Struct, array_like=True):
     id: str
-    done: _Flag
+    done: bool
+    done_by: str  # the id of the event that wrote ``done``
 
 
 class _Indicator(msgspec.Struct, array_like=True):
@@ -177,7 +177,7 @@ class Document(msgspec.Struct, array_like=True):
     people: dict[str, PersonIndex]
     memberships: list[tuple[str, str, _Flag]]
     teams_by_person: dict[str, list[str]]
-    sharing: dict[str, list[tuple[Stamp, str, Sharing]]]
+    sharing: dict[str, list[str]]  # ids of the writing events
     partnered_by: dict[str, list[str]]
 
 
@@ -193,7 +193,6 @@ class Follower(msgspec.Struct, frozen=True):
 _T = TypeVar("_T")
 _FEED_BODIES = frozenset(BODY_TYPES[tag] for tag in FEED_TYPES)
 _CHECKIN = CheckInRecorded
-_COMPLETED = MilestoneCompleted
 _COMPLETION_WRITES = frozenset({MilestoneCompleted, MilestoneReopened})
 _KUDOS = KudosGiven
 _OBSERVATION = ObservationRecorded
@@ -206,6 +205,10 @@ CHUNK = 5_000
 
 def _event_id(event: Event) -> str | None:
     return None if event is PLACEHOLDER else event.id
+
+
+def _event_id_or_none(event: Event | None) -> str | None:
+    return None if event is None else event.id
 
 
 def _list(items: Iterable[_T], convert: Callable[[_T], Any] | None = None) -> Iterator[bytes]:
@@ -313,12 +316,11 @@ def encode_pieces(state: ProjectionState, follower: Follower) -> Iterator[bytes]
                 _link(kv[1].link),
                 _text(kv[1].completed),
                 _flag(kv[1].dropped),
-                kv[1].tasks,
-                kv[1].touched,
-                kv[1].touched_at,
+                [task.event.id for task in kv[1].tasks],
+                _event_id_or_none(kv[1].touched),
             ),
         ),
-        lambda: _list(s.tasks.items(), lambda kv: _Task(kv[0], _flag(kv[1].done))),
+        lambda: _list(s.tasks.items(), lambda kv: _Task(kv[0], kv[1].done, kv[1].done_by.id)),
         lambda: _list(
             s.indicators.items(),
             lambda kv: _Indicator(kv[0], _event_id(kv[1].event)),
@@ -328,7 +330,7 @@ def encode_pieces(state: ProjectionState, follower: Follower) -> Iterator[bytes]
         lambda: _dict(_people(s)),
         lambda: _list(s.memberships.items(), lambda kv: (kv[0][0], kv[0][1], _flag(kv[1]))),
         lambda: _dict(s.teams_by_person, sorted),
-        lambda: _dict(s.sharing),
+        lambda: _dict(s.sharing, lambda writes: [e.id for e in writes]),
         lambda: _dict(s.partnered_by, sorted),
     ]
     yield b"["
@@ -357,8 +359,14 @@ def checksum_parts(parts: Iterable[bytes]) -> str:
     return digest.hexdigest()
 
 
-def _register(r: _Due | _Link | _Text | _Flag) -> Register:
-    return Register(r.stamp, r.value, r.source)
+def _register(events: dict[str, Event], r: _Due | _Link | _Text | _Flag) -> Register:
+    """The register, holding its writing event (the stamp is the event's)."""
+    if not r.source:
+        return Register()
+    writer = events[r.source]
+    if (writer.clock, writer.id) != tuple(r.stamp):
+        raise ValueError(f"a register's stamp is not its writer's: {r.source}")
+    return Register(writer, r.value)
 
 
 def decode(blob: bytes | bytearray, digest: str | None = None) -> tuple[ProjectionState, Follower]:
@@ -398,18 +406,18 @@ def _restore(doc: Document) -> tuple[ProjectionState, Follower]:
     state.key_results = {
         k.id: KeyResultNode(event(k.event), set(k.milestones)) for k in doc.key_results
     }
-    tasks = state.tasks = {t.id: TaskNode(events[t.id], _register(t.done)) for t in doc.tasks}
+    tasks = state.tasks = {
+        t.id: TaskNode(events[t.id], events[t.done_by], t.done) for t in doc.tasks
+    }
     state.milestones = {
         m.id: MilestoneNode(
             event(m.event),
-            _register(m.due_on),
-            _register(m.link),
-            _register(m.completed),
-            _register(m.dropped),
-            m.tasks,
+            _register(events, m.due_on),
+            _register(events, m.link),
+            _register(events, m.completed),
+            _register(events, m.dropped),
             [tasks[task] for task in m.tasks],
-            m.touched,
-            m.touched_at,
+            None if m.touched is None else events[m.touched],
         )
         for m in doc.milestones
     }
@@ -418,9 +426,11 @@ def _restore(doc: Document) -> tuple[ProjectionState, Follower]:
     state.corrections = doc.corrections
     state.retracted = doc.retracted
     state.people = doc.people
-    state.memberships = {(team, person): _register(r) for team, person, r in doc.memberships}
+    state.memberships = {
+        (team, person): _register(events, r) for team, person, r in doc.memberships
+    }
     state.teams_by_person = {p: frozenset(teams) for p, teams in doc.teams_by_person.items()}
-    state.sharing = doc.sharing
+    state.sharing = {item: [events[w] for w in writes] for item, writes in doc.sharing.items()}
     state.partnered_by = {p: set(owners) for p, owners in doc.partnered_by.items()}
     if len(doc.feed_positions) != len(doc.feed_ids):
         raise ValueError("feed positions and ids differ in length")
@@ -438,59 +448,63 @@ def _held_id(state: ProjectionState, event_id: str) -> str:
 
 
 def _derive(state: ProjectionState, accepted: list[Event]) -> None:
-    """The indexes of keys over events, from the accepted events in fold order, as the fold
-    builds them: each owner's feed, each subject's check-ins, each indicator's
-    observations (all sorted). Rebuilt rather than stored: they then hold the events' own
-    datetimes and ids, as after a fold, instead of a decoded copy of each."""
+    """The indexes of events, from the accepted events in fold order, as the fold builds
+    them: each owner's feed, each subject's check-ins, each indicator's observations,
+    each milestone's completions and reopens, each completion's kudos (all sorted).
+    Rebuilt rather than stored: they hold the events themselves. And, as the fold does,
+    each reference in a body becomes the named event's own id string."""
+    events = state.events
     feeds: dict[str, Feed] = {}
-    checkins: dict[str, list[CheckInKey]] = {}
-    observed: dict[str, list[CheckInKey]] = {}
+    checkins: dict[str, list[Event]] = {}
+    observed: dict[str, list[Event]] = {}
     kudos: dict[str, list[str]] = {}
     for e in accepted:
         body: Any = e.body
         kind = type(body)
+        for field, _ in ALLOWED_BODIES[kind]:
+            ref = getattr(body, field)
+            target = events.get(ref) if ref is not None else None
+            if target is not None and ref is not target.id:
+                force_setattr(body, field, target.id)
         if kind in _COMPLETION_WRITES:  # every completion and reopen, as _write_completed
             milestone = state.milestones[body.milestone]
-            write = ((e.clock, e.id), e.id if kind is _COMPLETED else None)
             if milestone.completion_writes is None:
-                milestone.completion_writes = [write]
+                milestone.completion_writes = [e]
             else:
-                milestone.completion_writes.append(write)
+                milestone.completion_writes.append(e)
         elif kind is _KUDOS:
             kudos.setdefault(body.completion, []).append(e.id)
         if kind in _FEED_BODIES:
             feed = feeds.get(e.actor)
             if feed is None:
-                feeds[e.actor] = Feed([(e.occurred_at, e.id)])
+                feeds[e.actor] = Feed([e])
             else:
-                feed.keys.append((e.occurred_at, e.id))
+                feed.events.append(e)
             if kind is _CHECKIN:
-                keys = checkins.get(body.subject)
-                if keys is None:
-                    checkins[body.subject] = [(e.occurred_at, e.clock, e.id)]
-                else:
-                    keys.append((e.occurred_at, e.clock, e.id))
+                _append(checkins, body.subject, e)
             elif kind is _OBSERVATION and body.indicator is not None:
-                keys = observed.get(body.indicator)
-                if keys is None:
-                    observed[body.indicator] = [(e.occurred_at, e.clock, e.id)]
-                else:
-                    keys.append((e.occurred_at, e.clock, e.id))
+                _append(observed, body.indicator, e)
     for given in kudos.values():
         given.sort()
     state.kudos = kudos
     for feed in feeds.values():
-        feed.keys.sort()
-    for keys in checkins.values():
-        keys.sort()
+        feed.events.sort(key=feed_key)
+    for subject_checkins in checkins.values():
+        subject_checkins.sort(key=checkin_key)
     indicators = state.indicators
-    for indicator, keys in observed.items():
-        keys.sort()
-        node = indicators[indicator]
-        node.observation_keys = keys
-        node.observations = sorted(key[2] for key in keys)
+    for indicator, observations in observed.items():
+        observations.sort(key=checkin_key)
+        indicators[indicator].observations = observations
     state.feeds = feeds
     state.checkins_by_subject = checkins
+
+
+def _append(index: dict[str, list[Event]], key: str, event: Event) -> None:
+    found = index.get(key)
+    if found is None:
+        index[key] = [event]
+    else:
+        found.append(event)
 
 
 FOLD_VERSION = _fold_version()

@@ -307,8 +307,8 @@ class _Gather:
         state = self.state
         first_seen: dict[str, tuple[datetime, str]] = {}
         feed = state.feeds.get(self.person)
-        for _, checkin_id in feed.keys if feed is not None else ():
-            event = state.events[checkin_id]
+        for event in feed.events if feed is not None else ():
+            checkin_id = event.id
             body = event.body  # the feed holds every check-in the person logged
             if not isinstance(body, b.CheckInRecorded):
                 continue
@@ -339,8 +339,8 @@ class _Gather:
         state = self.state
         found = []
         feed = state.feeds.get(self.person)
-        for _, observation_id in feed.keys if feed is not None else ():
-            event = state.events[observation_id]
+        for event in feed.events if feed is not None else ():
+            observation_id = event.id
             if not isinstance(event.body, b.ObservationRecorded):
                 continue  # the feed holds every observation the person recorded
             if not self.in_period(event.occurred_at) or state.is_retracted(observation_id):

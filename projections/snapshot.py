@@ -36,7 +36,7 @@ from projections.goals import (
     objective_view,
 )
 from projections.ownership import referenced_ids
-from projections.state import PLACEHOLDER, ProjectionState
+from projections.state import PLACEHOLDER, ProjectionState, checkin_key
 from projections.timeline import expected_percent, pauses_of
 
 CHECKIN_WINDOW = 3
@@ -124,25 +124,23 @@ def _keep_referenced(state: ProjectionState, ids: set[str], event_id: str) -> No
 
 
 def _keep_checkins(state: ProjectionState, ids: set[str], subject: str) -> None:
-    keys = state.checkins_by_subject.get(subject)
-    if not keys:
+    checkins = state.checkins_by_subject.get(subject)
+    if not checkins:
         return
     needed = last_checkins(state, subject, CHECKIN_WINDOW)
     valued = last_checkins(state, subject, 1, with_value=True)
     if len(needed) < CHECKIN_WINDOW:
         start = 0  # fewer live ones than the window: keep them all
     else:
-        oldest = min(needed + valued, key=lambda v: (v.occurred_at, state.events[v.id].clock, v.id))
-        start = bisect.bisect_left(
-            keys, (oldest.occurred_at, state.events[oldest.id].clock, oldest.id)
-        )
-    for _, _, checkin_id in keys[start:]:
-        _keep(state, ids, checkin_id)
+        oldest = min((state.events[v.id] for v in needed + valued), key=checkin_key)
+        start = bisect.bisect_left(checkins, checkin_key(oldest), key=checkin_key)
+    for checkin in checkins[start:]:
+        _keep(state, ids, checkin.id)
 
 
 def _keep_sharing(state: ProjectionState, ids: set[str], item_id: str) -> None:
-    for stamp, _, _ in state.sharing.get(item_id, ()):
-        _keep(state, ids, stamp[1])
+    for writer in state.sharing.get(item_id, ()):
+        _keep(state, ids, writer.id)
 
 
 def _keep_milestone(state: ProjectionState, ids: set[str], milestone_id: str) -> None:
@@ -157,15 +155,12 @@ def _keep_milestone(state: ProjectionState, ids: set[str], milestone_id: str) ->
     if isinstance(completion, str):
         _keep(state, ids, completion)
     # Every completion and reopen, so a later retraction can fall back to an earlier one.
-    for stamp, _ in node.completion_writes or ():
-        _keep(state, ids, stamp[1])
+    for write in node.completion_writes or ():
+        _keep(state, ids, write.id)
     _keep_sharing(state, ids, milestone_id)
-    for task_id in node.tasks:
-        task = state.tasks.get(task_id)
-        if task is None:
-            continue
-        _keep(state, ids, task_id)
-        _keep(state, ids, task.done.source)
+    for task in node.tasks:
+        _keep(state, ids, task.event.id)
+        _keep(state, ids, task.done_by.id)
     _keep_checkins(state, ids, milestone_id)
 
 

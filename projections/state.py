@@ -41,6 +41,7 @@ from datetime import date, datetime
 from typing import Any
 
 import msgspec
+from msgspec.structs import force_setattr
 
 from events import AnyEvent, Event, OpaqueEvent
 from events import bodies as b
@@ -58,9 +59,6 @@ from projections.ownership import (
 Stamp = tuple[int, str]
 """(clock, event id): the order of last-writer-wins."""
 
-CheckInKey = tuple[datetime, int, str]
-"""(occurred_at, clock, event id): the order of a subject's check-ins."""
-
 FeedKey = tuple[datetime, str]
 """(occurred_at, event id): the order of the feed, newest last in storage."""
 
@@ -75,19 +73,73 @@ def stamp_of(event: Event) -> Stamp:
     return (event.clock, event.id)
 
 
+def feed_key(event: Event) -> FeedKey:
+    """The order of a feed: (occurred_at, event id)."""
+    return (event.occurred_at, event.id)
+
+
+def checkin_key(event: Event) -> tuple[datetime, int, str]:
+    """The order of a subject's check-ins and an indicator's observations:
+    (occurred_at, clock, event id)."""
+    return (event.occurred_at, event.clock, event.id)
+
+
+def later(event: Event, than: Event) -> bool:
+    """Whether ``event`` is later than ``than`` in last-writer-wins order (no tuple built:
+    this runs for most events of a fold)."""
+    clock = event.clock
+    other = than.clock
+    return clock > other or (clock == other and event.id > than.id)
+
+
+def add_in_order(events: list[Event], event: Event, key: Callable[[Event], Any]) -> None:
+    """Insert keeping ``key`` order (``feed_key`` or ``checkin_key``); in-order arrival
+    (the common case) is an append. An event already there is not added twice."""
+    # Both keys lead with occurred_at: a later one is later by key, no tuples built.
+    at = event.occurred_at
+    if not events or at > events[-1].occurred_at:
+        events.append(event)
+        return
+    # A late arrival is mostly recent: step back from the end in doubling strides to an
+    # earlier occurred_at (all before it are less by key), then bisect only that stretch.
+    low = len(events) - 1
+    stride = 1
+    while low > 0 and events[low].occurred_at >= at:
+        low = max(0, low - stride)
+        stride *= 2
+    new = key(event)
+    index = bisect.bisect_left(events, new, low, key=key)
+    if index == len(events) or events[index].id != event.id:
+        events.insert(index, event)
+
+
 class Register(msgspec.Struct, gc=False):
-    """A last-writer-wins register: the value written by the greatest stamp."""
+    """A last-writer-wins register: the value written by the latest event.
 
-    stamp: Stamp = NO_STAMP
+    It keeps the writing event itself, not its stamp: the event is held anyway, so a
+    write costs no tuple.
+    """
+
+    writer: Event | None = None
     value: Any = None
-    source: str = ""  # id of the event that wrote the value
 
-    def write(self, stamp: Stamp, value: Any) -> bool:
-        """Keep ``value`` if ``stamp`` is later than the current one; say whether it was."""
-        if stamp > self.stamp:
-            self.stamp = stamp
+    @property
+    def stamp(self) -> Stamp:
+        writer = self.writer
+        return NO_STAMP if writer is None else (writer.clock, writer.id)
+
+    @property
+    def source(self) -> str:
+        """The id of the event that wrote the value ("" before any write)."""
+        writer = self.writer
+        return "" if writer is None else writer.id
+
+    def write(self, event: Event, value: Any) -> bool:
+        """Keep ``value`` if ``event`` is later than the current writer; say whether it was."""
+        writer = self.writer
+        if writer is None or later(event, writer):
+            self.writer = event
             self.value = value
-            self.source = stamp[1]
             return True
         return False
 
@@ -102,49 +154,67 @@ class Sharing(msgspec.Struct, frozen=True, gc=False):
 PRIVATE = Sharing()
 
 
-class ObjectiveNode(msgspec.Struct):
+def sharing(visibility: str, partners: tuple[str, ...]) -> Sharing:
+    """The Sharing of these values (the one ``PRIVATE`` for most items)."""
+    if visibility == "private" and not partners:
+        return PRIVATE
+    return Sharing(visibility, partners)
+
+
+# ``gc=False`` on the nodes: they hold events, registers, strings and lists or sets of
+# those, never another node or anything that leads back to one, so they can never be part
+# of a reference cycle; untracked, the cyclic collector skips them.
+
+
+class ObjectiveNode(msgspec.Struct, gc=False):
     event: Event
     key_results: list[str] = msgspec.field(default_factory=list)
     milestones: set[str] = msgspec.field(default_factory=set)  # linked directly
     indicators: list[str] = msgspec.field(default_factory=list)
 
 
-class KeyResultNode(msgspec.Struct):
+class KeyResultNode(msgspec.Struct, gc=False):
     event: Event
     milestones: set[str] = msgspec.field(default_factory=set)
 
 
 class TaskNode(msgspec.Struct, gc=False):
+    """A task and its done flag: a last-writer-wins register held inline (a sixth of all
+    events write one), written first by the task's own adding."""
+
     event: Event
-    done: Register
+    done_by: Event  # the latest completion or reopen by stamp, or the adding event
+    done: bool = False
 
 
-class MilestoneNode(msgspec.Struct):
+def task_id(task: TaskNode) -> str:
+    """The order of a milestone's tasks: their ids."""
+    return task.event.id
+
+
+class MilestoneNode(msgspec.Struct, gc=False):
     event: Event
     due_on: Register
     link: Register  # value: (key_result id | None, objective id | None)
-    completed: Register  # value: the completing event, or None after a reopen
+    completed: Register  # value: the completion's id, or None after a reopen
     dropped: Register  # value: bool
-    tasks: list[str] = msgspec.field(default_factory=list)  # task ids, sorted
-    task_nodes: list[TaskNode] = msgspec.field(default_factory=list)  # in the order of tasks
-    # Latest event naming this milestone directly; check-ins and task events are
-    # folded in at read time (they may arrive before the milestone does).
-    touched: Stamp = NO_STAMP
-    touched_at: datetime | None = None
-    # Every completion and reopen applied to ``completed``: (stamp, completion id or
-    # None). The register holds the latest *live* one, so retracting a completion
-    # (or a reopen) falls back to the write before it.
-    completion_writes: list[tuple[Stamp, str | None]] | None = None
+    tasks: list[TaskNode] = msgspec.field(default_factory=list)  # sorted by ``task_id``
+    # Latest event (by stamp) naming this milestone directly; check-ins and task events
+    # are folded in at read time (they may arrive before the milestone does).
+    touched: Event | None = None
+    # Every completion and reopen applied to ``completed`` (each wrote its
+    # ``completion_value``). The register holds the latest *live* one, so retracting a
+    # completion (or a reopen) falls back to the write before it.
+    completion_writes: list[Event] | None = None
 
 
-class IndicatorNode(msgspec.Struct):
+class IndicatorNode(msgspec.Struct, gc=False):
     event: Event
-    observations: list[str] = msgspec.field(default_factory=list)  # ids, sorted
-    # (occurred_at, clock, id), sorted: the latest observations are the last entries
-    observation_keys: list[CheckInKey] = msgspec.field(default_factory=list)
+    # Sorted by ``checkin_key``: the latest observations are the last entries.
+    observations: list[Event] = msgspec.field(default_factory=list)
 
 
-class PersonIndex(msgspec.Struct):
+class PersonIndex(msgspec.Struct, gc=False):
     """Everything a person owns, by kind, for per-person views (their check-ins and
     observations are in their ``Feed``)."""
 
@@ -155,20 +225,10 @@ class PersonIndex(msgspec.Struct):
     pauses: list[str] = msgspec.field(default_factory=list)
 
 
-class Feed(msgspec.Struct):
-    """One owner's feed items sorted by (occurred_at, id), oldest first."""
+class Feed(msgspec.Struct, gc=False):
+    """One owner's feed items sorted by ``feed_key`` (occurred_at, id), oldest first."""
 
-    keys: list[FeedKey] = msgspec.field(default_factory=list)
-
-    def add(self, key: FeedKey) -> None:
-        """Insert keeping order; in-order arrival (the common case) is an append."""
-        keys = self.keys
-        if not keys or key > keys[-1]:
-            keys.append(key)
-        else:
-            index = bisect.bisect_left(keys, key)
-            if index == len(keys) or keys[index] != key:
-                keys.insert(index, key)
+    events: list[Event] = msgspec.field(default_factory=list)
 
 
 FEED_TYPES = frozenset(
@@ -228,9 +288,9 @@ class ProjectionState:
         self.milestones: dict[str, MilestoneNode] = {}
         self.tasks: dict[str, TaskNode] = {}
         self.indicators: dict[str, IndicatorNode] = {}
-        # subject id -> check-in keys sorted by (occurred_at, clock, id): the last
-        # entries are the latest check-ins, so views read them without a scan.
-        self.checkins_by_subject: dict[str, list[CheckInKey]] = {}
+        # subject id -> its check-ins sorted by ``checkin_key``: the last entries are
+        # the latest check-ins, so views read them without a scan.
+        self.checkins_by_subject: dict[str, list[Event]] = {}
         # target event id -> ids of corrections naming it (order fixed at read time)
         self.corrections: dict[str, list[str]] = {}
         # target event id -> ids of retractions naming it
@@ -241,11 +301,11 @@ class ProjectionState:
         # (team, person) -> register of "is a member"
         self.memberships: dict[tuple[str, str], Register] = {}
         self.teams_by_person: dict[str, frozenset[str]] = {}
-        # item id -> every write of its own Sharing (objectives, standalone
-        # milestones, indicators, journal entries): creation and sharing.changed.
-        # Kept whole because only the owner's writes count, and the owner is
-        # known only once the creating event has arrived.
-        self.sharing: dict[str, list[tuple[Stamp, str, Sharing]]] = {}
+        # item id -> every event writing its own Sharing (objectives, standalone
+        # milestones, indicators, journal entries): its creation and sharing.changed,
+        # whose bodies hold what they wrote. Kept whole because only the owner's writes
+        # count, and the owner is known only once the creating event has arrived.
+        self.sharing: dict[str, list[Event]] = {}
         self.feeds: dict[str, Feed] = {}
         # person -> everyone who ever named them as a partner in a sharing write: a
         # superset of whose items they may see as a partner (views still check).
@@ -325,11 +385,14 @@ class ProjectionState:
         if item is None or not writes:
             return PRIVATE
         owner = item.actor
-        best: tuple[Stamp, str, Sharing] | None = None
+        best: Event | None = None
         for write in writes:
-            if write[1] == owner and (best is None or write[0] > best[0]):
+            if write.actor == owner and (best is None or later(write, best)):
                 best = write
-        return best[2] if best is not None else PRIVATE
+        if best is None:
+            return PRIVATE
+        written: Any = best.body
+        return sharing(written.visibility, written.partners)
 
     def memoized(self, key: Hashable, compute: Callable[[], Any]) -> Any:
         """``compute()``, remembered under ``key`` until another event is folded in.
@@ -416,19 +479,20 @@ def add_sorted(ids: list[str], item: str) -> None:
 
 
 def _touch(node: MilestoneNode, event: Event) -> None:
-    stamp = (event.clock, event.id)
-    if stamp > node.touched:
-        node.touched = stamp
-        node.touched_at = event.recorded_at
+    touched = node.touched
+    if touched is None or later(event, touched):
+        node.touched = event
 
 
-def _write_sharing(state: ProjectionState, item_id: str, event: Event, sharing: Sharing) -> None:
+def _write_sharing(state: ProjectionState, item_id: str, event: Event) -> None:
+    """Record ``event`` (its body holds visibility and partners) as a sharing write."""
     writes = state.sharing.get(item_id)
     if writes is None:
-        state.sharing[item_id] = [(stamp_of(event), event.actor, sharing)]
+        state.sharing[item_id] = [event]
     else:
-        writes.append((stamp_of(event), event.actor, sharing))
-    for partner in sharing.partners:
+        writes.append(event)
+    written: Any = event.body
+    for partner in written.partners:
         owners = state.partnered_by.get(partner)
         if owners is None:
             state.partnered_by[partner] = {event.actor}
@@ -438,7 +502,7 @@ def _write_sharing(state: ProjectionState, item_id: str, event: Event, sharing: 
 
 def _on_objective(state: ProjectionState, event: Event, body: b.ObjectiveCreated) -> None:
     existing = state.objectives.get(event.id)
-    _write_sharing(state, event.id, event, Sharing(body.visibility, body.partners))
+    _write_sharing(state, event.id, event)
     node = ObjectiveNode(event)
     if existing is not None:  # placeholders created by children that came first
         node.key_results = existing.key_results
@@ -473,12 +537,12 @@ def _key_result_slot(state: ProjectionState, key_result_id: str) -> KeyResultNod
 
 
 def _set_link(
-    state: ProjectionState, milestone_id: str, node: MilestoneNode, stamp: Stamp, link: Any
+    state: ProjectionState, milestone_id: str, node: MilestoneNode, event: Event, link: Any
 ) -> None:
     # The milestone's id is passed in: a relink may arrive before the milestone
     # (its node then holds a placeholder event whose id is not the milestone's).
     old = node.link.value
-    if node.link.write(stamp, link):
+    if node.link.write(event, link):
         if old is not None:
             old_kr, old_objective = old
             if old_kr is not None:
@@ -510,19 +574,18 @@ def _owned_milestone(state: ProjectionState, milestone_id: str) -> MilestoneNode
 def _on_milestone_planned(state: ProjectionState, event: Event, body: b.MilestonePlanned) -> None:
     node = _milestone_slot(state, event.id)
     node.event = event
-    stamp = stamp_of(event)
-    node.due_on.write(stamp, body.due_on)
-    _set_link(state, event.id, node, stamp, (body.key_result, body.objective))
-    node.completed.write(stamp, None)
-    node.dropped.write(stamp, False)
-    _write_sharing(state, event.id, event, Sharing(body.visibility, body.partners))
+    node.due_on.write(event, body.due_on)
+    _set_link(state, event.id, node, event, (body.key_result, body.objective))
+    node.completed.write(event, None)
+    node.dropped.write(event, False)
+    _write_sharing(state, event.id, event)
     _touch(node, event)
     add_sorted(state.person(event.actor).milestones, event.id)
 
 
 def _on_rescheduled(state: ProjectionState, event: Event, body: b.MilestoneRescheduled) -> None:
     node = _owned_milestone(state, body.milestone)
-    node.due_on.write(stamp_of(event), body.due_on)
+    node.due_on.write(event, body.due_on)
     _touch(node, event)
 
 
@@ -536,14 +599,13 @@ def _write_completed(
     later refolds the register from the remembered writes (``_refold_completed``),
     so the result does not depend on arrival order.
     """
-    stamp = stamp_of(event)
     writes = node.completion_writes
     if writes is None:
-        node.completion_writes = [(stamp, value)]
+        node.completion_writes = [event]
     else:
-        writes.append((stamp, value))
+        writes.append(event)
     if not (event.id in state.retracted and state.is_retracted(event.id)):
-        node.completed.write(stamp, value)
+        node.completed.write(event, value)
 
 
 def _refold_completed(state: ProjectionState, target: Event) -> None:
@@ -553,11 +615,16 @@ def _refold_completed(state: ProjectionState, target: Event) -> None:
     if node is None or node.completion_writes is None or node.event is PLACEHOLDER:
         return
     register = Register()
-    register.write(stamp_of(node.event), None)
-    for stamp, value in node.completion_writes:
-        if not (stamp[1] in state.retracted and state.is_retracted(stamp[1])):
-            register.write(stamp, value)
+    register.write(node.event, None)
+    for write in node.completion_writes:
+        if not (write.id in state.retracted and state.is_retracted(write.id)):
+            register.write(write, completion_value(write))
     node.completed = register
+
+
+def completion_value(write: Event) -> str | None:
+    """What a completion or reopen writes to ``completed``: the completion's id, or None."""
+    return write.id if type(write.body) is b.MilestoneCompleted else None
 
 
 def _on_completed(state: ProjectionState, event: Event, body: b.MilestoneCompleted) -> None:
@@ -575,74 +642,64 @@ def _on_reopened(state: ProjectionState, event: Event, body: b.MilestoneReopened
 
 def _on_dropped(state: ProjectionState, event: Event, body: b.MilestoneDropped) -> None:
     node = _owned_milestone(state, body.milestone)
-    node.dropped.write(stamp_of(event), True)
+    node.dropped.write(event, True)
     _touch(node, event)
 
 
 def _on_restored(state: ProjectionState, event: Event, body: b.MilestoneRestored) -> None:
     node = _owned_milestone(state, body.milestone)
-    node.dropped.write(stamp_of(event), False)
+    node.dropped.write(event, False)
     _touch(node, event)
 
 
 def _on_relinked(state: ProjectionState, event: Event, body: b.MilestoneRelinked) -> None:
     node = _owned_milestone(state, body.milestone)
     link = (body.key_result, body.objective)
-    _set_link(state, body.milestone, node, stamp_of(event), link)
+    _set_link(state, body.milestone, node, event, link)
     _touch(node, event)
 
 
 def _on_task_added(state: ProjectionState, event: Event, body: b.TaskAdded) -> None:
     node = state.milestones[body.milestone]
-    task_id = event.id
-    stamp = (event.clock, task_id)
-    task = state.tasks[task_id] = TaskNode(event, Register(stamp, False, task_id))
-    # Views walk a milestone's task nodes directly (no lookup per task): keep the
-    # nodes in the order of the sorted ids.
-    ids = node.tasks
-    if not ids or task_id > ids[-1]:
-        ids.append(task_id)
-        node.task_nodes.append(task)
+    task = state.tasks[event.id] = TaskNode(event, event)
+    # Views walk a milestone's task nodes directly (no lookup per task).
+    tasks = node.tasks
+    if not tasks or event.id > tasks[-1].event.id:
+        tasks.append(task)
     else:
-        index = bisect.bisect_left(ids, task_id)
-        ids.insert(index, task_id)
-        node.task_nodes.insert(index, task)
-    if stamp > node.touched:  # _touch, inlined
-        node.touched = stamp
-        node.touched_at = event.recorded_at
+        tasks.insert(bisect.bisect_left(tasks, event.id, key=task_id), task)
+    _touch(node, event)
 
 
 def _on_task_done(state: ProjectionState, event: Event, body: Any) -> None:
     task = state.tasks[body.task]  # present and the writer's own (the ownership rule)
-    register = task.done
-    stamp = (event.clock, event.id)
-    if stamp > register.stamp:  # Register.write, inlined: a sixth of all events
-        register.stamp = stamp
-        register.value = type(body) is _TASK_COMPLETED
-        register.source = event.id
+    writer = task.done_by
+    clock = event.clock
+    # ``later``, inlined: a sixth of all events.
+    if clock > writer.clock or (clock == writer.clock and event.id > writer.id):
+        task.done_by = event
+        task.done = type(body) is _TASK_COMPLETED
 
 
 def _on_checkin(state: ProjectionState, event: Event, body: b.CheckInRecorded) -> None:
     subject = body.subject
-    key = (event.occurred_at, event.clock, event.id)
     checkins = state.checkins_by_subject.get(subject)
     if checkins is None:
-        state.checkins_by_subject[subject] = [key]
-    elif key > checkins[-1]:
-        checkins.append(key)
-    else:  # logged late (--at) or arrived out of order
-        bisect.insort(checkins, key)
+        state.checkins_by_subject[subject] = [event]
+    elif event.occurred_at > checkins[-1].occurred_at:
+        checkins.append(event)  # add_in_order's common case, inlined: half of all events
+    else:
+        add_in_order(checkins, event, checkin_key)
     # A person's check-ins are the check-ins of their feed (``FEED_TYPES``): no index of
     # their own (half of all events are check-ins; each index costs the fold).
 
 
 def _on_indicator(state: ProjectionState, event: Event, body: b.IndicatorDefined) -> None:
     existing = state.indicators.get(event.id)
-    _write_sharing(state, event.id, event, Sharing(body.visibility, body.partners))
+    _write_sharing(state, event.id, event)
     node = IndicatorNode(event)
     if existing is not None:
         node.observations = existing.observations
-        node.observation_keys = existing.observation_keys
     state.indicators[event.id] = node
     add_sorted(state.person(event.actor).indicators, event.id)
     if body.objective is not None:
@@ -652,24 +709,18 @@ def _on_indicator(state: ProjectionState, event: Event, body: b.IndicatorDefined
 def _on_observation(state: ProjectionState, event: Event, body: b.ObservationRecorded) -> None:
     # A person's observations are those of their feed: no index of their own.
     if body.indicator is None:
-        _write_sharing(state, event.id, event, Sharing(body.visibility, body.partners))
+        _write_sharing(state, event.id, event)
     else:
         node = state.indicators.get(body.indicator)
         if node is None:
             node = state.indicators[body.indicator] = IndicatorNode(PLACEHOLDER)
-        add_sorted(node.observations, event.id)
-        key = (event.occurred_at, event.clock, event.id)
-        keys = node.observation_keys
-        if not keys or key > keys[-1]:
-            keys.append(key)
-        else:  # logged late (--at) or arrived out of order
-            bisect.insort(keys, key)
+        add_in_order(node.observations, event, checkin_key)
 
 
 def _on_sharing(state: ProjectionState, event: Event, body: b.SharingChanged) -> None:
     # The subject may not have arrived yet: the register waits for it. Whether the
     # author owns the subject is checked at read time (``sharing_of``).
-    _write_sharing(state, body.subject, event, Sharing(body.visibility, body.partners))
+    _write_sharing(state, body.subject, event)
 
 
 def _on_correction(state: ProjectionState, event: Event, body: b.Corrected) -> None:
@@ -696,7 +747,7 @@ def _on_membership(state: ProjectionState, event: Event, body: Any) -> None:
     register = state.memberships.get(key)
     if register is None:
         register = state.memberships[key] = Register()
-    if register.write(stamp_of(event), isinstance(body, b.TeamMemberJoined)):
+    if register.write(event, isinstance(body, b.TeamMemberJoined)):
         person = body.person
         state.teams_by_person[person] = frozenset(
             team
@@ -783,6 +834,10 @@ def apply(state: ProjectionState, event: AnyEvent) -> bool:
             ):
                 verdict = judge(event, state.referent)
                 break
+            if ref is not target.id:
+                # The body then holds the named event's own id string, not an equal copy:
+                # a string less per reference, and later lookups by it match by identity.
+                force_setattr(body, field, target.id)
         else:
             if body_type in JUDGED_IN_FULL:
                 verdict = judge(event, state.referent)
@@ -805,14 +860,15 @@ def _fold(state: ProjectionState, event: Event, body: Any, body_type: type) -> N
     state.events[event_id] = event
     HANDLERS[body_type](state, event, body)
     if body_type in _FEED_BODIES:
-        key = (event.occurred_at, event_id)
         feed = state.feeds.get(event.actor)
         if feed is None:
-            state.feeds[event.actor] = Feed([key])
-        elif feed.keys and key > feed.keys[-1]:
-            feed.keys.append(key)  # Feed.add's common case, inlined: the fold's hot path
+            state.feeds[event.actor] = Feed([event])
         else:
-            feed.add(key)
+            feed_events = feed.events
+            if event.occurred_at > feed_events[-1].occurred_at:
+                feed_events.append(event)  # add_in_order's common case, inlined: the hot path
+            else:
+                add_in_order(feed_events, event, feed_key)
 
 
 def _release(state: ProjectionState, arrived: str) -> None:

@@ -35,7 +35,7 @@ from projections.goals import MilestoneView, ObjectiveView, Unavailable, goal_tr
 from projections.health import Health, tree_health
 from projections.kudos import kudos_counts, kudos_givers
 from projections.settings import DEFAULT_SETTINGS, DriftSettings
-from projections.state import PLACEHOLDER, FeedKey, ProjectionState, Sharing
+from projections.state import PLACEHOLDER, FeedKey, ProjectionState, Sharing, feed_key
 from projections.visibility import audience, can_see, item_sharing
 
 MAX_PAGE = 500
@@ -393,10 +393,11 @@ def _feed_item(
 # --- feeds ------------------------------------------------------------------------------
 
 
-def _descending(keys: list[FeedKey], below: FeedKey | None) -> Iterator[FeedKey]:
-    """The keys strictly below ``below`` (all when None), newest first, read in place."""
-    index = len(keys) if below is None else bisect_left(keys, below)
-    return map(keys.__getitem__, range(index - 1, -1, -1))
+def _descending(feed: list[Event], below: FeedKey | None) -> Iterator[Event]:
+    """The feed's events strictly below ``below`` (all when None), newest first, read in
+    place."""
+    index = len(feed) if below is None else bisect_left(feed, below, key=feed_key)
+    return map(feed.__getitem__, range(index - 1, -1, -1))
 
 
 def _page(
@@ -410,24 +411,24 @@ def _page(
         raise ValueError(f"limit must be between 1 and {MAX_PAGE}, not {limit}")
     below = decode_cursor(cursor) if cursor is not None else None
     streams = [
-        _descending(feed.keys, below)
+        _descending(feed.events, below)
         for owner in sorted(set(owners))
-        if (feed := state.feeds.get(owner)) is not None and feed.keys
+        if (feed := state.feeds.get(owner)) is not None and feed.events
     ]
     resolver = SubjectResolver(state, viewer)
     items: list[FeedItem] = []
-    last: FeedKey | None = None
+    last: Event | None = None
     more = False
-    for key in heapq.merge(*streams, reverse=True):
-        item = resolver.item(key[1])
+    for event in heapq.merge(*streams, key=feed_key, reverse=True):
+        item = resolver.item(event.id)
         if item is None:
             continue
         if len(items) == limit:
             more = True
             break
         items.append(item)
-        last = key
-    next_cursor = encode_cursor(last) if more and last is not None else None
+        last = event
+    next_cursor = encode_cursor(feed_key(last)) if more and last is not None else None
     return FeedPage(items, next_cursor)
 
 

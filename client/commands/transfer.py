@@ -95,8 +95,8 @@ def journal_sheet(state: Any, person: str, since_ms: int | None) -> list[list[st
     date, indicator, observation, impact (``-text`` or ``negative`` for a lesson)."""
     out = [["date", "indicator", "observation", "impact"]]
     feed = state.feeds.get(person)
-    for _, event_id in feed.keys if feed is not None else ():
-        event = state.events[event_id]
+    for event in feed.events if feed is not None else ():
+        event_id = event.id
         if event.type != "observation.recorded" or state.is_retracted(event_id):
             continue
         if not _recorded_since(event, since_ms):

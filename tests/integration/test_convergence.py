@@ -121,7 +121,7 @@ from milepost_testkit.replicas import (
 from projections.goals import goal_tree
 from projections.ownership import Referent, Verdict
 from projections.ownership import judge as _REAL_JUDGE
-from projections.state import Register, Stamp, rebuild
+from projections.state import Register, rebuild
 from server.cli_people import _append_memberships
 from server.ingest import CONSUMER, STREAM, IngestWorker
 from server.nats_embedded import SERVICE_USER
@@ -945,11 +945,10 @@ def _refs(body: b.MilestoneRelinked) -> list[str]:
     return [r for r in (body.milestone, body.key_result, body.objective) if r is not None]
 
 
-def _later_arrival_wins(self: Register, stamp: Stamp, value: Any) -> bool:
+def _later_arrival_wins(self: Register, event: Event, value: Any) -> bool:
     """A last-writer-wins register ordered by arrival: the later write always wins."""
-    self.stamp = max(self.stamp, stamp)
+    self.writer = event
     self.value = value
-    self.source = stamp[1]
     return True
 
 

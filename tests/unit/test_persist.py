@@ -59,14 +59,14 @@ def test_a_snapshot_loads_to_the_state_it_was_taken_of(history: list[Event]) -> 
     # The indexes rebuilt from the events, not stored, are the fold's exactly.
     assert list(loaded.feeds.items()) == list(state.feeds.items())
     assert list(loaded.checkins_by_subject.items()) == list(state.checkins_by_subject.items())
-    assert {i: (n.observations, n.observation_keys) for i, n in loaded.indicators.items()} == {
-        i: (n.observations, n.observation_keys) for i, n in state.indicators.items()
+    assert {i: n.observations for i, n in loaded.indicators.items()} == {
+        i: n.observations for i, n in state.indicators.items()
     }
     # References to an event are the one decoded event, as after a fold.
     for node in loaded.milestones.values():
         if node.event.id in loaded.events:
             assert node.event is loaded.events[node.event.id]
-        assert node.task_nodes == [loaded.tasks[task] for task in node.tasks]
+        assert all(loaded.tasks[task.event.id] is task for task in node.tasks)
 
 
 @pytest.mark.parametrize("cut", [1, 700, 2500, 3999])
