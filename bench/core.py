@@ -3,6 +3,12 @@
 Run ``python bench/core.py`` (about 1,000,000 events) or ``--quick`` (100,000).
 Prints one ``figure:`` line per figure at the end. Ratios compare against a
 baseline measured in the same run, so a noisy shared machine moves both.
+
+Memory, two ways: ``peak_rss_during_rebuild`` is this process's peak while it holds every
+event's bytes (the input, ~400 MB at 1M) and the state; ``peak_rss_streamed_rebuild`` is
+the peak of a second rebuild that reads the input a page of 5,000 lines at a time, as the
+server reads the store, and ``streamed_rebuild_growth_per_1m_events`` what that rebuild
+added to the process (the state and every view, per million events).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import events
 from events import bodies as b
-from milepost_testkit.history import history_bytes
+from milepost_testkit.history import history_bytes, history_path
 from projections.drift import drift_signals
 from projections.goals import goal_tree
 from projections.state import ProjectionState, apply
@@ -75,6 +81,55 @@ def rebuild_from_bytes(
     folded = time.perf_counter()
     produced = every_view(state, now)
     return state, folded - began, time.perf_counter() - folded, produced
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak resident memory (Linux: ``clear_refs`` 5); say whether it was."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_rss_since_reset_mb() -> float:
+    """VmHWM: the peak resident memory since the last ``reset_peak_rss``, in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+def rss_now_mb() -> float:
+    """VmRSS: this process's resident memory now, in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def streamed_rebuild_peak_mb(path: Path, now: datetime, page: int = 5_000) -> tuple[float, float]:
+    """(peak RSS, RSS just before) of a rebuild that reads its input a page at a time, as
+    the server reads ``events_after`` pages (never every event's bytes at once): decode +
+    fold + every view."""
+    gc.collect()
+    before = rss_now_mb()
+    if not reset_peak_rss():
+        return float("nan"), before
+    state = ProjectionState()
+    gc.disable()
+    try:
+        with path.open("rb") as lines:
+            while True:
+                chunk = [line.rstrip(b"\n") for _, line in zip(range(page), lines, strict=False)]
+                if not chunk:
+                    break
+                for event in events.decode_many(chunk):
+                    apply(state, event)
+        every_view(state, now)
+    finally:
+        gc.enable()
+    return peak_rss_since_reset_mb(), before
 
 
 def fresh_checkins(state: ProjectionState, count: int) -> list[events.Event]:
@@ -135,8 +190,9 @@ def main() -> int:
     finally:
         gc.enable()
     seconds = fold_seconds + view_seconds
-    rate = len(data) / seconds
-    fold_rate = len(data) / fold_seconds
+    size_read = len(data)
+    rate = size_read / seconds
+    fold_rate = size_read / fold_seconds
     rss_peak = peak_rss_mb()
     print(
         f"decode + fold: {fold_seconds:.2f} s ({fold_rate:,.0f} events/s); every view of "
@@ -144,16 +200,18 @@ def main() -> int:
     )
 
     big_fold = incremental_fold_us(state)
-    del state
+    del state, data
     gc.collect()
+    streamed_peak, streamed_base = streamed_rebuild_peak_mb(history_path(target_events=size), now)
+    per_million = (streamed_peak - streamed_base) * 1e6 / size
     small_state, _, _, _ = rebuild_from_bytes(small_data, now)
     small_fold = incremental_fold_us(small_state)
     print(
         f"incremental fold: {small_fold:.2f} µs at {len(small_data):,}, "
-        f"{big_fold:.2f} µs at {len(data):,}"
+        f"{big_fold:.2f} µs at {size_read:,}"
     )
 
-    print(f"figure: events = {len(data)} events")
+    print(f"figure: events = {size_read} events")
     print(f"figure: bare_decode_rate = {bare:.0f} events/s")
     print(f"figure: decode_fold_rate = {fold_rate:.0f} events/s")
     print(f"figure: decode_fold_vs_bare_decode = {fold_rate / bare:.3f} ratio")
@@ -166,6 +224,9 @@ def main() -> int:
     print(f"figure: fold_cost_full_vs_small = {big_fold / small_fold:.2f} ratio")
     print(f"figure: peak_rss_during_rebuild = {rss_peak:.0f} MB")
     print(f"figure: rss_before_rebuild = {rss_before:.0f} MB")
+    print(f"figure: peak_rss_streamed_rebuild = {streamed_peak:.0f} MB")
+    print(f"figure: rss_before_streamed_rebuild = {streamed_base:.0f} MB")
+    print(f"figure: streamed_rebuild_growth_per_1m_events = {per_million:.0f} MB")
     return 0
 
 
