@@ -331,7 +331,9 @@ async def test_a_nats_node_killed_mid_sync_loses_nothing(world: World) -> None:
         return victim not in counts and sum(counts.values()) >= len(world.devices)
 
     await wait_for(reconnected, 20, "the watchers did not reconnect to another node")
-    await wait_for(world.converged, 40, "devices did not converge while watching")
+    # Generous: CI runs this beside two other workers on two cores (it takes ~20 s alone).
+    if not await eventually(world.converged, timeout=90, interval=0.05):
+        raise AssertionError("devices did not converge while watching\n" + await world.progress())
     for device in world.devices:
         device.stop_watch()
     leader, _ = await topology.cluster.stream_replicas()
