@@ -68,6 +68,12 @@ def figure(name: str, value: float, unit: str) -> None:
     print(f"  {name}: {value:,.2f} {unit}", file=sys.stderr, flush=True)
 
 
+def print_figures() -> None:
+    """The closing ``figure: NAME = VALUE UNIT`` lines of every figure recorded."""
+    for name, value, unit in FIGURES:
+        print(f"figure: {name} = {value:.4g} {unit}")
+
+
 class _Head(msgspec.Struct):
     id: str
     actor: str
@@ -298,10 +304,18 @@ async def ingest_figures(workdir: Path, count: int) -> None:
 # --- HTTP ---------------------------------------------------------------------------------
 
 
-async def fill_store(path: Path, data: list[bytes], ids: list[tuple[str, str, str]]) -> float:
-    """Append the history straight into an SQLite store (as ingest would); return seconds."""
+async def fill_store(
+    path: Path,
+    data: list[bytes],
+    ids: list[tuple[str, str, str]],
+    prepare: Callable[[Path], None] | None = None,
+) -> float:
+    """Append the history straight into an SQLite store (as ingest would); return seconds.
+    ``prepare`` runs on the database file once the store is open (not timed)."""
     store = SqliteStore(path)
     await store.open()
+    if prepare is not None:
+        prepare(path)
     began = time.perf_counter()
     try:
         for start in range(0, len(data), 5000):

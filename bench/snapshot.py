@@ -37,19 +37,21 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import events
-from bench.server import fill_store, heads, member_and_team, rss_mb, start_server, stop_server
+from bench.server import (
+    figure,
+    fill_store,
+    heads,
+    member_and_team,
+    print_figures,
+    rss_mb,
+    start_server,
+    stop_server,
+)
 from milepost_testkit.history import history_bytes
 from projections import persist
 from projections.state import ProjectionState, apply
 
 BIN = Path(sys.executable).parent / "milepost-server"
-FIGURES: list[tuple[str, float, str]] = []
-
-
-def figure(name: str, value: float, unit: str) -> None:
-    """Record a figure (printed together at the end) and show progress now."""
-    FIGURES.append((name, value, unit))
-    print(f"  {name}: {value:,.3f} {unit}", file=sys.stderr, flush=True)
 
 
 def start(home: Path, person: str, token: str, *extra: str) -> tuple[float, float, str]:
@@ -206,8 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         figure("server_rss_after_start_with_snapshot", best_with[1], "MB")
     if not args.skip_in_process:
         in_process(data)
-    for name, value, unit in FIGURES:
-        print(f"figure: {name} = {value:.4g} {unit}")
+    print_figures()
     return 0
 
 

@@ -36,20 +36,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.server import fill_store, heads, rss_mb, start_server, stop_server
+from bench.server import figure, fill_store, heads, print_figures, rss_mb, start_server, stop_server
 from milepost_testkit.history import history_bytes
-from server.nats_embedded import events_subject
-from server.store import Incoming
-from server.store.sqlite import SqliteStore
 
 BIN = Path(sys.executable).parent / "milepost-server"
-FIGURES: list[tuple[str, float, str]] = []
-
-
-def figure(name: str, value: float, unit: str) -> None:
-    """Record a figure (printed together at the end) and show progress now."""
-    FIGURES.append((name, value, unit))
-    print(f"  {name}: {value:,.3f} {unit}", file=sys.stderr, flush=True)
 
 
 def one_member_per_team(data: list[bytes]) -> dict[str, str]:
@@ -120,26 +110,11 @@ def boards(home: Path, tokens: dict[str, str], budget: str) -> None:
             figure(f"working_set_{name}", float(found.group(1)), "count")
 
 
-async def ingest_seconds(path: Path, data: list[bytes], partition_indexes: bool) -> float:
-    """Seconds to append ``data`` into a fresh SQLite store as ingest does, with or without
-    the two indexes the working set reads (migration 4): what they cost the ingest."""
-    store = SqliteStore(path)
-    await store.open()
-    if not partition_indexes:
-        with sqlite3.connect(path) as db:
-            db.execute("DROP INDEX events_actor")
-            db.execute("DROP INDEX events_kudos")
-    ids = heads(data)
-    began = time.perf_counter()
-    try:
-        for start in range(0, len(data), 5000):
-            chunk = zip(data[start : start + 5000], ids[start : start + 5000], strict=True)
-            await store.append_batch(
-                [Incoming.from_raw(raw, events_subject(a, e)) for raw, (e, a, _) in chunk]
-            )
-    finally:
-        await store.close()
-    return time.perf_counter() - began
+def drop_partition_indexes(path: Path) -> None:
+    """The store without the two indexes the working set reads (migration 4)."""
+    with sqlite3.connect(path) as db:
+        db.execute("DROP INDEX events_actor")
+        db.execute("DROP INDEX events_kudos")
 
 
 def ingest_cost(data: list[bytes], rounds: int) -> None:
@@ -150,7 +125,8 @@ def ingest_cost(data: list[bytes], rounds: int) -> None:
         with tempfile.TemporaryDirectory(prefix="milepost-bench-ingest-") as tmp:
             for indexes, series in ((False, without), (True, with_indexes)):
                 path = Path(tmp) / f"{indexes}-{round_number}.sqlite"
-                series.append(asyncio.run(ingest_seconds(path, data, indexes)))
+                prepare = None if indexes else drop_partition_indexes
+                series.append(asyncio.run(fill_store(path, data, heads(data), prepare)))
     rate_with = len(data) / min(with_indexes)
     rate_without = len(data) / min(without)
     figure("ingest_rate_with_partition_indexes", rate_with, "events/s")
@@ -219,8 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         team_tokens = {team: tokens[p] for team, p in members.items() if p in tokens}
         boards(home, team_tokens, args.budget)
-    for name, value, unit in FIGURES:
-        print(f"figure: {name} = {value:.4g} {unit}")
+    print_figures()
     return 0
 
 
