@@ -43,14 +43,18 @@ BIN = Path(sys.executable).parent / "milepost-server"
 
 
 def one_member_per_team(data: list[bytes]) -> dict[str, str]:
-    """team -> the first person who joined it (from the administrator's events)."""
-    members: dict[str, str] = {}
+    """team -> one of its current members (replaying the administrator's joins and leaves)."""
+    members: dict[str, dict[str, None]] = {}
     for raw in data:
-        if b'"team.member_joined"' not in raw:
+        if b'"team.member_' not in raw:
             continue
         body = json.loads(raw)["body"]
-        members.setdefault(body["team"], body["person"])
-    return members
+        current = members.setdefault(body["team"], {})
+        if body["type"] == "team.member_joined":
+            current[body["person"]] = None
+        else:
+            current.pop(body["person"], None)
+    return {team: next(iter(people)) for team, people in members.items() if people}
 
 
 def wait_ok(client: httpx.Client, url: str) -> None:
@@ -145,6 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-teams", type=int, default=50, help="teams asked for")
     parser.add_argument("--skip-full", action="store_true", help="no all-history baseline")
     parser.add_argument("--skip-ingest", action="store_true", help="no ingest-cost figures")
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="keep the server's home (its filled store) here, and reuse it when it exists",
+    )
     args = parser.parse_args(argv)
     count = args.events or (50_000 if args.quick else 1_000_000)
     rounds = args.rounds or (3 if args.quick else 2)
@@ -152,17 +162,22 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_ingest:
         ingest_cost(data[: 50_000 if args.quick else 200_000], rounds)
     with tempfile.TemporaryDirectory(prefix="milepost-bench-ws-") as tmp:
-        home = Path(tmp) / "server-home"
-        filled = asyncio.run(fill_store(home / "milepost.sqlite", data, heads(data)))
-        print(f"stored {len(data):,} events in {filled:.1f}s", file=sys.stderr)
+        home = args.home or Path(tmp) / "server-home"
+        if not (home / "milepost.sqlite").exists():
+            filled = asyncio.run(fill_store(home / "milepost.sqlite", data, heads(data)))
+            print(f"stored {len(data):,} events in {filled:.1f}s", file=sys.stderr)
         figure("events_stored", len(data), "events")
         members = dict(list(one_member_per_team(data).items())[: args.max_teams])
         del data
         env = {**os.environ, "MILEPOST_SERVER_HOME": str(home)}
         tokens: dict[str, str] = {}
+        listed = subprocess.run(
+            [str(BIN), "person", "list", "--json"], env=env, capture_output=True, text=True
+        )
+        known = {p["person"] for p in json.loads(listed.stdout or "[]")}
         for person in members.values():
             added = subprocess.run(
-                [str(BIN), "person", "add", person, "--json"],
+                [str(BIN), "person", "add" if person not in known else "rotate", person, "--json"],
                 env=env,
                 capture_output=True,
                 text=True,
