@@ -8,8 +8,11 @@ the 10M figures), in one run:
    from the process start to the first answered request (``/health``) and to a first
    goal tree, and the server's resident memory then (``--skip-full`` skips it);
 2. ``milepost-server run --memory-budget MB --no-snapshots``: the same three figures;
-3. on that server, a board of every team, one after the other (the first request for a
-   team folds its partition: *cold*), then each again (*warm*), and the RSS after;
+3. on that server (snapshots of partitions on), a board of every team, one after the
+   other (the first request for a team folds its partition from the store: *cold*), then
+   each again (*warm*), and the RSS after; then, once each partition's snapshot is taken,
+   on a restarted server, every board again (*cold from snapshot*: each partition loaded
+   from its snapshot and the events after it);
 4. first of all, what the two indexes the working set reads cost the ingest: appending
    200,000 events (``--quick``: 50,000) into a fresh store with them vs without them.
 
@@ -24,6 +27,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -83,35 +87,69 @@ def start(home: Path, person: str, token: str, *flags: str) -> tuple[float, floa
         stop_server(process, patience=300)
 
 
+def forget_snapshots(home: Path) -> None:
+    """Remove every snapshot kept in the store at ``home`` (a reused store starts cold)."""
+    database = home / "milepost.sqlite"
+    with sqlite3.connect(database) as db:
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'snapshots'").fetchone():
+            db.execute("DELETE FROM snapshots")
+    shutil.rmtree(database.with_name(database.name + ".snapshots"), ignore_errors=True)
+
+
+def metric(client: httpx.Client, url: str, name: str) -> float | None:
+    """One ``milepost_working_set_*`` figure of the server's /metrics."""
+    found = re.search(rf"^milepost_working_set_{name} ([\d.e+-]+)$", client.get(url).text, re.M)
+    return float(found.group(1)) if found else None
+
+
+def ask_boards(client: httpx.Client, url: str, tokens: dict[str, str]) -> list[float]:
+    """Milliseconds of one board request per team, one after the other."""
+    took: list[float] = []
+    for team, token in tokens.items():
+        headers = {"Authorization": f"Bearer {token}"}
+        began = time.perf_counter()
+        response = client.get(f"{url}/teams/{team}/board", headers=headers)
+        took.append((time.perf_counter() - began) * 1000)
+        if response.status_code != 200:
+            raise RuntimeError(f"board of {team}: {response.status_code}")
+    return took
+
+
 def boards(home: Path, tokens: dict[str, str], budget: str) -> None:
-    """Every team's board, cold then warm, on one server with ``budget``."""
-    process, url = start_server(home, "--memory-budget", budget, "--no-snapshots")
+    """Every team's board, cold then warm, on one server with ``budget`` (and snapshots of
+    partitions on); then, on a restarted server, cold again from those snapshots."""
+    forget_snapshots(home)
+    series: dict[str, list[float]] = {}
+    process, url = start_server(home, "--memory-budget", budget)
     try:
-        cold: list[float] = []
-        warm: list[float] = []
         with httpx.Client(timeout=300) as client:
-            for series in (cold, warm):
-                for team, token in tokens.items():
-                    headers = {"Authorization": f"Bearer {token}"}
-                    began = time.perf_counter()
-                    response = client.get(f"{url}/teams/{team}/board", headers=headers)
-                    series.append((time.perf_counter() - began) * 1000)
-                    if response.status_code != 200:
-                        raise RuntimeError(f"board of {team}: {response.status_code}")
-            metrics = client.get(f"{url}/metrics").text
+            series["cold"] = ask_boards(client, url, tokens)
+            series["warm"] = ask_boards(client, url, tokens)
+            held = {n: metric(client, f"{url}/metrics", n) for n in ("events", "partitions")}
+            evictions = metric(client, f"{url}/metrics", "evictions_total")
         memory = rss_mb(process.pid)
     finally:
+        stop_server(process, patience=300)  # it finishes the partition snapshots it began
+    process, url = start_server(home, "--memory-budget", budget)
+    try:
+        with httpx.Client(timeout=300) as client:
+            series["cold_from_snapshot"] = ask_boards(client, url, tokens)
+            from_snapshots = metric(client, f"{url}/metrics", "snapshot_loads_total")
+    finally:
         stop_server(process, patience=300)
-    for name, values in (("cold", cold), ("warm", warm)):
+    for name, values in series.items():
         cuts = statistics.quantiles(values, n=100, method="inclusive")
         figure(f"team_board_{name}_p50", cuts[49], "ms")
         figure(f"team_board_{name}_p99", cuts[98], "ms")
+    cold_p99 = statistics.quantiles(series["cold"], n=100, method="inclusive")[98]
+    snap_p99 = statistics.quantiles(series["cold_from_snapshot"], n=100, method="inclusive")[98]
+    figure("team_board_cold_from_snapshot_vs_from_store_p99", snap_p99 / cold_p99, "ratio")
     figure("teams_asked", len(tokens), "teams")
+    figure("partitions_loaded_from_snapshot", from_snapshots or 0, "count")
     figure("server_rss_after_every_team_once", memory, "MB")
-    for name in ("events", "partitions", "evictions_total"):
-        found = re.search(rf"^milepost_working_set_{name} ([\d.e+-]+)$", metrics, re.M)
-        if found:
-            figure(f"working_set_{name}", float(found.group(1)), "count")
+    for name, value in (*held.items(), ("evictions_total", evictions)):
+        if value is not None:
+            figure(f"working_set_{name}", value, "count")
 
 
 def drop_partition_indexes(path: Path) -> None:

@@ -41,7 +41,7 @@ from events.bodies import (
     MilestoneReopened,
     ObservationRecorded,
 )
-from projections.ownership import ALLOWED_BODIES
+from projections.ownership import ALLOWED_BODIES, Referent
 from projections.state import (
     FEED_TYPES,
     PLACEHOLDER,
@@ -59,7 +59,7 @@ from projections.state import (
     feed_key,
 )
 
-FORMAT = 3
+FORMAT = 4
 """The layout below; bump it when the snapshot's structure changes."""
 
 FOLD_MODULES = (
@@ -179,6 +179,9 @@ class Document(msgspec.Struct, array_like=True):
     teams_by_person: dict[str, list[str]]
     sharing: dict[str, list[str]]  # ids of the writing events
     partnered_by: dict[str, list[str]]
+    vouched: dict[str, tuple[str, str]]
+    partition_people: list[str]
+    partition_roots: list[str]
 
 
 class Follower(msgspec.Struct, frozen=True):
@@ -188,6 +191,10 @@ class Follower(msgspec.Struct, frozen=True):
     undecodable: int = 0
     feed_positions: list[int] = msgspec.field(default_factory=list)
     feed_ids: list[str] = msgspec.field(default_factory=list)
+    partition_people: list[str] = msgspec.field(default_factory=list)
+    """A working-set partition's people (``server.working_set``); empty for all history."""
+    partition_roots: list[str] = msgspec.field(default_factory=list)
+    """A partition's adopted foreign roots."""
 
 
 _T = TypeVar("_T")
@@ -332,6 +339,9 @@ def encode_pieces(state: ProjectionState, follower: Follower) -> Iterator[bytes]
         lambda: _dict(s.teams_by_person, sorted),
         lambda: _dict(s.sharing, lambda writes: [e.id for e in writes]),
         lambda: _dict(s.partnered_by, sorted),
+        lambda: _dict(s.vouched, tuple),
+        lambda: _list(sorted(follower.partition_people)),
+        lambda: _list(sorted(follower.partition_roots)),
     ]
     yield b"["
     for index, section in enumerate(sections):
@@ -432,12 +442,20 @@ def _restore(doc: Document) -> tuple[ProjectionState, Follower]:
     state.teams_by_person = {p: frozenset(teams) for p, teams in doc.teams_by_person.items()}
     state.sharing = {item: [events[w] for w in writes] for item, writes in doc.sharing.items()}
     state.partnered_by = {p: set(owners) for p, owners in doc.partnered_by.items()}
+    state.vouched = {ref: Referent(*referent) for ref, referent in doc.vouched.items()}
     if len(doc.feed_positions) != len(doc.feed_ids):
         raise ValueError("feed positions and ids differ in length")
     # The follower's feed ids as the events' own strings (one copy of each id in memory).
     get = events.get
     feed_ids = [e.id if (e := get(i)) is not None else _held_id(state, i) for i in doc.feed_ids]
-    follower = Follower(doc.position, doc.undecodable, doc.feed_positions, feed_ids)
+    follower = Follower(
+        doc.position,
+        doc.undecodable,
+        doc.feed_positions,
+        feed_ids,
+        doc.partition_people,
+        doc.partition_roots,
+    )
     return state, follower
 
 

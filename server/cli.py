@@ -156,9 +156,12 @@ def run(
         ),
     ] = True,
     snapshot_every: Annotated[
-        int,
-        Parameter(help="Take a snapshot once this many events were folded since the newest."),
-    ] = 100_000,
+        int | None,
+        Parameter(
+            help="Take a snapshot once this many events were folded since the newest"
+            " [default: 100000; with --memory-budget, per partition: 5000]."
+        ),
+    ] = None,
     snapshot_minutes: Annotated[
         float,
         Parameter(help="... or once this many minutes passed with any event folded since."),
@@ -168,7 +171,8 @@ def run(
         Parameter(
             help="MB of projection state to hold: fold each team's history when it is first"
             " asked for and drop the least recently used over this budget, instead of folding"
-            " all history at start (no snapshots are taken then; see docs/scaling.md)."
+            " all history at start (each partition then has snapshots of its own; see"
+            " docs/scaling.md)."
         ),
     ] = None,
 ) -> int:
@@ -195,7 +199,7 @@ def run(
         raise CliError("--stream-max-bytes must be at least 1048576 (1 MiB), or -1", 2)
     if not 1024 <= max_event_bytes <= 64 * 1024 * 1024:
         raise CliError("--max-event-bytes must be between 1024 and 67108864", 2)
-    if snapshot_every < 1:
+    if snapshot_every is not None and snapshot_every < 1:
         raise CliError("--snapshot-every must be at least 1", 2)
     if not 0 < snapshot_minutes <= 7 * 24 * 60:
         raise CliError("--snapshot-minutes must be above 0 and at most a week", 2)

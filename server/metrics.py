@@ -191,6 +191,18 @@ def _working_set_lines(working_set: WorkingSet) -> list[str]:
         "Seconds spent folding partitions on demand.",
         round(working_set.load_seconds, 3),
     )
+    lines += _line(
+        "milepost_working_set_snapshot_loads_total",
+        "counter",
+        "Partitions loaded from a snapshot of their own (then only the events after it).",
+        working_set.snapshot_loads,
+    )
+    lines += _line(
+        "milepost_working_set_snapshots_taken_total",
+        "counter",
+        "Snapshots of partitions taken (after a load, or when the budget dropped one).",
+        working_set.snapshots_taken,
+    )
     return lines
 
 

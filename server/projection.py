@@ -193,6 +193,7 @@ class ProjectionFollower:
     async def start_working_set(self) -> None:
         """With a working set: fold only the directory and follow from the store's end."""
         assert self.working_set is not None
+        self.working_set.lock = self._lock
         async with self._lock:
             self.position = await self.working_set.start()
             self.state = self.working_set.directory

@@ -53,9 +53,12 @@ from server.pull import PullResponder
 from server.snapshots import SnapshotStore, open_snapshots
 from server.snapshots import service as snapshotting
 from server.store import ServerStore, open_store
-from server.working_set import WorkingSet
+from server.working_set import SNAPSHOT_AFTER, WorkingSet
 
 log = logging.getLogger(__name__)
+
+SNAPSHOT_EVERY = 100_000
+"""Events folded since the newest snapshot of all history before a new one is due."""
 
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 """The bytes one ingest pull request may deliver: what bounds the ingest's memory when a
@@ -85,13 +88,14 @@ class RunOptions:
     """The event stream's limits (``server.ingest.StreamLimits``); None: none."""
     snapshots: bool = True
     """Start from the newest valid snapshot, take them as events arrive and at a clean stop."""
-    snapshot_every_events: int = 100_000
-    """Take a snapshot once this many events were folded since the newest one."""
+    snapshot_every_events: int | None = None
+    """Take a snapshot once this many events were folded since the newest one (None: every
+    100,000; with a working set, each partition every ``working_set.SNAPSHOT_AFTER``)."""
     snapshot_every_seconds: float = 600.0
     """... or once this long passed with any event folded since."""
     memory_budget_bytes: int | None = None
     """Hold a working set of partitions within this many bytes (``server.working_set``)
-    instead of all history; snapshots are then off."""
+    instead of all history; snapshots are then of partitions only."""
 
 
 class _Server(uvicorn.Server):
@@ -264,7 +268,11 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
         await pulls.start()
         stack.push_async_callback(pulls.stop)
         working_set = (
-            WorkingSet(store, options.memory_budget_bytes)
+            WorkingSet(
+                store,
+                options.memory_budget_bytes,
+                snapshot_after=options.snapshot_every_events or SNAPSHOT_AFTER,
+            )
             if options.memory_budget_bytes is not None
             else None
         )
@@ -275,12 +283,17 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
         # garbage cycles: collections meanwhile would only rescan the growing heap.
         gc.disable()
         try:
-            if working_set is not None:
-                await follower.start_working_set()  # the directory only: teams load on demand
-            elif options.snapshots:
+            if options.snapshots:
                 snapshots = open_snapshots(database)
                 await snapshots.open()
                 stack.push_async_callback(snapshots.close)
+            if working_set is not None:
+                # Partitions start from their own snapshots when they are first asked for.
+                working_set.snapshots = snapshots
+                stack.push_async_callback(working_set.close)
+                await follower.start_working_set()  # the directory only: teams load on demand
+                snapshots = None  # no snapshot of all history: none is held
+            elif snapshots is not None:
                 # The newest valid snapshot, then only the events after it.
                 await snapshotting.load_newest(store, snapshots, follower, snapshot_stats)
             await follower.catch_up()
@@ -346,7 +359,7 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
                     follower,
                     snapshot_stats,
                     stop,
-                    every_events=options.snapshot_every_events,
+                    every_events=options.snapshot_every_events or SNAPSHOT_EVERY,
                     every_seconds=options.snapshot_every_seconds,
                 )
             )

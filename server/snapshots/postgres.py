@@ -36,16 +36,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE snapshot_parts ALTER COLUMN data SET STORAGE EXTERNAL",
         ),
     ),
+    (
+        2,
+        "snapshots of working-set partitions beside those of all history",
+        (
+            "ALTER TABLE snapshots ADD COLUMN partition_key TEXT NOT NULL DEFAULT ''",
+            "CREATE INDEX snapshots_partition ON snapshots(partition_key, position)",
+        ),
+    ),
 )
 """Numbered schema steps, recorded in ``snapshot_migrations`` (apart from the event store's)."""
 
 _MIGRATION_LOCK = 727275  # apart from the event store's and the accounts'
 
-_COLUMNS = "id, position, anchor, fold_version, checksum, size, taken_at, seconds"
+_COLUMNS = "id, position, anchor, fold_version, checksum, size, taken_at, seconds, partition_key"
 
 
 def _info(row: asyncpg.Record) -> SnapshotInfo:
-    return SnapshotInfo(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
+    return SnapshotInfo(*row.values())
 
 
 class PostgresSnapshots(PostgresTables):
@@ -64,6 +72,7 @@ class PostgresSnapshots(PostgresTables):
         checksum: str,
         parts: Sequence[bytes],
         seconds: float,
+        partition: str = "",
     ) -> SnapshotInfo:
         """Store a snapshot and its parts in one transaction."""
         size = sum(len(part) for part in parts)
@@ -71,7 +80,7 @@ class PostgresSnapshots(PostgresTables):
         async with self._db.acquire() as conn, conn.transaction():
             snapshot_id = await conn.fetchval(
                 "INSERT INTO snapshots(position, anchor, fold_version, checksum, size, taken_at,"
-                " seconds) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                " seconds, partition_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
                 position,
                 anchor,
                 fold_version,
@@ -79,6 +88,7 @@ class PostgresSnapshots(PostgresTables):
                 size,
                 taken_at,
                 seconds,
+                partition,
             )
             for seq, part in enumerate(parts):
                 await conn.execute(
@@ -88,15 +98,31 @@ class PostgresSnapshots(PostgresTables):
                     part,
                 )
         return SnapshotInfo(
-            int(snapshot_id), position, anchor, fold_version, checksum, size, taken_at, seconds
+            int(snapshot_id),
+            position,
+            anchor,
+            fold_version,
+            checksum,
+            size,
+            taken_at,
+            seconds,
+            partition,
         )
 
-    async def listing(self) -> list[SnapshotInfo]:
-        """Every snapshot, newest position first."""
+    async def listing(self, partition: str = "") -> list[SnapshotInfo]:
+        """Every snapshot of ``partition``, newest position first."""
         rows = await self._db.fetch(
-            f"SELECT {_COLUMNS} FROM snapshots ORDER BY position DESC, id DESC"
+            f"SELECT {_COLUMNS} FROM snapshots WHERE partition_key = $1"
+            " ORDER BY position DESC, id DESC",
+            partition,
         )
         return [_info(row) for row in rows]
+
+    async def partition_count(self) -> int:
+        """How many snapshots of working-set partitions are stored."""
+        return int(
+            await self._db.fetchval("SELECT COUNT(*) FROM snapshots WHERE partition_key != ''")
+        )
 
     async def blob(self, snapshot_id: int) -> bytearray | None:
         """The snapshot's parts in one buffer, read one at a time; None if it is gone."""

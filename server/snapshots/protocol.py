@@ -27,6 +27,8 @@ class SnapshotInfo(msgspec.Struct, frozen=True):
     taken_at: datetime
     seconds: float
     """How long encoding it took."""
+    partition: str = ""
+    """The working-set partition it is of (``team:T``, ``person:X``); "" for all history."""
 
 
 class SnapshotStore(Protocol):
@@ -48,13 +50,19 @@ class SnapshotStore(Protocol):
         checksum: str,
         parts: Sequence[bytes],
         seconds: float,
+        partition: str = "",
     ) -> SnapshotInfo:
-        """Store a snapshot, its bytes as these parts (each at most ``PART_BYTES``), in one
-        transaction; return what was stored."""
+        """Store a snapshot (of all history, or of the working-set ``partition``), its bytes
+        as these parts (each at most ``PART_BYTES``), in one transaction; return it."""
         ...
 
-    async def listing(self) -> list[SnapshotInfo]:
-        """Every snapshot, newest position first (then newest id)."""
+    async def listing(self, partition: str = "") -> list[SnapshotInfo]:
+        """Every snapshot of ``partition`` ("": of all history), newest position first
+        (then newest id)."""
+        ...
+
+    async def partition_count(self) -> int:
+        """How many snapshots of working-set partitions are stored."""
         ...
 
     async def blob(self, snapshot_id: int) -> bytes | bytearray | None:

@@ -14,18 +14,24 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from projections import persist
 from projections.state import ProjectionState
-from server.metrics import SnapshotStats
-from server.projection import ProjectionFollower
 from server.snapshots.protocol import SnapshotInfo, SnapshotStore, in_parts, to_prune
 from server.store.protocol import ServerStore
+
+if TYPE_CHECKING:  # the working set, which the follower holds, loads snapshots too
+    from server.metrics import SnapshotStats
+    from server.projection import ProjectionFollower
 
 log = logging.getLogger(__name__)
 
 KEEP = 2
 """Snapshots of the current fold kept; older ones are deleted after each new one."""
+
+KEEP_PER_PARTITION = 1
+"""Of a working-set partition (one missing or corrupt means folding it from the store)."""
 
 
 async def anchor_of(store: ServerStore, position: int) -> str | None:
@@ -67,13 +73,16 @@ async def _decode_and_check(
     return loaded, None
 
 
-async def load_newest(
-    store: ServerStore, snapshots: SnapshotStore, follower: ProjectionFollower, stats: SnapshotStats
-) -> SnapshotInfo | None:
-    """Restore ``follower`` from the newest valid snapshot; None if there is none (the
-    follower is then untouched and folds from the start)."""
-    began = time.perf_counter()
-    for info in await snapshots.listing():
+async def newest_valid(
+    store: ServerStore, snapshots: SnapshotStore, partition: str = "", upto: int | None = None
+) -> tuple[SnapshotInfo, ProjectionState, persist.Follower, list[str]] | None:
+    """The newest snapshot of ``partition`` ("": all history) this code can load on this
+    store, at or before ``upto`` when given, decoded; with the reasons the newer ones were
+    skipped. None if there is none."""
+    skipped: list[str] = []
+    for info in await snapshots.listing(partition):
+        if upto is not None and info.position > upto:
+            continue  # taken by a replica further on: a state cannot be unfolded
         reason = await why_invalid(store, info)
         loaded: tuple[ProjectionState, persist.Follower] | None = None
         if reason is None:
@@ -83,28 +92,66 @@ async def load_newest(
             else:
                 loaded, reason = await _decode_and_check(blob, info.checksum)
                 del blob
+        if loaded is not None and loaded[1].position != info.position:
+            reason = f"it holds position {loaded[1].position}, not {info.position}"
+            loaded = None
         if loaded is None:
-            stats.skipped += 1
-            log.warning("snapshot %d at position %d ignored: %s", info.id, info.position, reason)
+            skipped.append(f"snapshot {info.id} at position {info.position} ignored: {reason}")
             continue
-        state, fields = loaded
-        if fields.position != info.position:
-            stats.skipped += 1
-            log.warning(
-                "snapshot %d ignored: it holds position %d, not %d",
-                info.id,
-                fields.position,
-                info.position,
-            )
-            continue
-        follower.restore(state, fields)
-        stats.load_seconds = time.perf_counter() - began
-        stats.position = stats.loaded_position = info.position
-        stats.taken_at = info.taken_at.timestamp()
-        return info
-    if stats.skipped:
-        log.warning("no valid snapshot: folding every stored event")
+        return info, loaded[0], loaded[1], skipped
+    for line in skipped:
+        log.warning("%s", line)
     return None
+
+
+async def load_newest(
+    store: ServerStore, snapshots: SnapshotStore, follower: ProjectionFollower, stats: SnapshotStats
+) -> SnapshotInfo | None:
+    """Restore ``follower`` from the newest valid snapshot; None if there is none (the
+    follower is then untouched and folds from the start)."""
+    began = time.perf_counter()
+    found = await newest_valid(store, snapshots)
+    if found is None:
+        listed = await snapshots.listing()
+        stats.skipped += len(listed)
+        if listed:
+            log.warning("no valid snapshot: folding every stored event")
+        return None
+    info, state, fields, skipped = found
+    for line in skipped:
+        log.warning("%s", line)
+    stats.skipped += len(skipped)
+    follower.restore(state, fields)
+    stats.load_seconds = time.perf_counter() - began
+    stats.position = stats.loaded_position = info.position
+    stats.taken_at = info.taken_at.timestamp()
+    return info
+
+
+async def save(
+    store: ServerStore,
+    snapshots: SnapshotStore,
+    pieces: list[bytes],
+    position: int,
+    seconds: float,
+    partition: str = "",
+) -> SnapshotInfo | None:
+    """Store the encoded ``pieces`` of a state at ``position`` (emptied as they go) and prune
+    the older snapshots of ``partition``; None if the store no longer has that position."""
+    anchor = await anchor_of(store, position)
+    if anchor is None:
+        return None  # the store lost events the state folded: never keep that
+    parts = await asyncio.to_thread(in_parts, pieces)
+    digest = await asyncio.to_thread(persist.checksum_parts, parts)
+    info = await snapshots.save(
+        position, anchor, persist.FOLD_VERSION, digest, parts, seconds, partition
+    )
+    del parts
+    keep = KEEP if not partition else KEEP_PER_PARTITION
+    with contextlib.suppress(Exception):
+        listed = await snapshots.listing(partition)
+        await snapshots.delete(to_prune(listed, persist.FOLD_VERSION, keep))
+    return info
 
 
 async def take(
@@ -114,19 +161,12 @@ async def take(
     new to keep (the newest snapshot of this fold is already at this position)."""
     began = time.perf_counter()
     pieces, position = await follower.snapshot()
-    anchor = await anchor_of(store, position)
-    if anchor is None:
-        return None  # the store lost events the follower folded: never keep that
-    parts = await asyncio.to_thread(in_parts, pieces)
-    digest = await asyncio.to_thread(persist.checksum_parts, parts)
-    seconds = time.perf_counter() - began
-    info = await snapshots.save(position, anchor, persist.FOLD_VERSION, digest, parts, seconds)
-    del parts
-    with contextlib.suppress(Exception):
-        await snapshots.delete(to_prune(await snapshots.listing(), persist.FOLD_VERSION, KEEP))
+    info = await save(store, snapshots, pieces, position, time.perf_counter() - began)
+    if info is None:
+        return None
     stats.position, stats.taken_at = info.position, info.taken_at.timestamp()
     stats.taken += 1
-    stats.last_take_seconds, stats.last_size = seconds, info.size
+    stats.last_take_seconds, stats.last_size = info.seconds, info.size
     return info
 
 

@@ -33,15 +33,31 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    (
+        2,
+        "snapshots of working-set partitions beside those of all history",
+        (
+            "ALTER TABLE snapshots ADD COLUMN partition_key TEXT NOT NULL DEFAULT ''",
+            "CREATE INDEX snapshots_partition ON snapshots(partition_key, position)",
+        ),
+    ),
 )
 """Numbered schema steps, recorded in ``snapshot_migrations`` (apart from the event store's)."""
 
-_COLUMNS = "id, position, anchor, fold_version, checksum, size, taken_at, seconds"
+_COLUMNS = "id, position, anchor, fold_version, checksum, size, taken_at, seconds, partition_key"
 
 
 def _info(row: Any) -> SnapshotInfo:
     return SnapshotInfo(
-        row[0], row[1], row[2], row[3], row[4], row[5], datetime.fromisoformat(row[6]), row[7]
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        datetime.fromisoformat(row[6]),
+        row[7],
+        row[8],
     )
 
 
@@ -111,6 +127,7 @@ class SqliteSnapshots:
         checksum: str,
         parts: Sequence[bytes],
         seconds: float,
+        partition: str = "",
     ) -> SnapshotInfo:
         """Write the bytes to a new file, then list the snapshot (a crash in between
         leaves an unlisted file, never a listed snapshot without its bytes)."""
@@ -118,12 +135,13 @@ class SqliteSnapshots:
         taken_at = datetime.now(UTC)
         name = f"{position}-{uuid.uuid4().hex}.snapshot"
         await asyncio.to_thread(_write, self._folder / name, parts)
-        row = (position, anchor, fold_version, checksum, size, taken_at.isoformat(), seconds, name)
+        stamp = taken_at.isoformat()
+        row = (position, anchor, fold_version, checksum, size, stamp, seconds, name, partition)
 
         def insert(db: sqlite3.Connection) -> int | None:
             cursor = db.execute(
                 "INSERT INTO snapshots(position, anchor, fold_version, checksum, size,"
-                " taken_at, seconds, file) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " taken_at, seconds, file, partition_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
             return cursor.lastrowid
@@ -132,16 +150,34 @@ class SqliteSnapshots:
             snapshot_id = await self._conn.run(insert)
         assert snapshot_id is not None
         return SnapshotInfo(
-            snapshot_id, position, anchor, fold_version, checksum, size, taken_at, seconds
+            snapshot_id,
+            position,
+            anchor,
+            fold_version,
+            checksum,
+            size,
+            taken_at,
+            seconds,
+            partition,
         )
 
-    async def listing(self) -> list[SnapshotInfo]:
-        """Every snapshot, newest position first."""
+    async def listing(self, partition: str = "") -> list[SnapshotInfo]:
+        """Every snapshot of ``partition``, newest position first."""
         async with self._lock:
             rows = await self._conn.execute_fetchall(
-                f"SELECT {_COLUMNS} FROM snapshots ORDER BY position DESC, id DESC"
+                f"SELECT {_COLUMNS} FROM snapshots WHERE partition_key = ?"
+                " ORDER BY position DESC, id DESC",
+                (partition,),
             )
         return [_info(row) for row in rows]
+
+    async def partition_count(self) -> int:
+        """How many snapshots of working-set partitions are stored."""
+        async with self._lock:
+            rows = await self._conn.execute_fetchall(
+                "SELECT COUNT(*) FROM snapshots WHERE partition_key != ''"
+            )
+        return int(rows[0][0])
 
     async def file(self, snapshot_id: int) -> Path | None:
         """The file holding a snapshot's bytes (None if it is not listed)."""

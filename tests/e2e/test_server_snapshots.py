@@ -198,7 +198,8 @@ def test_with_a_memory_budget_the_server_folds_teams_on_demand_and_answers_the_s
     finally:
         full.stop()
 
-    bounded = Server(home, "--memory-budget", "64")
+    flags = ("--memory-budget", "64", "--snapshot-every", "100")
+    bounded = Server(home, *flags)
     try:
         started = bounded.metrics()
         assert started["milepost_working_set_partitions"] == 0  # nothing folded but teams
@@ -207,12 +208,23 @@ def test_with_a_memory_budget_the_server_folds_teams_on_demand_and_answers_the_s
         after = bounded.metrics()
         assert after["milepost_working_set_partitions"] == 2  # the person's and the team's
         assert after["milepost_working_set_loads_total"] == 2
+        assert after["milepost_working_set_snapshot_loads_total"] == 0
         assert 0 < after["milepost_working_set_events"] < len(HISTORY)
-        assert "milepost_snapshot_position" not in after  # no snapshots in this mode
+        assert "milepost_snapshot_position" not in after  # none of all history: none held
     finally:
-        log = bounded.stop()
+        log = bounded.stop()  # the two partitions' snapshots are written by then
     assert "Traceback" not in log
     assert json.loads(cli(home, "snapshot", "list", "--json").stdout) == []
+
+    # A restart loads each partition from its own snapshot, and answers the same.
+    restarted = Server(home, *flags)
+    try:
+        assert [restarted.get(path, token) for path in paths] == answers
+        again = restarted.metrics()
+        assert again["milepost_working_set_snapshot_loads_total"] == 2
+    finally:
+        log = restarted.stop()
+    assert "Traceback" not in log
 
 
 def test_a_memory_budget_out_of_range_is_one_clear_error(home: Path) -> None:

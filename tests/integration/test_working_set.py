@@ -13,15 +13,17 @@ import msgspec
 import pytest_asyncio
 
 from events import Event, new_event_id
-from events.bodies import KudosGiven, MilestoneCompleted
+from events.bodies import KudosGiven, MilestoneCompleted, TeamMemberJoined
 from milepost_testkit.history import generate_history
 from projections.goals import goal_tree
 from projections.state import ProjectionState
 from server.projection import ProjectionFollower
 from server.rebuild import people_and_teams, person_views, rebuilt_state, team_views
+from server.snapshots import SnapshotStore, open_snapshots
 from server.store import ServerStore, open_store
 from server.working_set import BYTES_PER_EVENT, WorkingSet
 from tests.http_world import backend, incoming, location
+from tests.integration.test_snapshots import flip_stored_byte
 
 __all__ = ["backend", "location"]
 
@@ -170,3 +172,137 @@ async def test_a_rebuild_drops_every_partition_and_answers_the_same(store: Serve
     assert follower.state is working_set.directory
     assert sorted(follower.state.memberships) == sorted(full.memberships)
     assert await differences(follower, full) == []
+
+
+@pytest_asyncio.fixture
+async def snapshots(location: str) -> AsyncIterator[SnapshotStore]:
+    opened = open_snapshots(location)
+    await opened.open()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def snapshotting_follower(
+    store: ServerStore, snapshots: SnapshotStore, budget_bytes: int = 10**9
+) -> tuple[ProjectionFollower, WorkingSet]:
+    """A started follower whose partitions keep snapshots (after every event folded)."""
+    working_set = WorkingSet(store, budget_bytes, snapshot_after=1)
+    working_set.snapshots = snapshots
+    follower = ProjectionFollower(store, working_set=working_set)
+    await follower.start_working_set()
+    return follower, working_set
+
+
+def joined_by_newcomer(history: Sequence[Event], full: ProjectionState) -> tuple[Event, str]:
+    """A membership event putting someone into a team they were never in, and that team."""
+    joins = [e for e in history if isinstance(e.body, TeamMemberJoined)]
+    people = sorted({e.body.person for e in joins if isinstance(e.body, TeamMemberJoined)})
+    for join in joins:
+        assert isinstance(join.body, TeamMemberJoined)
+        team = join.body.team
+        outsiders = [p for p in people if (team, p) not in full.memberships]
+        if outsiders:
+            body = TeamMemberJoined(team=team, person=outsiders[0])
+            clock = max(e.clock for e in history) + 1
+            return msgspec.structs.replace(join, id=new_event_id(), clock=clock, body=body), team
+    raise AssertionError("every person was in every team")
+
+
+async def test_partitions_start_from_their_own_snapshots_and_answer_the_same(
+    store: ServerStore, snapshots: SnapshotStore
+) -> None:
+    history = history_with_kudos(seed=13)
+    cut = len(history) * 2 // 3
+    await append(store, shuffled_batches(history[:cut], seed=5))
+    first, first_set = await snapshotting_follower(store, snapshots)
+    assert await differences(first, await rebuilt_state(store)) == []
+    await first_set.close()  # the snapshots it began are written
+    assert first_set.snapshot_loads == 0
+    assert first_set.snapshots_taken == first_set.loaded >= 5
+    assert await snapshots.partition_count() == first_set.loaded
+    assert await snapshots.listing() == []  # none of all history: nothing holds it
+
+    # The rest arrives, and a newcomer joins a team: its snapshot is of other people.
+    full = await rebuilt_state(store)
+    join, team = joined_by_newcomer(history, full)
+    await append(store, [*shuffled_batches(history[cut:], seed=6), [join]])
+    second, second_set = await snapshotting_follower(store, snapshots)
+    full = await rebuilt_state(store)
+    assert await differences(second, full) == []
+    assert 0 < second_set.snapshot_loads < second_set.loads
+    # The team with the newcomer was folded from the store, not from its snapshot.
+    reloads = second_set.snapshot_loads
+    second_set.drop(f"team:{team}")
+    await second.team_view(team)
+    assert second_set.snapshot_loads == reloads
+
+
+async def test_a_corrupt_partition_snapshot_means_a_fold_from_the_store(
+    store: ServerStore, snapshots: SnapshotStore, location: str
+) -> None:
+    history = history_with_kudos(seed=17)
+    await append(store, shuffled_batches(history, seed=7))
+    full = await rebuilt_state(store)
+    _, teams = people_and_teams(full)
+    first, first_set = await snapshotting_follower(store, snapshots)
+    await first.team_view(teams[0])
+    await first_set.close()
+    assert await snapshots.partition_count() == 1
+    await flip_stored_byte(location, offset=200)
+    second, second_set = await snapshotting_follower(store, snapshots)
+    state = (await second.team_view(teams[0])).state
+    assert dict(team_views(state, teams[0], NOW)) == dict(team_views(full, teams[0], NOW))
+    assert second_set.snapshot_loads == 0 and second_set.loads == 1
+
+
+async def test_partitions_dropped_over_the_budget_come_back_from_their_snapshots(
+    store: ServerStore, snapshots: SnapshotStore
+) -> None:
+    history = history_with_kudos(seed=9)
+    await append(store, shuffled_batches(history, seed=8))
+    full = await rebuilt_state(store)
+    _, teams = people_and_teams(full)
+    budget = full.event_count() // 3 * BYTES_PER_EVENT  # about one team's events
+    follower, working_set = await snapshotting_follower(store, snapshots, budget)
+    for team in teams:
+        await follower.team_view(team)
+    await working_set.close()
+    taken = working_set.snapshots_taken
+    assert working_set.evictions > 0 and taken >= len(teams)
+    # New events after the snapshots: a reload folds them after its snapshot's.
+    extra = history_with_kudos(seed=10)[-300:]
+    await append(store, [extra])
+    await follower.catch_up()
+    for team in teams:
+        state = (await follower.team_view(team)).state
+        full = await rebuilt_state(store)
+        assert dict(team_views(state, team, NOW)) == dict(team_views(full, team, NOW))
+    assert working_set.snapshot_loads > 0
+
+
+async def test_a_partition_dropped_is_snapshotted_at_the_position_it_was_dropped_at(
+    store: ServerStore, snapshots: SnapshotStore
+) -> None:
+    history = history_with_kudos(seed=11)
+    cut = len(history) * 3 // 4
+    await append(store, shuffled_batches(history[:cut], seed=9))
+    full = await rebuilt_state(store)
+    _, teams = people_and_teams(full)
+    follower, working_set = await snapshotting_follower(store, snapshots, budget_bytes=1)
+    # Its snapshot waits until events arrived after it was dropped (the budget holds one).
+    async with working_set._one_snapshot_at_a_time:
+        await follower.team_view(teams[0])
+        await follower.team_view(teams[1])  # drops the first
+        assert working_set.evictions == 1
+        await append(store, shuffled_batches(history[cut:], seed=10))
+        await follower.catch_up()
+    await working_set.close()
+    working_set.drop(f"team:{teams[1]}")
+    loads = working_set.snapshot_loads
+    state = (await follower.team_view(teams[0])).state
+    assert working_set.snapshot_loads == loads + 1
+    full = await rebuilt_state(store)
+    assert dict(team_views(state, teams[0], NOW)) == dict(team_views(full, teams[0], NOW))
+    await working_set.close()
