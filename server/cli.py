@@ -420,25 +420,28 @@ def snapshot_list(*, database: Database = None, as_json: AsJson = False) -> int:
     """
     from server.snapshots import service as snapshotting
 
-    async def go() -> list[dict[str, Any]]:
+    async def go() -> tuple[list[dict[str, Any]], int]:
         async with open_with_snapshots(database) as (opened, snapshots):
-            return [
+            found = [
                 _snapshot_json(info, await snapshotting.why_invalid(opened.store, info))
                 for info in await snapshots.listing()
             ]
+            return found, await snapshots.partition_count()
 
-    found = asyncio.run(go())
+    found, partitions = asyncio.run(go())
     if as_json:
         print(json.dumps(found, indent=2))
-    elif not found:
-        print("no snapshots yet: milepost-server snapshot take")
-    else:
-        for item in found:
-            note = "loadable" if item["loadable"] else f"not loadable: {item['why_not']}"
-            print(
-                f"{item['id']}\tposition {item['position']}\t{item['size']:,} bytes\t"
-                f"{item['taken_at']}\t{note}"
-            )
+        return 0
+    if not found:
+        print("no snapshots of all history yet: milepost-server snapshot take")
+    for item in found:
+        note = "loadable" if item["loadable"] else f"not loadable: {item['why_not']}"
+        print(
+            f"{item['id']}\tposition {item['position']}\t{item['size']:,} bytes\t"
+            f"{item['taken_at']}\t{note}"
+        )
+    if partitions:
+        print(f"and {partitions:,} snapshots of working-set partitions (--memory-budget)")
     return 0
 
 

@@ -215,6 +215,10 @@ def test_with_a_memory_budget_the_server_folds_teams_on_demand_and_answers_the_s
         log = bounded.stop()  # the two partitions' snapshots are written by then
     assert "Traceback" not in log
     assert json.loads(cli(home, "snapshot", "list", "--json").stdout) == []
+    assert cli(home, "snapshot", "list").stdout.splitlines() == [
+        "no snapshots of all history yet: milepost-server snapshot take",
+        "and 2 snapshots of working-set partitions (--memory-budget)",
+    ]
 
     # A restart loads each partition from its own snapshot, and answers the same.
     restarted = Server(home, *flags)
