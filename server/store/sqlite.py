@@ -19,6 +19,7 @@ SQL text of the schema and of the visibility queries is in ``server.store.sqlite
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 from collections.abc import Collection, Iterable, Sequence
@@ -50,8 +51,9 @@ from server.store.sqlite_sql import (
     FOREIGN_ROOTS,
     KUDOS_NAMING,
     MIGRATIONS,
-    PARTITION,
+    PARTITION_POSITIONS,
     REVEALED,
+    ROWS_AT,
     VISIBLE,
     VOUCHED,
 )
@@ -92,7 +94,7 @@ def _one_json(db: sqlite3.Connection, sql: str, param: str, into: type[_T]) -> _
     return msgspec.json.decode(value, type=into)
 
 
-def _ids(values: Iterable[str]) -> str:
+def _ids(values: Iterable[str | int]) -> str:
     """A JSON array parameter, expanded in SQL with ``json_each`` (no parameter limit)."""
     return msgspec.json.encode(list(values)).decode()
 
@@ -341,8 +343,16 @@ class SqliteStore:
     ) -> list[StoredEvent]:
         """The events of a working-set partition (see the Protocol), in position order."""
         params = {"people": _ids(sorted(people)), "after": after, "upto": upto}
-        rows = await self._fetch(PARTITION, params | {"roots": _ids(sorted(roots))})
-        return [_stored(row) for row in rows]
+        found = await self._fetch(PARTITION_POSITIONS, params | {"roots": _ids(sorted(roots))})
+        positions = sorted(row[0] for row in found)
+        if not positions:
+            return []
+        stored = [
+            _stored(row) for row in await self._fetch(ROWS_AT, {"positions": _ids(positions)})
+        ]
+        if any(a.position > b.position for a, b in itertools.pairwise(stored)):
+            stored.sort(key=lambda item: item.position)  # the plan did not keep the order
+        return stored
 
     async def foreign_roots(
         self, completions: Collection[str], people: Collection[str], upto: int

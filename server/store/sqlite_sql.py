@@ -224,27 +224,37 @@ WHERE e.id IN (SELECT value FROM json_each(:ids)) AND h.event_id IS NULL AND NOT
 ``VISIBLE``'s rule); see ``ServerStore.vouched``."""
 
 
-PARTITION = f"""
-SELECT {EVENT_COLUMNS} FROM events
+PARTITION_POSITIONS = """
+SELECT position FROM events
 WHERE actor IN (SELECT value FROM json_each(:people)) AND position > :after AND position <= :upto
 UNION ALL
-SELECT {EVENT_COLUMNS} FROM events INDEXED BY events_team  -- not a scan of every position
+SELECT position FROM events INDEXED BY events_team  -- not a scan of every position
 WHERE team IS NOT NULL AND position > :after AND position <= :upto
     AND actor NOT IN (SELECT value FROM json_each(:people))
 UNION ALL
-SELECT {EVENT_COLUMNS} FROM events
+SELECT position FROM events
 WHERE type = 'kudos.given'
     AND root_id IN (SELECT item_id FROM items WHERE owner IN (SELECT value FROM json_each(:people)))
     AND position > :after AND position <= :upto
     AND actor NOT IN (SELECT value FROM json_each(:people))
 UNION ALL
-SELECT {EVENT_COLUMNS} FROM events
+SELECT position FROM events
 WHERE root_id IN (SELECT value FROM json_each(:roots))
     AND position > :after AND position <= :upto
     AND actor NOT IN (SELECT value FROM json_each(:people))
-ORDER BY position
 """
-"""A partition's events in ``(:after, :upto]`` (see ``ServerStore.partition_events``)."""
+"""The positions of a partition's events in ``(:after, :upto]`` (see
+``ServerStore.partition_events``), unordered: the people's own come from the covering
+``events_actor`` index without reading a row."""
+
+ROWS_AT = f"""
+SELECT {", ".join("e." + column for column in EVENT_COLUMNS.split(", "))}
+FROM json_each(:positions) j JOIN events e ON e.position = j.value
+"""
+"""The events at the positions of the JSON array ``:positions`` (sorted: rows are then
+read in the table's own order, a page once, and come back in it; the caller checks).
+Sorting whole rows instead (``ORDER BY`` over the union) copied each into a temporary
+B-tree: 2.2x slower for a team of 118,000 events."""
 
 FOREIGN_ROOTS = """
 SELECT DISTINCT e.root_id FROM events e JOIN items r ON r.item_id = e.root_id
