@@ -12,7 +12,8 @@ the 10M figures), in one run:
    other (the first request for a team folds its partition from the store: *cold*), then
    each again (*warm*), and the RSS after; then, once each partition's snapshot is taken,
    on a restarted server, every board again (*cold from snapshot*: each partition loaded
-   from its snapshot and the events after it);
+   from its snapshot and the events after it); and the seconds a start takes to load
+   again what was held at the last stop (*warm-up*, before any request);
 4. first of all, what the two indexes the working set reads cost the ingest: appending
    200,000 events (``--quick``: 50,000) into a fresh store with them vs without them.
 
@@ -73,6 +74,7 @@ def wait_ok(client: httpx.Client, url: str) -> None:
 
 def start(home: Path, person: str, token: str, *flags: str) -> tuple[float, float, float]:
     """(seconds to /health, seconds to a first goal tree, RSS MB then) of one start."""
+    forget_held(home)  # a cold start: nothing warmed up
     began = time.perf_counter()
     process, url = start_server(home, *flags)
     try:
@@ -87,8 +89,14 @@ def start(home: Path, person: str, token: str, *flags: str) -> tuple[float, floa
         stop_server(process, patience=300)
 
 
+def forget_held(home: Path) -> None:
+    """Forget the partitions held at the last stop (a start then warms none up)."""
+    (home / "working-set.json").unlink(missing_ok=True)
+
+
 def forget_snapshots(home: Path) -> None:
     """Remove every snapshot kept in the store at ``home`` (a reused store starts cold)."""
+    forget_held(home)
     database = home / "milepost.sqlite"
     with sqlite3.connect(database) as db:
         if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'snapshots'").fetchone():
@@ -130,11 +138,25 @@ def boards(home: Path, tokens: dict[str, str], budget: str) -> None:
         memory = rss_mb(process.pid)
     finally:
         stop_server(process, patience=300)  # it finishes the partition snapshots it began
+    held_at_stop = len(json.loads((home / "working-set.json").read_text())["held"])
+    forget_held(home)
     process, url = start_server(home, "--memory-budget", budget)
     try:
         with httpx.Client(timeout=300) as client:
             series["cold_from_snapshot"] = ask_boards(client, url, tokens)
             from_snapshots = metric(client, f"{url}/metrics", "snapshot_loads_total")
+    finally:
+        stop_server(process, patience=300)
+    # A start that warms up what was held at the last stop, before any request.
+    began = time.perf_counter()
+    process, url = start_server(home, "--memory-budget", budget)
+    try:
+        with httpx.Client(timeout=300) as client:
+            wanted = len(json.loads((home / "working-set.json").read_text())["held"])
+            while (metric(client, f"{url}/metrics", "partitions") or 0) < wanted:
+                time.sleep(0.05)
+            figure("warm_up_after_start_seconds", time.perf_counter() - began, "s")
+            figure("partitions_warmed_up", wanted, "count")
     finally:
         stop_server(process, patience=300)
     for name, values in series.items():
@@ -145,6 +167,7 @@ def boards(home: Path, tokens: dict[str, str], budget: str) -> None:
     snap_p99 = statistics.quantiles(series["cold_from_snapshot"], n=100, method="inclusive")[98]
     figure("team_board_cold_from_snapshot_vs_from_store_p99", snap_p99 / cold_p99, "ratio")
     figure("teams_asked", len(tokens), "teams")
+    figure("partitions_held_at_stop", held_at_stop, "count")
     figure("partitions_loaded_from_snapshot", from_snapshots or 0, "count")
     figure("server_rss_after_every_team_once", memory, "MB")
     for name, value in (*held.items(), ("evictions_total", evictions)):

@@ -153,6 +153,21 @@ class RunInfo:
     nats_monitor_host: str | None = None
 
 
+HELD_PARTITIONS = "working-set.json"
+"""The working set's partitions held at the last clean stop (loaded again at the next start)."""
+
+
+def write_held_partitions(home: Path, keys: list[str]) -> None:
+    """Remember the partitions held now, most recently asked for first."""
+    _write_private(home / HELD_PARTITIONS, {"held": keys})
+
+
+def read_held_partitions(home: Path) -> list[str]:
+    """The partitions held at the last clean stop ([] if none are known)."""
+    held = _read(home / HELD_PARTITIONS).get("held")
+    return [key for key in held if isinstance(key, str)] if isinstance(held, list) else []
+
+
 def write_run_info(home: Path, info: RunInfo) -> None:
     """Publish the running server's addresses (mode 0600)."""
     _write_private(home / "run.json", asdict(info))

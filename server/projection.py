@@ -213,6 +213,30 @@ class ProjectionFollower:
         key, people = self.working_set.person_key(person)
         return await self.working_set.partition(key, people, self.position, self._settle)
 
+    async def warm(self, keys: Sequence[str]) -> int:
+        """Load these partitions (``team:T``, ``person:X``; most wanted first) until the
+        working set's budget is full; return how many were loaded. For a start: the ones
+        held at the last stop, so the teams in use are warm before they are asked for."""
+        working_set = self.working_set
+        assert working_set is not None
+        began, warmed = time.perf_counter(), 0
+        for key in keys:
+            if working_set.held_events >= working_set.budget_events:
+                break
+            kind, _, name = key.partition(":")
+            if kind == "team" and working_set.team_key(name)[1]:
+                await self.team_view(name)
+            elif kind == "person" and name:
+                await self.person_view(name)
+            else:
+                continue
+            warmed += 1
+        if warmed:
+            log.info(
+                "working set: warmed %d partitions in %.2f s", warmed, time.perf_counter() - began
+            )
+        return warmed
+
     async def _settle(self, partition: Partition, position: int) -> None:
         assert self.working_set is not None
         async with self._lock:

@@ -350,6 +350,11 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
         announce(http_url, nats_url)
 
         following = asyncio.create_task(follower.run(stop))
+        warming = (
+            asyncio.create_task(_warm(follower, server_home.read_held_partitions(home)))
+            if working_set is not None
+            else None
+        )
         ingesting = asyncio.create_task(_ingest_loop(worker, follower, counters, stop))
         snapshotting_task = (
             asyncio.create_task(
@@ -373,11 +378,26 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
         http.should_exit = True
         await http_task
         await following
+        if warming is not None and working_set is not None:
+            warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await warming
+            with contextlib.suppress(OSError):
+                server_home.write_held_partitions(home, working_set.held_keys())
         if snapshots is not None and snapshotting_task is not None:
             await snapshotting_task
             await _final_snapshot(store, snapshots, follower, snapshot_stats)
         loop.remove_signal_handler(signal.SIGUSR1)
     return 0
+
+
+async def _warm(follower: ProjectionFollower, keys: list[str]) -> None:
+    """Load the partitions held at the last stop, in the background (a failure only logs:
+    each is loaded on demand anyway)."""
+    try:
+        await follower.warm(keys)
+    except Exception:
+        log.exception("warming the working set failed; partitions load when asked for")
 
 
 async def _final_snapshot(

@@ -22,6 +22,10 @@ Partitions are least-recently-used: when the events held pass the budget, the pa
 asked for longest ago are dropped (a request reading one keeps its own reference). A
 partition dropped and asked for again is folded again from the store.
 
+A replica remembers the partitions it held at a clean stop and loads them again in the
+background after its next start (most recently asked for first, within the budget), so
+the teams in use are warm again before they are asked for (``ProjectionFollower.warm``).
+
 Partitions have snapshots of their own (with snapshots on): once a partition folded
 ``snapshot_after`` events since its newest snapshot, it is encoded at the follower's
 position (after a load, and when the budget drops it) and kept in the snapshot store
@@ -187,6 +191,10 @@ class WorkingSet:
     def held_events(self) -> int:
         """Events held by the loaded partitions."""
         return sum(partition.size for partition in self._partitions.values())
+
+    def held_keys(self) -> list[str]:
+        """The keys of the partitions held, most recently asked for first."""
+        return list(reversed(self._partitions))
 
     @property
     def loaded(self) -> int:

@@ -220,12 +220,22 @@ def test_with_a_memory_budget_the_server_folds_teams_on_demand_and_answers_the_s
         "and 2 snapshots of working-set partitions (--memory-budget)",
     ]
 
-    # A restart loads each partition from its own snapshot, and answers the same.
+    # A restart loads the two partitions held at the stop again, before any request
+    # (each from its own snapshot), and answers the same.
+    assert json.loads((home / "working-set.json").read_text())["held"] == [
+        f"team:{team}",
+        f"person:{person}",
+    ]
     restarted = Server(home, *flags)
     try:
+        deadline = time.monotonic() + 30
+        while restarted.metrics()["milepost_working_set_partitions"] < 2:
+            assert time.monotonic() < deadline, "the held partitions were not loaded again"
+            time.sleep(0.05)
         assert [restarted.get(path, token) for path in paths] == answers
         again = restarted.metrics()
         assert again["milepost_working_set_snapshot_loads_total"] == 2
+        assert again["milepost_working_set_loads_total"] == 2  # none on demand
     finally:
         log = restarted.stop()
     assert "Traceback" not in log

@@ -311,3 +311,25 @@ async def test_a_partition_dropped_is_snapshotted_at_the_position_it_was_dropped
     full = await rebuilt_state(store)
     assert dict(team_views(state, teams[0], NOW)) == dict(team_views(full, teams[0], NOW))
     await working_set.close()
+
+
+async def test_warming_loads_the_partitions_named_until_the_budget_is_full(
+    store: ServerStore,
+) -> None:
+    history = history_with_kudos(seed=12)
+    await append(store, shuffled_batches(history, seed=11))
+    full = await rebuilt_state(store)
+    people, teams = people_and_teams(full)
+    keys = ["nonsense", f"team:{teams[0]}", "team:no-such-team", f"person:{people[0]}", "person:"]
+    follower = ProjectionFollower(store, working_set=WorkingSet(store, budget_bytes=10**9))
+    await follower.start_working_set()
+    assert await follower.warm(keys) == 2
+    assert follower.working_set is not None
+    assert follower.working_set.held_keys() == [f"person:{people[0]}", f"team:{teams[0]}"]
+    state = (await follower.team_view(teams[0])).state
+    assert dict(team_views(state, teams[0], NOW)) == dict(team_views(full, teams[0], NOW))
+    assert follower.working_set.loads == 2  # that one was warm
+
+    small = ProjectionFollower(store, working_set=WorkingSet(store, budget_bytes=1))
+    await small.start_working_set()
+    assert await small.warm([f"team:{team}" for team in teams]) == 1  # then it was full
