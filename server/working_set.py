@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import gc
 import logging
 import time
 from collections import OrderedDict
@@ -63,8 +64,9 @@ from server.store.protocol import ServerStore, StoredEvent
 log = logging.getLogger(__name__)
 
 BYTES_PER_EVENT = 900
-"""Resident memory per event a partition holds, as measured (a fold of 1M events: 865 MB
-of server RSS); converts ``--memory-budget`` into events."""
+"""Resident memory per event a partition holds, as measured (server RSS over events held:
+674 B at 1M with every team held, 824 B at 10M with partitions dropped and loaded again,
+whose freed memory the allocator keeps); converts ``--memory-budget`` into events."""
 
 SNAPSHOT_AFTER = 5_000
 """Events a partition folds past its newest snapshot before it is worth a new one (at
@@ -242,12 +244,13 @@ class WorkingSet:
         self, key: str, people: frozenset[str], position: int, settle: Settle
     ) -> Partition:
         began = time.perf_counter()
-        partition, after = await self._restored(key, people, position)
-        roots = partition.foreign_roots
-        stored = await self._store.partition_events(people, after, position, roots)
-        # The fold of a private state: off the event loop, which goes on answering.
-        await asyncio.to_thread(_fold_all, partition, stored)
-        del stored
+        with _collection_paused():
+            partition, after = await self._restored(key, people, position)
+            roots = partition.foreign_roots
+            stored = await self._store.partition_events(people, after, position, roots)
+            # The fold of a private state: off the event loop, which goes on answering.
+            await asyncio.to_thread(_fold_all, partition, stored)
+            del stored
         await self.vouch_waiting([partition], position)
         await self.adopt_foreign(partition, position)
         await settle(partition, position)
@@ -499,6 +502,29 @@ class WorkingSet:
                 self.drop(partition.key)  # a new member: their history is not in it
                 continue
             partition.fold(item.position, event)
+
+
+_pauses = 0
+_collecting_before = False
+
+
+@contextlib.contextmanager
+def _collection_paused() -> Iterator[None]:
+    """Hold off the cyclic garbage collector while a load allocates a partition (entered
+    and left on the event loop; loads at once share one pause). Its objects are
+    long-lived and form no cycles, so collections meanwhile would only rescan the growing
+    heap: with them a team's snapshot decoded in 0.55-0.63 s, without them in 0.37 s."""
+    global _pauses, _collecting_before
+    if _pauses == 0:
+        _collecting_before = gc.isenabled()
+        gc.disable()
+    _pauses += 1
+    try:
+        yield
+    finally:
+        _pauses -= 1
+        if _pauses == 0 and _collecting_before:
+            gc.enable()
 
 
 async def _encoded(partition: Partition, position: int) -> list[bytes]:

@@ -232,11 +232,11 @@ SELECT position FROM events INDEXED BY events_team  -- not a scan of every posit
 WHERE team IS NOT NULL AND position > :after AND position <= :upto
     AND actor NOT IN (SELECT value FROM json_each(:people))
 UNION ALL
-SELECT position FROM events
-WHERE type = 'kudos.given'
-    AND root_id IN (SELECT item_id FROM items WHERE owner IN (SELECT value FROM json_each(:people)))
-    AND position > :after AND position <= :upto
-    AND actor NOT IN (SELECT value FROM json_each(:people))
+SELECT e.position FROM events e INDEXED BY events_kudos
+CROSS JOIN items i ON i.item_id = e.root_id  -- from the kudos: not a probe per item owned
+WHERE e.type = 'kudos.given' AND e.position > :after AND e.position <= :upto
+    AND i.owner IN (SELECT value FROM json_each(:people))
+    AND e.actor NOT IN (SELECT value FROM json_each(:people))
 UNION ALL
 SELECT position FROM events
 WHERE root_id IN (SELECT value FROM json_each(:roots))
@@ -245,7 +245,10 @@ WHERE root_id IN (SELECT value FROM json_each(:roots))
 """
 """The positions of a partition's events in ``(:after, :upto]`` (see
 ``ServerStore.partition_events``), unordered: the people's own come from the covering
-``events_actor`` index without reading a row."""
+``events_actor`` index without reading a row. The kudos on their items are found from the
+kudos (a scan of the partial ``events_kudos`` index) rather than from every item the
+people own: a team owns ~100,000 items a year, and probing each cost 0.3 s even for an
+empty tail after a partition's snapshot."""
 
 ROWS_AT = f"""
 SELECT {", ".join("e." + column for column in EVENT_COLUMNS.split(", "))}

@@ -5,6 +5,7 @@ that arrive before what they name), and after partitions are dropped under a sma
 
 from __future__ import annotations
 
+import gc
 import random
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from server.projection import ProjectionFollower
 from server.rebuild import people_and_teams, person_views, rebuilt_state, team_views
 from server.snapshots import SnapshotStore, open_snapshots
 from server.store import ServerStore, open_store
-from server.working_set import BYTES_PER_EVENT, WorkingSet
+from server.working_set import BYTES_PER_EVENT, WorkingSet, _collection_paused
 from tests.http_world import backend, incoming, location
 from tests.integration.test_snapshots import flip_stored_byte
 
@@ -333,3 +334,20 @@ async def test_warming_loads_the_partitions_named_until_the_budget_is_full(
     small = ProjectionFollower(store, working_set=WorkingSet(store, budget_bytes=1))
     await small.start_working_set()
     assert await small.warm([f"team:{team}" for team in teams]) == 1  # then it was full
+
+
+def test_loads_pause_the_collector_together_and_leave_it_as_they_found_it() -> None:
+    assert gc.isenabled()
+    try:
+        with _collection_paused():
+            assert not gc.isenabled()
+            with _collection_paused():  # a second load at once
+                assert not gc.isenabled()
+            assert not gc.isenabled()  # the first still runs
+        assert gc.isenabled()
+        gc.disable()  # as during a start's fold
+        with _collection_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
