@@ -338,6 +338,7 @@ async def test_warming_loads_the_partitions_named_until_the_budget_is_full(
 
 def test_loads_pause_the_collector_together_and_leave_it_as_they_found_it() -> None:
     assert gc.isenabled()
+    gc.unfreeze()
     try:
         with _collection_paused():
             assert not gc.isenabled()
@@ -345,9 +346,11 @@ def test_loads_pause_the_collector_together_and_leave_it_as_they_found_it() -> N
                 assert not gc.isenabled()
             assert not gc.isenabled()  # the first still runs
         assert gc.isenabled()
+        assert gc.get_freeze_count() > 0  # what the load made is out of the collector's way
         gc.disable()  # as during a start's fold
         with _collection_paused():
             pass
         assert not gc.isenabled()
     finally:
         gc.enable()
+        gc.unfreeze()
