@@ -368,11 +368,12 @@ class WorkingSet:
         ]
         if not named:
             return
-        roots, stored = await self._store.foreign_roots(named, partition.people, upto)
-        fresh = set(roots) - partition.foreign_roots
+        known = partition.foreign_roots
+        roots, stored = await self._store.foreign_roots(named, partition.people, upto, known)
+        fresh = set(roots) - known
         if fresh:
             partition.foreign_roots |= fresh
-            _fold_all(partition, [item for item in stored if item.root_id in fresh])
+            _fold_all(partition, stored)  # only the fresh roots' events
             await self.vouch_waiting([partition], upto)
 
     async def follow(self, upto: int) -> None:

@@ -278,14 +278,22 @@ class PostgresStore:
         return [_stored(row) for row in rows]
 
     async def foreign_roots(
-        self, completions: Collection[str], people: Collection[str], upto: int
+        self,
+        completions: Collection[str],
+        people: Collection[str],
+        upto: int,
+        known: Collection[str] = (),
     ) -> tuple[list[str], list[StoredEvent]]:
         """Roots owned outside ``people`` of these completions, and their events."""
         rows = await self.pool.fetch(FOREIGN_ROOTS, list(completions), sorted(people), upto)
         roots = [row["root_id"] for row in rows]
-        if not roots:
-            return [], []
-        return roots, await self.partition_events((), 0, upto, roots)
+        fresh = set(roots).difference(known)
+        if not fresh:
+            return roots, []
+        events = await self.partition_events((), 0, upto, fresh)
+        outside = set(people)
+        # Not the team changes the query adds, nor the people's own (folded already).
+        return roots, [e for e in events if e.root_id in fresh and e.actor not in outside]
 
     async def accepted_referents(self, ids: Collection[str], upto: int) -> dict[str, Referent]:
         """Actor and type of the events among ``ids`` accepted by ``upto`` (see the Protocol)."""

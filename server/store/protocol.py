@@ -124,10 +124,15 @@ class ServerStore(Protocol):
         ...
 
     async def foreign_roots(
-        self, completions: Collection[str], people: Collection[str], upto: int
+        self,
+        completions: Collection[str],
+        people: Collection[str],
+        upto: int,
+        known: Collection[str] = (),
     ) -> tuple[list[str], list[StoredEvent]]:
         """The roots of these completions owned by someone outside ``people``, and the
-        events under them at positions ``<= upto`` by others than ``people``, in order."""
+        events under those of them not ``known`` (already folded) at positions ``<= upto``
+        by others than ``people``, in order."""
         ...
 
     async def accepted_referents(self, ids: Collection[str], upto: int) -> dict[str, Referent]:

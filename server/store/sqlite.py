@@ -355,14 +355,22 @@ class SqliteStore:
         return stored
 
     async def foreign_roots(
-        self, completions: Collection[str], people: Collection[str], upto: int
+        self,
+        completions: Collection[str],
+        people: Collection[str],
+        upto: int,
+        known: Collection[str] = (),
     ) -> tuple[list[str], list[StoredEvent]]:
         """Roots owned outside ``people`` of these completions, and their events."""
         params = {"ids": _ids(completions), "people": _ids(sorted(people)), "upto": upto}
         roots = [row[0] for row in await self._fetch(FOREIGN_ROOTS, params)]
-        if not roots:
-            return [], []
-        return roots, await self.partition_events((), 0, upto, roots)
+        fresh = set(roots).difference(known)
+        if not fresh:
+            return roots, []
+        events = await self.partition_events((), 0, upto, fresh)
+        outside = set(people)
+        # Not the team changes the query adds, nor the people's own (folded already).
+        return roots, [e for e in events if e.root_id in fresh and e.actor not in outside]
 
     async def accepted_referents(self, ids: Collection[str], upto: int) -> dict[str, Referent]:
         """Actor and type of the events among ``ids`` accepted by ``upto`` (see the Protocol)."""

@@ -354,3 +354,20 @@ def test_loads_pause_the_collector_together_and_leave_it_as_they_found_it() -> N
     finally:
         gc.enable()
         gc.unfreeze()
+
+
+async def test_foreign_roots_leave_out_the_events_of_roots_already_folded(
+    store: ServerStore,
+) -> None:
+    await append(store, [history_with_kudos(seed=21)])
+    full = await rebuilt_state(store)
+    upto = await store.max_position()
+    kudos = next(e for e in full.events.values() if isinstance(e.body, KudosGiven))
+    assert isinstance(kudos.body, KudosGiven)
+    named, giver = [kudos.body.completion], [kudos.actor]
+    roots, stored = await store.foreign_roots(named, giver, upto)
+    assert len(roots) == 1 and stored
+    assert {item.root_id for item in stored} == set(roots)  # no team changes among them
+    assert all(item.actor != kudos.actor for item in stored)
+    again, none = await store.foreign_roots(named, giver, upto, known=roots)
+    assert again == roots and none == []
