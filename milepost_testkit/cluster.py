@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import subprocess
 import time
 import urllib.request
@@ -168,16 +169,34 @@ class NatsCluster:
             [str(nats_server_binary()), "-c", str(node.config_path)], node.log_path
         )
 
-    def start(self, timeout: float = 30.0) -> None:
-        """Start every node and wait until the cluster has a JetStream meta leader."""
-        self.write_configs()
-        try:
-            for index in range(self.size):
-                self.start_node(index)
-            self.wait_ready(timeout)
-        except BaseException:
-            self.stop()
-            raise
+    def start(self, timeout: float = 30.0, attempts: int = 3) -> None:
+        """Start every node and wait until the cluster has a JetStream meta leader.
+
+        A free port can be taken by another process between choosing it and a node
+        binding it (other test workers start servers too): a node that exits on "address
+        already in use" means trying again on new ports, up to ``attempts`` times."""
+        for attempt in range(1, attempts + 1):
+            self.write_configs()
+            try:
+                for index in range(self.size):
+                    self.start_node(index)
+                self.wait_ready(timeout)
+                return
+            except RuntimeError as exc:
+                self.stop()
+                if "address already in use" not in str(exc) or attempt == attempts:
+                    raise
+                self._choose_new_ports()
+            except BaseException:
+                self.stop()
+                raise
+
+    def _choose_new_ports(self) -> None:
+        for node in self.nodes:
+            node.port = free_port(HOST)
+            node.monitor_port = free_port(HOST)
+            node.cluster_port = free_port(HOST)
+            shutil.rmtree(node.folder / "jetstream", ignore_errors=True)  # a fresh bootstrap
 
     def _meta_leader(self, node: ClusterNode) -> str | None:
         try:
