@@ -129,6 +129,20 @@ def views(
         yield from team_views(state, team, now, settings)
 
 
+def partition_views(
+    state: ProjectionState, partition: str, now: datetime
+) -> Iterator[tuple[str, bytes]]:
+    """(name, JSON) of the views a working-set partition answers: ``team:T`` a team's,
+    ``person:X`` a person's (``server.working_set``)."""
+    kind, _, name = partition.partition(":")
+    if kind == "team":
+        yield from team_views(state, name, now)
+    elif kind == "person":
+        yield from person_views(state, name, now)
+    else:
+        raise ValueError(f"not a partition: {partition!r}")
+
+
 def differences(
     left: ProjectionState,
     right: ProjectionState,
@@ -136,10 +150,16 @@ def differences(
     *,
     with_review: bool = True,
     limit: int = 20,
+    partition: str | None = None,
 ) -> tuple[int, list[str]]:
-    """How many views were compared, and the names of those that differ (at most ``limit``)."""
-    mine = dict(views(left, now, with_review=with_review))
-    theirs = dict(views(right, now, with_review=with_review))
+    """How many views were compared, and the names of those that differ (at most
+    ``limit``): every view, or those the working-set ``partition`` answers."""
+    if partition is not None:
+        mine = dict(partition_views(left, partition, now))
+        theirs = dict(partition_views(right, partition, now))
+    else:
+        mine = dict(views(left, now, with_review=with_review))
+        theirs = dict(views(right, now, with_review=with_review))
     differ = sorted(
         name for name in mine.keys() | theirs.keys() if mine.get(name) != theirs.get(name)
     )

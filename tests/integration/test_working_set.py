@@ -5,12 +5,15 @@ that arrive before what they name), and after partitions are dropped under a sma
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import json
 import random
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 import msgspec
+import pytest
 import pytest_asyncio
 
 from events import Event, new_event_id
@@ -18,6 +21,7 @@ from events.bodies import KudosGiven, MilestoneCompleted, TeamMemberJoined
 from milepost_testkit.history import generate_history
 from projections.goals import goal_tree
 from projections.state import ProjectionState
+from server.cli import main
 from server.projection import ProjectionFollower
 from server.rebuild import people_and_teams, person_views, rebuilt_state, team_views
 from server.snapshots import SnapshotStore, open_snapshots
@@ -371,3 +375,32 @@ async def test_foreign_roots_leave_out_the_events_of_roots_already_folded(
     assert all(item.actor != kudos.actor for item in stored)
     again, none = await store.foreign_roots(named, giver, upto, known=roots)
     assert again == roots and none == []
+
+
+async def test_snapshot_list_and_check_take_a_partition(
+    store: ServerStore, snapshots: SnapshotStore, location: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await append(store, shuffled_batches(history_with_kudos(seed=19), seed=12))
+    _, teams = people_and_teams(await rebuilt_state(store))
+    follower, working_set = await snapshotting_follower(store, snapshots)
+    await follower.team_view(teams[0])
+    await working_set.close()
+    key = f"team:{teams[0]}"
+
+    def run(*args: str) -> tuple[int, str]:
+        code = main([*args, "--database", location])
+        captured = capsys.readouterr()
+        return code, captured.out + captured.err
+
+    code, out = await asyncio.to_thread(run, "snapshot", "list", "--partition", key, "--json")
+    assert code == 0 and [item["loadable"] for item in json.loads(out)] == [True]
+    code, out = await asyncio.to_thread(run, "snapshot", "check", "--partition", key)
+    assert code == 0 and "views equal a fold of the same events" in out, out
+    assert int(out.split(": ")[1].split(" views")[0]) > 3  # board, drift, feed per member
+    code, out = await asyncio.to_thread(run, "snapshot", "check", "--partition", "team:nobody")
+    assert (code, out) == (1, "milepost-server: error: no snapshots of team:nobody yet\n")
+    code, out = await asyncio.to_thread(run, "snapshot", "check", "--partition", "teams")
+    assert code == 2 and out.count("\n") == 1 and "team:NAME or person:NAME" in out
+    await flip_stored_byte(location, offset=200)
+    code, out = await asyncio.to_thread(run, "snapshot", "check", "--partition", key)
+    assert code == 1 and "cannot be loaded" in out and "Traceback" not in out
