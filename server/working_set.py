@@ -274,13 +274,13 @@ class WorkingSet:
         if self.snapshots is None:
             return Partition(key, people), 0
         try:
-            found = await snapshotting.newest_valid(self._store, self.snapshots, key, upto)
+            found, _ = await snapshotting.newest_valid(self._store, self.snapshots, key, upto)
         except Exception:
             log.exception("working set: reading the snapshot of %s failed; folding it", key)
             return Partition(key, people), 0
         if found is None:
             return Partition(key, people), 0
-        info, state, fields, _ = found
+        info, state, fields = found
         if sorted(people) != sorted(fields.partition_people):
             return Partition(key, people), 0  # other people (a member joined since)
         partition = Partition(

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from projections import persist
 from projections.state import ProjectionState
@@ -73,13 +73,21 @@ async def _decode_and_check(
     return loaded, None
 
 
+class Loaded(NamedTuple):
+    """A snapshot decoded: what it is, its state and the follower fields beside it."""
+
+    info: SnapshotInfo
+    state: ProjectionState
+    fields: persist.Follower
+
+
 async def newest_valid(
     store: ServerStore, snapshots: SnapshotStore, partition: str = "", upto: int | None = None
-) -> tuple[SnapshotInfo, ProjectionState, persist.Follower, list[str]] | None:
+) -> tuple[Loaded | None, int]:
     """The newest snapshot of ``partition`` ("": all history) this code can load on this
-    store, at or before ``upto`` when given, decoded; with the reasons the newer ones were
-    skipped. None if there is none."""
-    skipped: list[str] = []
+    store, at or before ``upto`` when given, decoded (None if there is none); and how many
+    newer ones were skipped, each logged with its reason."""
+    skipped = 0
     for info in await snapshots.listing(partition):
         if upto is not None and info.position > upto:
             continue  # taken by a replica further on: a state cannot be unfolded
@@ -96,12 +104,11 @@ async def newest_valid(
             reason = f"it holds position {loaded[1].position}, not {info.position}"
             loaded = None
         if loaded is None:
-            skipped.append(f"snapshot {info.id} at position {info.position} ignored: {reason}")
+            skipped += 1
+            log.warning("snapshot %d at position %d ignored: %s", info.id, info.position, reason)
             continue
-        return info, loaded[0], loaded[1], skipped
-    for line in skipped:
-        log.warning("%s", line)
-    return None
+        return Loaded(info, *loaded), skipped
+    return None, skipped
 
 
 async def load_newest(
@@ -110,22 +117,17 @@ async def load_newest(
     """Restore ``follower`` from the newest valid snapshot; None if there is none (the
     follower is then untouched and folds from the start)."""
     began = time.perf_counter()
-    found = await newest_valid(store, snapshots)
+    found, skipped = await newest_valid(store, snapshots)
+    stats.skipped += skipped
     if found is None:
-        listed = await snapshots.listing()
-        stats.skipped += len(listed)
-        if listed:
+        if skipped:
             log.warning("no valid snapshot: folding every stored event")
         return None
-    info, state, fields, skipped = found
-    for line in skipped:
-        log.warning("%s", line)
-    stats.skipped += len(skipped)
-    follower.restore(state, fields)
+    follower.restore(found.state, found.fields)
     stats.load_seconds = time.perf_counter() - began
-    stats.position = stats.loaded_position = info.position
-    stats.taken_at = info.taken_at.timestamp()
-    return info
+    stats.position = stats.loaded_position = found.info.position
+    stats.taken_at = found.info.taken_at.timestamp()
+    return found.info
 
 
 async def save(

@@ -47,7 +47,13 @@ from server.store.postgres_sql import (
     VISIBLE,
     VOUCHED,
 )
-from server.store.protocol import AppendResult, DeadLetter, Incoming, StoredEvent
+from server.store.protocol import (
+    AppendResult,
+    DeadLetter,
+    Incoming,
+    StoredEvent,
+    events_of_fresh_roots,
+)
 
 _MIGRATION_LOCK = 0x6D696C65  # "mile": one migrator at a time across processes
 
@@ -287,13 +293,7 @@ class PostgresStore:
         """Roots owned outside ``people`` of these completions, and their events."""
         rows = await self.pool.fetch(FOREIGN_ROOTS, list(completions), sorted(people), upto)
         roots = [row["root_id"] for row in rows]
-        fresh = set(roots).difference(known)
-        if not fresh:
-            return roots, []
-        events = await self.partition_events((), 0, upto, fresh)
-        outside = set(people)
-        # Not the team changes the query adds, nor the people's own (folded already).
-        return roots, [e for e in events if e.root_id in fresh and e.actor not in outside]
+        return roots, await events_of_fresh_roots(self, roots, people, upto, known)
 
     async def accepted_referents(self, ids: Collection[str], upto: int) -> dict[str, Referent]:
         """Actor and type of the events among ``ids`` accepted by ``upto`` (see the Protocol)."""

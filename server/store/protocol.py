@@ -189,3 +189,17 @@ class ServerStore(Protocol):
     async def item_root(self, item_id: str) -> str | None:
         """The visibility root of an item or event (None when not known yet)."""
         ...
+
+
+async def events_of_fresh_roots(
+    store: ServerStore, roots: list[str], people: Collection[str], upto: int, known: Collection[str]
+) -> list[StoredEvent]:
+    """The events under the ``roots`` not ``known`` at positions ``<= upto``, by others than
+    ``people``: the second half of both stores' ``foreign_roots``."""
+    fresh = set(roots).difference(known)
+    if not fresh:
+        return []
+    events = await store.partition_events((), 0, upto, fresh)
+    outside = set(people)
+    # Not the team changes the query adds, nor the people's own (folded already).
+    return [e for e in events if e.root_id in fresh and e.actor not in outside]

@@ -44,7 +44,13 @@ from server.store.append_io import (
     SyncAppendTx,
     TeamRow,
 )
-from server.store.protocol import AppendResult, DeadLetter, Incoming, StoredEvent
+from server.store.protocol import (
+    AppendResult,
+    DeadLetter,
+    Incoming,
+    StoredEvent,
+    events_of_fresh_roots,
+)
 from server.store.sqlite_sql import (
     ACCEPTED_BY,
     EVENT_COLUMNS,
@@ -364,13 +370,7 @@ class SqliteStore:
         """Roots owned outside ``people`` of these completions, and their events."""
         params = {"ids": _ids(completions), "people": _ids(sorted(people)), "upto": upto}
         roots = [row[0] for row in await self._fetch(FOREIGN_ROOTS, params)]
-        fresh = set(roots).difference(known)
-        if not fresh:
-            return roots, []
-        events = await self.partition_events((), 0, upto, fresh)
-        outside = set(people)
-        # Not the team changes the query adds, nor the people's own (folded already).
-        return roots, [e for e in events if e.root_id in fresh and e.actor not in outside]
+        return roots, await events_of_fresh_roots(self, roots, people, upto, known)
 
     async def accepted_referents(self, ids: Collection[str], upto: int) -> dict[str, Referent]:
         """Actor and type of the events among ``ids`` accepted by ``upto`` (see the Protocol)."""
