@@ -29,8 +29,9 @@ PartitionKey = Annotated[
 
 
 def _checked_key(partition: str) -> str:
-    kind, _, name = partition.partition(":")
-    if partition and (kind not in ("team", "person") or not name):
+    from server.working_set import split_key
+
+    if partition and split_key(partition) is None:
         raise CliError(f"--partition must be team:NAME or person:NAME, not {partition!r}", 2)
     return partition
 

@@ -35,7 +35,7 @@ from events import AnyEvent, CodecError, Event, decode
 from projections import persist
 from projections.state import FEED_TYPES, ProjectionState, apply
 from server.store.protocol import Incoming, ServerStore, StoredEvent
-from server.working_set import Partition, WorkingSet
+from server.working_set import Partition, WorkingSet, split_key
 
 log = logging.getLogger(__name__)
 
@@ -223,13 +223,11 @@ class ProjectionFollower:
         for key in keys:
             if working_set.held_events >= working_set.budget_events:
                 break
-            kind, _, name = key.partition(":")
-            if kind == "team" and working_set.team_key(name)[1]:
-                await self.team_view(name)
-            elif kind == "person" and name:
-                await self.person_view(name)
-            else:
-                continue
+            parsed = split_key(key)
+            if parsed is None or (parsed[0] == "team" and not working_set.team_key(parsed[1])[1]):
+                continue  # not a key, or a team nobody was ever in
+            kind, name = parsed
+            await (self.team_view(name) if kind == "team" else self.person_view(name))
             warmed += 1
         if warmed:
             log.info(

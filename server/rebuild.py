@@ -24,6 +24,7 @@ from projections.state import ProjectionState, rebuild
 from projections.team import team_board, team_drift, team_feed
 from server.projection import ProjectionFollower
 from server.store.protocol import ServerStore
+from server.working_set import split_key
 
 _encode = msgspec.json.Encoder().encode
 
@@ -134,13 +135,11 @@ def partition_views(
 ) -> Iterator[tuple[str, bytes]]:
     """(name, JSON) of the views a working-set partition answers: ``team:T`` a team's,
     ``person:X`` a person's (``server.working_set``)."""
-    kind, _, name = partition.partition(":")
-    if kind == "team":
-        yield from team_views(state, name, now)
-    elif kind == "person":
-        yield from person_views(state, name, now)
-    else:
+    parsed = split_key(partition)
+    if parsed is None:
         raise ValueError(f"not a partition: {partition!r}")
+    kind, name = parsed
+    yield from (team_views if kind == "team" else person_views)(state, name, now)
 
 
 def differences(

@@ -76,6 +76,13 @@ VOUCH_ROUNDS = 8
 """How many rounds of vouching one step tries (each can release events that wait on more)."""
 
 
+def split_key(key: str) -> tuple[str, str] | None:
+    """(kind, name) of a partition key, ``team:NAME`` or ``person:NAME`` (as ``team_key`` and
+    ``person_key`` make them); None if ``key`` is not one."""
+    kind, _, name = key.partition(":")
+    return (kind, name) if kind in ("team", "person") and name else None
+
+
 @dataclass(eq=False)
 class Partition:
     """The projection state of one set of people, at the follower's position."""
