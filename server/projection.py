@@ -34,6 +34,7 @@ from typing import Protocol
 from events import AnyEvent, CodecError, Event, decode
 from projections import persist
 from projections.state import FEED_TYPES, ProjectionState, apply
+from server.snapshots.service import encode_yielding
 from server.store.protocol import Incoming, ServerStore, StoredEvent
 from server.working_set import Partition, WorkingSet, split_key
 
@@ -293,12 +294,7 @@ class ProjectionFollower:
                 self.position, self.undecodable, self._feed_positions, self._feed_ids
             )
         try:
-            pieces: list[bytes] = []
-            for count, piece in enumerate(persist.encode_pieces(state, fields), 1):
-                pieces.append(piece)
-                if count % pause_every == 0:
-                    await asyncio.sleep(0)
-            return pieces, fields.position
+            return await encode_yielding(state, fields, pause_every), fields.position
         finally:
             self._snapshots -= 1
             if not self._snapshots:

@@ -288,7 +288,7 @@ class WorkingSet:
         if found is None:
             return Partition(key, people), 0
         info, state, fields = found
-        if sorted(people) != sorted(fields.partition_people):
+        if people != frozenset(fields.partition_people):
             return Partition(key, people), 0  # other people (a member joined since)
         partition = Partition(
             key, people, state, fields.feed_positions, fields.feed_ids, set(fields.partition_roots)
@@ -553,10 +553,7 @@ async def _encoded(partition: Partition, position: int) -> list[bytes]:
         sorted(partition.people),
         sorted(partition.foreign_roots),
     )
-    pieces: list[bytes] = []
-    for piece in persist.encode_pieces(partition.state, fields):
-        pieces.append(piece)
-        await asyncio.sleep(0)
+    pieces = await snapshotting.encode_yielding(partition.state, fields)
     partition.since_snapshot = 0
     return pieces
 

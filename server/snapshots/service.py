@@ -34,6 +34,20 @@ KEEP_PER_PARTITION = 1
 """Of a working-set partition (one missing or corrupt means folding it from the store)."""
 
 
+async def encode_yielding(
+    state: ProjectionState, fields: persist.Follower, pause_every: int = 1
+) -> list[bytes]:
+    """``persist.encode_pieces`` on the event loop, yielding to it every ``pause_every``
+    pieces (each one short msgspec call): requests go on meanwhile. The state must not
+    change until it returns."""
+    pieces: list[bytes] = []
+    for count, piece in enumerate(persist.encode_pieces(state, fields), 1):
+        pieces.append(piece)
+        if count % pause_every == 0:
+            await asyncio.sleep(0)
+    return pieces
+
+
 async def anchor_of(store: ServerStore, position: int) -> str | None:
     """The id of the event stored at ``position`` (None if there is none)."""
     if position <= 0:
