@@ -36,6 +36,7 @@ Nothing here does I/O; ``now`` is always an argument of the views.
 from __future__ import annotations
 
 import bisect
+import operator
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from datetime import date, datetime
 from typing import Any
@@ -73,15 +74,17 @@ def stamp_of(event: Event) -> Stamp:
     return (event.clock, event.id)
 
 
-def feed_key(event: Event) -> FeedKey:
-    """The order of a feed: (occurred_at, event id)."""
-    return (event.occurred_at, event.id)
+# The two sort keys are ``attrgetter``s, not functions: a sort or a merge calls them once
+# per event, and a C call that builds the tuple costs a third of a Python function's
+# (a partition's restore sorts every feed and every subject's check-ins).
+feed_key: Callable[[Event], FeedKey] = operator.attrgetter("occurred_at", "id")
+"""The order of a feed: (occurred_at, event id)."""
 
-
-def checkin_key(event: Event) -> tuple[datetime, int, str]:
-    """The order of a subject's check-ins and an indicator's observations:
-    (occurred_at, clock, event id)."""
-    return (event.occurred_at, event.clock, event.id)
+checkin_key: Callable[[Event], tuple[datetime, int, str]] = operator.attrgetter(
+    "occurred_at", "clock", "id"
+)
+"""The order of a subject's check-ins and an indicator's observations:
+(occurred_at, clock, event id)."""
 
 
 def later(event: Event, than: Event) -> bool:

@@ -50,11 +50,42 @@ def _snapshot_json(info: Any, valid: str | None) -> dict[str, Any]:
 
 
 @snapshot_app.command(name="take")
-def snapshot_take(*, database: Database = None, as_json: AsJson = False) -> int:
-    """Fold every stored event and store the state as a snapshot now.
+def snapshot_take(
+    *,
+    partition: PartitionKey = "",
+    partitions: Annotated[
+        bool,
+        Parameter(
+            negative="",
+            help="Snapshot every team's and person's working-set partition whose newest"
+            " snapshot is --snapshot-every of its events behind (or missing, or of other"
+            " members), one at a time: each then loads from a snapshot, asked for or not.",
+        ),
+    ] = False,
+    snapshot_every: Annotated[
+        int | None,
+        Parameter(
+            help="With --partitions: how many of its events a partition's snapshot may be"
+            " behind [default: 5000, as the server's]."
+        ),
+    ] = None,
+    database: Database = None,
+    as_json: AsJson = False,
+) -> int:
+    """Fold every stored event and store the state as a snapshot now (or a partition's).
 
-    Example: milepost-server snapshot take
+    Example: milepost-server snapshot take --partitions
     """
+    key = _checked_key(partition)
+    if partitions and key:
+        raise CliError("give --partition KEY or --partitions, not both", 2)
+    if snapshot_every is not None and snapshot_every < 1:
+        raise CliError("--snapshot-every must be at least 1", 2)
+    if partitions or key:
+        from server.working_set import SNAPSHOT_AFTER
+
+        every = SNAPSHOT_AFTER if snapshot_every is None else snapshot_every
+        return _take_partitions(key, every, database, as_json)
     from server.metrics import SnapshotStats
     from server.projection import ProjectionFollower
     from server.snapshots import service as snapshotting
@@ -81,6 +112,64 @@ def snapshot_take(*, database: Database = None, as_json: AsJson = False) -> int:
             f"snapshot {report['id']} at position {report['position']}: "
             f"{report['size']:,} bytes in {report['total_seconds']}s"
         )
+    return 0
+
+
+def _take_partitions(key: str, every: int, database: str | None, as_json: bool) -> int:
+    """``snapshot take --partition KEY`` (taken whatever its newest) or ``--partitions``
+    (each stale one), each folded alone and let go before the next."""
+    from server.working_set import WorkingSet, split_key
+
+    async def go() -> dict[str, Any]:
+        async with open_with_snapshots(database) as (opened, snapshots):
+            began = time.perf_counter()
+            working_set = WorkingSet(opened.store, 1, snapshot_after=every)
+            working_set.snapshots = snapshots
+            upto = await working_set.start()
+            memberships = working_set.directory.memberships
+            if key:
+                kind, name = split_key(key) or ("", "")
+                if kind == "team" and not any(team == name for team, _ in memberships):
+                    raise CliError(f"no team {name!r}: nobody was ever one of its members")
+                wanted = [
+                    working_set.team_key(name) if kind == "team" else working_set.person_key(name)
+                ]
+            else:
+                wanted = [working_set.team_key(t) for t in sorted({t for t, _ in memberships})]
+                wanted += [working_set.person_key(p) for p in sorted({p for _, p in memberships})]
+            taken: list[dict[str, Any]] = []
+            fresh = 0
+            for wanted_key, people in wanted:
+                info = await working_set.refresh_snapshot(wanted_key, people, upto, force=bool(key))
+                if info is None:
+                    fresh += 1
+                    continue
+                item = _snapshot_json(info, None)
+                item["partition"] = wanted_key
+                taken.append(item)
+                if not as_json:
+                    print(
+                        f"{wanted_key}: snapshot {info.id} at position {info.position}, "
+                        f"{info.size:,} bytes",
+                        flush=True,
+                    )
+            return {
+                "position": upto,
+                "taken": taken,
+                "fresh": fresh,
+                "seconds": round(time.perf_counter() - began, 3),
+            }
+
+    report = asyncio.run(go())
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(
+            f"{len(report['taken'])} partition snapshots taken at position "
+            f"{report['position']} ({report['fresh']} fresh enough) in {report['seconds']}s"
+        )
+    if key and not report["taken"]:
+        raise CliError(f"the store changed while {key} was snapshotted; try again")
     return 0
 
 

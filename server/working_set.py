@@ -58,7 +58,7 @@ from events import bodies as b
 from projections import persist
 from projections.state import FEED_TYPES, ProjectionState, apply, vouch
 from server.snapshots import service as snapshotting
-from server.snapshots.protocol import SnapshotStore
+from server.snapshots.protocol import SnapshotInfo, SnapshotStore
 from server.store.protocol import ServerStore, StoredEvent
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,10 @@ whose freed memory the allocator keeps); converts ``--memory-budget`` into event
 SNAPSHOT_AFTER = 5_000
 """Events a partition folds past its newest snapshot before it is worth a new one (at
 5,000 a snapshot saves ~80 ms of every later load of it and costs ~30 ms to take)."""
+
+_TEAM_CHANGES = frozenset(
+    body.__struct_config__.tag for body in (b.TeamMemberJoined, b.TeamMemberLeft)
+)
 
 VOUCH_ROUNDS = 8
 """How many rounds of vouching one step tries (each can release events that wait on more)."""
@@ -297,6 +301,55 @@ class WorkingSet:
         partition.kudos_given = True
         self.snapshot_loads += 1
         return partition, info.position
+
+    async def refresh_snapshot(
+        self, key: str, people: frozenset[str], upto: int, *, force: bool = False
+    ) -> SnapshotInfo | None:
+        """Snapshot partition ``key`` (of ``people``) at ``upto`` unless its newest snapshot
+        is fresh: fewer than ``snapshot_after`` of its events behind, and its team has had
+        no member join or leave since (``force``: take one anyway). The partition is folded
+        for this alone, never held (``milepost-server snapshot take --partitions``: every
+        partition then loads from a snapshot, whether or not a replica ever asked for it).
+        Returns the snapshot taken (None: fresh, or the store moved under it)."""
+        snapshots = self.snapshots
+        assert snapshots is not None, "set the snapshot store first"
+        if not force and await self._snapshot_is_fresh(key, people, upto):
+            return None
+        began = time.perf_counter()
+        with _collection_paused():
+            partition, after = await self._restored(key, people, upto)
+            stored = await self._store.partition_events(
+                people, after, upto, partition.foreign_roots
+            )
+            await asyncio.to_thread(_fold_all, partition, stored)
+            del stored
+        await self.vouch_waiting([partition], upto)
+        await self.adopt_foreign(partition, upto)
+        pieces = await _encoded(partition, upto)
+        seconds = time.perf_counter() - began
+        info = await snapshotting.save(self._store, snapshots, pieces, upto, seconds, key)
+        if info is not None:
+            self.snapshots_taken += 1
+        return info
+
+    async def _snapshot_is_fresh(self, key: str, people: frozenset[str], upto: int) -> bool:
+        """Whether ``key``'s newest snapshot this code can load is within ``snapshot_after``
+        of the partition's events before ``upto`` and of the same members (read from the
+        rows after it, never decoding the snapshot)."""
+        assert self.snapshots is not None
+        newest = None
+        for info in await self.snapshots.listing(key):
+            if info.position <= upto and info.fold_version == persist.FOLD_VERSION:
+                newest = info
+                break
+        if newest is None or await snapshotting.why_invalid(self._store, newest) is not None:
+            return False
+        tail = await self._store.partition_events(people, newest.position, upto)
+        if len(tail) >= self.snapshot_after:
+            return False
+        parts = split_key(key)
+        team = parts[1] if parts is not None and parts[0] == "team" else None
+        return not any(row.team == team and row.type in _TEAM_CHANGES for row in tail)
 
     def _snapshot_soon(self, partition: Partition) -> None:
         """Snapshot ``partition`` in the background, one at a time (see ``_snapshot``)."""

@@ -404,3 +404,61 @@ async def test_snapshot_list_and_check_take_a_partition(
     await flip_stored_byte(location, offset=200)
     code, out = await asyncio.to_thread(run, "snapshot", "check", "--partition", key)
     assert code == 1 and "cannot be loaded" in out and "Traceback" not in out
+
+
+async def test_snapshot_take_partitions_snapshots_each_stale_partition_and_loads_use_them(
+    store: ServerStore, snapshots: SnapshotStore, location: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    history = history_with_kudos(seed=23)
+    cut = len(history) * 2 // 3
+    await append(store, shuffled_batches(history[:cut], seed=7))
+    people, teams = people_and_teams(await rebuilt_state(store))
+
+    def take(*args: str) -> tuple[int, str]:
+        code = main(["snapshot", "take", *args, "--database", location])
+        captured = capsys.readouterr()
+        return code, captured.out + captured.err
+
+    code, out = await asyncio.to_thread(take, "--partitions", "--json")
+    taken = {item["partition"] for item in json.loads(out)["taken"]}
+    assert code == 0 and json.loads(out)["fresh"] == 0
+    # Every team, and every person who was ever in one (the generator's people all were).
+    assert taken == {f"team:{t}" for t in teams} | {f"person:{p}" for p in people}
+    code, out = await asyncio.to_thread(take, "--partitions", "--json")
+    assert code == 0 and json.loads(out)["taken"] == [] and json.loads(out)["fresh"] == len(taken)
+
+    # The rest arrives, and a newcomer joins a team: with a threshold above any tail, only
+    # that team's snapshot (now of other people) is taken again.
+    full = await rebuilt_state(store)
+    join, joined_team = joined_by_newcomer(history, full)
+    await append(store, [*shuffled_batches(history[cut:], seed=8), [join]])
+    code, out = await asyncio.to_thread(take, "--partitions", "--snapshot-every", "100000")
+    assert code == 0 and out.splitlines()[0].startswith(f"team:{joined_team}: snapshot "), out
+    assert out.splitlines()[-1].startswith("1 partition snapshots taken"), out
+    code, out = await asyncio.to_thread(take, "--partitions", "--snapshot-every", "1", "--json")
+    retaken = {item["partition"] for item in json.loads(out)["taken"]}
+    assert code == 0 and retaken == taken - {f"team:{joined_team}"}  # it has no tail now
+
+    # A server's working set then loads every partition from its snapshot, with no tail
+    # to fold, and answers every view as the fold of everything does.
+    working_set = WorkingSet(store, 10**9)
+    working_set.snapshots = snapshots
+    follower = ProjectionFollower(store, working_set=working_set)
+    await follower.start_working_set()
+    assert await differences(follower, await rebuilt_state(store)) == []
+    assert working_set.snapshot_loads == working_set.loads == len(taken)
+    assert all(p.since_snapshot == 0 for p in working_set._partitions.values())
+
+    # Bad input: one line, a non-zero exit, nothing taken.
+    before = await snapshots.partition_count()
+    for args, expected_code, words in [
+        (("--partition", "team:nobody"), 1, "no team 'nobody'"),
+        (("--partition", "teams"), 2, "team:NAME or person:NAME"),
+        (("--partition", f"team:{teams[0]}", "--partitions"), 2, "not both"),
+        (("--partitions", "--snapshot-every", "0"), 2, "at least 1"),
+    ]:
+        code, out = await asyncio.to_thread(take, *args)
+        assert code == expected_code and out.count("\n") == 1 and words in out, (args, out)
+    assert await snapshots.partition_count() == before
+    code, out = await asyncio.to_thread(take, "--partition", f"team:{teams[0]}")  # forced
+    assert code == 0 and await snapshots.partition_count() >= before, out
