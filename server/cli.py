@@ -170,6 +170,14 @@ def run(
             " docs/scaling.md)."
         ),
     ] = None,
+    partition_snapshot_minutes: Annotated[
+        float,
+        Parameter(
+            help="With --memory-budget: every this many minutes, a child process snapshots"
+            " each team's and person's partition that is --snapshot-every of its events"
+            " behind, so a team nobody asked for still loads from a snapshot (0: never)."
+        ),
+    ] = 60.0,
 ) -> int:
     """Run the server: store, NATS, ingest, projections and the HTTP API in one process.
 
@@ -200,6 +208,8 @@ def run(
         raise CliError("--snapshot-minutes must be above 0 and at most a week", 2)
     if memory_budget is not None and not 16 <= memory_budget <= 1024 * 1024:
         raise CliError("--memory-budget must be between 16 and 1048576 (MB)", 2)
+    if not (partition_snapshot_minutes == 0 or 0.01 <= partition_snapshot_minutes <= 7 * 24 * 60):
+        raise CliError("--partition-snapshot-minutes must be 0 or from 0.01 to a week", 2)
     logging.basicConfig(
         level=logging.WARNING,
         stream=sys.stderr,
@@ -222,6 +232,7 @@ def run(
         snapshot_every_events=snapshot_every,
         snapshot_every_seconds=snapshot_minutes * 60,
         memory_budget_bytes=None if memory_budget is None else memory_budget * 1024 * 1024,
+        partition_snapshot_seconds=partition_snapshot_minutes * 60,
     )
 
     def announce(http_url: str, nats_url: str) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from server.ingest import BatchReport
+from server.snapshots.refresh import RefreshStats
 from server.store.protocol import ServerStore
 from server.working_set import WorkingSet
 
@@ -85,6 +86,7 @@ async def render(
     consumer_lag: Callable[[], Awaitable[int | None]] | None,
     snapshots: SnapshotStats | None = None,
     working_set: WorkingSet | None = None,
+    partition_refreshes: RefreshStats | None = None,
 ) -> str:
     """The Prometheus text exposition of the server's state."""
     stored = await store.max_position()  # positions are dense: the last one is the count
@@ -150,7 +152,38 @@ async def render(
         lines += _snapshot_lines(snapshots)
     if working_set is not None:
         lines += _working_set_lines(working_set)
+    if partition_refreshes is not None:
+        lines += _refresh_lines(partition_refreshes)
     return "\n".join(lines) + "\n"
+
+
+def _refresh_lines(stats: RefreshStats) -> list[str]:
+    lines: list[str] = []
+    lines += _line(
+        "milepost_partition_snapshot_refreshes_total",
+        "counter",
+        "Runs of the child process that snapshots every stale partition.",
+        stats.runs,
+    )
+    lines += _line(
+        "milepost_partition_snapshot_refresh_failures_total",
+        "counter",
+        "Of those, runs that failed (the log says why).",
+        stats.failures,
+    )
+    lines += _line(
+        "milepost_partition_snapshots_refreshed_total",
+        "counter",
+        "Partition snapshots those runs took.",
+        stats.taken,
+    )
+    lines += _line(
+        "milepost_partition_snapshot_refresh_seconds_total",
+        "counter",
+        "Seconds those runs took.",
+        round(stats.seconds, 3),
+    )
+    return lines
 
 
 def _working_set_lines(working_set: WorkingSet) -> list[str]:

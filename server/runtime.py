@@ -52,6 +52,7 @@ from server.projection import ProjectionFollower
 from server.pull import PullResponder
 from server.snapshots import SnapshotStore, open_snapshots
 from server.snapshots import service as snapshotting
+from server.snapshots.refresh import RefreshStats, refresh_periodically
 from server.store import ServerStore, open_store
 from server.working_set import SNAPSHOT_AFTER, WorkingSet
 
@@ -96,6 +97,9 @@ class RunOptions:
     memory_budget_bytes: int | None = None
     """Hold a working set of partitions within this many bytes (``server.working_set``)
     instead of all history; snapshots are then of partitions only."""
+    partition_snapshot_seconds: float = 3600.0
+    """With a working set and snapshots: how often a child process snapshots every stale
+    partition (``server.snapshots.refresh``); 0: never."""
 
 
 class _Server(uvicorn.Server):
@@ -278,10 +282,12 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
         )
         follower = ProjectionFollower(store, working_set=working_set)
         snapshot_stats = SnapshotStats()
+        refresh_stats = RefreshStats()
         snapshots: SnapshotStore | None = None
         # Loading or folding the history allocates millions of long-lived objects and no
         # garbage cycles: collections meanwhile would only rescan the growing heap.
         gc.disable()
+        refreshing_partitions = False
         try:
             if options.snapshots:
                 snapshots = open_snapshots(database)
@@ -292,6 +298,9 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
                 working_set.snapshots = snapshots
                 stack.push_async_callback(working_set.close)
                 await follower.start_working_set()  # the directory only: teams load on demand
+                refreshing_partitions = snapshots is not None and bool(
+                    options.partition_snapshot_seconds
+                )
                 snapshots = None  # no snapshot of all history: none is held
             elif snapshots is not None:
                 # The newest valid snapshot, then only the events after it.
@@ -312,6 +321,7 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
             consumer_lag=_consumer_lag(nc),
             poke=worker.poke,  # kudos written by the team page poke devices like ingest does
             snapshots=snapshot_stats if snapshots is not None else None,
+            partition_refreshes=refresh_stats if refreshing_partitions else None,
         )
         loop.add_signal_handler(signal.SIGUSR1, lambda: loop.create_task(follower.rebuild()))
 
@@ -371,7 +381,23 @@ async def serve(options: RunOptions, announce: Callable[[str, str], None]) -> in
             if snapshots is not None
             else None
         )
+        refreshing = (
+            asyncio.create_task(
+                refresh_periodically(
+                    database,
+                    home,
+                    options.partition_snapshot_seconds,
+                    working_set.snapshot_after,
+                    refresh_stats,
+                    stop,
+                )
+            )
+            if refreshing_partitions and working_set is not None
+            else None
+        )
         await stop.wait()
+        if refreshing is not None:
+            await refreshing  # its child process is stopped and reaped
         # Stop taking messages: the batch in hand is stored and acknowledged first.
         await ingesting
         ctx.stopping.set()

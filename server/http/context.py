@@ -19,6 +19,7 @@ from server.accounts import AccountStore, token_person, verify_token
 from server.http.errors import ViewTooSlow
 from server.metrics import DeadLetterCount, IngestCounters, SnapshotStats
 from server.projection import Folded, ProjectionFollower
+from server.snapshots.refresh import RefreshStats
 from server.store.protocol import AppendResult, ServerStore
 
 _encode = msgspec.json.Encoder().encode
@@ -113,6 +114,7 @@ class ServerContext:
     """Tells the devices of everyone who may see what was appended (the ingest's poke);
     used by writes made over HTTP (kudos from the team page)."""
     snapshots: SnapshotStats | None = None
+    partition_refreshes: RefreshStats | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     keepalive_seconds: float = 15.0
     response_ttl: float = 5.0

@@ -241,6 +241,67 @@ def test_with_a_memory_budget_the_server_folds_teams_on_demand_and_answers_the_s
     assert "Traceback" not in log
 
 
+def refreshers_of(home: Path) -> list[int]:
+    """Pids of ``snapshot take --partitions`` children running for this home."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            command = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if b"\0--partitions\0" in command and f"={home}\0".encode() in environ:
+            found.append(int(proc.name))
+    return found
+
+
+def test_the_server_keeps_partition_snapshots_fresh_in_a_child_process(home: Path) -> None:
+    person, team = person_in_a_team()
+    token = json.loads(cli(home, "person", "add", person, "--json").stdout)["api_token"]
+    teams = {e.body.team for e in HISTORY if isinstance(e.body, TeamMemberJoined)}
+    people = {e.body.person for e in HISTORY if isinstance(e.body, TeamMemberJoined)}
+    server = Server(
+        home,
+        "--memory-budget",
+        "64",
+        "--snapshot-every",
+        "100",
+        "--partition-snapshot-minutes",
+        "0.01",
+    )
+    try:
+        deadline = time.monotonic() + 60
+        seen: set[int] = set()  # the children, caught running (each lives ~0.5 s)
+        while server.metrics().get("milepost_partition_snapshot_refreshes_total", 0) < 2:
+            assert time.monotonic() < deadline, "no refresh ran"
+            seen.update(refreshers_of(home))
+            time.sleep(0.05)
+        assert seen, "no child process was seen"
+        metrics = server.metrics()
+        # The first run took every partition's; the next found them all fresh.
+        assert metrics["milepost_partition_snapshots_refreshed_total"] == len(teams) + len(people)
+        assert metrics["milepost_partition_snapshot_refresh_failures_total"] == 0
+        assert metrics["milepost_working_set_loads_total"] == 0  # nobody asked for anything
+        server.get(f"/teams/{team}/board", token)
+        after = server.metrics()
+        assert after["milepost_working_set_snapshot_loads_total"] == 1  # a refreshed one
+        assert server.process.poll() is None
+    finally:
+        log = server.stop()
+    assert "Traceback" not in log and "failed" not in log, log
+    assert refreshers_of(home) == []  # a child running at the stop was stopped with it
+    listed = json.loads(
+        cli(home, "snapshot", "list", "--partition", f"team:{team}", "--json").stdout
+    )
+    assert listed and all(item["loadable"] for item in listed)
+
+
+def test_partition_snapshot_minutes_out_of_range_is_one_clear_error(home: Path) -> None:
+    done = cli(home, "run", "--port", "0", "--partition-snapshot-minutes", "-1")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "--partition-snapshot-minutes must be 0 or from 0.01 to a week" in done.stderr
+
+
 def test_a_memory_budget_out_of_range_is_one_clear_error(home: Path) -> None:
     done = cli(home, "run", "--port", "0", "--memory-budget", "1")
     assert done.returncode == 2

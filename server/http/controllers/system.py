@@ -38,5 +38,6 @@ class SystemController(Controller):
             ctx.consumer_lag,
             ctx.snapshots,
             ctx.follower.working_set,
+            ctx.partition_refreshes,
         )
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
