@@ -13,7 +13,10 @@ the 10M figures), in one run:
    each again (*warm*), and the RSS after; then, once each partition's snapshot is taken,
    on a restarted server, every board again (*cold from snapshot*: each partition loaded
    from its snapshot and the events after it); and the seconds a start takes to load
-   again what was held at the last stop (*warm-up*, before any request);
+   again what was held at the last stop (*warm-up*, before any request); and, with every
+   snapshot removed, ``milepost-server snapshot take --partitions`` (what a server's
+   refresh runs: its seconds and peak RSS, from none and when all are fresh), then every
+   board on a fresh server (*cold after refresh*: no team asked for before);
 4. first of all, what the two indexes the working set reads cost the ingest: appending
    200,000 events (``--quick``: 50,000) into a fresh store with them vs without them.
 
@@ -125,10 +128,14 @@ def ask_boards(client: httpx.Client, url: str, tokens: dict[str, str]) -> list[f
 
 def boards(home: Path, tokens: dict[str, str], budget: str) -> None:
     """Every team's board, cold then warm, on one server with ``budget`` (and snapshots of
-    partitions on); then, on a restarted server, cold again from those snapshots."""
+    partitions on); then, on a restarted server, cold again from those snapshots; then every
+    partition's snapshot taken by ``snapshot take --partitions`` from none, and each board
+    cold again on a fresh server (*cold after refresh*: teams nobody asked for)."""
+    # No refresh of its own during the run: it is measured as a phase of its own.
+    flags = ("--memory-budget", budget, "--partition-snapshot-minutes", "0")
     forget_snapshots(home)
     series: dict[str, list[float]] = {}
-    process, url = start_server(home, "--memory-budget", budget)
+    process, url = start_server(home, *flags)
     try:
         with httpx.Client(timeout=300) as client:
             series["cold"] = ask_boards(client, url, tokens)
@@ -140,7 +147,7 @@ def boards(home: Path, tokens: dict[str, str], budget: str) -> None:
         stop_server(process, patience=300)  # it finishes the partition snapshots it began
     held_at_stop = len(json.loads((home / "working-set.json").read_text())["held"])
     forget_held(home)
-    process, url = start_server(home, "--memory-budget", budget)
+    process, url = start_server(home, *flags)
     try:
         with httpx.Client(timeout=300) as client:
             series["cold_from_snapshot"] = ask_boards(client, url, tokens)
@@ -149,7 +156,7 @@ def boards(home: Path, tokens: dict[str, str], budget: str) -> None:
         stop_server(process, patience=300)
     # A start that warms up what was held at the last stop, before any request.
     began = time.perf_counter()
-    process, url = start_server(home, "--memory-budget", budget)
+    process, url = start_server(home, *flags)
     try:
         with httpx.Client(timeout=300) as client:
             wanted = len(json.loads((home / "working-set.json").read_text())["held"])
@@ -159,6 +166,7 @@ def boards(home: Path, tokens: dict[str, str], budget: str) -> None:
             figure("partitions_warmed_up", wanted, "count")
     finally:
         stop_server(process, patience=300)
+    series["cold_after_refresh"] = cold_after_refresh(home, tokens, flags)
     for name, values in series.items():
         cuts = statistics.quantiles(values, n=100, method="inclusive")
         figure(f"team_board_{name}_p50", cuts[49], "ms")
@@ -166,6 +174,8 @@ def boards(home: Path, tokens: dict[str, str], budget: str) -> None:
     cold_p99 = statistics.quantiles(series["cold"], n=100, method="inclusive")[98]
     snap_p99 = statistics.quantiles(series["cold_from_snapshot"], n=100, method="inclusive")[98]
     figure("team_board_cold_from_snapshot_vs_from_store_p99", snap_p99 / cold_p99, "ratio")
+    refreshed_p99 = statistics.quantiles(series["cold_after_refresh"], n=100, method="inclusive")
+    figure("team_board_cold_after_refresh_vs_from_store_p99", refreshed_p99[98] / cold_p99, "ratio")
     figure("teams_asked", len(tokens), "teams")
     figure("partitions_held_at_stop", held_at_stop, "count")
     figure("partitions_loaded_from_snapshot", from_snapshots or 0, "count")
@@ -173,6 +183,56 @@ def boards(home: Path, tokens: dict[str, str], budget: str) -> None:
     for name, value in (*held.items(), ("evictions_total", evictions)):
         if value is not None:
             figure(f"working_set_{name}", value, "count")
+
+
+def refresh_partitions(home: Path) -> tuple[float, float, dict[str, object]]:
+    """``milepost-server snapshot take --partitions`` as the server's refresh runs it: its
+    seconds, its peak RSS in MB (read by a wrapper whose only child it is) and its report."""
+    wrapper = (
+        "import resource, subprocess, sys\n"
+        "done = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, text=True)\n"
+        "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
+        "print(peak, done.returncode, done.stdout, sep='\\n')\n"
+    )
+    command = [str(BIN), "snapshot", "take", "--partitions", "--json"]
+    began = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", wrapper, *command],
+        env={**os.environ, "MILEPOST_SERVER_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    seconds = time.perf_counter() - began
+    peak_kb, code, report = done.stdout.split("\n", 2)
+    if code != "0":
+        raise RuntimeError(f"snapshot take --partitions failed: {done.stderr.strip()}")
+    return seconds, int(peak_kb) / 1024, json.loads(report)
+
+
+def cold_after_refresh(home: Path, tokens: dict[str, str], flags: tuple[str, ...]) -> list[float]:
+    """Every partition's snapshot taken from none by the refresh (timed), then again (all
+    fresh: the check alone), then each team's board on a fresh server that never held it."""
+    forget_snapshots(home)
+    seconds, peak, report = refresh_partitions(home)
+    taken = report["taken"]
+    assert isinstance(taken, list)
+    figure("partition_refresh_from_none_seconds", seconds, "s")
+    figure("partition_refresh_snapshots_taken", len(taken), "count")
+    figure("partition_refresh_peak_rss", peak, "MB")
+    seconds, _, report = refresh_partitions(home)
+    assert report["taken"] == [], report
+    figure("partition_refresh_when_fresh_seconds", seconds, "s")
+    forget_held(home)
+    process, url = start_server(home, *flags)
+    try:
+        with httpx.Client(timeout=300) as client:
+            took = ask_boards(client, url, tokens)
+            loaded = metric(client, f"{url}/metrics", "snapshot_loads_total") or 0
+    finally:
+        stop_server(process, patience=300)
+    figure("partitions_loaded_from_refreshed_snapshot", loaded, "count")
+    return took
 
 
 def drop_partition_indexes(path: Path) -> None:
