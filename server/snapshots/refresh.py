@@ -25,6 +25,10 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+FIRST_REFRESH_SECONDS = 120.0
+"""How long after the start the first refresh runs (the warm-up of the partitions held
+at the last stop goes first)."""
+
 STOP_GRACE_SECONDS = 10.0
 """How long a child has to stop after SIGTERM at the server's stop (then it is killed:
 a snapshot is listed only once its bytes are whole, so one cut short is never loaded)."""
@@ -61,9 +65,14 @@ async def refresh_periodically(
     # The location goes by the environment: a PostgreSQL URL's password stays off the
     # command line (``ps`` shows it to every user).
     env = {**os.environ, "MILEPOST_DATABASE": database, "MILEPOST_SERVER_HOME": str(home)}
+    # The first run comes soon after the start: after an upgrade that changed the fold,
+    # every partition's snapshot is of the old fold, and each team would otherwise be
+    # folded from the store on its first request until the interval passed.
+    wait = min(every_seconds, FIRST_REFRESH_SECONDS)
     while True:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), every_seconds)
+            await asyncio.wait_for(stop.wait(), wait)
+        wait = every_seconds
         if stop.is_set():
             return
         began = time.perf_counter()
