@@ -139,10 +139,14 @@ def _take_partitions(key: str, every: int, database: str | None, as_json: bool) 
                 wanted += [working_set.person_key(p) for p in sorted({p for _, p in memberships})]
             taken: list[dict[str, Any]] = []
             fresh = 0
+            most_behind = 0  # of the partitions' newest snapshots, after this run
             for wanted_key, people in wanted:
-                info = await working_set.refresh_snapshot(wanted_key, people, upto, force=bool(key))
+                info, behind = await working_set.refresh_snapshot(
+                    wanted_key, people, upto, force=bool(key)
+                )
+                most_behind = max(most_behind, behind or 0)
                 if info is None:
-                    fresh += 1
+                    fresh += behind is not None
                     continue
                 item = _snapshot_json(info, None)
                 item["partition"] = wanted_key
@@ -157,6 +161,7 @@ def _take_partitions(key: str, every: int, database: str | None, as_json: bool) 
                 "position": upto,
                 "taken": taken,
                 "fresh": fresh,
+                "most_behind": most_behind,
                 "seconds": round(time.perf_counter() - began, 3),
             }
 
@@ -166,7 +171,8 @@ def _take_partitions(key: str, every: int, database: str | None, as_json: bool) 
     else:
         print(
             f"{len(report['taken'])} partition snapshots taken at position "
-            f"{report['position']} ({report['fresh']} fresh enough) in {report['seconds']}s"
+            f"{report['position']} ({report['fresh']} fresh enough, the most behind by"
+            f" {report['most_behind']:,} events) in {report['seconds']}s"
         )
     if key and not report["taken"]:
         raise CliError(f"the store changed while {key} was snapshotted; try again")

@@ -183,6 +183,19 @@ def _refresh_lines(stats: RefreshStats) -> list[str]:
         "Seconds those runs took.",
         round(stats.seconds, 3),
     )
+    age = None if stats.succeeded_at is None else max(0.0, time.time() - stats.succeeded_at)
+    lines += _line(
+        "milepost_partition_snapshot_refresh_age_seconds",
+        "gauge",
+        "Seconds since the last good run: every partition's snapshot was fresh then.",
+        None if age is None else round(age, 3),
+    )
+    lines += _line(
+        "milepost_partition_snapshot_most_behind_events",
+        "gauge",
+        "After the last good run, the events the stalest partition snapshot was behind.",
+        stats.most_behind,
+    )
     return lines
 
 

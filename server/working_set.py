@@ -52,6 +52,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from events import AnyEvent, CodecError, Event, decode
 from events import bodies as b
@@ -132,6 +133,16 @@ class Partition:
     def size(self) -> int:
         """Events held (whatever their verdict): what the budget counts."""
         return self.state.event_count()
+
+
+class Refreshed(NamedTuple):
+    """What ``WorkingSet.refresh_snapshot`` did."""
+
+    taken: SnapshotInfo | None
+    """The snapshot it took (None: the newest was fresh, or the store moved meanwhile)."""
+    behind: int | None
+    """How many of the partition's events its newest snapshot is behind now (None: unknown,
+    the store moved while one was taken)."""
 
 
 Settle = Callable[[Partition, int], Awaitable[None]]
@@ -304,17 +315,17 @@ class WorkingSet:
 
     async def refresh_snapshot(
         self, key: str, people: frozenset[str], upto: int, *, force: bool = False
-    ) -> SnapshotInfo | None:
+    ) -> Refreshed:
         """Snapshot partition ``key`` (of ``people``) at ``upto`` unless its newest snapshot
         is fresh: fewer than ``snapshot_after`` of its events behind, and its team has had
         no member join or leave since (``force``: take one anyway). The partition is folded
         for this alone, never held (``milepost-server snapshot take --partitions``: every
-        partition then loads from a snapshot, whether or not a replica ever asked for it).
-        Returns the snapshot taken (None: fresh, or the store moved under it)."""
+        partition then loads from a snapshot, whether or not a replica ever asked for it)."""
         snapshots = self.snapshots
         assert snapshots is not None, "set the snapshot store first"
-        if not force and await self._snapshot_is_fresh(key, people, upto):
-            return None
+        behind = None if force else await self._snapshot_behind(key, people, upto)
+        if behind is not None:
+            return Refreshed(None, behind)
         began = time.perf_counter()
         with _collection_paused():
             partition, after = await self._restored(key, people, upto)
@@ -328,14 +339,15 @@ class WorkingSet:
         pieces = await _encoded(partition, upto)
         seconds = time.perf_counter() - began
         info = await snapshotting.save(self._store, snapshots, pieces, upto, seconds, key)
-        if info is not None:
-            self.snapshots_taken += 1
-        return info
+        if info is None:
+            return Refreshed(None, None)
+        self.snapshots_taken += 1
+        return Refreshed(info, 0)
 
-    async def _snapshot_is_fresh(self, key: str, people: frozenset[str], upto: int) -> bool:
-        """Whether ``key``'s newest snapshot this code can load is within ``snapshot_after``
-        of the partition's events before ``upto`` and of the same members (read from the
-        rows after it, never decoding the snapshot)."""
+    async def _snapshot_behind(self, key: str, people: frozenset[str], upto: int) -> int | None:
+        """How many of the partition's events before ``upto`` its newest snapshot this code
+        can load is behind, if fewer than ``snapshot_after`` and of the same members (read
+        from the rows after it, never decoding the snapshot); None: it needs a new one."""
         assert self.snapshots is not None
         newest = None
         for info in await self.snapshots.listing(key):
@@ -343,13 +355,15 @@ class WorkingSet:
                 newest = info
                 break
         if newest is None or await snapshotting.why_invalid(self._store, newest) is not None:
-            return False
+            return None
         tail = await self._store.partition_events(people, newest.position, upto)
         if len(tail) >= self.snapshot_after:
-            return False
+            return None
         parts = split_key(key)
         team = parts[1] if parts is not None and parts[0] == "team" else None
-        return not any(row.team == team and row.type in _TEAM_CHANGES for row in tail)
+        if any(row.team == team and row.type in _TEAM_CHANGES for row in tail):
+            return None
+        return len(tail)
 
     def _snapshot_soon(self, partition: Partition) -> None:
         """Snapshot ``partition`` in the background, one at a time (see ``_snapshot``)."""

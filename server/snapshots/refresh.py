@@ -42,6 +42,11 @@ class RefreshStats:
     failures: int = 0
     taken: int = 0
     seconds: float = 0.0
+    most_behind: int | None = None
+    """After the last good run: how many of its events the partition whose newest snapshot
+    is furthest behind was behind (at most ``--snapshot-every``)."""
+    succeeded_at: float | None = None
+    """When the last good run ended (``time.time()``)."""
 
 
 def refresh_command(snapshot_after: int) -> list[str]:
@@ -106,11 +111,14 @@ def _account(returncode: int | None, out: bytes, err: bytes, stats: RefreshStats
     try:
         report = json.loads(out)
         taken = len(report["taken"])
+        most_behind = int(report["most_behind"])
     except (ValueError, KeyError, TypeError):
         stats.failures += 1
         log.warning("refreshing partition snapshots: unreadable report %r", out[:200])
         return
     stats.taken += taken
+    stats.most_behind = most_behind
+    stats.succeeded_at = time.time()
     log.info(
         "partition snapshots: %d taken, %d fresh, in %.1f s",
         taken,

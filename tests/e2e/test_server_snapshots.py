@@ -281,6 +281,8 @@ def test_the_server_keeps_partition_snapshots_fresh_in_a_child_process(home: Pat
         # The first run took every partition's; the next found them all fresh.
         assert metrics["milepost_partition_snapshots_refreshed_total"] == len(teams) + len(people)
         assert metrics["milepost_partition_snapshot_refresh_failures_total"] == 0
+        assert metrics["milepost_partition_snapshot_most_behind_events"] == 0
+        assert 0 <= metrics["milepost_partition_snapshot_refresh_age_seconds"] < 60
         assert metrics["milepost_working_set_loads_total"] == 0  # nobody asked for anything
         server.get(f"/teams/{team}/board", token)
         after = server.metrics()

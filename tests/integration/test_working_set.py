@@ -425,7 +425,9 @@ async def test_snapshot_take_partitions_snapshots_each_stale_partition_and_loads
     # Every team, and every person who was ever in one (the generator's people all were).
     assert taken == {f"team:{t}" for t in teams} | {f"person:{p}" for p in people}
     code, out = await asyncio.to_thread(take, "--partitions", "--json")
-    assert code == 0 and json.loads(out)["taken"] == [] and json.loads(out)["fresh"] == len(taken)
+    again = json.loads(out)
+    assert code == 0 and again["taken"] == [] and again["fresh"] == len(taken)
+    assert again["most_behind"] == 0
 
     # The rest arrives, and a newcomer joins a team: with a threshold above any tail, only
     # that team's snapshot (now of other people) is taken again.
@@ -435,9 +437,12 @@ async def test_snapshot_take_partitions_snapshots_each_stale_partition_and_loads
     code, out = await asyncio.to_thread(take, "--partitions", "--snapshot-every", "100000")
     assert code == 0 and out.splitlines()[0].startswith(f"team:{joined_team}: snapshot "), out
     assert out.splitlines()[-1].startswith("1 partition snapshots taken"), out
+    behind = int(out.splitlines()[-1].split("the most behind by ")[1].split(" events")[0])
+    assert 0 < behind <= len(history) - cut + 1  # the others' tails, which were left
     code, out = await asyncio.to_thread(take, "--partitions", "--snapshot-every", "1", "--json")
     retaken = {item["partition"] for item in json.loads(out)["taken"]}
     assert code == 0 and retaken == taken - {f"team:{joined_team}"}  # it has no tail now
+    assert json.loads(out)["most_behind"] == 0
 
     # A server's working set then loads every partition from its snapshot, with no tail
     # to fold, and answers every view as the fold of everything does.
