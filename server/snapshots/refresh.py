@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import shutil
 import sys
 import time
@@ -76,7 +77,9 @@ async def refresh_periodically(
     wait = min(every_seconds, FIRST_REFRESH_SECONDS)
     while True:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), wait)
+            # Replicas started together drift apart by the jitter: the one that runs
+            # second finds the first one's snapshots fresh instead of taking them again.
+            await asyncio.wait_for(stop.wait(), wait * random.uniform(0.9, 1.1))
         wait = every_seconds
         if stop.is_set():
             return
