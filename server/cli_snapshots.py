@@ -29,7 +29,7 @@ PartitionKey = Annotated[
 
 
 def _checked_key(partition: str) -> str:
-    from server.working_set import split_key
+    from server.partition import split_key
 
     if partition and split_key(partition) is None:
         raise CliError(f"--partition must be team:NAME or person:NAME, not {partition!r}", 2)
@@ -118,7 +118,8 @@ def snapshot_take(
 def _take_partitions(key: str, every: int, database: str | None, as_json: bool) -> int:
     """``snapshot take --partition KEY`` (taken whatever its newest) or ``--partitions``
     (each stale one), each folded alone and let go before the next."""
-    from server.working_set import WorkingSet, split_key
+    from server.partition import split_key
+    from server.working_set import WorkingSet
 
     async def go() -> dict[str, Any]:
         async with open_with_snapshots(database) as (opened, snapshots):
@@ -131,6 +132,10 @@ def _take_partitions(key: str, every: int, database: str | None, as_json: bool) 
                 kind, name = split_key(key) or ("", "")
                 if kind == "team" and not any(team == name for team, _ in memberships):
                     raise CliError(f"no team {name!r}: nobody was ever one of its members")
+                if kind == "person" and not any(p == name for _, p in memberships):
+                    rows = await opened.store.partition_events(frozenset({name}), 0, upto)
+                    if not any(row.actor == name for row in rows):
+                        raise CliError(f"no person {name!r}: the store has no event of theirs")
                 wanted = [
                     working_set.team_key(name) if kind == "team" else working_set.person_key(name)
                 ]

@@ -34,9 +34,10 @@ from typing import Protocol
 from events import AnyEvent, CodecError, Event, decode
 from projections import persist
 from projections.state import FEED_TYPES, ProjectionState, apply
+from server.partition import Partition, split_key
 from server.snapshots.service import encode_yielding
 from server.store.protocol import Incoming, ServerStore, StoredEvent
-from server.working_set import Partition, WorkingSet, split_key
+from server.working_set import WorkingSet
 
 log = logging.getLogger(__name__)
 

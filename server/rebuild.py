@@ -22,9 +22,9 @@ from projections.review import review
 from projections.settings import DEFAULT_SETTINGS, DriftSettings
 from projections.state import ProjectionState, rebuild
 from projections.team import team_board, team_drift, team_feed
+from server.partition import split_key
 from server.projection import ProjectionFollower
 from server.store.protocol import ServerStore
-from server.working_set import split_key
 
 _encode = msgspec.json.Encoder().encode
 

@@ -44,20 +44,26 @@ next request folds it again, from the store.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
-import gc
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Collection
 from typing import NamedTuple
 
-from events import AnyEvent, CodecError, Event, decode
+from events import Event
 from events import bodies as b
 from projections import persist
-from projections.state import FEED_TYPES, ProjectionState, apply, vouch
+from projections.state import ProjectionState, apply, vouch
+from server.partition import (
+    Partition,
+    collection_paused,
+    decoded,
+    encoded,
+    fold_all,
+    holds,
+    split_key,
+)
 from server.snapshots import service as snapshotting
 from server.snapshots.protocol import SnapshotInfo, SnapshotStore
 from server.store.protocol import ServerStore, StoredEvent
@@ -81,60 +87,6 @@ VOUCH_ROUNDS = 8
 """How many rounds of vouching one step tries (each can release events that wait on more)."""
 
 
-def split_key(key: str) -> tuple[str, str] | None:
-    """(kind, name) of a partition key, ``team:NAME`` or ``person:NAME`` (as ``team_key`` and
-    ``person_key`` make them); None if ``key`` is not one."""
-    kind, _, name = key.partition(":")
-    return (kind, name) if kind in ("team", "person") and name else None
-
-
-@dataclass(eq=False)
-class Partition:
-    """The projection state of one set of people, at the follower's position."""
-
-    key: str
-    people: frozenset[str]
-    state: ProjectionState = field(default_factory=ProjectionState)
-    feed_positions: list[int] = field(default_factory=list)
-    feed_ids: list[str] = field(default_factory=list)
-    foreign_roots: set[str] = field(default_factory=set)
-    """Roots of someone outside the partition that a member's kudos names a completion in:
-    their events are folded too (the feed shows a kudos with what it names)."""
-    kudos_given: bool = False
-    """A member's kudos was folded since the last ``adopt_foreign``."""
-    since_snapshot: int = 0
-    """Events folded since the state was last snapshotted (or loaded from one)."""
-    dropped_at: int | None = None
-    """The position the budget dropped it at (it is whole up to there)."""
-    discarded: bool = False
-    """Dropped for being incomplete or wrong: never snapshotted."""
-
-    def fold(self, position: int, event: AnyEvent) -> None:
-        """Judge and fold one event; keep a feed-type event's position for the live feed."""
-        self.since_snapshot += 1
-        if apply(self.state, event) and isinstance(event, Event) and event.type in FEED_TYPES:
-            if self.feed_positions and position < self.feed_positions[-1]:
-                index = bisect.bisect(self.feed_positions, position)  # a foreign root's, late
-                self.feed_positions.insert(index, position)
-                self.feed_ids.insert(index, event.id)
-            else:
-                self.feed_positions.append(position)
-                self.feed_ids.append(event.id)
-            if type(event.body) is b.KudosGiven and event.actor in self.people:
-                self.kudos_given = True
-
-    def feed_events_after(self, position: int) -> Iterator[tuple[int, str]]:
-        """(position, event id) of the feed-type events folded after ``position``, in order."""
-        start = bisect.bisect_right(self.feed_positions, position)
-        for index in range(start, len(self.feed_positions)):
-            yield self.feed_positions[index], self.feed_ids[index]
-
-    @property
-    def size(self) -> int:
-        """Events held (whatever their verdict): what the budget counts."""
-        return self.state.event_count()
-
-
 class Refreshed(NamedTuple):
     """What ``WorkingSet.refresh_snapshot`` did."""
 
@@ -148,20 +100,6 @@ class Refreshed(NamedTuple):
 Settle = Callable[[Partition, int], Awaitable[None]]
 """The follower's hook that brings a partition folded to a position up to the follower's
 own position, under its lock, and adds it to the working set."""
-
-
-def _decoded(item: StoredEvent) -> AnyEvent | None:
-    try:
-        return decode(item.raw)
-    except CodecError:  # validated at ingest; a decoder change must not stop a load
-        return None
-
-
-def _fold_all(partition: Partition, stored: Sequence[StoredEvent]) -> None:
-    for item in stored:
-        event = _decoded(item)
-        if event is not None:
-            partition.fold(item.position, event)
 
 
 class WorkingSet:
@@ -231,7 +169,7 @@ class WorkingSet:
         """Fold every team change into the directory; return the position it reflects."""
         upto = await self._store.max_position()
         for item in await self._store.partition_events((), 0, upto):
-            event = _decoded(item)
+            event = decoded(item)
             if event is not None:
                 apply(self.directory, event)
         self.position = upto
@@ -266,12 +204,12 @@ class WorkingSet:
         self, key: str, people: frozenset[str], position: int, settle: Settle
     ) -> Partition:
         began = time.perf_counter()
-        with _collection_paused():
+        with collection_paused():
             partition, after = await self._restored(key, people, position)
             roots = partition.foreign_roots
             stored = await self._store.partition_events(people, after, position, roots)
             # The fold of a private state: off the event loop, which goes on answering.
-            await asyncio.to_thread(_fold_all, partition, stored)
+            await asyncio.to_thread(fold_all, partition, stored)
             del stored
         await self.vouch_waiting([partition], position)
         await self.adopt_foreign(partition, position)
@@ -327,16 +265,16 @@ class WorkingSet:
         if behind is not None:
             return Refreshed(None, behind)
         began = time.perf_counter()
-        with _collection_paused():
+        with collection_paused():
             partition, after = await self._restored(key, people, upto)
             stored = await self._store.partition_events(
                 people, after, upto, partition.foreign_roots
             )
-            await asyncio.to_thread(_fold_all, partition, stored)
+            await asyncio.to_thread(fold_all, partition, stored)
             del stored
         await self.vouch_waiting([partition], upto)
         await self.adopt_foreign(partition, upto)
-        pieces = await _encoded(partition, upto)
+        pieces = await encoded(partition, upto)
         seconds = time.perf_counter() - began
         info = await snapshotting.save(self._store, snapshots, pieces, upto, seconds, key)
         if info is None:
@@ -387,10 +325,10 @@ class WorkingSet:
                 held = self._partitions.get(partition.key) is partition
                 if held and partition.since_snapshot >= self.snapshot_after:
                     position = self.position
-                    pieces = await _encoded(partition, position)
+                    pieces = await encoded(partition, position)
             if not held and partition.dropped_at is not None and not partition.discarded:
                 position = partition.dropped_at
-                pieces = await _encoded(partition, position)
+                pieces = await encoded(partition, position)
             if pieces is None:
                 return
             try:
@@ -447,7 +385,7 @@ class WorkingSet:
         fresh = set(roots) - known
         if fresh:
             partition.foreign_roots |= fresh
-            _fold_all(partition, stored)  # only the fresh roots' events
+            fold_all(partition, stored)  # only the fresh roots' events
             await self.vouch_waiting([partition], upto)
 
     async def follow(self, upto: int) -> None:
@@ -471,7 +409,7 @@ class WorkingSet:
             if position > completed[completion]:
                 continue  # after it: routed to the partitions that hold it
             for partition in list(self._partitions.values()):
-                if giver not in partition.people and _holds(partition.state, completion):
+                if giver not in partition.people and holds(partition.state, completion):
                     self.drop(partition.key)
 
     async def catch_up(self, partition: Partition, after: int, upto: int) -> None:
@@ -479,7 +417,7 @@ class WorkingSet:
         self.position = max(self.position, upto)
         if upto > after:
             people, roots = partition.people, partition.foreign_roots
-            _fold_all(partition, await self._store.partition_events(people, after, upto, roots))
+            fold_all(partition, await self._store.partition_events(people, after, upto, roots))
         await self.vouch_waiting([partition], upto)
         await self.adopt_foreign(partition, upto)
 
@@ -543,26 +481,26 @@ class WorkingSet:
         if item.type == "milestone.completed" and holders:
             self._completed.append((item.id, item.position))
         if item.type == "kudos.given":
-            event = _decoded(item)
+            event = decoded(item)
             if isinstance(event, Event) and isinstance(event.body, b.KudosGiven):
                 named = event.body.completion
                 targets += [
                     p
                     for p in self._partitions.values()
-                    if p not in targets and _holds(p.state, named)
+                    if p not in targets and holds(p.state, named)
                 ]
             for partition in targets:
                 if event is not None:
                     partition.fold(item.position, event)
             return
         if targets:
-            event = _decoded(item)
+            event = decoded(item)
             if event is not None:
                 for partition in targets:
                     partition.fold(item.position, event)
 
     def _fold_team_change(self, item: StoredEvent) -> None:
-        event = _decoded(item)
+        event = decoded(item)
         if event is None:
             return
         apply(self.directory, event)
@@ -577,53 +515,3 @@ class WorkingSet:
                 self.drop(partition.key)  # a new member: their history is not in it
                 continue
             partition.fold(item.position, event)
-
-
-_pauses = 0
-_collecting_before = False
-
-
-@contextlib.contextmanager
-def _collection_paused() -> Iterator[None]:
-    """Hold off the cyclic garbage collector while a load allocates a partition (entered
-    and left on the event loop; loads at once share one pause), then freeze what the
-    young generations hold, as the start does after its fold (``gc.freeze``).
-
-    A partition's objects are long-lived and form no cycles (dropped, they are freed by
-    their counts): collections during a load only rescan the growing heap (a team's
-    snapshot decoded in 0.55-0.63 s with them, 0.37 s without), and each full collection
-    after it would scan every partition held again (0.12 s per ten teams, on any request).
-    """
-    global _pauses, _collecting_before
-    if _pauses == 0:
-        _collecting_before = gc.isenabled()
-        gc.disable()
-    _pauses += 1
-    try:
-        yield
-    finally:
-        _pauses -= 1
-        if _pauses == 0 and _collecting_before:
-            gc.collect(1)  # the young garbage first (cheap): never frozen
-            gc.freeze()
-            gc.enable()
-
-
-async def _encoded(partition: Partition, position: int) -> list[bytes]:
-    """The partition's snapshot at ``position`` (its state must not change meanwhile), in
-    pieces; between pieces (a few ms each) the event loop answers requests."""
-    fields = persist.Follower(
-        position,
-        0,
-        partition.feed_positions,
-        partition.feed_ids,
-        sorted(partition.people),
-        sorted(partition.foreign_roots),
-    )
-    pieces = await snapshotting.encode_yielding(partition.state, fields)
-    partition.since_snapshot = 0
-    return pieces
-
-
-def _holds(state: ProjectionState, event_id: str) -> bool:
-    return event_id in state.events or event_id in state.pending or event_id in state.refused

@@ -22,11 +22,12 @@ from milepost_testkit.history import generate_history
 from projections.goals import goal_tree
 from projections.state import ProjectionState
 from server.cli import main
+from server.partition import collection_paused
 from server.projection import ProjectionFollower
 from server.rebuild import people_and_teams, person_views, rebuilt_state, team_views
 from server.snapshots import SnapshotStore, open_snapshots
 from server.store import ServerStore, open_store
-from server.working_set import BYTES_PER_EVENT, WorkingSet, _collection_paused
+from server.working_set import BYTES_PER_EVENT, WorkingSet
 from tests.http_world import backend, incoming, location
 from tests.integration.test_snapshots import flip_stored_byte
 
@@ -344,15 +345,15 @@ def test_loads_pause_the_collector_together_and_leave_it_as_they_found_it() -> N
     assert gc.isenabled()
     gc.unfreeze()
     try:
-        with _collection_paused():
+        with collection_paused():
             assert not gc.isenabled()
-            with _collection_paused():  # a second load at once
+            with collection_paused():  # a second load at once
                 assert not gc.isenabled()
             assert not gc.isenabled()  # the first still runs
         assert gc.isenabled()
         assert gc.get_freeze_count() > 0  # what the load made is out of the collector's way
         gc.disable()  # as during a start's fold
-        with _collection_paused():
+        with collection_paused():
             pass
         assert not gc.isenabled()
     finally:
@@ -458,6 +459,7 @@ async def test_snapshot_take_partitions_snapshots_each_stale_partition_and_loads
     before = await snapshots.partition_count()
     for args, expected_code, words in [
         (("--partition", "team:nobody"), 1, "no team 'nobody'"),
+        (("--partition", "person:nobody"), 1, "no person 'nobody'"),
         (("--partition", "teams"), 2, "team:NAME or person:NAME"),
         (("--partition", f"team:{teams[0]}", "--partitions"), 2, "not both"),
         (("--partitions", "--snapshot-every", "0"), 2, "at least 1"),
@@ -466,4 +468,6 @@ async def test_snapshot_take_partitions_snapshots_each_stale_partition_and_loads
         assert code == expected_code and out.count("\n") == 1 and words in out, (args, out)
     assert await snapshots.partition_count() == before
     code, out = await asyncio.to_thread(take, "--partition", f"team:{teams[0]}")  # forced
-    assert code == 0 and await snapshots.partition_count() >= before, out
+    assert code == 0 and out.startswith(f"team:{teams[0]}: snapshot "), out
+    code, out = await asyncio.to_thread(take, "--partition", f"person:{people[0]}")
+    assert code == 0 and out.startswith(f"person:{people[0]}: snapshot "), out
