@@ -379,11 +379,15 @@ def _register(events: dict[str, Event], r: _Due | _Link | _Text | _Flag) -> Regi
     return Register(writer, r.value)
 
 
+CORRUPT = "the snapshot's checksum does not match its bytes"
+"""Why a snapshot whose bytes changed since it was written cannot be loaded, ever."""
+
+
 def decode(blob: bytes | bytearray, digest: str | None = None) -> tuple[ProjectionState, Follower]:
     """The state and follower fields of a snapshot; ``SnapshotInvalid`` if ``digest`` is
     given and does not match, if it is another fold's, or if it does not hold together."""
     if digest is not None and checksum(blob) != digest:
-        raise SnapshotInvalid("the snapshot's checksum does not match its bytes")
+        raise SnapshotInvalid(CORRUPT)
     try:
         doc = _decoder.decode(blob)
     except (msgspec.MsgspecError, UnicodeDecodeError, ValueError) as exc:

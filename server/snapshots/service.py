@@ -79,7 +79,7 @@ async def _decode_and_check(
     if isinstance(actual, BaseException):
         raise actual
     if actual != digest:
-        return None, "the snapshot's checksum does not match its bytes"
+        return None, persist.CORRUPT
     if isinstance(loaded, persist.SnapshotInvalid):
         return None, str(loaded)
     if isinstance(loaded, BaseException):
@@ -120,6 +120,11 @@ async def newest_valid(
         if loaded is None:
             skipped += 1
             log.warning("snapshot %d at position %d ignored: %s", info.id, info.position, reason)
+            if reason == persist.CORRUPT:
+                # It can never be loaded: not read again, and a partition's refresh then
+                # finds it missing and takes a new one.
+                await snapshots.delete([info.id])
+                log.warning("snapshot %d deleted: its bytes are corrupt", info.id)
             continue
         return Loaded(info, *loaded), skipped
     return None, skipped

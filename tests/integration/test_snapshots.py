@@ -179,6 +179,9 @@ async def test_a_corrupt_snapshot_means_a_fold_of_everything(
     assert "checksum does not match" in caplog.text
     assert "no valid snapshot: folding every stored event" in caplog.text
     await assert_equals_a_fold(opened, follower)
+    # It can never be loaded: deleted, not read again at the next start.
+    assert f"snapshot {info.id} deleted: its bytes are corrupt" in caplog.text
+    assert info.id not in [listed.id for listed in await opened.snapshots.listing()]
 
 
 async def test_an_older_valid_snapshot_is_used_when_the_newest_is_corrupt(

@@ -259,12 +259,16 @@ async def test_a_corrupt_partition_snapshot_means_a_fold_from_the_store(
     await first.team_view(teams[0])
     await first_set.close()
     assert await snapshots.partition_count() == 1
+    [corrupt] = await snapshots.listing(f"team:{teams[0]}")
     await flip_stored_byte(location, offset=200)
     second, second_set = await snapshotting_follower(store, snapshots)
     state = (await second.team_view(teams[0])).state
     assert dict(team_views(state, teams[0], NOW)) == dict(team_views(full, teams[0], NOW))
     assert second_set.snapshot_loads == 0 and second_set.loads == 1
     await second_set.close()
+    # The corrupt one is deleted (never read again); the load took a good one instead.
+    [taken] = await snapshots.listing(f"team:{teams[0]}")
+    assert taken.id != corrupt.id and taken.position == corrupt.position
 
 
 async def test_partitions_dropped_over_the_budget_come_back_from_their_snapshots(
