@@ -367,7 +367,11 @@ def _store_parts(
     rows = []
     gone = []
     for root in roots:
-        part = root_part(state, root, now)
+        # A root its owner retracted shows nothing, whatever ``state`` holds: a refold
+        # can carry it in another root's slice (it decided an event there) without the
+        # retraction, which lived in its own part, deleted when it was retracted.
+        retracted = tx.scalar("SELECT retracted FROM refs WHERE id = ?", (root,))
+        part = RootPart(root, "") if retracted else root_part(state, root, now)
         if _empty(part):  # retracted, linked elsewhere, or unknown: nothing to show
             gone.append((root,))
             continue

@@ -124,3 +124,41 @@ async def test_referents_let_a_moved_milestone_show(tmp_path: Path, late: bool) 
         assert [tuple(r) for r in rows] == [tuple(msgspec.structs.astuple(referents[0]))]
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("together", [True, False], ids=["one-batch", "one-by-one"])
+async def test_a_retracted_objective_stays_gone_when_another_root_carries_it(
+    tmp_path: Path, together: bool
+) -> None:
+    # Found by the replica state machine: a milestone planned under a key result of
+    # objective Q and moved to objective P carries Q and the key result in P's slice
+    # (they decide its planning); Q is then retracted (its own part, with the retraction,
+    # is deleted). A later batch touching both P and Q refolded Q from P's copy of it,
+    # without the retraction, and stored Q again.
+    from events import Event, new_event_id
+    from events import bodies as b
+
+    def event(clock: int, body: b.Body) -> Event:
+        return Event(new_event_id(), "alice", "laptop", clock, NOW, NOW, body)  # type: ignore[arg-type]
+
+    quiet = event(1, b.ObjectiveCreated(title="Quiet", cycle="2026-Q1"))
+    key_result = event(2, b.KeyResultAdded(objective=quiet.id, title="KR"))
+    moved = event(3, b.MilestonePlanned(title="Moved", key_result=key_result.id))
+    other = event(4, b.ObjectiveCreated(title="Open", cycle="2026-Q1"))
+    relink = event(5, b.MilestoneRelinked(milestone=moved.id, objective=other.id))
+    retract = event(6, b.Retracted(target=quiet.id, reason="mistake"))
+    restored = event(7, b.MilestoneRestored(milestone=moved.id))
+    launch = event(8, b.MilestonePlanned(title="Launch", key_result=key_result.id))
+    history = [quiet, key_result, moved, other, relink, retract, restored, launch]
+    wire = [WireEvent(i, encode(e)) for i, e in enumerate(history, start=1)]
+    store = await opened(tmp_path)
+    log = SyncLog(store, "alice")
+    try:
+        await log.apply(wire[:6], 6, 6, NOW, apply_views)
+        assert await check_views(store, NOW) == []
+        pages = [wire[6:]] if together else [wire[6:7], wire[7:]]
+        for page in pages:
+            await log.apply(page, page[-1].position, page[-1].position, NOW, apply_views)
+            assert await check_views(store, NOW) == []
+    finally:
+        await store.close()
