@@ -6,13 +6,12 @@ Errors are one line on stderr: exit 2 for a bad command line, 1 for anything els
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,6 +26,7 @@ from server.cli_common import (
     Database,
     data_home,
     open_database,
+    print_report,
 )
 from server.cli_people import person_app, team_app
 from server.cli_snapshots import snapshot_app
@@ -347,21 +347,19 @@ def rebuild(
 
         os.kill(running.pid, signal.SIGUSR1)
         report["server_rebuilt"] = running.pid
-    if as_json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(
+
+    def lines() -> Iterator[str]:
+        yield (
             f"rebuilt {report['events']} events: {report['people']} people, "
             f"{report['teams']} teams in {report['seconds']}s"
         )
-        if check:
-            if report["equal"]:
-                print(f"check: {report['views_compared']} views equal the incremental state")
-            else:
-                print(
-                    f"check: {len(report['differing'])} views differ: "
-                    + ", ".join(report["differing"])
-                )
+        if check and report["equal"]:
+            yield f"check: {report['views_compared']} views equal the incremental state"
+        elif check:
+            differing = report["differing"]
+            yield f"check: {len(differing)} views differ: " + ", ".join(differing)
+
+    print_report(report, as_json, lines)
     if check and not report["equal"]:
         raise CliError("rebuilt projections differ from the incremental state")
     return 0

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from cyclopts import Parameter
 
@@ -36,6 +37,17 @@ Database = Annotated[
     ),
 ]
 AsJson = Annotated[bool, Parameter(name="--json", negative="", help="Print JSON.")]
+
+
+def print_report(
+    report: Mapping[str, Any], as_json: bool, lines: Callable[[], Iterable[str]]
+) -> None:
+    """A command's report: the JSON with ``--json``, else the lines a person reads."""
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    for line in lines():
+        print(line)
 
 
 def data_home() -> Path:

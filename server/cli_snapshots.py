@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from cyclopts import App, Parameter
 
-from server.cli_common import AsJson, CliError, Database, open_with_snapshots
+from server.cli_common import AsJson, CliError, Database, open_with_snapshots, print_report
 
 snapshot_app = App(
     name="snapshot",
@@ -105,13 +105,14 @@ def snapshot_take(
             return report
 
     report = asyncio.run(go())
-    if as_json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(
+    print_report(
+        report,
+        as_json,
+        lambda: [
             f"snapshot {report['id']} at position {report['position']}: "
             f"{report['size']:,} bytes in {report['total_seconds']}s"
-        )
+        ],
+    )
     return 0
 
 
@@ -171,14 +172,15 @@ def _take_partitions(key: str, every: int, database: str | None, as_json: bool) 
             }
 
     report = asyncio.run(go())
-    if as_json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(
+    print_report(
+        report,
+        as_json,
+        lambda: [
             f"{len(report['taken'])} partition snapshots taken at position "
             f"{report['position']} ({report['fresh']} fresh enough, the most behind by"
             f" {report['most_behind']:,} events) in {report['seconds']}s"
-        )
+        ],
+    )
     if key and not report["taken"]:
         raise CliError(f"the store changed while {key} was snapshotted; try again")
     return 0

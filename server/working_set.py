@@ -204,15 +204,7 @@ class WorkingSet:
         self, key: str, people: frozenset[str], position: int, settle: Settle
     ) -> Partition:
         began = time.perf_counter()
-        with collection_paused():
-            partition, after = await self._restored(key, people, position)
-            roots = partition.foreign_roots
-            stored = await self._store.partition_events(people, after, position, roots)
-            # The fold of a private state: off the event loop, which goes on answering.
-            await asyncio.to_thread(fold_all, partition, stored)
-            del stored
-        await self.vouch_waiting([partition], position)
-        await self.adopt_foreign(partition, position)
+        partition, after = await self._folded(key, people, position)
         await settle(partition, position)
         self.loads += 1
         self.load_seconds += time.perf_counter() - began
@@ -227,6 +219,21 @@ class WorkingSet:
         if partition.since_snapshot >= self.snapshot_after:
             self._snapshot_soon(partition)
         return partition
+
+    async def _folded(self, key: str, people: frozenset[str], upto: int) -> tuple[Partition, int]:
+        """Partition ``key`` whole at ``upto``: from its newest valid snapshot (or empty),
+        the events after it folded, what they wait for vouched, foreign roots adopted; and
+        the position it started from."""
+        with collection_paused():
+            partition, after = await self._restored(key, people, upto)
+            roots = partition.foreign_roots
+            stored = await self._store.partition_events(people, after, upto, roots)
+            # The fold of a private state: off the event loop, which goes on answering.
+            await asyncio.to_thread(fold_all, partition, stored)
+            del stored
+        await self.vouch_waiting([partition], upto)
+        await self.adopt_foreign(partition, upto)
+        return partition, after
 
     async def _restored(self, key: str, people: frozenset[str], upto: int) -> tuple[Partition, int]:
         """The partition from its newest valid snapshot at or before ``upto`` and that
@@ -265,15 +272,7 @@ class WorkingSet:
         if behind is not None:
             return Refreshed(None, behind)
         began = time.perf_counter()
-        with collection_paused():
-            partition, after = await self._restored(key, people, upto)
-            stored = await self._store.partition_events(
-                people, after, upto, partition.foreign_roots
-            )
-            await asyncio.to_thread(fold_all, partition, stored)
-            del stored
-        await self.vouch_waiting([partition], upto)
-        await self.adopt_foreign(partition, upto)
+        partition, _ = await self._folded(key, people, upto)
         pieces = await encoded(partition, upto)
         seconds = time.perf_counter() - began
         info = await snapshotting.save(self._store, snapshots, pieces, upto, seconds, key)
