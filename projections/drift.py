@@ -483,18 +483,18 @@ def _touched(ctx: _Context, milestone_id: str, node: MilestoneNode) -> tuple[dat
         if (touched.recorded_at, touched_id) > (best_at, best_id):
             best_at, best_id = touched.recorded_at, touched_id
     # One pass over the events the indexes hold, a lookup only for fixes: an open
-    # milestone can have a year of weekly check-ins and dozens of tasks.
+    # milestone can have dozens of tasks. Its check-ins (a year of them, weekly) and
+    # their fixes are one event the fold keeps (``checkin_touch``).
     related: list[Event] = []
+    checkin_touch = state.checkin_touch.get(milestone_id)
+    if checkin_touch is not None:
+        related.append(checkin_touch)
     fixed = [milestone_id, touched_id]
     for task in node.tasks:
         related.append(task.done_by)
         task_id = task.event.id
         if task_id in corrections or task_id in retracted:
             fixed.append(task_id)
-    for checkin in state.checkins_by_subject.get(milestone_id, ()):
-        related.append(checkin)
-        if checkin.id in corrections or checkin.id in retracted:
-            fixed.append(checkin.id)
     for target in fixed:
         for fix in (*corrections.get(target, ()), *retracted.get(target, ())):
             event = events.get(fix)

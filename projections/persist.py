@@ -36,10 +36,12 @@ from events import Event, OpaqueEvent
 from events.bodies import (
     BODY_TYPES,
     CheckInRecorded,
+    Corrected,
     KudosGiven,
     MilestoneCompleted,
     MilestoneReopened,
     ObservationRecorded,
+    Retracted,
 )
 from projections.ownership import ALLOWED_BODIES, Referent
 from projections.state import (
@@ -57,6 +59,8 @@ from projections.state import (
     TaskNode,
     checkin_key,
     feed_key,
+    touch_checkin,
+    touch_fixed_checkin,
 )
 
 FORMAT = 4
@@ -203,6 +207,7 @@ _CHECKIN = CheckInRecorded
 _COMPLETION_WRITES = frozenset({MilestoneCompleted, MilestoneReopened})
 _KUDOS = KudosGiven
 _OBSERVATION = ObservationRecorded
+_FIXES = frozenset({Corrected, Retracted})
 _ID = operator.attrgetter("id")
 _encode = msgspec.json.Encoder().encode
 _decoder = msgspec.json.Decoder(Document)
@@ -496,6 +501,8 @@ def _derive(state: ProjectionState, accepted: list[Event]) -> None:
                 milestone.completion_writes.append(e)
         elif kind is _KUDOS:
             kudos.setdefault(body.completion, []).append(e.id)
+        elif kind in _FIXES:
+            touch_fixed_checkin(state, e, body.target)
         if kind in _FEED_BODIES:
             feed = feeds.get(e.actor)
             if feed is None:
@@ -504,6 +511,7 @@ def _derive(state: ProjectionState, accepted: list[Event]) -> None:
                 feed.events.append(e)
             if kind is _CHECKIN:
                 _append(checkins, body.subject, e)
+                touch_checkin(state, body.subject, e)
             elif kind is _OBSERVATION and body.indicator is not None:
                 _append(observed, body.indicator, e)
     for given in kudos.values():

@@ -250,6 +250,7 @@ class ProjectionState:
     """All projection state. Mutated only by ``apply``; read by the view modules."""
 
     __slots__ = (
+        "checkin_touch",
         "checkins_by_subject",
         "corrections",
         "events",
@@ -294,6 +295,10 @@ class ProjectionState:
         # subject id -> its check-ins sorted by ``checkin_key``: the last entries are
         # the latest check-ins, so views read them without a scan.
         self.checkins_by_subject: dict[str, list[Event]] = {}
+        # subject id -> the latest recorded (by (recorded_at, id)) of its check-ins and of
+        # the corrections and retractions naming them: drift's last touch of a milestone
+        # reads it instead of walking a year of check-ins.
+        self.checkin_touch: dict[str, Event] = {}
         # target event id -> ids of corrections naming it (order fixed at read time)
         self.corrections: dict[str, list[str]] = {}
         # target event id -> ids of retractions naming it
@@ -695,6 +700,26 @@ def _on_checkin(state: ProjectionState, event: Event, body: b.CheckInRecorded) -
         add_in_order(checkins, event, checkin_key)
     # A person's check-ins are the check-ins of their feed (``FEED_TYPES``): no index of
     # their own (half of all events are check-ins; each index costs the fold).
+    touch_checkin(state, subject, event)
+    event_id = event.id
+    if event_id in state.corrections or event_id in state.retracted:  # fixes came first
+        for fix in (*state.corrections.get(event_id, ()), *state.retracted.get(event_id, ())):
+            touch_checkin(state, subject, state.events[fix])
+
+
+def touch_checkin(state: ProjectionState, subject: str, event: Event) -> None:
+    """Keep ``event`` (a check-in of ``subject`` or a fix naming one) as the subject's
+    ``checkin_touch`` if it was recorded later (ties: the greater id)."""
+    touch = state.checkin_touch.get(subject)
+    if touch is None or (event.recorded_at, event.id) > (touch.recorded_at, touch.id):
+        state.checkin_touch[subject] = event
+
+
+def touch_fixed_checkin(state: ProjectionState, event: Event, target_id: str) -> None:
+    """A correction or retraction of a check-in touches the check-in's subject."""
+    target = state.events.get(target_id)
+    if target is not None and type(target.body) is _CHECKIN:
+        touch_checkin(state, target.body.subject, event)
 
 
 def _on_indicator(state: ProjectionState, event: Event, body: b.IndicatorDefined) -> None:
@@ -728,10 +753,12 @@ def _on_sharing(state: ProjectionState, event: Event, body: b.SharingChanged) ->
 
 def _on_correction(state: ProjectionState, event: Event, body: b.Corrected) -> None:
     add_sorted(state.corrections.setdefault(body.target, []), event.id)
+    touch_fixed_checkin(state, event, body.target)
 
 
 def _on_retraction(state: ProjectionState, event: Event, body: b.Retracted) -> None:
     add_sorted(state.retracted.setdefault(body.target, []), event.id)
+    touch_fixed_checkin(state, event, body.target)
     target = state.events.get(body.target)
     if target is not None and type(target.body) in _COMPLETION_WRITES:
         _refold_completed(state, target)
@@ -762,6 +789,7 @@ def _on_membership(state: ProjectionState, event: Event, body: Any) -> None:
 _NO_TEAMS: frozenset[str] = frozenset()
 _COMPLETION_WRITES = (b.MilestoneCompleted, b.MilestoneReopened)
 _TASK_COMPLETED = b.TaskCompleted
+_CHECKIN = b.CheckInRecorded
 
 PLACEHOLDER = Event(
     id="00000000-0000-0000-0000-000000000000",

@@ -514,7 +514,9 @@ def test_unreviewed_after_30_days_untouched() -> None:
     assert one(drift(h, "2026-03-06"), "unreviewed", m).severity == "alert"
 
 
-@pytest.mark.parametrize("touch", ["checkin", "task", "task-done", "reschedule", "correction"])
+@pytest.mark.parametrize(
+    "touch", ["checkin", "task", "task-done", "reschedule", "correction", "retraction"]
+)
 def test_any_event_about_the_milestone_its_tasks_or_checkins_is_a_touch(touch: str) -> None:
     h = History()
     m = h.milestone(when="2026-01-05")
@@ -528,8 +530,10 @@ def test_any_event_about_the_milestone_its_tasks_or_checkins_is_a_touch(touch: s
         h.make(b.TaskCompleted(task=task), when="2026-01-20")
     elif touch == "reschedule":
         h.make(b.MilestoneRescheduled(milestone=m, due_on=None), when="2026-01-20")
-    else:
+    elif touch == "correction":
         h.make(b.Corrected(target=checkin, changes=b.Changes(note="typo")), when="2026-01-20")
+    else:
+        h.make(b.Retracted(target=checkin), when="2026-01-20")
     assert of(drift(h, "2026-02-18"), "unreviewed") == []
     assert one(drift(h, "2026-02-19"), "unreviewed", m).since == date(2026, 2, 19)
 

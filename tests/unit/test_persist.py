@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from events import Event
+from events.bodies import CheckInRecorded
 from milepost_testkit.history import generate_history
 from milepost_testkit.strategies import histories
 from projections import persist
@@ -59,6 +60,8 @@ def test_a_snapshot_loads_to_the_state_it_was_taken_of(history: list[Event]) -> 
     # The indexes rebuilt from the events, not stored, are the fold's exactly.
     assert list(loaded.feeds.items()) == list(state.feeds.items())
     assert list(loaded.checkins_by_subject.items()) == list(state.checkins_by_subject.items())
+    assert loaded.checkin_touch == state.checkin_touch
+    assert any(type(e.body) is not CheckInRecorded for e in state.checkin_touch.values())
     assert {i: n.observations for i, n in loaded.indicators.items()} == {
         i: n.observations for i, n in state.indicators.items()
     }
@@ -99,6 +102,7 @@ def test_any_history_cut_anywhere_resumes_to_the_same_views(
     full = rebuild(history)
     assert resumed.feeds == full.feeds
     assert resumed.checkins_by_subject == full.checkins_by_subject
+    assert resumed.checkin_touch == full.checkin_touch
     assert resumed.pending.keys() == full.pending.keys()
     assert resumed.refused.keys() == full.refused.keys()
     same_views(full, resumed)
