@@ -4,6 +4,9 @@ Run ``python bench/core.py`` (about 1,000,000 events) or ``--quick`` (100,000).
 Prints one ``figure:`` line per figure at the end. Ratios compare against a
 baseline measured in the same run, so a noisy shared machine moves both.
 
+``board_after_an_event_*``: one team's board read after each new check-in by anyone, as a
+server answers between ingests; the baseline computes every sub-view again each time.
+
 Memory, two ways: ``peak_rss_during_rebuild`` is this process's peak while it holds every
 event's bytes (the input, ~400 MB at 1M) and the state; ``peak_rss_streamed_rebuild`` is
 the peak of a second rebuild that reads the input a page of 5,000 lines at a time, as the
@@ -167,6 +170,27 @@ def incremental_fold_us(state: ProjectionState, samples: int = 2000) -> float:
     return statistics.median(timings) / 1000
 
 
+def board_after_events_ms(
+    state: ProjectionState, now: datetime, samples: int = 200, *, keep_memo: bool = True
+) -> tuple[float, float]:
+    """(p50, p99) ms of one team's board read after each of ``samples`` new check-ins by
+    people all over the state, as a server answers between ingests. ``keep_memo=False`` is
+    the baseline: every sub-view computed again (as when any event cleared them all)."""
+    team = min({team for team, _ in state.memberships})
+    viewer = min(state.members_of(team))
+    team_board(state, team, viewer, now)
+    timings = []
+    for event in fresh_checkins(state, samples):
+        apply(state, event)
+        if not keep_memo:
+            state.memo.clear()
+        began = time.perf_counter()
+        team_board(state, team, viewer, now)
+        timings.append(time.perf_counter() - began)
+    timings.sort()
+    return timings[len(timings) // 2] * 1000, timings[int(len(timings) * 0.99)] * 1000
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="100,000 events instead of 1M")
@@ -199,6 +223,12 @@ def main() -> int:
         f"every person and team once: {view_seconds:.2f} s ({produced} rows)"
     )
 
+    # A fresh state per measurement would cost a rebuild each: the baseline first, on
+    # check-ins later than any other, then the same count again with sub-views kept.
+    gc.freeze()  # the state is long-lived: collections would only time its traversal
+    cleared_p50, cleared_p99 = board_after_events_ms(state, now, keep_memo=False)
+    kept_p50, kept_p99 = board_after_events_ms(state, now)
+    gc.unfreeze()
     big_fold = incremental_fold_us(state)
     del state, data
     gc.collect()
@@ -222,6 +252,12 @@ def main() -> int:
     print(f"figure: fold_one_event_small_history = {small_fold:.2f} us")
     print(f"figure: fold_one_event_full_history = {big_fold:.2f} us")
     print(f"figure: fold_cost_full_vs_small = {big_fold / small_fold:.2f} ratio")
+    print(f"figure: board_after_an_event_p50 = {kept_p50:.1f} ms")
+    print(f"figure: board_after_an_event_p99 = {kept_p99:.1f} ms")
+    print(f"figure: board_every_subview_again_p50 = {cleared_p50:.1f} ms")
+    print(f"figure: board_every_subview_again_p99 = {cleared_p99:.1f} ms")
+    kept_vs_cleared = kept_p99 / cleared_p99
+    print(f"figure: board_after_an_event_vs_every_subview_again = {kept_vs_cleared:.3f} ratio")
     print(f"figure: peak_rss_during_rebuild = {rss_peak:.0f} MB")
     print(f"figure: rss_before_rebuild = {rss_before:.0f} MB")
     print(f"figure: peak_rss_streamed_rebuild = {streamed_peak:.0f} MB")

@@ -910,8 +910,9 @@ def drift_signals(
             rule(found)
             return tuple(found)
 
+        # Kept across events of others: an item's rules read only its owner's items.
         key = ("drift-item", item_id, today, settings, pauses_key)
-        out.extend(state.memoized(key, compute))
+        out.extend(state.memoized(key, compute, person))
 
     def key_results(
         objective_id: str,

@@ -227,15 +227,19 @@ def milestone_view(
 def _milestone_view(ctx: _Context, milestone_id: str) -> MilestoneView:
     # A milestone's view depends on the state, the day and whose pauses count; pauses
     # move only ``expected``, so the owner's is the pause-free view with it recomputed.
+    # Kept across events of others: it reads only its owner's items (the ownership rule).
+    owner = ctx.state.milestones[milestone_id].event.actor
     if ctx.pauses:
         paced: MilestoneView = ctx.state.memoized(
             ("milestone", milestone_id, ctx.paused_by, ctx.today),
             lambda: _paced_milestone(ctx, _milestone_view(ctx.unpaused(), milestone_id)),
+            owner,
         )
         return paced
     view: MilestoneView = ctx.state.memoized(
         ("milestone", milestone_id, "", ctx.today),
         lambda: _compute_milestone_view(ctx, milestone_id),
+        owner,
     )
     return view
 
@@ -419,15 +423,18 @@ def objective_view(
 def _objective_view(ctx: _Context, objective_id: str) -> ObjectiveView:
     # Depends on the viewer only through whose pauses count (``paused_by``; they move only
     # ``expected``): who may see the objective is decided by the caller.
+    owner = ctx.state.objectives[objective_id].event.actor  # as a milestone's, above
     if ctx.pauses:
         paced: ObjectiveView = ctx.state.memoized(
             ("objective", objective_id, ctx.paused_by, ctx.today),
             lambda: _paced_objective(ctx, _objective_view(ctx.unpaused(), objective_id)),
+            owner,
         )
         return paced
     view: ObjectiveView = ctx.state.memoized(
         ("objective", objective_id, "", ctx.today),
         lambda: _compute_objective_view(ctx, objective_id),
+        owner,
     )
     return view
 

@@ -270,7 +270,9 @@ class ProjectionState:
         "retracted",
         "sharing",
         "tasks",
+        "team_changes",
         "teams_by_person",
+        "versions",
         "vouched",
         "waiting_on",
     )
@@ -318,9 +320,15 @@ class ProjectionState:
         # person -> everyone who ever named them as a partner in a sharing write: a
         # superset of whose items they may see as a partner (views still check).
         self.partnered_by: dict[str, set[str]] = {}
-        # Sub-views computed at one position, shared by the views read there (a
-        # member's objectives serve both their goal tree and the team board).
-        self.memo: dict[Hashable, Any] = {}
+        # Sub-views, shared by the views that read them (a member's objectives serve both
+        # their goal tree and the team board): key -> (the stamp it was computed at, it).
+        self.memo: dict[Hashable, tuple[Hashable, Any]] = {}
+        # person -> how many of their events were folded; and how many team changes. A
+        # person's own items depend on nothing else (the ownership rule: only the owner
+        # writes to an item) but who is in which team: ``memoized`` keeps a person's
+        # sub-views across events of everyone else.
+        self.versions: dict[str, int] = {}
+        self.team_changes = 0
 
     # --- reading helpers shared by every view -------------------------------------------
 
@@ -402,23 +410,30 @@ class ProjectionState:
         written: Any = best.body
         return sharing(written.visibility, written.partners)
 
-    def memoized(self, key: Hashable, compute: Callable[[], Any]) -> Any:
-        """``compute()``, remembered under ``key`` until another event is folded in.
+    def memoized(self, key: Hashable, compute: Callable[[], Any], owner: str | None = None) -> Any:
+        """``compute()``, remembered under ``key`` until the state changes in a way it can
+        see: until another event is folded in, or with ``owner``, until another event of
+        that person or another team change is.
 
-        Only for pure sub-views whose ``key`` names every input besides the
-        state. The position (events folded so far) is part of the stored key,
-        so an entry computed before a fold can never be read after it, even if
-        a view computed in another thread stores it late.
+        Only for pure sub-views whose ``key`` names every input besides the state (and,
+        with ``owner``, that read nothing of the state but that person's items and who is
+        in which team). The stamp is read before ``compute`` runs and stored with what it
+        returns, so an entry computed before a fold can never be read after it, even if a
+        view computed in another thread stores it late.
         """
-        position = len(self.events) + len(self.opaque)
+        if owner is None:
+            stamp: Hashable = len(self.events) + len(self.opaque)
+        else:
+            stamp = (owner, self.versions.get(owner, 0), self.team_changes)
         memo = self.memo
-        if memo.get(_MEMO_POSITION) != position or len(memo) > _MEMO_LIMIT:
-            memo.clear()
-            memo[_MEMO_POSITION] = position
-        stored = memo.get((position, key), _ABSENT)
-        if stored is _ABSENT:
-            stored = memo[(position, key)] = compute()
-        return stored
+        stored = memo.get(key)
+        if stored is not None and stored[0] == stamp:
+            return stored[1]
+        value = compute()
+        if len(memo) >= _MEMO_LIMIT:
+            memo.clear()  # a server up for days sees many days and many positions
+        memo[key] = (stamp, value)
+        return value
 
     def person(self, person: str) -> PersonIndex:
         """The index of a person's items (created empty on first use)."""
@@ -440,10 +455,8 @@ class ProjectionState:
         }
 
 
-_MEMO_POSITION = "position"
-_MEMO_LIMIT = 500_000
-"""Entries kept at one position at most (a server idle for days sees many ``today``s)."""
-_ABSENT = object()
+_MEMO_LIMIT = 200_000
+"""Entries kept at most (each sub-view of each item viewed, per day viewed)."""
 
 
 class InvalidCorrection(ValueError):
@@ -700,9 +713,15 @@ def _on_checkin(state: ProjectionState, event: Event, body: b.CheckInRecorded) -
         add_in_order(checkins, event, checkin_key)
     # A person's check-ins are the check-ins of their feed (``FEED_TYPES``): no index of
     # their own (half of all events are check-ins; each index costs the fold).
-    touch_checkin(state, subject, event)
+    # ``touch_checkin``, inlined: check-ins mostly arrive in recorded order.
+    touches = state.checkin_touch
+    touch = touches.get(subject)
+    at = event.recorded_at
+    if touch is None or at > touch.recorded_at or (at == touch.recorded_at and event.id > touch.id):
+        touches[subject] = event
     event_id = event.id
-    if event_id in state.corrections or event_id in state.retracted:  # fixes came first
+    # Fixes fold after what they name, unless the server vouched for it (``vouch``).
+    if event_id in state.corrections or event_id in state.retracted:
         for fix in (*state.corrections.get(event_id, ()), *state.retracted.get(event_id, ())):
             touch_checkin(state, subject, state.events[fix])
 
@@ -778,6 +797,7 @@ def _on_membership(state: ProjectionState, event: Event, body: Any) -> None:
     if register is None:
         register = state.memberships[key] = Register()
     if register.write(event, isinstance(body, b.TeamMemberJoined)):
+        state.team_changes += 1
         person = body.person
         state.teams_by_person[person] = frozenset(
             team
@@ -889,6 +909,9 @@ def _fold(state: ProjectionState, event: Event, body: Any, body_type: type) -> N
     """Fold an accepted event into the state."""
     event_id = event.id
     state.events[event_id] = event
+    versions = state.versions
+    actor = event.actor
+    versions[actor] = versions.get(actor, 0) + 1
     HANDLERS[body_type](state, event, body)
     if body_type in _FEED_BODIES:
         feed = state.feeds.get(event.actor)

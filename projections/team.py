@@ -610,6 +610,7 @@ def person_drift(
     signals: list[DriftSignal] = state.memoized(
         ("drift", person, now.date(), settings, audience(state, viewer, person)),
         partial(drift_signals, state, person, now, settings, viewer=viewer),
+        person,  # reads the person's items and who is in which team, nothing else
     )
     return visible_signals(state, person, viewer, signals, resolver)
 

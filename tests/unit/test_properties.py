@@ -1,7 +1,8 @@
 """Properties over random histories of several people, devices and teams.
 
 * any permutation of the same events yields identical views (replicas converge);
-* folding one at a time (reading views in between) equals a rebuild;
+* folding one at a time (reading views in between) equals a rebuild, and so do the
+  views of one state read after each batch (its sub-views kept across batches);
 * a private item never appears in another viewer's views, and a partners item
   only for the named partners — checked against an independent model of the
   sharing rules written here, not the projection's own code;
@@ -62,6 +63,23 @@ def test_folding_one_by_one_equals_rebuilding(history: list[Event]) -> None:
     for event in history[: len(history) // 3]:
         assert apply(state, event) is False  # redelivery is a no-op
     assert all_views(state, history) == all_views(rebuild(history), history)
+
+
+@SETTINGS
+@given(history=histories(), data=st.data())
+def test_views_kept_across_folds_equal_a_rebuild_after_every_batch(
+    history: list[Event], data: st.DataObject
+) -> None:
+    # Sub-views are kept across events of other people (``ProjectionState.memoized``):
+    # after each batch every view of the long-lived state must still be a fresh fold's.
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(history)), max_size=5)))
+    state = ProjectionState()
+    done = 0
+    for cut in [*cuts, len(history)]:
+        for event in history[done:cut]:
+            apply(state, event)
+        done = max(done, cut)
+        assert all_views(state, history) == all_views(rebuild(history[:done]), history)
 
 
 SHAREABLE = (
