@@ -171,13 +171,14 @@ def run(
         ),
     ] = None,
     partition_snapshot_minutes: Annotated[
-        float,
+        float | None,
         Parameter(
             help="With --memory-budget: every this many minutes, a child process snapshots"
             " each team's and person's partition that is --snapshot-every of its events"
-            " behind, so a team nobody asked for still loads from a snapshot (0: never)."
+            " behind, so a team nobody asked for still loads from a snapshot (0: never)"
+            " [default: 60]."
         ),
-    ] = 60.0,
+    ] = None,
 ) -> int:
     """Run the server: store, NATS, ingest, projections and the HTTP API in one process.
 
@@ -208,7 +209,11 @@ def run(
         raise CliError("--snapshot-minutes must be above 0 and at most a week", 2)
     if memory_budget is not None and not 16 <= memory_budget <= 1024 * 1024:
         raise CliError("--memory-budget must be between 16 and 1048576 (MB)", 2)
-    if not (partition_snapshot_minutes == 0 or 0.01 <= partition_snapshot_minutes <= 7 * 24 * 60):
+    if partition_snapshot_minutes is None:
+        partition_snapshot_minutes = 60.0
+    elif memory_budget is None:  # all history is one state, snapshotted by --snapshot-every
+        raise CliError("--partition-snapshot-minutes applies only with --memory-budget", 2)
+    elif not (partition_snapshot_minutes == 0 or 0.01 <= partition_snapshot_minutes <= 10080):
         raise CliError("--partition-snapshot-minutes must be 0 or from 0.01 to a week", 2)
     logging.basicConfig(
         level=logging.WARNING,

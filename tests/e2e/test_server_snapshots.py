@@ -298,10 +298,20 @@ def test_the_server_keeps_partition_snapshots_fresh_in_a_child_process(home: Pat
     assert listed and all(item["loadable"] for item in listed)
 
 
-def test_partition_snapshot_minutes_out_of_range_is_one_clear_error(home: Path) -> None:
-    done = cli(home, "run", "--port", "0", "--partition-snapshot-minutes", "-1")
-    assert done.returncode == 2 and done.stderr.count("\n") == 1
-    assert "--partition-snapshot-minutes must be 0 or from 0.01 to a week" in done.stderr
+@pytest.mark.parametrize(
+    ("given", "error"),
+    [
+        (["--memory-budget", "64", "--partition-snapshot-minutes", "-1"], "must be 0 or from"),
+        (["--memory-budget", "64", "--partition-snapshot-minutes", "10081"], "must be 0 or from"),
+        (["--partition-snapshot-minutes", "5"], "applies only with --memory-budget"),
+    ],
+)
+def test_partition_snapshot_minutes_wrong_is_one_clear_error(
+    home: Path, given: list[str], error: str
+) -> None:
+    done = cli(home, "run", "--port", "0", *given)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert f"--partition-snapshot-minutes {error}" in done.stderr
 
 
 def test_a_memory_budget_out_of_range_is_one_clear_error(home: Path) -> None:
