@@ -59,7 +59,6 @@ from projections.state import (
     TaskNode,
     checkin_key,
     feed_key,
-    touch_checkin,
     touch_fixed_checkin,
 )
 
@@ -209,6 +208,10 @@ _KUDOS = KudosGiven
 _OBSERVATION = ObservationRecorded
 _FIXES = frozenset({Corrected, Retracted})
 _ID = operator.attrgetter("id")
+_RECORDED = operator.attrgetter("recorded_at", "id")
+"""The order of ``ProjectionState.checkin_touch``."""
+_REF_FIELDS = {kind: tuple(field for field, _ in fields) for kind, fields in ALLOWED_BODIES.items()}
+"""Per body type, the fields naming another event (``ALLOWED_BODIES``)."""
 _encode = msgspec.json.Encoder().encode
 _decoder = msgspec.json.Decoder(Document)
 CHUNK = 5_000
@@ -476,23 +479,29 @@ def _held_id(state: ProjectionState, event_id: str) -> str:
 
 def _derive(state: ProjectionState, accepted: list[Event]) -> None:
     """The indexes of events, from the accepted events in fold order, as the fold builds
-    them: each owner's feed, each subject's check-ins, each indicator's observations,
-    each milestone's completions and reopens, each completion's kudos (all sorted).
-    Rebuilt rather than stored: they hold the events themselves. And, as the fold does,
-    each reference in a body becomes the named event's own id string."""
-    events = state.events
+    them: each owner's feed, each subject's check-ins and its latest touch, each
+    indicator's observations, each milestone's completions and reopens, each completion's
+    kudos (all sorted). Rebuilt rather than stored: they hold the events themselves. And,
+    as the fold does, each reference in a body becomes the named event's own id string.
+    Half of all events are check-ins: they are handled first and alone."""
+    get = state.events.get
     feeds: dict[str, Feed] = {}
     checkins: dict[str, list[Event]] = {}
     observed: dict[str, list[Event]] = {}
     kudos: dict[str, list[str]] = {}
+    fixes: list[tuple[Event, str]] = []  # a correction or retraction, and what it names
+    ref_fields = _REF_FIELDS
     for e in accepted:
         body: Any = e.body
         kind = type(body)
-        for field, _ in ALLOWED_BODIES[kind]:
+        for field in ref_fields[kind]:
             ref = getattr(body, field)
-            target = events.get(ref) if ref is not None else None
-            if target is not None and ref is not target.id:
+            if ref is not None and (target := get(ref)) is not None and ref is not target.id:
                 force_setattr(body, field, target.id)
+        if kind is _CHECKIN:
+            _append_feed(feeds, e)
+            _append(checkins, body.subject, e)
+            continue
         if kind in _COMPLETION_WRITES:  # every completion and reopen, as _write_completed
             milestone = state.milestones[body.milestone]
             if milestone.completion_writes is None:
@@ -502,31 +511,36 @@ def _derive(state: ProjectionState, accepted: list[Event]) -> None:
         elif kind is _KUDOS:
             kudos.setdefault(body.completion, []).append(e.id)
         elif kind in _FIXES:
-            touch_fixed_checkin(state, e, body.target)
+            fixes.append((e, body.target))
         if kind in _FEED_BODIES:
-            feed = feeds.get(e.actor)
-            if feed is None:
-                feeds[e.actor] = Feed([e])
-            else:
-                feed.events.append(e)
-            if kind is _CHECKIN:
-                _append(checkins, body.subject, e)
-                touch_checkin(state, body.subject, e)
-            elif kind is _OBSERVATION and body.indicator is not None:
+            _append_feed(feeds, e)
+            if kind is _OBSERVATION and body.indicator is not None:
                 _append(observed, body.indicator, e)
     for given in kudos.values():
         given.sort()
     state.kudos = kudos
     for feed in feeds.values():
         feed.events.sort(key=feed_key)
-    for subject_checkins in checkins.values():
+    touches = state.checkin_touch
+    for subject, subject_checkins in checkins.items():
         subject_checkins.sort(key=checkin_key)
+        touches[subject] = max(subject_checkins, key=_RECORDED)
+    for fix, named in fixes:  # the latest touch is a maximum: in any order
+        touch_fixed_checkin(state, fix, named)
     indicators = state.indicators
     for indicator, observations in observed.items():
         observations.sort(key=checkin_key)
         indicators[indicator].observations = observations
     state.feeds = feeds
     state.checkins_by_subject = checkins
+
+
+def _append_feed(feeds: dict[str, Feed], event: Event) -> None:
+    feed = feeds.get(event.actor)
+    if feed is None:
+        feeds[event.actor] = Feed([event])
+    else:
+        feed.events.append(event)
 
 
 def _append(index: dict[str, list[Event]], key: str, event: Event) -> None:
