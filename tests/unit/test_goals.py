@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 
@@ -303,8 +303,8 @@ def test_cycle_filter_current_all_and_one() -> None:
 
 
 def test_views_read_after_a_fold_never_come_from_before_it() -> None:
-    # Objective and milestone views are memoized at one fold position: any new
-    # event must make the next read compute afresh.
+    # Objective and milestone views are memoized until their owner's next event: any
+    # new event of theirs must make the next read compute afresh.
     h = History()
     objective = h.objective(visibility="team")
     kr = h.key_result(objective)
@@ -323,6 +323,19 @@ def test_views_read_after_a_fold_never_come_from_before_it() -> None:
     later = goal_tree(state, "alice", at("2026-02-20")).objectives[0].key_results[0]
     assert later.milestones[0].expected != after.expected
     assert goal_tree(state, "alice", now).objectives[0].key_results[0].milestones[0] == after
+
+
+def test_the_memo_of_sub_views_stays_bounded_over_many_days() -> None:
+    # Sub-views outlive other people's events, so a server up for weeks would keep every
+    # day's: the memo is cleared when it reaches its bound instead.
+    h = History()
+    h.milestone(due_on=date(2026, 6, 1))
+    state = fold(h)
+    first = goal_tree(state, "alice", at("2026-01-02"))
+    for day in range(5000):
+        goal_tree(state, "alice", at("2026-01-01") + timedelta(days=day))
+        assert len(state.memo) <= 4096
+    assert goal_tree(state, "alice", at("2026-01-02")) == first
 
 
 @pytest.mark.parametrize("arrives", ["after", "before"])
