@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -45,7 +46,13 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.server import figure, fill_store, heads, print_figures, rss_mb, start_server, stop_server
+from events import Event, encode, new_event_id
+from events import bodies as b
+from events.clock import pack
 from milepost_testkit.history import history_bytes
+from server.nats_embedded import events_subject
+from server.store import Incoming
+from server.store.sqlite import SqliteStore
 
 BIN = Path(sys.executable).parent / "milepost-server"
 
@@ -126,9 +133,85 @@ def ask_boards(client: httpx.Client, url: str, tokens: dict[str, str]) -> list[f
     return took
 
 
-def boards(home: Path, tokens: dict[str, str], budget: str) -> None:
+def milestone_of_each(data: list[bytes], people: set[str]) -> dict[str, str]:
+    """person -> the last milestone they planned (a subject their check-ins may name)."""
+    found: dict[str, str] = {}
+    for raw in data:
+        if b'"milestone.planned"' in raw:
+            event = json.loads(raw)
+            if event["actor"] in people:
+                found[event["actor"]] = event["id"]
+    return found
+
+
+class CheckinAppender:
+    """Appends check-ins straight into the store (as another replica's ingest would; the
+    server's follower polls it), from a thread with an event loop of its own."""
+
+    def __init__(self, database: Path) -> None:
+        self.database = database
+        self._loop = asyncio.new_event_loop()
+        self._store = SqliteStore(database)
+        self._loop.run_until_complete(self._store.open())
+
+    def append(self, person: str, subject: str) -> None:
+        now = datetime.now(UTC)
+        event = Event(
+            id=new_event_id(),
+            actor=person,
+            device="bench-ingest",
+            clock=pack(int(now.timestamp() * 1000), 0),
+            recorded_at=now,
+            occurred_at=now,
+            body=b.CheckInRecorded(subject=subject, confidence="at-risk", percent=50.0),
+        )
+        incoming = Incoming.from_raw(encode(event), events_subject(person, event.id))
+        self._loop.run_until_complete(self._store.append_batch([incoming]))
+
+    def close(self) -> None:
+        self._loop.run_until_complete(self._store.close())
+        self._loop.close()
+
+
+def folded_up_to_the_store(client: httpx.Client, url: str) -> None:
+    """Wait until the server's projections reflect every stored event."""
+    while True:
+        text = client.get(f"{url}/metrics").text
+        found = re.search(r"^milepost_projection_lag ([\d.e+-]+)$", text, re.M)
+        if found is not None and float(found.group(1)) == 0:
+            return
+        time.sleep(0.01)
+
+
+def boards_after_a_member_event(
+    client: httpx.Client,
+    url: str,
+    tokens: dict[str, str],
+    subjects: dict[str, tuple[str, str]],
+    appender: CheckinAppender,
+) -> list[float]:
+    """Milliseconds of each team's board asked right after a check-in by one of its members
+    was folded into its (held) partition: what a team's page pays between ingests."""
+    took: list[float] = []
+    for team, token in tokens.items():
+        appender.append(*subjects[team])
+        folded_up_to_the_store(client, url)
+        headers = {"Authorization": f"Bearer {token}"}
+        began = time.perf_counter()
+        response = client.get(f"{url}/teams/{team}/board", headers=headers)
+        took.append((time.perf_counter() - began) * 1000)
+        if response.status_code != 200:
+            raise RuntimeError(f"board of {team}: {response.status_code}")
+    return took
+
+
+def boards(
+    home: Path, tokens: dict[str, str], budget: str, subjects: dict[str, tuple[str, str]]
+) -> None:
     """Every team's board, cold then warm, on one server with ``budget`` (and snapshots of
-    partitions on); then, on a restarted server, cold again from those snapshots; then every
+    partitions on), then each right after one of its members' check-ins was folded
+    (*after a member's event*); then, on a restarted server, cold again from those
+    snapshots; then every
     partition's snapshot taken by ``snapshot take --partitions`` from none, and each board
     cold again on a fresh server (*cold after refresh*: teams nobody asked for)."""
     # No refresh of its own during the run: it is measured as a phase of its own.
@@ -140,6 +223,13 @@ def boards(home: Path, tokens: dict[str, str], budget: str) -> None:
         with httpx.Client(timeout=300) as client:
             series["cold"] = ask_boards(client, url, tokens)
             series["warm"] = ask_boards(client, url, tokens)
+            appender = CheckinAppender(home / "milepost.sqlite")
+            try:
+                series["after_a_member_event"] = boards_after_a_member_event(
+                    client, url, tokens, subjects, appender
+                )
+            finally:
+                appender.close()
             held = {n: metric(client, f"{url}/metrics", n) for n in ("events", "partitions")}
             evictions = metric(client, f"{url}/metrics", "evictions_total")
         memory = rss_mb(process.pid)
@@ -176,6 +266,9 @@ def boards(home: Path, tokens: dict[str, str], budget: str) -> None:
     figure("team_board_cold_from_snapshot_vs_from_store_p99", snap_p99 / cold_p99, "ratio")
     refreshed_p99 = statistics.quantiles(series["cold_after_refresh"], n=100, method="inclusive")
     figure("team_board_cold_after_refresh_vs_from_store_p99", refreshed_p99[98] / cold_p99, "ratio")
+    warm_p99 = statistics.quantiles(series["warm"], n=100, method="inclusive")[98]
+    after_p99 = statistics.quantiles(series["after_a_member_event"], n=100, method="inclusive")
+    figure("team_board_after_a_member_event_vs_warm_p99", after_p99[98] / warm_p99, "ratio")
     figure("teams_asked", len(tokens), "teams")
     figure("partitions_held_at_stop", held_at_stop, "count")
     figure("partitions_loaded_from_snapshot", from_snapshots or 0, "count")
@@ -289,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stored {len(data):,} events in {filled:.1f}s", file=sys.stderr)
         figure("events_stored", len(data), "events")
         members = dict(list(one_member_per_team(data).items())[: args.max_teams])
+        subjects = milestone_of_each(data, set(members.values()))
         del data
         env = {**os.environ, "MILEPOST_SERVER_HOME": str(home)}
         tokens: dict[str, str] = {}
@@ -330,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
                 "ratio",
             )
         team_tokens = {team: tokens[p] for team, p in members.items() if p in tokens}
-        boards(home, team_tokens, args.budget)
+        team_subjects = {team: (p, subjects[p]) for team, p in members.items() if p in subjects}
+        boards(home, team_tokens, args.budget, team_subjects)
     print_figures()
     return 0
 
