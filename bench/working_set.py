@@ -10,7 +10,8 @@ the 10M figures), in one run:
 2. ``milepost-server run --memory-budget MB --no-snapshots``: the same three figures;
 3. on that server (snapshots of partitions on), a board of every team, one after the
    other (the first request for a team folds its partition from the store: *cold*), then
-   each again (*warm*), and the RSS after; then, once each partition's snapshot is taken,
+   each again (*warm*), then each right after a check-in by one of its members was
+   folded into its partition (*after a member's event*), and the RSS after; then, once each partition's snapshot is taken,
    on a restarted server, every board again (*cold from snapshot*: each partition loaded
    from its snapshot and the events after it); and the seconds a start takes to load
    again what was held at the last stop (*warm-up*, before any request); and, with every
