@@ -11,9 +11,10 @@ the 10M figures), in one run:
 3. on that server (snapshots of partitions on), a board of every team, one after the
    other (the first request for a team folds its partition from the store: *cold*), then
    each again (*warm*), then each right after a check-in by one of its members was
-   folded into its partition (*after a member's event*), and the RSS after; then, once each partition's snapshot is taken,
-   on a restarted server, every board again (*cold from snapshot*: each partition loaded
-   from its snapshot and the events after it); and the seconds a start takes to load
+   folded into its partition (*after a member's event*), and the RSS after; then, once
+   each partition's snapshot is taken, on a restarted server, every board again (*cold
+   from snapshot*: each partition loaded from its snapshot and the events after it);
+   and the seconds a start takes to load
    again what was held at the last stop (*warm-up*, before any request); and, with every
    snapshot removed, ``milepost-server snapshot take --partitions`` (what a server's
    refresh runs: its seconds and peak RSS, from none and when all are fresh), then every
@@ -147,7 +148,7 @@ def milestone_of_each(data: list[bytes], people: set[str]) -> dict[str, str]:
 
 class CheckinAppender:
     """Appends check-ins straight into the store (as another replica's ingest would; the
-    server's follower polls it), from a thread with an event loop of its own."""
+    server's follower polls it), with an event loop of its own."""
 
     def __init__(self, database: Path) -> None:
         self.database = database
@@ -195,6 +196,8 @@ def boards_after_a_member_event(
     was folded into its (held) partition: what a team's page pays between ingests."""
     took: list[float] = []
     for team, token in tokens.items():
+        if team not in subjects:
+            continue  # its member planned no milestone: nothing to check in on
         appender.append(*subjects[team])
         folded_up_to_the_store(client, url)
         headers = {"Authorization": f"Bearer {token}"}
@@ -212,9 +215,9 @@ def boards(
     """Every team's board, cold then warm, on one server with ``budget`` (and snapshots of
     partitions on), then each right after one of its members' check-ins was folded
     (*after a member's event*); then, on a restarted server, cold again from those
-    snapshots; then every
-    partition's snapshot taken by ``snapshot take --partitions`` from none, and each board
-    cold again on a fresh server (*cold after refresh*: teams nobody asked for)."""
+    snapshots; then every partition's snapshot taken by ``snapshot take --partitions``
+    from none, and each board cold again on a fresh server (*cold after refresh*: teams
+    nobody asked for)."""
     # No refresh of its own during the run: it is measured as a phase of its own.
     flags = ("--memory-budget", budget, "--partition-snapshot-minutes", "0")
     forget_snapshots(home)
