@@ -13,12 +13,12 @@ the 10M figures), in one run:
    each again (*warm*), then each right after a check-in by one of its members was
    folded into its partition (*after a member's event*), and the RSS after; then, once
    each partition's snapshot is taken, on a restarted server, every board again (*cold
-   from snapshot*: each partition loaded from its snapshot and the events after it);
-   and the seconds a start takes to load
-   again what was held at the last stop (*warm-up*, before any request); and, with every
-   snapshot removed, ``milepost-server snapshot take --partitions`` (what a server's
-   refresh runs: its seconds and peak RSS, from none and when all are fresh), then every
-   board on a fresh server (*cold after refresh*: no team asked for before);
+   from snapshot*: each partition loaded from its snapshot and the events after it); and
+   the seconds a start takes to load again what was held at the last stop (*warm-up*,
+   before any request); and, with every snapshot removed, ``milepost-server snapshot
+   take --partitions`` (what a server's refresh runs: its seconds and peak RSS, from
+   none and when all are fresh), then every board on a fresh server (*cold after
+   refresh*: no team asked for before);
 4. first of all, what the two indexes the working set reads cost the ingest: appending
    200,000 events (``--quick``: 50,000) into a fresh store with them vs without them.
 
