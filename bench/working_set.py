@@ -176,13 +176,15 @@ class CheckinAppender:
 
 
 def folded_up_to_the_store(client: httpx.Client, url: str) -> None:
-    """Wait until the server's projections reflect every stored event."""
-    while True:
+    """Wait until the server's projections reflect every stored event (a minute at most)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
         text = client.get(f"{url}/metrics").text
         found = re.search(r"^milepost_projection_lag ([\d.e+-]+)$", text, re.M)
         if found is not None and float(found.group(1)) == 0:
             return
         time.sleep(0.01)
+    raise RuntimeError("the server did not fold an appended event within a minute")
 
 
 def boards_after_a_member_event(
