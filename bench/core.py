@@ -252,8 +252,8 @@ def main() -> int:
     print(f"figure: fold_one_event_small_history = {small_fold:.2f} us")
     print(f"figure: fold_one_event_full_history = {big_fold:.2f} us")
     print(f"figure: fold_cost_full_vs_small = {big_fold / small_fold:.2f} ratio")
-    print(f"figure: board_after_an_event_p50 = {kept_p50:.1f} ms")
-    print(f"figure: board_after_an_event_p99 = {kept_p99:.1f} ms")
+    print(f"figure: board_after_an_event_p50 = {kept_p50:.2f} ms")
+    print(f"figure: board_after_an_event_p99 = {kept_p99:.2f} ms")
     print(f"figure: board_every_subview_again_p50 = {cleared_p50:.1f} ms")
     print(f"figure: board_every_subview_again_p99 = {cleared_p99:.1f} ms")
     kept_vs_cleared = kept_p99 / cleared_p99

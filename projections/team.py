@@ -510,20 +510,42 @@ def team_board(
     with every shown item's health (from the drift signals the viewer may see)."""
     if not is_member(state, team, viewer):
         return TeamBoard(team, viewer, now, [])
-    members = [
-        _member_board(state, member, viewer, now, cycle)
-        for member in sorted(state.members_of(team))
-    ]
-    signals = team_drift(state, team, viewer, now, settings)
+    members: list[MemberBoard] = []
     health: dict[str, Health] = {}
-    today = now.date()
-    for member in members:
-        health.update(
-            tree_health(
-                member.objectives, member.standalone_milestones, today, signals, settings=settings
-            )
-        )
+    for member in sorted(state.members_of(team)):
+        board, member_health = _member_part(state, member, viewer, now, cycle, settings)
+        members.append(board)
+        health.update(member_health)
     return TeamBoard(team, viewer, now, members, health)
+
+
+def _member_part(
+    state: ProjectionState,
+    member: str,
+    viewer: str,
+    now: datetime,
+    cycle: str | None,
+    settings: DriftSettings,
+) -> tuple[MemberBoard, dict[str, Health]]:
+    """A member's part of a team's board as the viewer sees it, and the health of each item
+    on it. The health of a member's item reads only signals about it, which are among
+    the member's own drift signals; all of it reads only the member's items, the day and
+    the viewer through what they may see (``audience``). So it is kept until the member's
+    next event: one member's check-in recomputes their part alone."""
+
+    def compute() -> tuple[MemberBoard, dict[str, Health]]:
+        board = _member_board(state, member, viewer, now, cycle)
+        signals = person_drift(state, member, viewer, now, settings)
+        return board, tree_health(
+            board.objectives, board.standalone_milestones, now.date(), signals, settings=settings
+        )
+
+    part: tuple[MemberBoard, dict[str, Health]] = state.memoized(
+        ("board-member", member, now.date(), cycle, settings, audience(state, viewer, member)),
+        compute,
+        member,
+    )
+    return part
 
 
 # --- drift ------------------------------------------------------------------------------
