@@ -1,7 +1,8 @@
 """The persisted views, kept current in the same transaction as each append.
 
-* ``refs``: one row per event (type, actor, the id it points at, a title) — it
-  resolves short references and checks what a command refers to;
+* ``refs``: one row per event (type, actor, the id it points at, a title, and whether a
+  retraction by its own author is in the log) — it resolves short references and checks
+  what a command refers to;
 * ``goal_roots`` / ``goal_parts``: the goal tree split into roots (see
   ``projections.snapshot``). Appending an event refolds only the slices of
   the roots it touches; ``status`` reads the stored parts and refreshes their
@@ -430,8 +431,20 @@ def _expected_rows(loaded: Loaded) -> tuple[list[tuple[Any, ...]], list[tuple[st
     return refs, node_rows, roots
 
 
-def _retracted_ids(state: ProjectionState) -> set[str]:
-    return {target for target in state.retracted if state.is_retracted(target)}
+def _retracted_ids(events: Iterable[AnyEvent]) -> set[str]:
+    """The ids the ``refs`` flag marks: each named by a retraction of its own author, both
+    in the log. Decided from the log, as an append decides it (``roots_touched``), not
+    from the fold: a retraction of an event the fold refused (a hostile device's own
+    forgery) or still holds pending waits in the fold forever or until it is accepted,
+    while its append marked the row at once. Once the event is folded the two agree."""
+    actors = {event.id: event.actor for event in events}
+    return {
+        event.body.target
+        for event in events
+        if isinstance(event, Event)
+        and type(event.body) is b.Retracted
+        and actors.get(event.body.target) == event.actor
+    }
 
 
 def rebuild_all(tx: Tx, now: datetime) -> int:
@@ -442,7 +455,7 @@ def rebuild_all(tx: Tx, now: datetime) -> int:
     tx.execute("DELETE FROM goal_roots")
     tx.execute("DELETE FROM goal_parts")
     tx.executemany(INSERT_REF, refs)
-    retracted = _retracted_ids(loaded.state)
+    retracted = _retracted_ids(loaded.events)
     tx.executemany("UPDATE refs SET retracted = 1 WHERE id = ?", [(i,) for i in retracted])
     tx.executemany("INSERT INTO goal_roots (node, root) VALUES (?, ?)", node_rows)
     return _store_parts(tx, loaded.state, sorted(roots), loaded.seqs, now)
@@ -462,7 +475,7 @@ def view_problems(tx: Tx, now: datetime) -> list[str]:
     loaded = load_log(tx)
     refs, node_rows, roots = _expected_rows(loaded)
     problems: list[str] = []
-    retracted = _retracted_ids(loaded.state)
+    retracted = _retracted_ids(loaded.events)
     expected_refs = {r[0]: (*r[1:], 1 if r[0] in retracted else 0) for r in refs}
     stored_refs = {
         str(r[0]): tuple(r[1:])

@@ -162,3 +162,46 @@ async def test_a_retracted_objective_stays_gone_when_another_root_carries_it(
             assert await check_views(store, NOW) == []
     finally:
         await store.close()
+
+
+async def test_a_retraction_of_an_event_the_fold_refused_flags_nothing(tmp_path: Path) -> None:
+    # Found by the replica state machine: a hostile device's forged plant under someone
+    # else's objective is refused by the fold; its author then retracts it through the
+    # client. The retraction waits forever for an event the fold never accepts, so the
+    # fold says nothing is retracted, and the stored ``refs`` row must say the same.
+    from client.session import Session
+    from client.views import rebuild_views
+    from events import Event, new_event_id
+    from events import bodies as b
+
+    theirs = Event(
+        new_event_id(),
+        "bob",
+        "laptop",
+        1,
+        NOW,
+        NOW,
+        b.ObjectiveCreated(title="Bob's", cycle="2026-Q1"),
+    )
+    store = await opened(tmp_path)
+    try:
+        await SyncLog(store, "alice").apply([WireEvent(1, encode(theirs))], 1, 1, NOW, apply_views)
+        forged = Event(
+            new_event_id(),
+            "alice",
+            "laptop",
+            2,
+            NOW,
+            NOW,
+            b.MilestonePlanned(title="Planted", objective=theirs.id),
+        )
+        async with store.write():
+            assert await store.append(forged) is not None
+            await store.set_meta("clock", "2")
+            await rebuild_views(store, NOW)
+        assert await check_views(store, NOW) == []
+        session = Session(store, {"person": "alice", "device": "laptop"}, NOW)
+        await session.record(b.Retracted(target=forged.id, reason="oops"))
+        assert await check_views(store, NOW) == []
+    finally:
+        await store.close()
