@@ -60,19 +60,14 @@ class CheckinColumns:
         self.handle_names: list[str] = []
         self.handle_index: dict[str, int] = {}
 
-    def _subject(self, subject: str) -> int:
-        index = self.subject_index.get(subject)
-        if index is None:
-            index = self.subject_index[subject] = len(self.subject_names)
-            self.subject_names.append(subject)
-        return index
-
-    def _handle(self, handle: str) -> int:
-        index = self.handle_index.get(handle)
-        if index is None:
-            index = self.handle_index[handle] = len(self.handle_names)
-            self.handle_names.append(handle)
-        return index
+    @staticmethod
+    def _index_of(value: str, names: list[str], index: dict[str, int]) -> int:
+        """``value``'s row in a table of distinct strings (added on first sight)."""
+        found = index.get(value)
+        if found is None:
+            found = index[value] = len(names)
+            names.append(value)
+        return found
 
     def append(self, event: events.Event) -> None:
         body = event.body
@@ -87,9 +82,9 @@ class CheckinColumns:
         )
         offset = event.recorded_at.utcoffset()
         self.offsets.append(0 if offset is None else int(offset.total_seconds()))
-        self.subjects.append(self._subject(body.subject))
-        self.actors.append(self._handle(event.actor))
-        self.devices.append(self._handle(event.device))
+        self.subjects.append(self._index_of(body.subject, self.subject_names, self.subject_index))
+        self.actors.append(self._index_of(event.actor, self.handle_names, self.handle_index))
+        self.devices.append(self._index_of(event.device, self.handle_names, self.handle_index))
         self.confidences.append(_CONFIDENCE[body.confidence])
         self.values.append(_NONE if body.value is None else body.value)
         self.percents.append(_NONE if body.percent is None else body.percent)

@@ -60,6 +60,7 @@ from projections.state import (
     checkin_key,
     feed_key,
     touch_fixed_checkin,
+    touch_key,
 )
 
 FORMAT = 4
@@ -208,8 +209,6 @@ _KUDOS = KudosGiven
 _OBSERVATION = ObservationRecorded
 _FIXES = frozenset({Corrected, Retracted})
 _ID = operator.attrgetter("id")
-_RECORDED = operator.attrgetter("recorded_at", "id")
-"""The order of ``ProjectionState.checkin_touch``."""
 _REF_FIELDS = {kind: tuple(field for field, _ in fields) for kind, fields in ALLOWED_BODIES.items()}
 """Per body type, the fields naming another event (``ALLOWED_BODIES``)."""
 _encode = msgspec.json.Encoder().encode
@@ -524,7 +523,7 @@ def _derive(state: ProjectionState, accepted: list[Event]) -> None:
     touches = state.checkin_touch
     for subject, subject_checkins in checkins.items():
         subject_checkins.sort(key=checkin_key)
-        touches[subject] = max(subject_checkins, key=_RECORDED)
+        touches[subject] = max(subject_checkins, key=touch_key)
     for fix, named in fixes:  # the latest touch is a maximum: in any order
         touch_fixed_checkin(state, fix, named)
     indicators = state.indicators

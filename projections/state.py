@@ -87,6 +87,10 @@ checkin_key: Callable[[Event], tuple[datetime, int, str]] = operator.attrgetter(
 (occurred_at, clock, event id)."""
 
 
+touch_key: Callable[[Event], tuple[datetime, str]] = operator.attrgetter("recorded_at", "id")
+"""The order of ``ProjectionState.checkin_touch``: (recorded_at, event id)."""
+
+
 def later(event: Event, than: Event) -> bool:
     """Whether ``event`` is later than ``than`` in last-writer-wins order (no tuple built:
     this runs for most events of a fold)."""
@@ -718,12 +722,7 @@ def _on_checkin(state: ProjectionState, event: Event, body: b.CheckInRecorded) -
         add_in_order(checkins, event, checkin_key)
     # A person's check-ins are the check-ins of their feed (``FEED_TYPES``): no index of
     # their own (half of all events are check-ins; each index costs the fold).
-    # ``touch_checkin``, inlined: check-ins mostly arrive in recorded order.
-    touches = state.checkin_touch
-    touch = touches.get(subject)
-    at = event.recorded_at
-    if touch is None or at > touch.recorded_at or (at == touch.recorded_at and event.id > touch.id):
-        touches[subject] = event
+    touch_checkin(state, subject, event)
     event_id = event.id
     # Fixes fold after what they name, unless the server vouched for it (``vouch``).
     if event_id in state.corrections or event_id in state.retracted:
@@ -735,7 +734,7 @@ def touch_checkin(state: ProjectionState, subject: str, event: Event) -> None:
     """Keep ``event`` (a check-in of ``subject`` or a fix naming one) as the subject's
     ``checkin_touch`` if it was recorded later (ties: the greater id)."""
     touch = state.checkin_touch.get(subject)
-    if touch is None or (event.recorded_at, event.id) > (touch.recorded_at, touch.id):
+    if touch is None or touch_key(event) > touch_key(touch):
         state.checkin_touch[subject] = event
 
 

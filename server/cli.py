@@ -56,6 +56,10 @@ app.command(snapshot_app)
 # --- run --------------------------------------------------------------------------------
 
 
+_WEEK = 7 * 24 * 60
+"""The longest interval, in minutes, a --*-minutes option takes."""
+
+
 def _ingest_limits(
     rate_limit: float, burst: int, byte_rate: int, byte_burst: int
 ) -> IngestLimits | None:
@@ -205,7 +209,7 @@ def run(
         raise CliError("--max-event-bytes must be between 1024 and 67108864", 2)
     if snapshot_every is not None and snapshot_every < 1:
         raise CliError("--snapshot-every must be at least 1", 2)
-    if not 0 < snapshot_minutes <= 7 * 24 * 60:
+    if not 0 < snapshot_minutes <= _WEEK:
         raise CliError("--snapshot-minutes must be above 0 and at most a week", 2)
     if memory_budget is not None and not 16 <= memory_budget <= 1024 * 1024:
         raise CliError("--memory-budget must be between 16 and 1048576 (MB)", 2)
@@ -213,7 +217,7 @@ def run(
         partition_snapshot_minutes = 60.0
     elif memory_budget is None:  # all history is one state, snapshotted by --snapshot-every
         raise CliError("--partition-snapshot-minutes applies only with --memory-budget", 2)
-    elif not (partition_snapshot_minutes == 0 or 0.01 <= partition_snapshot_minutes <= 10080):
+    elif not (partition_snapshot_minutes == 0 or 0.01 <= partition_snapshot_minutes <= _WEEK):
         raise CliError("--partition-snapshot-minutes must be 0 or from 0.01 to a week", 2)
     logging.basicConfig(
         level=logging.WARNING,
