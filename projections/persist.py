@@ -24,10 +24,10 @@ from __future__ import annotations
 import hashlib
 import importlib
 import operator
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, MutableSequence
 from datetime import date
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import msgspec
 from msgspec.structs import force_setattr
@@ -519,7 +519,7 @@ def _derive(state: ProjectionState, accepted: list[Event]) -> None:
         given.sort()
     state.kudos = kudos
     for feed in feeds.values():
-        feed.events.sort(key=feed_key)
+        cast(list[Event], feed.events).sort(key=feed_key)  # built as a list just above
     touches = state.checkin_touch
     for subject, subject_checkins in checkins.items():
         subject_checkins.sort(key=checkin_key)
@@ -531,7 +531,7 @@ def _derive(state: ProjectionState, accepted: list[Event]) -> None:
         observations.sort(key=checkin_key)
         indicators[indicator].observations = observations
     state.feeds = feeds
-    state.checkins_by_subject = checkins
+    state.checkins_by_subject = cast(dict[str, MutableSequence[Event]], checkins)
 
 
 def _append_feed(feeds: dict[str, Feed], event: Event) -> None:

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import bisect
 import operator
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, MutableSequence
 from datetime import date, datetime
 from typing import Any
 
@@ -99,7 +99,7 @@ def later(event: Event, than: Event) -> bool:
     return clock > other or (clock == other and event.id > than.id)
 
 
-def add_in_order(events: list[Event], event: Event, key: Callable[[Event], Any]) -> None:
+def add_in_order(events: MutableSequence[Event], event: Event, key: Callable[[Event], Any]) -> None:
     """Insert keeping ``key`` order (``feed_key`` or ``checkin_key``); in-order arrival
     (the common case) is an append. An event already there is not added twice."""
     # Both keys lead with occurred_at: a later one is later by key, no tuples built.
@@ -218,7 +218,7 @@ class MilestoneNode(msgspec.Struct, gc=False):
 class IndicatorNode(msgspec.Struct, gc=False):
     event: Event
     # Sorted by ``checkin_key``: the latest observations are the last entries.
-    observations: list[Event] = msgspec.field(default_factory=list)
+    observations: MutableSequence[Event] = msgspec.field(default_factory=list)
 
 
 class PersonIndex(msgspec.Struct, gc=False):
@@ -235,7 +235,7 @@ class PersonIndex(msgspec.Struct, gc=False):
 class Feed(msgspec.Struct, gc=False):
     """One owner's feed items sorted by ``feed_key`` (occurred_at, id), oldest first."""
 
-    events: list[Event] = msgspec.field(default_factory=list)
+    events: MutableSequence[Event] = msgspec.field(default_factory=list)
 
 
 FEED_TYPES = frozenset(
@@ -300,7 +300,7 @@ class ProjectionState:
         self.indicators: dict[str, IndicatorNode] = {}
         # subject id -> its check-ins sorted by ``checkin_key``: the last entries are
         # the latest check-ins, so views read them without a scan.
-        self.checkins_by_subject: dict[str, list[Event]] = {}
+        self.checkins_by_subject: dict[str, MutableSequence[Event]] = {}
         # subject id -> the latest recorded (by (recorded_at, id)) of its check-ins and of
         # the corrections and retractions naming them: drift's last touch of a milestone
         # reads it instead of walking a year of check-ins.

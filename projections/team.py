@@ -20,7 +20,7 @@ import base64
 import binascii
 import heapq
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime
 from functools import partial
 from typing import Annotated
@@ -393,7 +393,7 @@ def _feed_item(
 # --- feeds ------------------------------------------------------------------------------
 
 
-def _descending(feed: list[Event], below: FeedKey | None) -> Iterator[Event]:
+def _descending(feed: Sequence[Event], below: FeedKey | None) -> Iterator[Event]:
     """The feed's events strictly below ``below`` (all when None), newest first, read in
     place."""
     index = len(feed) if below is None else bisect_left(feed, below, key=feed_key)

@@ -1,0 +1,163 @@
+"""Compaction (``projections.compact``): bulk events held as rows change no view.
+
+Compacted states are compared with a rebuild over random histories, compacted between
+batches (so later compactions merge into earlier tables) and in shuffled orders (so
+late arrivals land in the middle of row lists); the rows' events are compared with the
+folded ones byte for byte, as the codec writes them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+import events
+from events import bodies as b
+from events.envelope import Event
+from milepost_testkit.strategies import histories
+from projections.compact import HeldEvents, RowList, compact, compactable, held_as_rows
+from projections.state import ProjectionState, apply, rebuild
+from tests.unit.test_properties import SETTINGS, all_views
+
+ALICE_GOAL = "0190a000-0000-7000-8000-000000000001"
+
+
+def _sorted_events(state: ProjectionState) -> list[bytes]:
+    return sorted(events.encode(event) for event in state.all_events())
+
+
+@SETTINGS
+@given(history=histories(), data=st.data())
+def test_compacted_states_have_a_rebuilds_views_after_every_batch(
+    history: list[Event], data: st.DataObject
+) -> None:
+    arrival = data.draw(st.sampled_from(["as made", "shuffled"]))
+    if arrival == "shuffled":
+        history = data.draw(st.permutations(history))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(history)), max_size=4)))
+    state = ProjectionState()
+    done = 0
+    for cut in [*cuts, len(history)]:
+        for event in history[done:cut]:
+            apply(state, event)
+        done = max(done, cut)
+        compact(state)
+        fresh = rebuild(history[:done])
+        assert all_views(state, history) == all_views(fresh, history)
+        assert set(state.events) == set(fresh.events)
+        assert _sorted_events(state) == _sorted_events(fresh)
+    for event in history:
+        assert apply(state, event) is False  # a redelivery is found among the rows too
+    expected_rows = sum(1 for event in state.events.values() if compactable(event))
+    assert held_as_rows(state) == expected_rows
+
+
+def _checkin(
+    number: int, at: datetime, *, note: str = "", occurred: datetime | None = None
+) -> Event:
+    return Event(
+        id=f"0190a000-0000-7000-8000-{number:012x}",
+        actor="alice",
+        device="laptop-1",
+        clock=1_000 + number,
+        recorded_at=at,
+        occurred_at=at - timedelta(hours=number % 3) if occurred is None else occurred,
+        body=b.CheckInRecorded(subject=ALICE_GOAL, confidence="on-track", percent=10, note=note),
+    )
+
+
+def _goal() -> Event:
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    return Event(
+        id=ALICE_GOAL,
+        actor="alice",
+        device="laptop-1",
+        clock=1,
+        recorded_at=at,
+        occurred_at=at,
+        body=b.MilestonePlanned(title="Ship", due_on=at.date() + timedelta(days=30)),
+    )
+
+
+def test_a_row_makes_again_the_event_folded_byte_for_byte() -> None:
+    zones = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8))]
+    at = datetime(2026, 3, 2, 9, 15, 7, 123_456, tzinfo=UTC)
+    checkins = [
+        _checkin(n, at.astimezone(zones[n % 3]) + timedelta(minutes=n), note=f"n{n}")
+        for n in range(2, 40)
+    ]
+    # The same instant as recorded, written in another offset.
+    checkins += [_checkin(n, at, occurred=at.astimezone(zones[1])) for n in range(40, 44)]
+    state = rebuild([_goal(), *checkins])
+    assert compact(state) == len(checkins)
+    assert isinstance(state.events, HeldEvents)
+    assert isinstance(state.checkins_by_subject[ALICE_GOAL], RowList)
+    for checkin in checkins:
+        again = state.events[checkin.id]
+        assert again == checkin
+        assert events.encode(again) == events.encode(checkin)
+        assert again.recorded_at.utcoffset() == checkin.recorded_at.utcoffset()
+    assert list(state.checkins_by_subject[ALICE_GOAL]) == sorted(
+        checkins, key=lambda e: (e.occurred_at, e.clock, e.id)
+    )
+    assert compact(state) == 0  # nothing new to move
+
+
+def test_lookups_by_id_match_only_the_id_itself() -> None:
+    checkin = _checkin(2, datetime(2026, 3, 2, tzinfo=UTC))
+    state = rebuild([_goal(), checkin])
+    compact(state)
+    assert checkin.id in state.events
+    assert checkin.id.upper() not in state.events  # the same halves, not the same id
+    assert state.events.get(checkin.id.upper()) is None
+    assert "not-an-id" not in state.events
+    assert state.events.get("0190a000-0000-7000-8000-0000000000ff") is None
+    assert len(state.events) == 2
+    assert sorted(state.events) == sorted([ALICE_GOAL, checkin.id])
+
+
+def test_instants_the_table_cannot_name_stay_objects() -> None:
+    # 300 distinct offsets: a table names 255; and a named zone is not a fixed offset.
+    base = datetime(2026, 3, 2, 12)
+    checkins = [
+        _checkin(n, base.replace(tzinfo=timezone(timedelta(minutes=n))))
+        for n in range(2, 302)
+    ]
+    named = _checkin(400, base.replace(tzinfo=ZoneInfo("Europe/Paris")))
+    state = rebuild([_goal(), *checkins, named])
+    expected = rebuild([_goal(), *checkins, named])
+    moved = compact(state)
+    assert 0 < moved < len(checkins)
+    assert named.id in state.events.objects()  # type: ignore[attr-defined]
+    assert sorted(events.encode(e) for e in state.all_events()) == sorted(
+        events.encode(e) for e in expected.all_events()
+    )
+    assert list(state.checkins_by_subject[ALICE_GOAL]) == list(
+        expected.checkins_by_subject[ALICE_GOAL]
+    )
+
+
+def test_events_folded_after_a_compaction_join_the_next_one() -> None:
+    early = [_checkin(n, datetime(2026, 3, 2, tzinfo=UTC) + timedelta(days=n)) for n in range(2, 6)]
+    late = [_checkin(n, datetime(2026, 3, 2, tzinfo=UTC) + timedelta(days=n)) for n in range(6, 9)]
+    # One that happened before all the others, folded last, its id less than theirs: it
+    # lands at the head of the list and of the table (every row after it renumbered).
+    backdated = _checkin(0, datetime(2026, 3, 1, tzinfo=UTC))
+    state = rebuild([_goal(), *early])
+    assert compact(state) == len(early)
+    for event in [*late, backdated]:
+        assert apply(state, event)
+    assert held_as_rows(state) == len(early)
+    expected = rebuild([_goal(), *early, *late, backdated])
+    assert list(state.checkins_by_subject[ALICE_GOAL]) == list(
+        expected.checkins_by_subject[ALICE_GOAL]
+    )
+    assert compact(state) == len(late) + 1
+    assert held_as_rows(state) == len(early) + len(late) + 1
+    assert list(state.checkins_by_subject[ALICE_GOAL]) == list(
+        expected.checkins_by_subject[ALICE_GOAL]
+    )
+    assert list(state.feeds["alice"].events) == list(expected.feeds["alice"].events)
