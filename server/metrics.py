@@ -220,6 +220,18 @@ def _working_set_lines(working_set: WorkingSet) -> list[str]:
         working_set.budget_events,
     )
     lines += _line(
+        "milepost_working_set_rows",
+        "gauge",
+        "Events the loaded partitions hold as rows of columns, not objects (compacted).",
+        working_set.held_rows,
+    )
+    lines += _line(
+        "milepost_working_set_compactions_total",
+        "counter",
+        "Compactions of loaded partitions (after each load, then every 5,000 events).",
+        working_set.compactions,
+    )
+    lines += _line(
         "milepost_working_set_loads_total",
         "counter",
         "Partitions folded from the store on demand.",

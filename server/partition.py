@@ -40,6 +40,8 @@ class Partition:
     """A member's kudos was folded since the last ``adopt_foreign``."""
     since_snapshot: int = 0
     """Events folded since the state was last snapshotted (or loaded from one)."""
+    since_compaction: int = 0
+    """Events folded since the state was last compacted (``projections.compact``)."""
     dropped_at: int | None = None
     """The position the budget dropped it at (it is whole up to there)."""
     discarded: bool = False
@@ -48,6 +50,7 @@ class Partition:
     def fold(self, position: int, event: AnyEvent) -> None:
         """Judge and fold one event; keep a feed-type event's position for the live feed."""
         self.since_snapshot += 1
+        self.since_compaction += 1
         if apply(self.state, event) and isinstance(event, Event) and event.type in FEED_TYPES:
             if self.feed_positions and position < self.feed_positions[-1]:
                 index = bisect.bisect(self.feed_positions, position)  # a foreign root's, late

@@ -54,6 +54,7 @@ from typing import NamedTuple
 from events import Event
 from events import bodies as b
 from projections import persist
+from projections.compact import compact, held_as_rows
 from projections.state import ProjectionState, apply, vouch
 from server.partition import (
     Partition,
@@ -78,6 +79,10 @@ whose freed memory the allocator keeps); converts ``--memory-budget`` into event
 SNAPSHOT_AFTER = 5_000
 """Events a partition folds past its newest snapshot before it is worth a new one (at
 5,000 a snapshot saves ~80 ms of every later load of it and costs ~30 ms to take)."""
+
+COMPACT_AFTER = 5_000
+"""Events a held partition folds as objects before they are moved into its rows (after a
+load, all of them are: ``projections.compact``)."""
 
 _TEAM_CHANGES = frozenset(
     body.__struct_config__.tag for body in (b.TeamMemberJoined, b.TeamMemberLeft)
@@ -135,6 +140,8 @@ class WorkingSet:
         self.snapshots_taken = 0
         self._snapshotting: dict[str, asyncio.Task[None]] = {}
         self._one_snapshot_at_a_time = asyncio.Lock()
+        self._compacting: dict[str, asyncio.Task[None]] = {}
+        self.compactions = 0
 
     # --- which partition answers ---------------------------------------------------------
 
@@ -153,6 +160,11 @@ class WorkingSet:
     def held_events(self) -> int:
         """Events held by the loaded partitions."""
         return sum(partition.size for partition in self._partitions.values())
+
+    @property
+    def held_rows(self) -> int:
+        """Events the loaded partitions hold as rows (``projections.compact``)."""
+        return sum(held_as_rows(partition.state) for partition in self._partitions.values())
 
     def held_keys(self) -> list[str]:
         """The keys of the partitions held, most recently asked for first."""
@@ -176,8 +188,8 @@ class WorkingSet:
         return upto
 
     async def close(self) -> None:
-        """Finish the partition snapshots being written (at a stop)."""
-        for task in list(self._snapshotting.values()):
+        """Finish the partition snapshots being written and the compactions (at a stop)."""
+        for task in [*self._snapshotting.values(), *self._compacting.values()]:
             with contextlib.suppress(Exception):
                 await task
 
@@ -218,6 +230,7 @@ class WorkingSet:
         )
         if partition.since_snapshot >= self.snapshot_after:
             self._snapshot_soon(partition)
+        self._compact_soon(partition)
         return partition
 
     async def _folded(self, key: str, people: frozenset[str], upto: int) -> tuple[Partition, int]:
@@ -341,6 +354,36 @@ class WorkingSet:
             if info is not None:
                 self.snapshots_taken += 1
 
+    def _compact_soon(self, partition: Partition) -> None:
+        """Compact a held partition in the background (after the answer that loaded it)."""
+        if partition.key in self._compacting:
+            return
+        task = asyncio.create_task(self._compact(partition))
+        self._compacting[partition.key] = task
+        task.add_done_callback(lambda _: self._compacting.pop(partition.key, None))
+
+    async def _compact(self, partition: Partition) -> None:
+        """Move the partition's bulk events into rows, under the follower's lock (nothing
+        folds into it meanwhile) and off the event loop (views go on reading it: the new
+        structures are swapped in whole at the end)."""
+        async with self.lock or contextlib.nullcontext():
+            if self._partitions.get(partition.key) is not partition:
+                return  # dropped meanwhile
+            began = time.perf_counter()
+            try:
+                moved = await asyncio.to_thread(compact, partition.state)
+            except Exception:
+                log.exception("working set: compacting %s failed; it stays whole", partition.key)
+                return
+            partition.since_compaction = 0
+            self.compactions += 1
+            log.debug(
+                "working set: compacted %s (%d events into rows) in %.2f s",
+                partition.key,
+                moved,
+                time.perf_counter() - began,
+            )
+
     async def vouch_waiting(self, partitions: Collection[Partition], upto: int) -> None:
         """Vouch for the events outside ``partitions`` that their events wait for, as the
         store had them at position ``upto`` (an event accepted later is not vouched for yet:
@@ -399,6 +442,9 @@ class WorkingSet:
             await self.vouch_waiting(waiting, upto)
         for partition in [p for p in self._partitions.values() if p.kudos_given]:
             await self.adopt_foreign(partition, upto)
+        for partition in self._partitions.values():
+            if partition.since_compaction >= COMPACT_AFTER:
+                self._compact_soon(partition)
 
     async def _drop_for_early_kudos(self, completed: dict[str, int], upto: int) -> None:
         """Drop the partitions that hold a completion just folded which someone outside them

@@ -27,6 +27,7 @@ from server.projection import ProjectionFollower
 from server.rebuild import people_and_teams, person_views, rebuilt_state, team_views
 from server.snapshots import SnapshotStore, open_snapshots
 from server.store import ServerStore, open_store
+from server import working_set as working_set_module
 from server.working_set import BYTES_PER_EVENT, WorkingSet
 from tests.http_world import backend, incoming, location
 from tests.integration.test_snapshots import flip_stored_byte
@@ -109,7 +110,7 @@ async def differences(follower: ProjectionFollower, full: ProjectionState) -> li
 
 
 async def test_every_view_from_a_partition_equals_the_fold_of_everything(
-    store: ServerStore,
+    store: ServerStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     history = history_with_kudos(seed=21)
     kudos = sum(isinstance(e.body, KudosGiven) for e in history)
@@ -132,11 +133,22 @@ async def test_every_view_from_a_partition_equals_the_fold_of_everything(
     # A partition holds its people's events, not everyone's.
     sizes = [p.size for p in working_set._partitions.values()]
     assert max(sizes) < full.event_count()
+    # Each load is compacted after it answered (projections.compact): the same views.
+    await working_set.close()
+    rows = working_set.held_rows
+    assert rows > 0
+    assert working_set.compactions == loaded
+    assert await differences(follower, full) == []
 
-    # The rest arrives while the partitions are loaded: routed as it is folded.
+    # The rest arrives while the partitions are loaded: routed as it is folded, into
+    # compacted partitions, which are compacted again once they folded enough.
+    monkeypatch.setattr(working_set_module, "COMPACT_AFTER", 20)
     await append(store, shuffled_batches(history[cut:], seed=2))
     await follower.catch_up()
     full = await rebuilt_state(store)
+    assert await differences(follower, full) == []
+    await working_set.close()
+    assert working_set.held_rows > rows
     assert await differences(follower, full) == []
 
 
