@@ -21,13 +21,13 @@ from events.bodies import KudosGiven, MilestoneCompleted, TeamMemberJoined
 from milepost_testkit.history import generate_history
 from projections.goals import goal_tree
 from projections.state import ProjectionState
+from server import working_set as working_set_module
 from server.cli import main
 from server.partition import collection_paused
 from server.projection import ProjectionFollower
 from server.rebuild import people_and_teams, person_views, rebuilt_state, team_views
 from server.snapshots import SnapshotStore, open_snapshots
 from server.store import ServerStore, open_store
-from server import working_set as working_set_module
 from server.working_set import BYTES_PER_EVENT, WorkingSet
 from tests.http_world import backend, incoming, location
 from tests.integration.test_snapshots import flip_stored_byte

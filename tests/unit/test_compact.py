@@ -56,7 +56,12 @@ def test_compacted_states_have_a_rebuilds_views_after_every_batch(
 
 
 def _checkin(
-    number: int, at: datetime, *, note: str = "", occurred: datetime | None = None
+    number: int,
+    at: datetime,
+    *,
+    note: str = "",
+    occurred: datetime | None = None,
+    body: b.CheckInRecorded | None = None,
 ) -> Event:
     return Event(
         id=f"0190a000-0000-7000-8000-{number:012x}",
@@ -65,7 +70,8 @@ def _checkin(
         clock=1_000 + number,
         recorded_at=at,
         occurred_at=at - timedelta(hours=number % 3) if occurred is None else occurred,
-        body=b.CheckInRecorded(subject=ALICE_GOAL, confidence="on-track", percent=10, note=note),
+        body=body
+        or b.CheckInRecorded(subject=ALICE_GOAL, confidence="on-track", percent=10, note=note),
     )
 
 
@@ -91,6 +97,18 @@ def test_a_row_makes_again_the_event_folded_byte_for_byte() -> None:
     ]
     # The same instant as recorded, written in another offset.
     checkins += [_checkin(n, at, occurred=at.astimezone(zones[1])) for n in range(40, 44)]
+    # Every kind of body the columns hold: numbers as ints or floats (they encode apart),
+    # either or none, each confidence, a note or none.
+    bodies = [
+        b.CheckInRecorded(subject=ALICE_GOAL, confidence="at-risk", value=5),
+        b.CheckInRecorded(subject=ALICE_GOAL, confidence="off-track", value=5.0, note="hm"),
+        b.CheckInRecorded(subject=ALICE_GOAL, confidence="on-track", value=-1e15),
+        b.CheckInRecorded(subject=ALICE_GOAL, confidence="on-track", value=0.1),
+        b.CheckInRecorded(subject=ALICE_GOAL, confidence="at-risk", percent=99.5),
+        b.CheckInRecorded(subject=ALICE_GOAL, confidence="at-risk", percent=100),
+        b.CheckInRecorded(subject=ALICE_GOAL, confidence="on-track"),
+    ]
+    checkins += [_checkin(50 + n, at, body=body) for n, body in enumerate(bodies)]
     state = rebuild([_goal(), *checkins])
     assert compact(state) == len(checkins)
     assert isinstance(state.events, HeldEvents)
@@ -123,8 +141,7 @@ def test_instants_the_table_cannot_name_stay_objects() -> None:
     # 300 distinct offsets: a table names 255; and a named zone is not a fixed offset.
     base = datetime(2026, 3, 2, 12)
     checkins = [
-        _checkin(n, base.replace(tzinfo=timezone(timedelta(minutes=n))))
-        for n in range(2, 302)
+        _checkin(n, base.replace(tzinfo=timezone(timedelta(minutes=n)))) for n in range(2, 302)
     ]
     named = _checkin(400, base.replace(tzinfo=ZoneInfo("Europe/Paris")))
     state = rebuild([_goal(), *checkins, named])
