@@ -84,6 +84,9 @@ COMPACT_AFTER = 5_000
 """Events a held partition folds as objects before they are moved into its rows (after a
 load, all of them are: ``projections.compact``)."""
 
+COMPACT_IDLE_WAIT = 0.1
+"""Seconds a compaction waits for the partition loads in progress to end, at a time."""
+
 _TEAM_CHANGES = frozenset(
     body.__struct_config__.tag for body in (b.TeamMemberJoined, b.TeamMemberLeft)
 )
@@ -141,6 +144,7 @@ class WorkingSet:
         self._snapshotting: dict[str, asyncio.Task[None]] = {}
         self._one_snapshot_at_a_time = asyncio.Lock()
         self._compacting: dict[str, asyncio.Task[None]] = {}
+        self._one_compaction_at_a_time = asyncio.Lock()
         self.compactions = 0
 
     # --- which partition answers ---------------------------------------------------------
@@ -356,33 +360,47 @@ class WorkingSet:
 
     def _compact_soon(self, partition: Partition) -> None:
         """Compact a held partition in the background (after the answer that loaded it)."""
-        if partition.key in self._compacting:
-            return
-        task = asyncio.create_task(self._compact(partition))
-        self._compacting[partition.key] = task
-        task.add_done_callback(lambda _: self._compacting.pop(partition.key, None))
+        key = partition.key
+        if key in self._compacting:
+            return  # the one queued compacts whichever partition holds the key then
+        task = asyncio.create_task(self._compact(key))
+        self._compacting[key] = task
+        task.add_done_callback(self._compacted)
 
-    async def _compact(self, partition: Partition) -> None:
-        """Move the partition's bulk events into rows, under the follower's lock (nothing
-        folds into it meanwhile) and off the event loop (views go on reading it: the new
-        structures are swapped in whole at the end)."""
-        async with self.lock or contextlib.nullcontext():
-            if self._partitions.get(partition.key) is not partition:
-                return  # dropped meanwhile
-            began = time.perf_counter()
-            try:
-                moved = await asyncio.to_thread(compact, partition.state)
-            except Exception:
-                log.exception("working set: compacting %s failed; it stays whole", partition.key)
-                return
-            partition.since_compaction = 0
-            self.compactions += 1
-            log.debug(
-                "working set: compacted %s (%d events into rows) in %.2f s",
-                partition.key,
-                moved,
-                time.perf_counter() - began,
-            )
+    def _compacted(self, task: asyncio.Task[None]) -> None:
+        for key, queued in list(self._compacting.items()):
+            if queued is task:
+                del self._compacting[key]
+
+    async def _compact(self, key: str) -> None:
+        """Move the bulk events of the partition held under ``key`` into rows, under the
+        follower's lock (nothing folds into it meanwhile) and off the event loop (views go
+        on reading it: the new structures are swapped in whole at the end)."""
+        async with self._one_compaction_at_a_time:
+            # After the loads a request waits on: a compaction shares the interpreter's lock
+            # with them and nobody waits on it.
+            while self._loading:
+                await asyncio.sleep(COMPACT_IDLE_WAIT)
+            async with self.lock or contextlib.nullcontext():
+                partition = self._partitions.get(key)
+                if partition is None:
+                    return  # dropped meanwhile
+                began = time.perf_counter()
+                try:
+                    moved = await asyncio.to_thread(compact, partition.state)
+                except Exception:
+                    log.exception("working set: compacting %s failed; it stays whole", key)
+                    return
+                partition.since_compaction = 0
+                self.compactions += 1
+                # A load of the same key settling from here on queues a compaction of its own.
+                del self._compacting[key]
+                log.debug(
+                    "working set: compacted %s (%d events into rows) in %.2f s",
+                    key,
+                    moved,
+                    time.perf_counter() - began,
+                )
 
     async def vouch_waiting(self, partitions: Collection[Partition], upto: int) -> None:
         """Vouch for the events outside ``partitions`` that their events wait for, as the
