@@ -208,6 +208,20 @@ def boards_after_a_member_event(
     return took
 
 
+def wait_for_compactions(client: httpx.Client, url: str, patience: float = 300) -> float:
+    """Seconds until every partition loaded was compacted (each is, in the background,
+    after the answer that loaded it: the warm boards and the RSS are of compacted ones)."""
+    began = time.perf_counter()
+    while time.perf_counter() - began < patience:
+        loads = metric(client, f"{url}/metrics", "loads_total") or 0
+        done = metric(client, f"{url}/metrics", "compactions_total") or 0
+        dropped = metric(client, f"{url}/metrics", "evictions_total") or 0
+        if done + dropped >= loads:  # one dropped before its turn is not compacted
+            break
+        time.sleep(0.2)
+    return time.perf_counter() - began
+
+
 def boards(
     home: Path, tokens: dict[str, str], budget: str, subjects: dict[str, tuple[str, str]]
 ) -> None:
@@ -225,6 +239,7 @@ def boards(
     try:
         with httpx.Client(timeout=300) as client:
             series["cold"] = ask_boards(client, url, tokens)
+            compacted_after = wait_for_compactions(client, url)
             series["warm"] = ask_boards(client, url, tokens)
             appender = CheckinAppender(home / "milepost.sqlite")
             try:
@@ -233,7 +248,9 @@ def boards(
                 )
             finally:
                 appender.close()
-            held = {n: metric(client, f"{url}/metrics", n) for n in ("events", "partitions")}
+            held = {
+                n: metric(client, f"{url}/metrics", n) for n in ("events", "partitions", "rows")
+            }
             evictions = metric(client, f"{url}/metrics", "evictions_total")
         memory = rss_mb(process.pid)
     finally:
@@ -276,6 +293,7 @@ def boards(
     figure("partitions_held_at_stop", held_at_stop, "count")
     figure("partitions_loaded_from_snapshot", from_snapshots or 0, "count")
     figure("server_rss_after_every_team_once", memory, "MB")
+    figure("compactions_done_after_cold_boards_seconds", compacted_after, "s")
     for name, value in (*held.items(), ("evictions_total", evictions)):
         if value is not None:
             figure(f"working_set_{name}", value, "count")
