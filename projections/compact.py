@@ -1,22 +1,31 @@
 """Compaction: a state's bulk events held as rows of columns instead of one object each.
 
-Half of all events are check-ins and a tenth observations of an indicator. Folded, each
-is an ``Event`` (80 B), its id string (85 B), an instant (48 B), an entry in
-``ProjectionState.events`` and a slot in each list that orders it: ~440 B besides its
-body. ``compact`` moves the folded ones into a ``RowTable`` (the id as two integers, the
-handles and offsets as indexes into small tables, the instants and the clock as
-integers: 55 B a row, the body kept as it is) and makes the lists that order them
-(``checkins_by_subject``, the feeds, the indicators' observations) ``RowList``s of row
-numbers. An ``Event`` is made again from its row when a view reads it (a board reads a
-few dozen); it equals the one folded, field for field.
+Half of all events are check-ins, a sixth completions or reopenings of tasks, a tenth
+observations of an indicator. Folded, each is an ``Event`` (80 B), its id string
+(85 B), an instant (48 B), a body, an entry in ``ProjectionState.events`` and a slot in
+each list that orders it. ``compact`` moves the folded ones into a ``RowTable``: the id
+as two integers, the handles, offsets and names as indexes into small tables, the
+instants and the clock as integers, and the body of a check-in or a task's completion
+or reopening as columns too (a note is kept as its string; an observation's body is kept
+as it is). The lists that order them (``checkins_by_subject``, the feeds, the
+indicators' observations) become ``RowList``s of row numbers, and a task's node names the
+row of its latest completion or reopening. An ``Event`` is made again from its row when a
+view reads it (a board reads a few hundred); it equals the one folded, field for field.
+
+Tasks' adding events stay objects: every milestone's view reads each of its tasks, and
+making them again doubled the cost of a board computed from nothing for 12 B an event
+(``bench/compaction.py``, 2026-12-03).
 
 What is held elsewhere as an object stays one: a journal entry (``sharing`` keeps it),
-a subject's ``checkin_touch``, and everything pending or refused. Events folded after a
-compaction are held as objects until the next one, which merges them into a new table.
+a subject's ``checkin_touch``, a milestone's ``touched``, and everything pending or
+refused. Events folded after a compaction are held as objects until the next one, which
+merges them into a new table.
 
 Compaction never changes a view (``tests/unit/test_compact.py`` compares every view of
-compacted states with a rebuild's); it builds the new table and lists beside the old
-ones and swaps them in at the end, so a reader holding the old ones reads a whole state.
+compacted states with a rebuild's). It is two steps: ``prepare`` builds the new table and
+lists beside the old ones, reading the state only (views may go on reading it, in
+another thread), and ``Compaction.swap`` puts them in (quick: a reader must not run
+meanwhile). Nothing may fold into the state between the two.
 
 Pure: no I/O. The server compacts the partitions it holds (``server.working_set``).
 """
@@ -32,25 +41,40 @@ from typing import Any, overload
 
 from events import Event
 from events import bodies as b
-from projections.state import ProjectionState
+from projections.state import Feed, IndicatorNode, ProjectionState, TaskNode
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
-_MAX_ZONES = 255
+_MAX_SMALL_TABLE = 255
 
-
-def compactable(event: Event) -> bool:
-    """Whether a folded event is held as a row: a check-in, or an observation of an
-    indicator (a journal entry stays an object: its sharing writes hold it)."""
-    body = event.body
-    kind = type(body)
-    if kind is _CHECKIN:
-        return True
-    return kind is _OBSERVATION and body.indicator is not None  # type: ignore[union-attr]
-
+# A row's body: kept as it is (``OBJECT``), or as columns, by kind (the low bits of a
+# row's ``flags``); a check-in's number (its value or its percent: never both) in
+# ``numbers``, with the flags above the kind saying which and whether an int.
+_OBJECT = 0
+_CHECKIN_KIND = 1
+_TASK_COMPLETED_KIND = 2
+_TASK_REOPENED_KIND = 3
+_KIND = 7
+_NUMBER = 8
+_PERCENT = 16
+_INT = 32
 
 _CHECKIN = b.CheckInRecorded
 _OBSERVATION = b.ObservationRecorded
+_TASK_COMPLETED = b.TaskCompleted
+_TASK_REOPENED = b.TaskReopened
+_ROW_BODIES = frozenset({_CHECKIN, _TASK_COMPLETED, _TASK_REOPENED})
+
+
+def compactable(event: Event) -> bool:
+    """Whether a folded event is held as a row: a check-in, a task's completion or
+    reopening, or an observation of an indicator (a journal entry stays an object: its
+    sharing writes hold it)."""
+    body = event.body
+    kind = type(body)
+    if kind in _ROW_BODIES:
+        return True
+    return kind is _OBSERVATION and body.indicator is not None  # type: ignore[union-attr]
 
 
 def _id_parts(event_id: str) -> tuple[int, int] | None:
@@ -74,6 +98,30 @@ def _micros(instant: datetime) -> int:
     return (instant - _EPOCH) // _MICROSECOND
 
 
+class _Tables:
+    """The small tables of a ``RowTable`` being built: value -> index."""
+
+    def __init__(self, old: RowTable | None) -> None:
+        self.zones: dict[tzinfo, int] = {}
+        self.handles: dict[str, int] = {}
+        self.words: dict[str, int] = {}
+        self.confidences: dict[str, int] = {}
+        if old is not None:
+            self.zones = {zone: index for index, zone in enumerate(old.zones)}
+            self.handles = {handle: index for index, handle in enumerate(old.handles)}
+            self.words = {word: index for index, word in enumerate(old.words)}
+            self.confidences = {word: index for index, word in enumerate(old.confidences)}
+
+
+def _index(value: Any, indexes: dict[Any, int], table: list[Any]) -> int:
+    """The index of ``value`` in ``table`` (``indexes`` maps them), added if new."""
+    index = indexes.get(value)
+    if index is None:
+        index = indexes[value] = len(table)
+        table.append(value)
+    return index
+
+
 class RowTable:
     """Events as rows of columns, sorted by id; read-only once built (``merged``)."""
 
@@ -81,6 +129,7 @@ class RowTable:
         "actors",
         "bodies",
         "clocks",
+        "confidence_of",
         "confidences",
         "devices",
         "flags",
@@ -91,7 +140,6 @@ class RowTable:
         "numbers",
         "occurred",
         "occurred_zones",
-        "percents",
         "recorded",
         "recorded_zones",
         "schemas",
@@ -111,18 +159,17 @@ class RowTable:
         self.recorded_zones = array("B")
         self.occurred_zones = array("B")
         self.schemas = array("B")
-        # A check-in's body is columns too (``_CHECKIN_COLUMNS`` in ``flags``; ``bodies``
-        # then holds its note): the subject and the confidence as indexes into ``words``,
-        # the value and the percent as doubles (flags say which are given, and whether as
-        # an int). Any other body is held as it is, in ``bodies``.
         self.flags = array("B")
+        # A body held as columns: what it names (its subject or task) as an index into
+        # ``words``, a check-in's confidence and number, and in ``bodies`` its note; any
+        # other body is held whole in ``bodies``.
         self.subjects = array("I")
-        self.confidences = array("I")
+        self.confidence_of = array("B")
         self.numbers = array("d")
-        self.percents = array("d")
         self.bodies: list[Any] = []
         self.handles: list[str] = []
         self.words: list[str] = []
+        self.confidences: list[str] = []
         self.zones: list[tzinfo] = []
         self.last_id = ""  # the greatest id held: a new event's is mostly greater
 
@@ -131,35 +178,38 @@ class RowTable:
 
     def event(self, row: int) -> Event:
         """The event held in ``row``, made again (equal to the one folded)."""
+        recorded_micros = self.recorded[row]
         recorded_zone = self.zones[self.recorded_zones[row]]
-        recorded = (_EPOCH + self.recorded[row] * _MICROSECOND).astimezone(recorded_zone)
+        recorded = (_EPOCH + recorded_micros * _MICROSECOND).astimezone(recorded_zone)
         occurred_micros = self.occurred[row]
         occurred_zone = self.zones[self.occurred_zones[row]]
-        if occurred_micros == self.recorded[row] and occurred_zone is recorded_zone:
+        if occurred_micros == recorded_micros and occurred_zone is recorded_zone:
             occurred = recorded
         else:
             occurred = (_EPOCH + occurred_micros * _MICROSECOND).astimezone(occurred_zone)
         flags = self.flags[row]
         body = self.bodies[row]
-        if flags:
-            words = self.words
-            value: float | None = None
-            percent: float | None = None
-            if flags & _VALUE:
-                value = self.numbers[row]
-                if flags & _VALUE_INT:
-                    value = int(value)
-            if flags & _PERCENT:
-                percent = self.percents[row]
-                if flags & _PERCENT_INT:
-                    percent = int(percent)
-            body = _CHECKIN(
-                subject=words[self.subjects[row]],
-                confidence=words[self.confidences[row]],  # type: ignore[arg-type]
-                value=value,
-                percent=percent,
-                note=body,
-            )
+        kind = flags & _KIND
+        if kind:
+            named = self.words[self.subjects[row]]
+            if kind == _CHECKIN_KIND:
+                number: float | None = None
+                if flags & _NUMBER:
+                    number = self.numbers[row]
+                    if flags & _INT:
+                        number = int(number)
+                percent = flags & _PERCENT
+                body = _CHECKIN(
+                    subject=named,
+                    confidence=self.confidences[self.confidence_of[row]],  # type: ignore[arg-type]
+                    value=None if percent else number,
+                    percent=number if percent else None,
+                    note=body,
+                )
+            elif kind == _TASK_COMPLETED_KIND:
+                body = _TASK_COMPLETED(task=named)
+            else:
+                body = _TASK_REOPENED(task=named)
         return Event(
             id=_id_text(self.high[row], self.low[row]),
             actor=self.handles[self.actors[row]],
@@ -178,11 +228,11 @@ class RowTable:
         """The row holding ``event_id``, or -1."""
         if event_id > self.last_id:
             return -1  # the common case for a new event: ids grow with time
-        high_ids = self.high
         parts = _id_parts(event_id)
         if parts is None:
             return -1
         high, low = parts
+        high_ids = self.high
         row = bisect.bisect_left(high_ids, high)
         low_ids = self.low
         count = len(high_ids)
@@ -199,73 +249,62 @@ class RowTable:
     @classmethod
     def merged(
         cls, old: RowTable | None, fresh: list[Event]
-    ) -> tuple[RowTable, array[int], dict[str, int], list[Event]]:
+    ) -> tuple[RowTable, array[int], dict[str, int]]:
         """A table of ``old``'s rows and the ``fresh`` events that fit, sorted by id.
 
-        Returns it, each old row's new row, each fresh event's row by id, and the fresh
-        events that do not fit (an instant's offset beyond the 255 a table names): those
-        stay objects.
+        Returns it, each old row's new row, and each fresh event's row by id; a fresh event
+        that does not fit (an instant's offset beyond the 255 a table names, say) is left
+        out: it stays an object.
         """
         table = cls()
-        zones: dict[tzinfo, int] = {}
-        handles: dict[str, int] = {}
-        words: dict[str, int] = {}
+        tables = _Tables(old)
         if old is not None:
             table.zones = list(old.zones)
             table.handles = list(old.handles)
             table.words = list(old.words)
-            zones = {zone: index for index, zone in enumerate(old.zones)}
-            handles = {handle: index for index, handle in enumerate(old.handles)}
-            words = {word: index for index, word in enumerate(old.words)}
-        keyed: list[tuple[int, int, int, Event]] = []
-        left: list[Event] = []
+            table.confidences = list(old.confidences)
+        keyed: list[tuple[int, int, Event]] = []
         for event in fresh:
-            recorded_zone = event.recorded_at.tzinfo
-            occurred_zone = event.occurred_at.tzinfo
-            fits = True
-            for zone in (recorded_zone, occurred_zone):
-                if type(zone) is not timezone:
-                    fits = False  # only fixed offsets (what the codec decodes) are named
-                elif zone not in zones:
-                    if len(zones) >= _MAX_ZONES:
-                        fits = False
-                    else:
-                        zones[zone] = len(table.zones)
-                        table.zones.append(zone)
             parts = _id_parts(event.id)
-            if not fits or parts is None:
-                left.append(event)
-                continue
-            keyed.append((parts[0], parts[1], len(keyed), event))
+            if parts is not None and table._fits(event, tables):
+                keyed.append((parts[0], parts[1], event))
         keyed.sort(key=lambda item: (item[0], item[1]))
         old_count = len(old) if old is not None else 0
-        old_rows: array[int] = array("q", bytes(8 * old_count))
+        old_rows: array[int] = array("i", bytes(4 * old_count))
         fresh_rows: dict[str, int] = {}
         # Merge the old rows (already in id order) with the sorted fresh ones.
         old_index = 0
         position = 0
-        fresh_iter = iter(keyed)
-        next_fresh = next(fresh_iter, None)
-        while old_index < old_count or next_fresh is not None:
-            take_old = old is not None and old_index < old_count
-            if take_old and next_fresh is not None:
-                assert old is not None
-                take_old = (old.high[old_index], old.low[old_index]) < next_fresh[:2]
-            if take_old:
-                assert old is not None
+        for high, low, event in keyed:
+            while old is not None and old_index < old_count:
+                if (old.high[old_index], old.low[old_index]) > (high, low):
+                    break
                 table._copy_row(old, old_index)
                 old_rows[old_index] = position
                 old_index += 1
-            else:
-                assert next_fresh is not None
-                high, low, _, event = next_fresh
-                table._add(high, low, event, handles, zones, words)
-                fresh_rows[event.id] = position
-                next_fresh = next(fresh_iter, None)
+                position += 1
+            table._add(high, low, event, tables)
+            fresh_rows[event.id] = position
+            position += 1
+        while old is not None and old_index < old_count:
+            table._copy_row(old, old_index)
+            old_rows[old_index] = position
+            old_index += 1
             position += 1
         if position:
             table.last_id = table.id_of(position - 1)
-        return table, old_rows, fresh_rows, left
+        return table, old_rows, fresh_rows
+
+    def _fits(self, event: Event, tables: _Tables) -> bool:
+        """Whether the small tables can name what ``event`` needs (adding it if so)."""
+        for zone in (event.recorded_at.tzinfo, event.occurred_at.tzinfo):
+            if type(zone) is not timezone:
+                return False  # only fixed offsets (what the codec decodes) are named
+            if zone not in tables.zones:
+                if len(self.zones) >= _MAX_SMALL_TABLE:
+                    return False
+                _index(zone, tables.zones, self.zones)
+        return True
 
     def _copy_row(self, old: RowTable, row: int) -> None:
         self.high.append(old.high[row])
@@ -280,84 +319,68 @@ class RowTable:
         self.schemas.append(old.schemas[row])
         self.flags.append(old.flags[row])
         self.subjects.append(old.subjects[row])
-        self.confidences.append(old.confidences[row])
+        self.confidence_of.append(old.confidence_of[row])
         self.numbers.append(old.numbers[row])
-        self.percents.append(old.percents[row])
         self.bodies.append(old.bodies[row])
 
-    def _add(
-        self,
-        high: int,
-        low: int,
-        event: Event,
-        handles: dict[str, int],
-        zones: dict[tzinfo, int],
-        words: dict[str, int],
-    ) -> None:
+    def _add(self, high: int, low: int, event: Event, tables: _Tables) -> None:
         self.high.append(high)
         self.low.append(low)
-        self.actors.append(self._handle(event.actor, handles))
-        self.devices.append(self._handle(event.device, handles))
+        self.actors.append(_index(event.actor, tables.handles, self.handles))
+        self.devices.append(_index(event.device, tables.handles, self.handles))
         self.clocks.append(event.clock)
         recorded, occurred = event.recorded_at, event.occurred_at
         self.recorded.append(_micros(recorded))
         self.occurred.append(_micros(occurred))
-        self.recorded_zones.append(zones[recorded.tzinfo])  # type: ignore[index]
-        self.occurred_zones.append(zones[occurred.tzinfo])  # type: ignore[index]
+        self.recorded_zones.append(tables.zones[recorded.tzinfo])  # type: ignore[index]
+        self.occurred_zones.append(tables.zones[occurred.tzinfo])  # type: ignore[index]
         self.schemas.append(event.schema)
-        body = event.body
-        flags = _checkin_flags(body) if type(body) is _CHECKIN else 0
-        if flags:
-            assert isinstance(body, _CHECKIN)
-            self.subjects.append(_index(body.subject, words, self.words))
-            self.confidences.append(_index(body.confidence, words, self.words))
-            self.numbers.append(0.0 if body.value is None else body.value)
-            self.percents.append(0.0 if body.percent is None else body.percent)
-            self.bodies.append(body.note)
-        else:
-            self.subjects.append(0)
-            self.confidences.append(0)
-            self.numbers.append(0.0)
-            self.percents.append(0.0)
-            self.bodies.append(body)
+        body: Any = event.body
+        kind = type(body)
+        flags = _OBJECT
+        named = ""
+        number = 0.0
+        confidence = 0
+        held: Any = body
+        if kind is _CHECKIN:
+            flags = self._checkin_flags(body, tables)
+            if flags:
+                named, held = body.subject, body.note
+                given = body.value if body.percent is None else body.percent
+                number = 0.0 if given is None else given
+                confidence = tables.confidences[body.confidence]
+        elif kind is _TASK_COMPLETED:
+            flags, named, held = _TASK_COMPLETED_KIND, body.task, None
+        elif kind is _TASK_REOPENED:
+            flags, named, held = _TASK_REOPENED_KIND, body.task, None
         self.flags.append(flags)
+        self.subjects.append(_index(named, tables.words, self.words) if flags else 0)
+        self.confidence_of.append(confidence)
+        self.numbers.append(number)
+        self.bodies.append(held)
 
-    def _handle(self, handle: str, handles: dict[str, int]) -> int:
-        return _index(handle, handles, self.handles)
-
-
-def _index(word: str, indexes: dict[str, int], table: list[str]) -> int:
-    """The index of ``word`` in ``table`` (``indexes`` maps them), added if new."""
-    index = indexes.get(word)
-    if index is None:
-        index = indexes[word] = len(table)
-        table.append(word)
-    return index
-
-
-_CHECKIN_COLUMNS = 1
-_VALUE = 2
-_VALUE_INT = 4
-_PERCENT = 8
-_PERCENT_INT = 16
-
-
-def _checkin_flags(body: b.CheckInRecorded) -> int:
-    """How a check-in's body is held as columns (0: it is kept as it is: a number of a
-    type the columns cannot give back exactly)."""
-    flags = _CHECKIN_COLUMNS
-    numbers = ((body.value, _VALUE, _VALUE_INT), (body.percent, _PERCENT, _PERCENT_INT))
-    for number, given, as_int in numbers:
-        kind = type(number)
-        if number is None:
-            continue
-        if kind is float:
-            flags |= given
-        elif kind is int and abs(number) <= 2**53:
-            flags |= given | as_int
-        else:
-            return 0
-    return flags
+    def _checkin_flags(self, body: b.CheckInRecorded, tables: _Tables) -> int:
+        """How a check-in's body is held as columns (0: whole, as an object: a number of a
+        type the columns cannot give back exactly, or a confidence beyond the table)."""
+        flags = _CHECKIN_KIND
+        number: Any = body.value
+        if body.percent is not None:
+            if number is not None:
+                return 0  # both: the codec never lets one through
+            number, flags = body.percent, flags | _PERCENT
+        if number is not None:
+            kind = type(number)
+            if kind is int and abs(number) <= 2**53:
+                flags |= _NUMBER | _INT
+            elif kind is float:
+                flags |= _NUMBER
+            else:
+                return 0
+        if body.confidence not in tables.confidences:
+            if len(self.confidences) >= _MAX_SMALL_TABLE:
+                return 0
+            _index(body.confidence, tables.confidences, self.confidences)
+        return flags
 
 
 class HeldEvents(dict[str, Event]):
@@ -467,7 +490,7 @@ class RowList(MutableSequence[Event]):
     def __setitem__(self, index: int | slice, value: Event | Iterable[Event]) -> None:
         if isinstance(index, slice):
             assert not isinstance(value, Event)
-            self.refs[index] = array("q", [self._ref(event) for event in value])
+            self.refs[index] = array("i", [self._ref(event) for event in value])
         else:
             assert isinstance(value, Event)
             self.refs[index] = self._ref(value)
@@ -487,7 +510,7 @@ class RowList(MutableSequence[Event]):
 
     def sort(self, *, key: Any = None, reverse: bool = False) -> None:
         events = sorted(self, key=key, reverse=reverse)
-        self.refs = array("q")
+        self.refs = array("i")
         self.objects = []
         for event in events:
             self.append(event)
@@ -501,7 +524,7 @@ def _relisted(
 ) -> RowList:
     """``events`` as a new ``RowList`` over ``table``: rows renumbered, objects that moved
     into the table replaced by their rows."""
-    refs: array[int] = array("q")
+    refs: array[int] = array("i")
     objects: list[Event] = []
     if isinstance(events, RowList):
         old_objects = events.objects
@@ -525,19 +548,62 @@ def _relisted(
     return RowList(table, refs, objects)
 
 
-def compact(state: ProjectionState) -> int:
-    """Move the state's folded bulk events (``compactable``) that are still objects into
-    rows; return how many moved. Views of the state are unchanged (see the module
-    docstring); new structures are swapped in at the end."""
+def _renumbered(ref: Event | int, old_rows: array[int], fresh_rows: dict[str, int]) -> Event | int:
+    """A task node's reference to an event, as a row of the new table where it is one."""
+    if type(ref) is int:
+        return old_rows[ref]
+    return fresh_rows.get(ref.id, ref)  # type: ignore[union-attr]
+
+
+class Compaction:
+    """What ``prepare`` built for a state; ``swap`` puts it in."""
+
+    def __init__(
+        self,
+        state: ProjectionState,
+        events: HeldEvents,
+        checkins: dict[str, MutableSequence[Event]],
+        feeds: list[tuple[Feed, RowList]],
+        observations: list[tuple[IndicatorNode, RowList]],
+        tasks: list[tuple[TaskNode, Event | int]],
+        moved: int,
+    ) -> None:
+        self.state = state
+        self.events = events
+        self.checkins = checkins
+        self.feeds = feeds
+        self.observations = observations
+        self.tasks = tasks
+        self.moved = moved
+        """How many events moved into rows."""
+
+    def swap(self) -> int:
+        """Put the new table and lists in; return how many events moved into rows."""
+        state, table = self.state, self.events.rows
+        state.events = self.events
+        state.checkins_by_subject = self.checkins
+        for feed, relisted in self.feeds:
+            feed.events = relisted
+        for node, relisted in self.observations:
+            node.observations = relisted
+        for task, writer in self.tasks:
+            task.writer = writer
+            task.rows = table
+        return self.moved
+
+
+def prepare(state: ProjectionState) -> Compaction | None:
+    """The compaction of the state's folded bulk events (``compactable``) still held as
+    objects, built beside the state (which it only reads); None if there are none."""
     held = state.events
     old = held.rows if isinstance(held, HeldEvents) else None
     objects = held.objects() if isinstance(held, HeldEvents) else held
     fresh = [event for event in objects.values() if compactable(event)]
     if not fresh:
-        return 0
-    table, old_rows, fresh_rows, _ = RowTable.merged(old, fresh)
+        return None
+    table, old_rows, fresh_rows = RowTable.merged(old, fresh)
     remaining = {key: event for key, event in objects.items() if key not in fresh_rows}
-    checkins = {
+    checkins: dict[str, MutableSequence[Event]] = {
         subject: _relisted(events, table, old_rows, fresh_rows)
         for subject, events in state.checkins_by_subject.items()
     }
@@ -549,14 +615,18 @@ def compact(state: ProjectionState) -> int:
         for node in state.indicators.values()
         if node.observations
     ]
-    # Swapped in only now: until here every reader saw the old, whole structures.
-    state.events = HeldEvents(remaining, table)
-    state.checkins_by_subject = checkins  # type: ignore[assignment]
-    for feed, relisted in feeds:
-        feed.events = relisted
-    for node, relisted in observations:
-        node.observations = relisted
-    return len(fresh_rows)
+    tasks = [
+        (task, _renumbered(task.writer, old_rows, fresh_rows)) for task in state.tasks.values()
+    ]
+    events = HeldEvents(remaining, table)
+    return Compaction(state, events, checkins, feeds, observations, tasks, len(fresh_rows))
+
+
+def compact(state: ProjectionState) -> int:
+    """Move the state's folded bulk events that are still objects into rows, at once
+    (``prepare`` and ``Compaction.swap``); return how many moved."""
+    compaction = prepare(state)
+    return 0 if compaction is None else compaction.swap()
 
 
 def held_as_rows(state: ProjectionState) -> int:

@@ -39,7 +39,7 @@ import bisect
 import operator
 from collections.abc import Callable, Hashable, Iterable, Mapping, MutableSequence
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from msgspec.structs import force_setattr
@@ -185,13 +185,33 @@ class KeyResultNode(msgspec.Struct, gc=False):
     milestones: set[str] = msgspec.field(default_factory=set)
 
 
+class EventRows(Protocol):
+    """Events held as rows (``projections.compact.RowTable``): a row's event, made again."""
+
+    def event(self, row: int) -> Event: ...
+
+
 class TaskNode(msgspec.Struct, gc=False):
     """A task and its done flag: a last-writer-wins register held inline (a sixth of all
-    events write one), written first by the task's own adding."""
+    events write one), written first by the task's own adding.
+
+    ``writer`` is an event, or in a compacted state (``projections.compact``) a row of
+    ``rows``: read it as ``done_by``.
+    """
 
     event: Event
-    done_by: Event  # the latest completion or reopen by stamp, or the adding event
+    writer: Event | int  # the latest completion or reopen by stamp, or the adding event
     done: bool = False
+    rows: EventRows | None = None
+
+    @property
+    def done_by(self) -> Event:
+        """The latest completion or reopen by stamp, or the adding event."""
+        writer = self.writer
+        if type(writer) is int:
+            assert self.rows is not None
+            return self.rows.event(writer)
+        return writer  # type: ignore[return-value]
 
 
 def task_id(task: TaskNode) -> str:
@@ -703,11 +723,13 @@ def _on_task_added(state: ProjectionState, event: Event, body: b.TaskAdded) -> N
 
 def _on_task_done(state: ProjectionState, event: Event, body: Any) -> None:
     task = state.tasks[body.task]  # present and the writer's own (the ownership rule)
-    writer = task.done_by
+    writer = task.writer
+    if type(writer) is int:
+        writer = task.done_by  # a row of a compacted state, made again
     clock = event.clock
     # ``later``, inlined: a sixth of all events.
-    if clock > writer.clock or (clock == writer.clock and event.id > writer.id):
-        task.done_by = event
+    if clock > writer.clock or (clock == writer.clock and event.id > writer.id):  # type: ignore[union-attr]
+        task.writer = event
         task.done = type(body) is _TASK_COMPLETED
 
 

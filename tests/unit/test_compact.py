@@ -178,3 +178,42 @@ def test_events_folded_after_a_compaction_join_the_next_one() -> None:
         expected.checkins_by_subject[ALICE_GOAL]
     )
     assert list(state.feeds["alice"].events) == list(expected.feeds["alice"].events)
+
+
+def _task_event(number: int, body: b.TaskAdded | b.TaskCompleted | b.TaskReopened) -> Event:
+    at = datetime(2026, 3, 2, tzinfo=UTC) + timedelta(hours=number)
+    return Event(
+        id=f"0190a000-0000-7000-8000-{number:012x}",
+        actor="alice",
+        device="laptop-1",
+        clock=1_000 + number,
+        recorded_at=at,
+        occurred_at=at,
+        body=body,
+    )
+
+
+def test_task_nodes_name_their_rows_and_fold_on_after_a_compaction() -> None:
+    task_ids = [f"0190a000-0000-7000-8000-{n:012x}" for n in (2, 3)]
+    added = [_task_event(n, b.TaskAdded(milestone=ALICE_GOAL, title=f"Task {n}")) for n in (2, 3)]
+    completed = _task_event(4, b.TaskCompleted(task=task_ids[0]))
+    history = [_goal(), *added, completed]
+    state = rebuild(history)
+    assert compact(state) == 1  # the completion: tasks' adding events stay objects
+    first, second = state.tasks[task_ids[0]], state.tasks[task_ids[1]]
+    assert isinstance(first.writer, int) and not isinstance(second.writer, int)
+    assert first.event == added[0] and first.done_by == completed and first.done
+    assert second.done_by == added[1] and not second.done
+    # Folded after: a reopen (an object) wins over the completion (a row); then a late
+    # completion with an earlier stamp loses to it, before and after the next compaction.
+    reopened = _task_event(6, b.TaskReopened(task=task_ids[0]))
+    stale = _task_event(5, b.TaskCompleted(task=task_ids[0]))
+    for event in (reopened, stale):
+        assert apply(state, event)
+    assert first.done_by == reopened and not first.done
+    expected = rebuild([*history, reopened, stale])
+    assert all_views(state, history) == all_views(expected, history)
+    assert compact(state) == 2
+    first = state.tasks[task_ids[0]]
+    assert isinstance(first.writer, int) and first.done_by == reopened and not first.done
+    assert all_views(state, history) == all_views(expected, history)
