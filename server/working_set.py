@@ -54,7 +54,7 @@ from typing import NamedTuple
 from events import Event
 from events import bodies as b
 from projections import persist
-from projections.compact import compact, held_as_rows
+from projections.compact import held_as_rows, prepare
 from projections.state import ProjectionState, apply, vouch
 from server.partition import (
     Partition,
@@ -374,8 +374,7 @@ class WorkingSet:
 
     async def _compact(self, key: str) -> None:
         """Move the bulk events of the partition held under ``key`` into rows, under the
-        follower's lock (nothing folds into it meanwhile) and off the event loop (views go
-        on reading it: the new structures are swapped in whole at the end)."""
+        follower's lock (nothing folds into it meanwhile)."""
         async with self._one_compaction_at_a_time:
             # After the loads a request waits on: a compaction shares the interpreter's lock
             # with them and nobody waits on it.
@@ -387,10 +386,13 @@ class WorkingSet:
                     return  # dropped meanwhile
                 began = time.perf_counter()
                 try:
-                    moved = await asyncio.to_thread(compact, partition.state)
+                    # Built off the event loop (views go on reading the state meanwhile),
+                    # swapped in on it (between two views: the swap rewrites task nodes).
+                    compaction = await asyncio.to_thread(prepare, partition.state)
                 except Exception:
                     log.exception("working set: compacting %s failed; it stays whole", key)
                     return
+                moved = 0 if compaction is None else compaction.swap()
                 partition.since_compaction = 0
                 self.compactions += 1
                 # A load of the same key settling from here on queues a compaction of its own.
