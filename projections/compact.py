@@ -25,7 +25,8 @@ Compaction never changes a view (``tests/unit/test_compact.py`` compares every v
 compacted states with a rebuild's). It is two steps: ``prepare`` builds the new table and
 lists beside the old ones, reading the state only (views may go on reading it, in
 another thread), and ``Compaction.swap`` puts them in (quick: a reader must not run
-meanwhile). Nothing may fold into the state between the two.
+meanwhile). Nothing may fold into the state between the two: ``folded`` tells (a
+compaction prepared while the state grew is built again).
 
 Pure: no I/O. The server compacts the partitions it holds (``server.working_set``).
 """
@@ -627,6 +628,12 @@ def compact(state: ProjectionState) -> int:
     (``prepare`` and ``Compaction.swap``); return how many moved."""
     compaction = prepare(state)
     return 0 if compaction is None else compaction.swap()
+
+
+def folded(state: ProjectionState) -> int:
+    """How many events were folded into the state: a compaction prepared while it grew
+    must not be swapped in (it would lose what was folded meanwhile)."""
+    return sum(state.versions.values())
 
 
 def held_as_rows(state: ProjectionState) -> int:

@@ -54,7 +54,7 @@ from typing import NamedTuple
 from events import Event
 from events import bodies as b
 from projections import persist
-from projections.compact import held_as_rows, prepare
+from projections.compact import folded, held_as_rows, prepare
 from projections.state import ProjectionState, apply, vouch
 from server.partition import (
     Partition,
@@ -84,8 +84,11 @@ COMPACT_AFTER = 5_000
 """Events a held partition folds as objects before they are moved into its rows (after a
 load, all of them are: ``projections.compact``)."""
 
-COMPACT_IDLE_WAIT = 0.1
-"""Seconds a compaction waits for the partition loads in progress to end, at a time."""
+COMPACT_QUIET = 1.0
+"""Seconds since the last partition load began before a compaction begins."""
+
+COMPACT_ATTEMPTS = 5
+"""Times a compaction is built again when events folded while it was built."""
 
 _TEAM_CHANGES = frozenset(
     body.__struct_config__.tag for body in (b.TeamMemberJoined, b.TeamMemberLeft)
@@ -145,6 +148,7 @@ class WorkingSet:
         self._one_snapshot_at_a_time = asyncio.Lock()
         self._compacting: dict[str, asyncio.Task[None]] = {}
         self._one_compaction_at_a_time = asyncio.Lock()
+        self._load_began = 0.0
         self.compactions = 0
 
     # --- which partition answers ---------------------------------------------------------
@@ -213,6 +217,7 @@ class WorkingSet:
         if task is None:
             task = asyncio.create_task(self._load(key, people, position, settle))
             self._loading[key] = task
+            self._load_began = time.monotonic()
             task.add_done_callback(lambda _: self._loading.pop(key, None))
         return await asyncio.shield(task)
 
@@ -373,25 +378,36 @@ class WorkingSet:
                 del self._compacting[key]
 
     async def _compact(self, key: str) -> None:
-        """Move the bulk events of the partition held under ``key`` into rows, under the
-        follower's lock (nothing folds into it meanwhile)."""
+        """Move the bulk events of the partition held under ``key`` into rows.
+
+        The compaction is built off the event loop while requests go on reading the state
+        (``projections.compact.prepare`` only reads it) and even while events fold into
+        it; it is swapped in on the loop (between two views: the swap rewrites task nodes)
+        only if nothing folded meanwhile and no snapshot is being encoded, else built
+        again. It holds no lock a request waits on: a load settling needs the follower's.
+        """
         async with self._one_compaction_at_a_time:
-            # After the loads a request waits on: a compaction shares the interpreter's lock
-            # with them and nobody waits on it.
-            while self._loading:
-                await asyncio.sleep(COMPACT_IDLE_WAIT)
-            async with self.lock or contextlib.nullcontext():
+            for _ in range(COMPACT_ATTEMPTS):
+                # After the loads: a compaction shares the interpreter with them, and
+                # nobody waits on it.
+                while self._loading or time.monotonic() - self._load_began < COMPACT_QUIET:
+                    await asyncio.sleep(COMPACT_QUIET / 4)
                 partition = self._partitions.get(key)
                 if partition is None:
                     return  # dropped meanwhile
                 began = time.perf_counter()
+                before = folded(partition.state)
                 try:
-                    # Built off the event loop (views go on reading the state meanwhile),
-                    # swapped in on it (between two views: the swap rewrites task nodes).
                     compaction = await asyncio.to_thread(prepare, partition.state)
+                except RuntimeError:
+                    continue  # a fold changed a dictionary it was reading: again
                 except Exception:
                     log.exception("working set: compacting %s failed; it stays whole", key)
                     return
+                if self._partitions.get(key) is not partition:
+                    return
+                if folded(partition.state) != before or (self.lock and self.lock.locked()):
+                    continue
                 moved = 0 if compaction is None else compaction.swap()
                 partition.since_compaction = 0
                 self.compactions += 1
@@ -403,6 +419,7 @@ class WorkingSet:
                     moved,
                     time.perf_counter() - began,
                 )
+                return
 
     async def vouch_waiting(self, partitions: Collection[Partition], upto: int) -> None:
         """Vouch for the events outside ``partitions`` that their events wait for, as the

@@ -19,9 +19,9 @@ import pytest_asyncio
 from events import Event, new_event_id
 from events.bodies import KudosGiven, MilestoneCompleted, TeamMemberJoined
 from milepost_testkit.history import generate_history
-from projections.compact import compactable, held_as_rows
+from projections.compact import Compaction, compactable, folded, held_as_rows, prepare
 from projections.goals import goal_tree
-from projections.state import ProjectionState
+from projections.state import ProjectionState, apply
 from server import working_set as working_set_module
 from server.cli import main
 from server.partition import collection_paused
@@ -489,3 +489,37 @@ async def test_snapshot_take_partitions_snapshots_each_stale_partition_and_loads
     assert code == 0 and out.startswith(f"team:{teams[0]}: snapshot "), out
     code, out = await asyncio.to_thread(take, "--partition", f"person:{people[0]}")
     assert code == 0 and out.startswith(f"person:{people[0]}: snapshot "), out
+
+
+async def test_a_compaction_built_while_events_folded_is_built_again(
+    store: ServerStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    history = history_with_kudos(seed=5)
+    stored, held_back = history[:-200], history[-200:]
+    await append(store, shuffled_batches(stored, seed=3))
+    working_set = WorkingSet(store, budget_bytes=10**9)
+    follower = ProjectionFollower(store, working_set=working_set)
+    await follower.start_working_set()
+    monkeypatch.setattr(working_set_module, "COMPACT_QUIET", 0.0)
+    prepared: list[int] = []
+
+    def prepare_while_one_folds(state: ProjectionState) -> Compaction | None:
+        compaction = prepare(state)
+        prepared.append(folded(state))
+        if len(prepared) == 1:  # as if the follower folded one meanwhile
+            before = folded(state)
+            for event in held_back:
+                apply(state, event)
+                if folded(state) != before:
+                    break
+        return compaction
+
+    monkeypatch.setattr(working_set_module, "prepare", prepare_while_one_folds)
+    full = await rebuilt_state(store)
+    team = people_and_teams(full)[1][0]
+    state = (await follower.team_view(team)).state
+    await working_set.close()
+    assert len(prepared) == 2 and prepared[1] > prepared[0]  # the first was not swapped in
+    assert working_set.compactions == 1
+    assert held_as_rows(state) == sum(map(compactable, state.events.values())) > 0
+    assert folded(state) == prepared[1]  # the event folded meanwhile is still there
