@@ -427,14 +427,16 @@ class HeldEvents(dict[str, Event]):
         rows = self.rows
         return itertools.chain(dict.__iter__(self), map(rows.id_of, range(len(rows))))
 
+    # One pass each, made as they are read: a snapshot encodes the events in chunks and
+    # yields to the event loop between them.
     def keys(self) -> Any:
-        return list(self)
+        return iter(self)
 
     def values(self) -> Any:
-        return [*dict.values(self), *self.rows.rows()]
+        return itertools.chain(dict.values(self), self.rows.rows())
 
     def items(self) -> Any:
-        return [*dict.items(self), *((event.id, event) for event in self.rows.rows())]
+        return itertools.chain(dict.items(self), ((event.id, event) for event in self.rows.rows()))
 
     def objects(self) -> dict[str, Event]:
         """The events held as objects."""

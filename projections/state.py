@@ -208,10 +208,10 @@ class TaskNode(msgspec.Struct, gc=False):
     def done_by(self) -> Event:
         """The latest completion or reopen by stamp, or the adding event."""
         writer = self.writer
-        if type(writer) is int:
+        if isinstance(writer, int):
             assert self.rows is not None
             return self.rows.event(writer)
-        return writer  # type: ignore[return-value]
+        return writer
 
 
 def task_id(task: TaskNode) -> str:
@@ -724,11 +724,11 @@ def _on_task_added(state: ProjectionState, event: Event, body: b.TaskAdded) -> N
 def _on_task_done(state: ProjectionState, event: Event, body: Any) -> None:
     task = state.tasks[body.task]  # present and the writer's own (the ownership rule)
     writer = task.writer
-    if type(writer) is int:
+    if isinstance(writer, int):
         writer = task.done_by  # a row of a compacted state, made again
     clock = event.clock
     # ``later``, inlined: a sixth of all events.
-    if clock > writer.clock or (clock == writer.clock and event.id > writer.id):  # type: ignore[union-attr]
+    if clock > writer.clock or (clock == writer.clock and event.id > writer.id):
         task.writer = event
         task.done = type(body) is _TASK_COMPLETED
 
