@@ -383,8 +383,9 @@ class WorkingSet:
         The compaction is built off the event loop while requests go on reading the state
         (``projections.compact.prepare`` only reads it) and even while events fold into
         it; it is swapped in on the loop (between two views: the swap rewrites task nodes)
-        only if nothing folded meanwhile and no snapshot is being encoded, else built
-        again. It holds no lock a request waits on: a load settling needs the follower's.
+        under the follower's lock (after a snapshot being encoded), only if nothing
+        folded meanwhile, else built again. It holds no lock while it is built: a load
+        settling needs the follower's.
         """
         async with self._one_compaction_at_a_time:
             for _ in range(COMPACT_ATTEMPTS):
@@ -404,15 +405,17 @@ class WorkingSet:
                 except Exception:
                     log.exception("working set: compacting %s failed; it stays whole", key)
                     return
-                if self._partitions.get(key) is not partition:
-                    return
-                if folded(partition.state) != before or (self.lock and self.lock.locked()):
-                    continue
-                moved = 0 if compaction is None else compaction.swap()
-                partition.since_compaction = 0
-                self.compactions += 1
-                # A load of the same key settling from here on queues a compaction of its own.
-                del self._compacting[key]
+                # The follower's lock only for the swap: a snapshot being encoded ends first.
+                async with self.lock or contextlib.nullcontext():
+                    if self._partitions.get(key) is not partition:
+                        return
+                    if folded(partition.state) != before:
+                        continue
+                    moved = 0 if compaction is None else compaction.swap()
+                    partition.since_compaction = 0
+                    self.compactions += 1
+                    # A load of the same key settling from now on queues its own.
+                    del self._compacting[key]
                 log.debug(
                     "working set: compacted %s (%d events into rows) in %.2f s",
                     key,
