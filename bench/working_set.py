@@ -274,6 +274,10 @@ def boards(
                 time.sleep(0.05)
             figure("warm_up_after_start_seconds", time.perf_counter() - began, "s")
             figure("partitions_warmed_up", wanted, "count")
+            # The warm-up compacts each partition before the next load: the RSS of the same
+            # partitions held without the cold phase's climb through all of them uncompacted.
+            wait_for_compactions(client, url)
+            figure("server_rss_after_warm_up", rss_mb(process.pid), "MB")
     finally:
         stop_server(process, patience=300)
     series["cold_after_refresh"] = cold_after_refresh(home, tokens, flags)

@@ -387,42 +387,54 @@ class WorkingSet:
         folded meanwhile, else built again. It holds no lock while it is built: a load
         settling needs the follower's.
         """
-        async with self._one_compaction_at_a_time:
-            for _ in range(COMPACT_ATTEMPTS):
-                # After the loads: a compaction shares the interpreter with them, and
-                # nobody waits on it.
-                while self._loading or time.monotonic() - self._load_began < COMPACT_QUIET:
-                    await asyncio.sleep(COMPACT_QUIET / 4)
-                partition = self._partitions.get(key)
-                if partition is None:
-                    return  # dropped meanwhile
-                began = time.perf_counter()
-                before = folded(partition.state)
-                try:
-                    compaction = await asyncio.to_thread(prepare, partition.state)
-                except RuntimeError:
-                    continue  # a fold changed a dictionary it was reading: again
-                except Exception:
-                    log.exception("working set: compacting %s failed; it stays whole", key)
+        await self.compact(key, after_loads=True)
+
+    async def compact(self, key: str, *, after_loads: bool = False) -> None:
+        """Compact the partition held under ``key`` now (see ``_compact``), one compaction
+        at a time; with ``after_loads``, once no load has begun for a second."""
+        for _ in range(COMPACT_ATTEMPTS):
+            # After the loads: a compaction shares the interpreter with them, and nobody
+            # waits on it.
+            while after_loads and (
+                self._loading or time.monotonic() - self._load_began < COMPACT_QUIET
+            ):
+                await asyncio.sleep(COMPACT_QUIET / 4)
+            async with self._one_compaction_at_a_time:
+                if await self._compacted_once(key):
                     return
-                # The follower's lock only for the swap: a snapshot being encoded ends first.
-                async with self.lock or contextlib.nullcontext():
-                    if self._partitions.get(key) is not partition:
-                        return
-                    if folded(partition.state) != before:
-                        continue
-                    moved = 0 if compaction is None else compaction.swap()
-                    partition.since_compaction = 0
-                    self.compactions += 1
-                    # A load of the same key settling from now on queues its own.
-                    del self._compacting[key]
-                log.debug(
-                    "working set: compacted %s (%d events into rows) in %.2f s",
-                    key,
-                    moved,
-                    time.perf_counter() - began,
-                )
-                return
+
+    async def _compacted_once(self, key: str) -> bool:
+        """One attempt; False: events folded while it was built (try again)."""
+        partition = self._partitions.get(key)
+        if partition is None:
+            return True  # dropped meanwhile
+        began = time.perf_counter()
+        before = folded(partition.state)
+        try:
+            compaction = await asyncio.to_thread(prepare, partition.state)
+        except RuntimeError:
+            return False  # a fold changed a dictionary it was reading
+        except Exception:
+            log.exception("working set: compacting %s failed; it stays whole", key)
+            return True
+        # The follower's lock only for the swap: a snapshot being encoded ends first.
+        async with self.lock or contextlib.nullcontext():
+            if self._partitions.get(key) is not partition:
+                return True
+            if folded(partition.state) != before:
+                return False
+            moved = 0 if compaction is None else compaction.swap()
+            partition.since_compaction = 0
+            self.compactions += 1
+            # A load of the same key settling from now on queues its own.
+            self._compacting.pop(key, None)
+        log.debug(
+            "working set: compacted %s (%d events into rows) in %.2f s",
+            key,
+            moved,
+            time.perf_counter() - began,
+        )
+        return True
 
     async def vouch_waiting(self, partitions: Collection[Partition], upto: int) -> None:
         """Vouch for the events outside ``partitions`` that their events wait for, as the

@@ -350,6 +350,10 @@ async def test_warming_loads_the_partitions_named_until_the_budget_is_full(
     assert await follower.warm(keys) == 2
     assert follower.working_set is not None
     assert follower.working_set.held_keys() == [f"person:{people[0]}", f"team:{teams[0]}"]
+    for partition in follower.working_set._partitions.values():  # each, before the next
+        assert held_as_rows(partition.state) == sum(
+            map(compactable, partition.state.events.values())
+        )
     state = (await follower.team_view(teams[0])).state
     assert dict(team_views(state, teams[0], NOW)) == dict(team_views(full, teams[0], NOW))
     assert follower.working_set.loads == 2  # that one was warm
