@@ -36,9 +36,11 @@ from __future__ import annotations
 import bisect
 import itertools
 from array import array
-from collections.abc import Iterable, Iterator, MutableSequence
+from collections.abc import Iterable, Iterator, Mapping, MutableSequence
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any, overload
+
+from msgspec.structs import force_setattr
 
 from events import Event
 from events import bodies as b
@@ -569,6 +571,8 @@ class Compaction:
         feeds: list[tuple[Feed, RowList]],
         observations: list[tuple[IndicatorNode, RowList]],
         tasks: list[tuple[TaskNode, Event | int]],
+        tasks_by_id: dict[str, TaskNode],
+        shared: list[tuple[Any, str, str]],
         moved: int,
     ) -> None:
         self.state = state
@@ -577,6 +581,8 @@ class Compaction:
         self.feeds = feeds
         self.observations = observations
         self.tasks = tasks
+        self.tasks_by_id = tasks_by_id
+        self.shared = shared
         self.moved = moved
         """How many events moved into rows."""
 
@@ -592,6 +598,9 @@ class Compaction:
         for task, writer in self.tasks:
             task.writer = writer
             task.rows = table
+        state.tasks = self.tasks_by_id
+        for body, field, name in self.shared:
+            force_setattr(body, field, name)
         return self.moved
 
 
@@ -621,8 +630,36 @@ def prepare(state: ProjectionState) -> Compaction | None:
     tasks = [
         (task, _renumbered(task.writer, old_rows, fresh_rows)) for task in state.tasks.values()
     ]
+    # Names held as copies (a snapshot's restore decodes each reference as a string of
+    # its own; the fold shares the named event's): the tasks keyed, and the kept bodies
+    # naming, by the events' own id strings.
+    tasks_by_id = {task.event.id: task for task in state.tasks.values()}
+    shared: list[tuple[Any, str, str]] = []
+    for task in state.tasks.values():
+        _share(task.event.body, "milestone", state.milestones, shared)
+    for row_body in table.bodies:
+        if type(row_body) is _OBSERVATION:
+            _share(row_body, "indicator", state.indicators, shared)
     events = HeldEvents(remaining, table)
-    return Compaction(state, events, checkins, feeds, observations, tasks, len(fresh_rows))
+    return Compaction(
+        state,
+        events,
+        checkins,
+        feeds,
+        observations,
+        tasks,
+        tasks_by_id,
+        shared,
+        len(fresh_rows),
+    )
+
+
+def _share(body: Any, field: str, nodes: Mapping[str, Any], shared: list[Any]) -> None:
+    """Note the node's own id string for ``body``'s reference ``field`` if it holds a copy."""
+    name = getattr(body, field)
+    node = nodes.get(name) if name is not None else None
+    if node is not None and node.event.id == name and node.event.id is not name:
+        shared.append((body, field, node.event.id))
 
 
 def compact(state: ProjectionState) -> int:
