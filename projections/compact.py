@@ -36,7 +36,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from array import array
-from collections.abc import Iterable, Iterator, Mapping, MutableSequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableSequence
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any, overload
 
@@ -251,7 +251,7 @@ class RowTable:
 
     @classmethod
     def merged(
-        cls, old: RowTable | None, fresh: list[Event]
+        cls, old: RowTable | None, fresh: list[Event], stop: Callable[[], bool] = lambda: False
     ) -> tuple[RowTable, array[int], dict[str, int]]:
         """A table of ``old``'s rows and the ``fresh`` events that fit, sorted by id.
 
@@ -267,7 +267,9 @@ class RowTable:
             table.words = list(old.words)
             table.confidences = list(old.confidences)
         keyed: list[tuple[int, int, Event]] = []
-        for event in fresh:
+        for count, event in enumerate(fresh):
+            if not count & _CHECK_EVERY and stop():
+                raise Stopped
             parts = _id_parts(event.id)
             if parts is not None and table._fits(event, tables):
                 keyed.append((parts[0], parts[1], event))
@@ -278,7 +280,9 @@ class RowTable:
         # Merge the old rows (already in id order) with the sorted fresh ones.
         old_index = 0
         position = 0
-        for high, low, event in keyed:
+        for count, (high, low, event) in enumerate(keyed):
+            if not count & _CHECK_EVERY and stop():
+                raise Stopped
             while old is not None and old_index < old_count:
                 if (old.high[old_index], old.low[old_index]) > (high, low):
                     break
@@ -604,21 +608,32 @@ class Compaction:
         return self.moved
 
 
-def prepare(state: ProjectionState) -> Compaction | None:
+class Stopped(Exception):
+    """``prepare`` was asked to stop (``stop`` said so): nothing was changed."""
+
+
+_CHECK_EVERY = 1023  # events between two calls of ``stop`` (a mask: every 1,024)
+
+
+def prepare(state: ProjectionState, stop: Callable[[], bool] = lambda: False) -> Compaction | None:
     """The compaction of the state's folded bulk events (``compactable``) still held as
-    objects, built beside the state (which it only reads); None if there are none."""
+    objects, built beside the state (which it only reads); None if there are none.
+
+    ``stop`` is asked every thousand events or so; when it says so, ``Stopped`` is raised
+    (the server stops a compaction when a load begins: they share the interpreter)."""
     held = state.events
     old = held.rows if isinstance(held, HeldEvents) else None
     objects = held.objects() if isinstance(held, HeldEvents) else held
     fresh = [event for event in objects.values() if compactable(event)]
     if not fresh:
         return None
-    table, old_rows, fresh_rows = RowTable.merged(old, fresh)
+    table, old_rows, fresh_rows = RowTable.merged(old, fresh, stop)
     remaining = {key: event for key, event in objects.items() if key not in fresh_rows}
-    checkins: dict[str, MutableSequence[Event]] = {
-        subject: _relisted(events, table, old_rows, fresh_rows)
-        for subject, events in state.checkins_by_subject.items()
-    }
+    checkins: dict[str, MutableSequence[Event]] = {}
+    for count, (subject, listed) in enumerate(state.checkins_by_subject.items()):
+        if not count & 63 and stop():
+            raise Stopped
+        checkins[subject] = _relisted(listed, table, old_rows, fresh_rows)
     feeds = [
         (feed, _relisted(feed.events, table, old_rows, fresh_rows)) for feed in state.feeds.values()
     ]

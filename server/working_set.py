@@ -54,7 +54,7 @@ from typing import NamedTuple
 from events import Event
 from events import bodies as b
 from projections import persist
-from projections.compact import folded, held_as_rows, prepare
+from projections.compact import Stopped, folded, held_as_rows, prepare
 from projections.state import ProjectionState, apply, vouch
 from server.partition import (
     Partition,
@@ -85,7 +85,7 @@ COMPACT_AFTER = 5_000
 load, all of them are: ``projections.compact``)."""
 
 COMPACT_QUIET = 1.0
-"""Seconds since the last partition load began before a compaction begins."""
+"""Seconds since the last partition load began or ended before a compaction begins."""
 
 COMPACT_ATTEMPTS = 5
 """Times a compaction is built again when events folded while it was built."""
@@ -148,7 +148,7 @@ class WorkingSet:
         self._one_snapshot_at_a_time = asyncio.Lock()
         self._compacting: dict[str, asyncio.Task[None]] = {}
         self._one_compaction_at_a_time = asyncio.Lock()
-        self._load_began = 0.0
+        self._load_moved = 0.0  # when a load last began or ended
         self.compactions = 0
 
     # --- which partition answers ---------------------------------------------------------
@@ -217,7 +217,7 @@ class WorkingSet:
         if task is None:
             task = asyncio.create_task(self._load(key, people, position, settle))
             self._loading[key] = task
-            self._load_began = time.monotonic()
+            self._load_moved = time.monotonic()
             task.add_done_callback(lambda _: self._loading.pop(key, None))
         return await asyncio.shield(task)
 
@@ -225,8 +225,11 @@ class WorkingSet:
         self, key: str, people: frozenset[str], position: int, settle: Settle
     ) -> Partition:
         began = time.perf_counter()
-        partition, after = await self._folded(key, people, position)
-        await settle(partition, position)
+        try:
+            partition, after = await self._folded(key, people, position)
+            await settle(partition, position)
+        finally:
+            self._load_moved = time.monotonic()
         self.loads += 1
         self.load_seconds += time.perf_counter() - began
         log.info(
@@ -392,26 +395,37 @@ class WorkingSet:
     async def compact(self, key: str, *, after_loads: bool = False) -> None:
         """Compact the partition held under ``key`` now (see ``_compact``), one compaction
         at a time; with ``after_loads``, once no load has begun for a second."""
-        for _ in range(COMPACT_ATTEMPTS):
+        attempts = 0
+        while attempts < COMPACT_ATTEMPTS:
             # After the loads: a compaction shares the interpreter with them, and nobody
-            # waits on it.
+            # waits on it (one a load begins during stops, and begins again after).
             while after_loads and (
-                self._loading or time.monotonic() - self._load_began < COMPACT_QUIET
+                self._loading or time.monotonic() - self._load_moved < COMPACT_QUIET
             ):
                 await asyncio.sleep(COMPACT_QUIET / 4)
             async with self._one_compaction_at_a_time:
-                if await self._compacted_once(key):
-                    return
+                done = await self._compacted_once(key, stop=after_loads)
+            if done is None:
+                continue  # stopped for a load
+            if done:
+                return
+            attempts += 1
 
-    async def _compacted_once(self, key: str) -> bool:
-        """One attempt; False: events folded while it was built (try again)."""
+    async def _compacted_once(self, key: str, *, stop: bool) -> bool | None:
+        """One attempt; False: events folded while it was built; None: a load began
+        meanwhile (with ``stop``). Either way nothing changed: try again."""
         partition = self._partitions.get(key)
         if partition is None:
             return True  # dropped meanwhile
         began = time.perf_counter()
         before = folded(partition.state)
+        loading = self._loading
         try:
-            compaction = await asyncio.to_thread(prepare, partition.state)
+            compaction = await asyncio.to_thread(
+                prepare, partition.state, (lambda: bool(loading)) if stop else lambda: False
+            )
+        except Stopped:
+            return None
         except RuntimeError:
             return False  # a fold changed a dictionary it was reading
         except Exception:

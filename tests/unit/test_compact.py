@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,7 +19,15 @@ import events
 from events import bodies as b
 from events.envelope import Event
 from milepost_testkit.strategies import histories
-from projections.compact import HeldEvents, RowList, compact, compactable, held_as_rows
+from projections.compact import (
+    HeldEvents,
+    RowList,
+    Stopped,
+    compact,
+    compactable,
+    held_as_rows,
+    prepare,
+)
 from projections.state import ProjectionState, apply, rebuild
 from tests.unit.test_properties import SETTINGS, all_views
 
@@ -217,3 +226,22 @@ def test_task_nodes_name_their_rows_and_fold_on_after_a_compaction() -> None:
     first = state.tasks[task_ids[0]]
     assert isinstance(first.writer, int) and first.done_by == reopened and not first.done
     assert all_views(state, history) == all_views(expected, history)
+
+
+def test_a_compaction_asked_to_stop_changes_nothing() -> None:
+    checkins = [
+        _checkin(n, datetime(2026, 3, 2, tzinfo=UTC) + timedelta(hours=n)) for n in range(2, 3000)
+    ]
+    state = rebuild([_goal(), *checkins])
+    asked: list[int] = []
+
+    def stop_at_the_third_ask() -> bool:
+        asked.append(1)
+        return len(asked) >= 3
+
+    with pytest.raises(Stopped):
+        prepare(state, stop_at_the_third_ask)
+    assert len(asked) == 3  # asked along the way, not only at the start
+    assert type(state.events) is dict and held_as_rows(state) == 0
+    assert type(state.checkins_by_subject[ALICE_GOAL]) is list
+    assert compact(state) == len(checkins)
