@@ -231,8 +231,9 @@ class ProjectionFollower:
             kind, name = parsed
             await (self.team_view(name) if kind == "team" else self.person_view(name))
             # Compacted before the next load: the memory its objects free is what the
-            # next one reuses, and a start's RSS does not first climb to all of them.
-            await working_set.compact(key)
+            # next one reuses, and a start's RSS does not first climb to all of them. As
+            # any compaction, after the loads requests wait on (it stops for them).
+            await working_set.compact(key, after_loads=True)
             warmed += 1
         if warmed:
             log.info(

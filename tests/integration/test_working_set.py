@@ -9,7 +9,7 @@ import asyncio
 import gc
 import json
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 
 import msgspec
@@ -507,8 +507,10 @@ async def test_a_compaction_built_while_events_folded_is_built_again(
     monkeypatch.setattr(working_set_module, "COMPACT_QUIET", 0.0)
     prepared: list[int] = []
 
-    def prepare_while_one_folds(state: ProjectionState) -> Compaction | None:
-        compaction = prepare(state)
+    def prepare_while_one_folds(
+        state: ProjectionState, stop: Callable[[], bool]
+    ) -> Compaction | None:
+        compaction = prepare(state, stop)
         prepared.append(folded(state))
         if len(prepared) == 1:  # as if the follower folded one meanwhile
             before = folded(state)
