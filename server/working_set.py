@@ -54,8 +54,10 @@ from typing import NamedTuple
 from events import Event
 from events import bodies as b
 from projections import persist
-from projections.compact import Stopped, folded, held_as_rows, prepare
+from projections.compact import held_as_rows
 from projections.state import ProjectionState, apply, vouch
+from server import compaction
+from server.compaction import Compactor
 from server.partition import (
     Partition,
     collection_paused,
@@ -79,16 +81,6 @@ whose freed memory the allocator keeps); converts ``--memory-budget`` into event
 SNAPSHOT_AFTER = 5_000
 """Events a partition folds past its newest snapshot before it is worth a new one (at
 5,000 a snapshot saves ~80 ms of every later load of it and costs ~30 ms to take)."""
-
-COMPACT_AFTER = 5_000
-"""Events a held partition folds as objects before they are moved into its rows (after a
-load, all of them are: ``projections.compact``)."""
-
-COMPACT_QUIET = 1.0
-"""Seconds since the last partition load began or ended before a compaction begins."""
-
-COMPACT_ATTEMPTS = 5
-"""Times a compaction is built again when events folded while it was built."""
 
 _TEAM_CHANGES = frozenset(
     body.__struct_config__.tag for body in (b.TeamMemberJoined, b.TeamMemberLeft)
@@ -146,10 +138,7 @@ class WorkingSet:
         self.snapshots_taken = 0
         self._snapshotting: dict[str, asyncio.Task[None]] = {}
         self._one_snapshot_at_a_time = asyncio.Lock()
-        self._compacting: dict[str, asyncio.Task[None]] = {}
-        self._one_compaction_at_a_time = asyncio.Lock()
-        self._load_moved = 0.0  # when a load last began or ended
-        self.compactions = 0
+        self.compactor = Compactor(self)
 
     # --- which partition answers ---------------------------------------------------------
 
@@ -168,6 +157,24 @@ class WorkingSet:
     def held_events(self) -> int:
         """Events held by the loaded partitions."""
         return sum(partition.size for partition in self._partitions.values())
+
+    def held(self, key: str) -> Partition | None:
+        """The partition held under ``key``, if one is."""
+        return self._partitions.get(key)
+
+    @property
+    def loading(self) -> bool:
+        """Whether a partition is being loaded (a request waits on it)."""
+        return bool(self._loading)
+
+    @property
+    def compactions(self) -> int:
+        """Compactions swapped in (``server.compaction``)."""
+        return self.compactor.compactions
+
+    async def compact(self, key: str, *, after_loads: bool = False) -> None:
+        """Compact the partition held under ``key`` now (``Compactor.compact``)."""
+        await self.compactor.compact(key, after_loads=after_loads)
 
     @property
     def held_rows(self) -> int:
@@ -197,7 +204,7 @@ class WorkingSet:
 
     async def close(self) -> None:
         """Finish the partition snapshots being written and the compactions (at a stop)."""
-        for task in [*self._snapshotting.values(), *self._compacting.values()]:
+        for task in [*self._snapshotting.values(), *self.compactor.queued()]:
             with contextlib.suppress(Exception):
                 await task
 
@@ -217,7 +224,7 @@ class WorkingSet:
         if task is None:
             task = asyncio.create_task(self._load(key, people, position, settle))
             self._loading[key] = task
-            self._load_moved = time.monotonic()
+            self.compactor.load_moved()
             task.add_done_callback(lambda _: self._loading.pop(key, None))
         return await asyncio.shield(task)
 
@@ -229,7 +236,7 @@ class WorkingSet:
             partition, after = await self._folded(key, people, position)
             await settle(partition, position)
         finally:
-            self._load_moved = time.monotonic()
+            self.compactor.load_moved()
         self.loads += 1
         self.load_seconds += time.perf_counter() - began
         log.info(
@@ -242,7 +249,7 @@ class WorkingSet:
         )
         if partition.since_snapshot >= self.snapshot_after:
             self._snapshot_soon(partition)
-        self._compact_soon(partition)
+        self.compactor.soon(partition)
         return partition
 
     async def _folded(self, key: str, people: frozenset[str], upto: int) -> tuple[Partition, int]:
@@ -366,90 +373,6 @@ class WorkingSet:
             if info is not None:
                 self.snapshots_taken += 1
 
-    def _compact_soon(self, partition: Partition) -> None:
-        """Compact a held partition in the background (after the answer that loaded it)."""
-        key = partition.key
-        if key in self._compacting:
-            return  # the one queued compacts whichever partition holds the key then
-        task = asyncio.create_task(self._compact(key))
-        self._compacting[key] = task
-        task.add_done_callback(self._compacted)
-
-    def _compacted(self, task: asyncio.Task[None]) -> None:
-        for key, queued in list(self._compacting.items()):
-            if queued is task:
-                del self._compacting[key]
-
-    async def _compact(self, key: str) -> None:
-        """Move the bulk events of the partition held under ``key`` into rows.
-
-        The compaction is built off the event loop while requests go on reading the state
-        (``projections.compact.prepare`` only reads it) and even while events fold into
-        it; it is swapped in on the loop (between two views: the swap rewrites task nodes)
-        under the follower's lock (after a snapshot being encoded), only if nothing
-        folded meanwhile, else built again. It holds no lock while it is built: a load
-        settling needs the follower's.
-        """
-        await self.compact(key, after_loads=True)
-
-    async def compact(self, key: str, *, after_loads: bool = False) -> None:
-        """Compact the partition held under ``key`` now (see ``_compact``), one compaction
-        at a time; with ``after_loads``, once no load has begun for a second."""
-        attempts = 0
-        while attempts < COMPACT_ATTEMPTS:
-            # After the loads: a compaction shares the interpreter with them, and nobody
-            # waits on it (one a load begins during stops, and begins again after).
-            while after_loads and (
-                self._loading or time.monotonic() - self._load_moved < COMPACT_QUIET
-            ):
-                await asyncio.sleep(COMPACT_QUIET / 4)
-            async with self._one_compaction_at_a_time:
-                done = await self._compacted_once(key, stop=after_loads)
-            if done is None:
-                continue  # stopped for a load
-            if done:
-                return
-            attempts += 1
-
-    async def _compacted_once(self, key: str, *, stop: bool) -> bool | None:
-        """One attempt; False: events folded while it was built; None: a load began
-        meanwhile (with ``stop``). Either way nothing changed: try again."""
-        partition = self._partitions.get(key)
-        if partition is None:
-            return True  # dropped meanwhile
-        began = time.perf_counter()
-        before = folded(partition.state)
-        loading = self._loading
-        try:
-            compaction = await asyncio.to_thread(
-                prepare, partition.state, (lambda: bool(loading)) if stop else lambda: False
-            )
-        except Stopped:
-            return None
-        except RuntimeError:
-            return False  # a fold changed a dictionary it was reading
-        except Exception:
-            log.exception("working set: compacting %s failed; it stays whole", key)
-            return True
-        # The follower's lock only for the swap: a snapshot being encoded ends first.
-        async with self.lock or contextlib.nullcontext():
-            if self._partitions.get(key) is not partition:
-                return True
-            if folded(partition.state) != before:
-                return False
-            moved = 0 if compaction is None else compaction.swap()
-            partition.since_compaction = 0
-            self.compactions += 1
-            # A load of the same key settling from now on queues its own.
-            self._compacting.pop(key, None)
-        log.debug(
-            "working set: compacted %s (%d events into rows) in %.2f s",
-            key,
-            moved,
-            time.perf_counter() - began,
-        )
-        return True
-
     async def vouch_waiting(self, partitions: Collection[Partition], upto: int) -> None:
         """Vouch for the events outside ``partitions`` that their events wait for, as the
         store had them at position ``upto`` (an event accepted later is not vouched for yet:
@@ -509,8 +432,8 @@ class WorkingSet:
         for partition in [p for p in self._partitions.values() if p.kudos_given]:
             await self.adopt_foreign(partition, upto)
         for partition in self._partitions.values():
-            if partition.since_compaction >= COMPACT_AFTER:
-                self._compact_soon(partition)
+            if partition.since_compaction >= compaction.COMPACT_AFTER:
+                self.compactor.soon(partition)
 
     async def _drop_for_early_kudos(self, completed: dict[str, int], upto: int) -> None:
         """Drop the partitions that hold a completion just folded which someone outside them

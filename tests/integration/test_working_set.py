@@ -22,7 +22,7 @@ from milepost_testkit.history import generate_history
 from projections.compact import Compaction, compactable, folded, held_as_rows, prepare
 from projections.goals import goal_tree
 from projections.state import ProjectionState, apply
-from server import working_set as working_set_module
+from server import compaction as compaction_module
 from server.cli import main
 from server.partition import collection_paused
 from server.projection import ProjectionFollower
@@ -142,7 +142,7 @@ async def test_every_view_from_a_partition_equals_the_fold_of_everything(
 
     # The rest arrives while the partitions are loaded: routed as it is folded, into
     # compacted partitions, which are compacted again once they folded enough.
-    monkeypatch.setattr(working_set_module, "COMPACT_AFTER", 20)
+    monkeypatch.setattr(compaction_module, "COMPACT_AFTER", 20)
     await append(store, shuffled_batches(history[cut:], seed=2))
     await follower.catch_up()
     full = await rebuilt_state(store)
@@ -504,7 +504,7 @@ async def test_a_compaction_built_while_events_folded_is_built_again(
     working_set = WorkingSet(store, budget_bytes=10**9)
     follower = ProjectionFollower(store, working_set=working_set)
     await follower.start_working_set()
-    monkeypatch.setattr(working_set_module, "COMPACT_QUIET", 0.0)
+    monkeypatch.setattr(compaction_module, "COMPACT_QUIET", 0.0)
     prepared: list[int] = []
 
     def prepare_while_one_folds(
@@ -520,7 +520,7 @@ async def test_a_compaction_built_while_events_folded_is_built_again(
                     break
         return compaction
 
-    monkeypatch.setattr(working_set_module, "prepare", prepare_while_one_folds)
+    monkeypatch.setattr(compaction_module, "prepare", prepare_while_one_folds)
     full = await rebuilt_state(store)
     team = people_and_teams(full)[1][0]
     state = (await follower.team_view(team)).state
