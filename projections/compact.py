@@ -37,6 +37,7 @@ import bisect
 import itertools
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableSequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any, overload
 
@@ -426,9 +427,6 @@ class HeldEvents(dict[str, Event]):
     def __len__(self) -> int:
         return dict.__len__(self) + len(self.rows)
 
-    def __bool__(self) -> bool:
-        return len(self) > 0
-
     def __iter__(self) -> Iterator[str]:
         rows = self.rows
         return itertools.chain(dict.__iter__(self), map(rows.id_of, range(len(rows))))
@@ -507,22 +505,8 @@ class RowList(MutableSequence[Event]):
     def __delitem__(self, index: int | slice) -> None:
         del self.refs[index]  # an object left behind is dropped at the next compaction
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, (list, RowList)):
-            return NotImplemented
-        return len(self) == len(other) and all(a == c for a, c in zip(self, other, strict=True))
-
-    __hash__ = None  # type: ignore[assignment]
-
     def __repr__(self) -> str:
         return f"RowList({len(self)} events, {len(self.objects)} as objects)"
-
-    def sort(self, *, key: Any = None, reverse: bool = False) -> None:
-        events = sorted(self, key=key, reverse=reverse)
-        self.refs = array("i")
-        self.objects = []
-        for event in events:
-            self.append(event)
 
 
 def _relisted(
@@ -564,31 +548,20 @@ def _renumbered(ref: Event | int, old_rows: array[int], fresh_rows: dict[str, in
     return fresh_rows.get(ref.id, ref)  # type: ignore[union-attr]
 
 
+@dataclass(eq=False)
 class Compaction:
     """What ``prepare`` built for a state; ``swap`` puts it in."""
 
-    def __init__(
-        self,
-        state: ProjectionState,
-        events: HeldEvents,
-        checkins: dict[str, MutableSequence[Event]],
-        feeds: list[tuple[Feed, RowList]],
-        observations: list[tuple[IndicatorNode, RowList]],
-        tasks: list[tuple[TaskNode, Event | int]],
-        tasks_by_id: dict[str, TaskNode],
-        shared: list[tuple[Any, str, str]],
-        moved: int,
-    ) -> None:
-        self.state = state
-        self.events = events
-        self.checkins = checkins
-        self.feeds = feeds
-        self.observations = observations
-        self.tasks = tasks
-        self.tasks_by_id = tasks_by_id
-        self.shared = shared
-        self.moved = moved
-        """How many events moved into rows."""
+    state: ProjectionState
+    events: HeldEvents
+    checkins: dict[str, MutableSequence[Event]]
+    feeds: list[tuple[Feed, RowList]]
+    observations: list[tuple[IndicatorNode, RowList]]
+    tasks: list[tuple[TaskNode, Event | int]]
+    tasks_by_id: dict[str, TaskNode]
+    shared: list[tuple[Any, str, str]]
+    moved: int
+    """How many events moved into rows."""
 
     def swap(self) -> int:
         """Put the new table and lists in; return how many events moved into rows."""

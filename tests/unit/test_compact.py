@@ -29,7 +29,7 @@ from projections.compact import (
     prepare,
 )
 from projections.state import ProjectionState, apply, rebuild
-from tests.unit.test_properties import SETTINGS, all_views
+from tests.unit.test_properties import SETTINGS, all_views, folded_in_batches
 
 ALICE_GOAL = "0190a000-0000-7000-8000-000000000001"
 
@@ -46,13 +46,8 @@ def test_compacted_states_have_a_rebuilds_views_after_every_batch(
     arrival = data.draw(st.sampled_from(["as made", "shuffled"]))
     if arrival == "shuffled":
         history = data.draw(st.permutations(history))
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(history)), max_size=4)))
-    state = ProjectionState()
-    done = 0
-    for cut in [*cuts, len(history)]:
-        for event in history[done:cut]:
-            apply(state, event)
-        done = max(done, cut)
+    cuts = data.draw(st.lists(st.integers(0, len(history)), max_size=4))
+    for state, done in folded_in_batches(history, cuts):
         compact(state)
         fresh = rebuild(history[:done])
         assert all_views(state, history) == all_views(fresh, history)
@@ -72,15 +67,24 @@ def _checkin(
     occurred: datetime | None = None,
     body: b.CheckInRecorded | None = None,
 ) -> Event:
+    return _alices(
+        number,
+        at,
+        body or b.CheckInRecorded(subject=ALICE_GOAL, confidence="on-track", percent=10, note=note),
+        occurred=at - timedelta(hours=number % 3) if occurred is None else occurred,
+    )
+
+
+def _alices(number: int, at: datetime, body: b.KnownBody, *, occurred: datetime) -> Event:
+    """Alice's event number ``number`` (its id and clock follow from it)."""
     return Event(
         id=f"0190a000-0000-7000-8000-{number:012x}",
         actor="alice",
         device="laptop-1",
         clock=1_000 + number,
         recorded_at=at,
-        occurred_at=at - timedelta(hours=number % 3) if occurred is None else occurred,
-        body=body
-        or b.CheckInRecorded(subject=ALICE_GOAL, confidence="on-track", percent=10, note=note),
+        occurred_at=occurred,
+        body=body,
     )
 
 
@@ -191,15 +195,7 @@ def test_events_folded_after_a_compaction_join_the_next_one() -> None:
 
 def _task_event(number: int, body: b.TaskAdded | b.TaskCompleted | b.TaskReopened) -> Event:
     at = datetime(2026, 3, 2, tzinfo=UTC) + timedelta(hours=number)
-    return Event(
-        id=f"0190a000-0000-7000-8000-{number:012x}",
-        actor="alice",
-        device="laptop-1",
-        clock=1_000 + number,
-        recorded_at=at,
-        occurred_at=at,
-        body=body,
-    )
+    return _alices(number, at, body, occurred=at)
 
 
 def test_task_nodes_name_their_rows_and_fold_on_after_a_compaction() -> None:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 
 from hypothesis import HealthCheck, given, settings
@@ -72,14 +73,23 @@ def test_views_kept_across_folds_equal_a_rebuild_after_every_batch(
 ) -> None:
     # Sub-views are kept across events of other people (``ProjectionState.memoized``):
     # after each batch every view of the long-lived state must still be a fresh fold's.
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(history)), max_size=5)))
+    cuts = data.draw(st.lists(st.integers(0, len(history)), max_size=5))
+    for state, done in folded_in_batches(history, cuts):
+        assert all_views(state, history) == all_views(rebuild(history[:done]), history)
+
+
+def folded_in_batches(
+    history: list[Event], cuts: list[int]
+) -> Iterator[tuple[ProjectionState, int]]:
+    """One long-lived state, folded up to each cut in order and then to the end: yields it
+    after each batch with how many events of ``history`` it has folded."""
     state = ProjectionState()
     done = 0
-    for cut in [*cuts, len(history)]:
+    for cut in [*sorted(cuts), len(history)]:
         for event in history[done:cut]:
             apply(state, event)
         done = max(done, cut)
-        assert all_views(state, history) == all_views(rebuild(history[:done]), history)
+        yield state, done
 
 
 SHAREABLE = (
