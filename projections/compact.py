@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import sys
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableSequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableSequence, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any, overload
@@ -126,6 +127,25 @@ def _index(value: Any, indexes: dict[Any, int], table: list[Any]) -> int:
     return index
 
 
+COLUMNS = (
+    "high",
+    "low",
+    "actors",
+    "devices",
+    "clocks",
+    "recorded",
+    "occurred",
+    "recorded_zones",
+    "occurred_zones",
+    "schemas",
+    "flags",
+    "subjects",
+    "confidence_of",
+    "numbers",
+)
+"""A ``RowTable``'s array columns, in the order ``columns`` gives them."""
+
+
 class RowTable:
     """Events as rows of columns, sorted by id; read-only once built (``merged``)."""
 
@@ -179,6 +199,60 @@ class RowTable:
 
     def __len__(self) -> int:
         return len(self.high)
+
+    def columns(self) -> list[bytes]:
+        """The array columns' bytes (``COLUMNS``' order, this machine's byte order): what a
+        snapshot keeps, with ``bodies``, the small tables and ``zone_offsets``."""
+        return [getattr(self, name).tobytes() for name in COLUMNS]
+
+    def zone_offsets(self) -> list[int]:
+        """Each zone's offset from UTC in microseconds (every zone is a fixed offset)."""
+        return [zone.utcoffset(None) // _MICROSECOND for zone in self.zones]  # type: ignore[operator]
+
+    @classmethod
+    def from_columns(
+        cls,
+        columns: Sequence[bytes],
+        byteorder: str,
+        bodies: list[Any],
+        tables: tuple[list[str], list[str], list[str], list[int]],
+    ) -> RowTable:
+        """The table ``columns``, ``bodies`` and ``tables`` (handles, words, confidences,
+        zone offsets) describe; ``ValueError`` if they do not hold together. The bodies are
+        taken as given: what a row's kind says it holds (a snapshot is checked whole by its
+        digest; this checks that no index can fall outside what it indexes)."""
+        table = cls()
+        if len(columns) != len(COLUMNS):
+            raise ValueError(f"{len(columns)} row columns, not {len(COLUMNS)}")
+        for name, data in zip(COLUMNS, columns, strict=True):
+            column = getattr(table, name)
+            column.frombytes(data)  # ValueError unless whole items
+            if byteorder != sys.byteorder:
+                column.byteswap()
+        count = len(table.high)
+        if any(len(getattr(table, name)) != count for name in COLUMNS) or len(bodies) != count:
+            raise ValueError("the row columns differ in length")
+        handles, words, confidences, offsets = tables
+        if len(offsets) > _MAX_SMALL_TABLE or len(confidences) > _MAX_SMALL_TABLE:
+            raise ValueError("a small table holds more than a byte indexes")
+        table.handles, table.words, table.confidences = handles, words, confidences
+        table.zones = [timezone(offset * _MICROSECOND) for offset in offsets]
+        if count:
+            bounds = (
+                (table.actors, handles),
+                (table.devices, handles),
+                (table.recorded_zones, table.zones),
+                (table.occurred_zones, table.zones),
+                (table.subjects, words or [""]),
+                (table.confidence_of, confidences or [""]),
+            )
+            if any(max(column) >= len(named) for column, named in bounds):
+                raise ValueError("a row names an entry beyond its table")
+            if max(table.flags) > _KIND | _NUMBER | _PERCENT | _INT:
+                raise ValueError("a row's flags are not a kind this code reads")
+            table.last_id = table.id_of(count - 1)
+        table.bodies = bodies
+        return table
 
     def event(self, row: int) -> Event:
         """The event held in ``row``, made again (equal to the one folded)."""
@@ -278,27 +352,25 @@ class RowTable:
         old_count = len(old) if old is not None else 0
         old_rows: array[int] = array("i", bytes(4 * old_count))
         fresh_rows: dict[str, int] = {}
-        # Merge the old rows (already in id order) with the sorted fresh ones.
+        # Merge the old rows (already in id order) with the sorted fresh ones: the old
+        # rows between two fresh ones are copied as one slice of each column.
         old_index = 0
         position = 0
         for count, (high, low, event) in enumerate(keyed):
             if not count & _CHECK_EVERY and stop():
                 raise Stopped
-            while old is not None and old_index < old_count:
-                if (old.high[old_index], old.low[old_index]) > (high, low):
-                    break
-                table._copy_row(old, old_index)
-                old_rows[old_index] = position
-                old_index += 1
-                position += 1
+            if old is not None and old_index < old_count:
+                until = old.before(high, low, old_index)
+                if until > old_index:
+                    table._copy_rows(old, old_index, until, old_rows, position)
+                    position += until - old_index
+                    old_index = until
             table._add(high, low, event, tables)
             fresh_rows[event.id] = position
             position += 1
-        while old is not None and old_index < old_count:
-            table._copy_row(old, old_index)
-            old_rows[old_index] = position
-            old_index += 1
-            position += 1
+        if old is not None and old_index < old_count:
+            table._copy_rows(old, old_index, old_count, old_rows, position)
+            position += old_count - old_index
         if position:
             table.last_id = table.id_of(position - 1)
         return table, old_rows, fresh_rows
@@ -314,22 +386,22 @@ class RowTable:
                 _index(zone, tables.zones, self.zones)
         return True
 
-    def _copy_row(self, old: RowTable, row: int) -> None:
-        self.high.append(old.high[row])
-        self.low.append(old.low[row])
-        self.actors.append(old.actors[row])
-        self.devices.append(old.devices[row])
-        self.clocks.append(old.clocks[row])
-        self.recorded.append(old.recorded[row])
-        self.occurred.append(old.occurred[row])
-        self.recorded_zones.append(old.recorded_zones[row])
-        self.occurred_zones.append(old.occurred_zones[row])
-        self.schemas.append(old.schemas[row])
-        self.flags.append(old.flags[row])
-        self.subjects.append(old.subjects[row])
-        self.confidence_of.append(old.confidence_of[row])
-        self.numbers.append(old.numbers[row])
-        self.bodies.append(old.bodies[row])
+    def before(self, high: int, low: int, start: int) -> int:
+        """The first row from ``start`` whose id is greater than (``high``, ``low``)."""
+        row = bisect.bisect_right(self.high, high, start)
+        low_ids = self.low
+        while row > start and self.high[row - 1] == high and low_ids[row - 1] > low:
+            row -= 1
+        return row
+
+    def _copy_rows(
+        self, old: RowTable, start: int, stop: int, old_rows: array[int], position: int
+    ) -> None:
+        """Append ``old``'s rows ``start:stop``, noting where each went in ``old_rows``."""
+        for name in COLUMNS:
+            getattr(self, name).extend(getattr(old, name)[start:stop])
+        self.bodies.extend(old.bodies[start:stop])
+        old_rows[start:stop] = array("i", range(position, position + stop - start))
 
     def _add(self, high: int, low: int, event: Event, tables: _Tables) -> None:
         self.high.append(high)

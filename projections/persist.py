@@ -24,6 +24,8 @@ from __future__ import annotations
 import hashlib
 import importlib
 import operator
+import sys
+from array import array
 from collections.abc import Callable, Iterable, Iterator, MutableSequence
 from datetime import date
 from pathlib import Path
@@ -37,12 +39,15 @@ from events.bodies import (
     BODY_TYPES,
     CheckInRecorded,
     Corrected,
+    KnownBody,
     KudosGiven,
     MilestoneCompleted,
     MilestoneReopened,
     ObservationRecorded,
     Retracted,
 )
+from projections.compact import HeldEvents, RowList, RowTable
+from projections.feed_log import FeedLog
 from projections.ownership import ALLOWED_BODIES, Referent
 from projections.state import (
     FEED_TYPES,
@@ -63,7 +68,7 @@ from projections.state import (
     touch_key,
 )
 
-FORMAT = 4
+FORMAT = 5
 """The layout below; bump it when the snapshot's structure changes."""
 
 FOLD_MODULES = (
@@ -76,6 +81,8 @@ FOLD_MODULES = (
     "events.upcast",
     "projections.ownership",
     "projections.state",
+    "projections.compact",
+    "projections.feed_log",
     "projections.persist",
 )
 """Every module whose code decides what the state holds after a fold (the decoder, the
@@ -136,6 +143,11 @@ class _KeyResult(msgspec.Struct, array_like=True):
     milestones: list[str]
 
 
+# A reference to an event is its id, or in a compacted state (``projections.compact``)
+# the number of the row that holds it: made again on load without looking for its id.
+_Ref = str | int
+
+
 class _Milestone(msgspec.Struct, array_like=True):
     id: str
     event: str | None
@@ -144,18 +156,48 @@ class _Milestone(msgspec.Struct, array_like=True):
     completed: _Text
     dropped: _Flag
     tasks: list[str]
-    touched: str | None  # the id of the latest event naming it
+    touched: _Ref | None  # the latest event naming it
 
 
 class _Task(msgspec.Struct, array_like=True):
     id: str
     done: bool
-    done_by: str  # the id of the event that wrote ``done``
+    done_by: _Ref  # the event that wrote ``done``
 
 
 class _Indicator(msgspec.Struct, array_like=True):
     id: str
     event: str | None
+
+
+class _Rows(msgspec.Struct, array_like=True):
+    """A compacted state's ``RowTable``: its array columns as bytes."""
+
+    byteorder: str
+    columns: list[bytes]
+    bodies: list[str | KnownBody | None]
+    handles: list[str]
+    words: list[str]
+    confidences: list[str]
+    zone_offsets: list[int]
+
+
+class _RefList(msgspec.Struct, array_like=True):
+    """A ``RowList``: its refs (rows, or ``-1 - i`` for ``objects[i]``) and the ids of
+    the events held as objects it lists."""
+
+    refs: bytes
+    objects: list[str]
+
+
+class _Lists(msgspec.Struct, array_like=True):
+    """A compacted state's ordered indexes, kept rather than rebuilt: rebuilding them
+    would make every row's event again."""
+
+    feeds: dict[str, _RefList]
+    checkins: dict[str, _RefList]
+    observations: dict[str, _RefList]
+    touches: dict[str, _Ref]
 
 
 class Document(msgspec.Struct, array_like=True):
@@ -164,8 +206,7 @@ class Document(msgspec.Struct, array_like=True):
     fold_version: str
     position: int
     undecodable: int
-    feed_positions: list[int]
-    feed_ids: list[str]
+    feed: tuple[str, bytes, bytes]  # FeedLog.to_bytes
     events: list[Event]
     pending: list[Event]
     waiting_on: dict[str, list[str]]
@@ -186,6 +227,8 @@ class Document(msgspec.Struct, array_like=True):
     vouched: dict[str, tuple[str, str]]
     partition_people: list[str]
     partition_roots: list[str]
+    rows: _Rows | None = None  # a compacted state's (the events above are its objects)
+    lists: _Lists | None = None
 
 
 class Follower(msgspec.Struct, frozen=True):
@@ -193,8 +236,7 @@ class Follower(msgspec.Struct, frozen=True):
 
     position: int
     undecodable: int = 0
-    feed_positions: list[int] = msgspec.field(default_factory=list)
-    feed_ids: list[str] = msgspec.field(default_factory=list)
+    feed: FeedLog = msgspec.field(default_factory=FeedLog)
     partition_people: list[str] = msgspec.field(default_factory=list)
     """A working-set partition's people (``server.working_set``); empty for all history."""
     partition_roots: list[str] = msgspec.field(default_factory=list)
@@ -219,10 +261,6 @@ CHUNK = 5_000
 
 def _event_id(event: Event) -> str | None:
     return None if event is PLACEHOLDER else event.id
-
-
-def _event_id_or_none(event: Event | None) -> str | None:
-    return None if event is None else event.id
 
 
 def _list(items: Iterable[_T], convert: Callable[[_T], Any] | None = None) -> Iterator[bytes]:
@@ -290,19 +328,85 @@ def _people(state: ProjectionState) -> dict[str, PersonIndex]:
     return {person: index for person, index in list(state.people.items()) if index != _NOBODY}
 
 
+def _row_ref(held: HeldEvents | None, event: Event) -> _Ref:
+    """A reference to ``event``: its row if a compacted state holds it as one, else its id."""
+    if held is not None and not dict.__contains__(held, event.id):
+        row = held.rows.find(event.id)
+        if row >= 0:
+            return row
+    return event.id
+
+
+def _ref_list(held: HeldEvents, events: Iterable[Event]) -> _RefList:
+    """An ordered index of a compacted state as its refs and its objects' ids."""
+    ids: list[str] = []
+    if isinstance(events, RowList) and events.table is held.rows:
+        refs = array("i", events.refs)
+        if events.objects:
+            objects = events.objects
+            for index, ref in enumerate(refs):
+                if ref < 0:
+                    ids.append(objects[-1 - ref].id)
+                    refs[index] = -len(ids)
+    else:
+        refs = array("i")
+        for event in events:
+            found = _row_ref(held, event)
+            if isinstance(found, str):
+                ids.append(found)
+                found = -len(ids)
+            refs.append(found)
+    return _RefList(refs.tobytes(), ids)
+
+
+def _rows_pieces(table: RowTable) -> Iterator[bytes]:
+    """``_Rows`` of ``table``, its bodies ``CHUNK`` at a time."""
+    yield b"[" + _encode(sys.byteorder) + b"," + _encode(table.columns()) + b","
+    yield from _list(table.bodies)
+    tables = (table.handles, table.words, table.confidences, table.zone_offsets())
+    yield b"," + _encode(tables)[1:-1] + b"]"
+
+
+def _lists_pieces(state: ProjectionState, held: HeldEvents) -> Iterator[bytes]:
+    """``_Lists`` of a compacted state."""
+
+    def ref_list(events: Iterable[Event]) -> _RefList:
+        return _ref_list(held, events)
+
+    yield b"["
+    yield from _dict({owner: feed.events for owner, feed in state.feeds.items()}, ref_list)
+    yield b","
+    yield from _dict(state.checkins_by_subject, ref_list)
+    yield b","
+    observed = {key: node.observations for key, node in state.indicators.items()}
+    yield from _dict({key: listed for key, listed in observed.items() if listed}, ref_list)
+    yield b","
+    yield from _dict(state.checkin_touch, lambda event: _row_ref(held, event))
+    yield b"]"
+
+
 def encode_pieces(state: ProjectionState, follower: Follower) -> Iterator[bytes]:
     """The snapshot of ``state`` (with the follower's fields) as pieces to concatenate.
 
-    The state must not change until the last piece is taken.
+    A compacted state's rows are kept as their columns (``_Rows``), its ordered indexes
+    as refs (``_Lists``). The state must not change until the last piece is taken.
     """
     s = state
+    held = s.events if isinstance(s.events, HeldEvents) else None
+
+    def row_ref(event: Event) -> _Ref:
+        return _row_ref(held, event)
+
+    def writer_ref(task: TaskNode) -> _Ref:
+        writer = task.writer
+        return writer if isinstance(writer, int) else writer.id
+
     sections: list[Callable[[], Iterator[bytes]]] = [
         lambda: iter([_encode(FOLD_VERSION)]),
         lambda: iter([_encode(follower.position)]),
         lambda: iter([_encode(follower.undecodable)]),
-        lambda: _list(follower.feed_positions),
-        lambda: _list(follower.feed_ids),
-        lambda: _list(s.events.values()),
+        lambda: iter([_encode(follower.feed.to_bytes())]),
+        lambda: _list(s.events.values() if held is None else dict.values(held)),
         lambda: _list(s.pending.values()),
         lambda: _dict(s.waiting_on),
         lambda: _list(s.refused.values()),
@@ -331,10 +435,10 @@ def encode_pieces(state: ProjectionState, follower: Follower) -> Iterator[bytes]
                 _text(kv[1].completed),
                 _flag(kv[1].dropped),
                 [task.event.id for task in kv[1].tasks],
-                _event_id_or_none(kv[1].touched),
+                None if kv[1].touched is None else row_ref(kv[1].touched),
             ),
         ),
-        lambda: _list(s.tasks.items(), lambda kv: _Task(kv[0], kv[1].done, kv[1].done_by.id)),
+        lambda: _list(s.tasks.items(), lambda kv: _Task(kv[0], kv[1].done, writer_ref(kv[1]))),
         lambda: _list(
             s.indicators.items(),
             lambda kv: _Indicator(kv[0], _event_id(kv[1].event)),
@@ -349,6 +453,8 @@ def encode_pieces(state: ProjectionState, follower: Follower) -> Iterator[bytes]
         lambda: _dict(s.vouched, tuple),
         lambda: _list(sorted(follower.partition_people)),
         lambda: _list(sorted(follower.partition_roots)),
+        lambda: iter([b"null"]) if held is None else _rows_pieces(held.rows),
+        lambda: iter([b"null"]) if held is None else _lists_pieces(s, held),
     ]
     yield b"["
     for index, section in enumerate(sections):
@@ -411,14 +517,34 @@ def decode(blob: bytes | bytearray, digest: str | None = None) -> tuple[Projecti
 
 def _restore(doc: Document) -> tuple[ProjectionState, Follower]:
     state = ProjectionState()
-    events = state.events = dict(zip(map(_ID, doc.events), doc.events, strict=True))
+    objects = dict(zip(map(_ID, doc.events), doc.events, strict=True))
+    rows = doc.rows
+    if (rows is None) != (doc.lists is None):
+        raise ValueError("a compacted state's rows and lists come together")
+    table = None if rows is None else _table(rows)
+    events: dict[str, Event] = objects if table is None else HeldEvents(objects, table)
+    state.events = events
     state.pending = {event.id: event for event in doc.pending}
     state.waiting_on = doc.waiting_on
     state.refused = {event.id: (event, reason) for event, reason in doc.refused}
     state.opaque = {event.id: event for event in doc.opaque}
 
+    def referred(ref: _Ref) -> Event:
+        if isinstance(ref, str):
+            return events[ref]
+        if table is None or not 0 <= ref < len(table):
+            raise ValueError(f"a reference to row {ref}, which is not held")
+        return table.event(ref)
+
     def event(event_id: str | None) -> Event:
         return PLACEHOLDER if event_id is None else events[event_id]
+
+    def writer(ref: _Ref) -> Event | int:
+        if isinstance(ref, str):
+            return events[ref]
+        if table is None or not 0 <= ref < len(table):
+            raise ValueError(f"a task's writer is row {ref}, which is not held")
+        return ref
 
     state.objectives = {
         o.id: ObjectiveNode(event(o.event), o.key_results, set(o.milestones), o.indicators)
@@ -427,9 +553,11 @@ def _restore(doc: Document) -> tuple[ProjectionState, Follower]:
     state.key_results = {
         k.id: KeyResultNode(event(k.event), set(k.milestones)) for k in doc.key_results
     }
-    tasks = state.tasks = {
-        t.id: TaskNode(events[t.id], events[t.done_by], t.done) for t in doc.tasks
-    }
+    tasks: dict[str, TaskNode] = {}
+    for t in doc.tasks:
+        added = events[t.id]
+        tasks[added.id] = TaskNode(added, writer(t.done_by), t.done, table)  # the event's id
+    state.tasks = tasks
     state.milestones = {
         m.id: MilestoneNode(
             event(m.event),
@@ -438,12 +566,15 @@ def _restore(doc: Document) -> tuple[ProjectionState, Follower]:
             _register(events, m.completed),
             _register(events, m.dropped),
             [tasks[task] for task in m.tasks],
-            None if m.touched is None else events[m.touched],
+            None if m.touched is None else referred(m.touched),
         )
         for m in doc.milestones
     }
     state.indicators = {i.id: IndicatorNode(event(i.event)) for i in doc.indicators}
-    _derive(state, doc.events)
+    _derive(state, doc.events, objects.get, index=doc.lists is None)
+    if doc.lists is not None:
+        assert rows is not None and table is not None
+        _relist(state, doc.lists, table, rows.byteorder, referred)
     state.corrections = doc.corrections
     state.retracted = doc.retracted
     state.people = doc.people
@@ -454,36 +585,70 @@ def _restore(doc: Document) -> tuple[ProjectionState, Follower]:
     state.sharing = {item: [events[w] for w in writes] for item, writes in doc.sharing.items()}
     state.partnered_by = {p: set(owners) for p, owners in doc.partnered_by.items()}
     state.vouched = {ref: Referent(*referent) for ref, referent in doc.vouched.items()}
-    if len(doc.feed_positions) != len(doc.feed_ids):
-        raise ValueError("feed positions and ids differ in length")
-    # The follower's feed ids as the events' own strings (one copy of each id in memory).
-    get = events.get
-    feed_ids = [e.id if (e := get(i)) is not None else _held_id(state, i) for i in doc.feed_ids]
     follower = Follower(
         doc.position,
         doc.undecodable,
-        doc.feed_positions,
-        feed_ids,
+        FeedLog.from_bytes(*doc.feed),
         doc.partition_people,
         doc.partition_roots,
     )
     return state, follower
 
 
-def _held_id(state: ProjectionState, event_id: str) -> str:
-    """The id object of a pending or refused event (KeyError if the state has none)."""
-    held = state.pending.get(event_id)
-    return held.id if held is not None else state.refused[event_id][0].id
+def _table(rows: _Rows) -> RowTable:
+    tables = (rows.handles, rows.words, rows.confidences, rows.zone_offsets)
+    return RowTable.from_columns(rows.columns, rows.byteorder, rows.bodies, tables)
 
 
-def _derive(state: ProjectionState, accepted: list[Event]) -> None:
+def _relist(
+    state: ProjectionState,
+    lists: _Lists,
+    table: RowTable,
+    byteorder: str,
+    referred: Callable[[_Ref], Event],
+) -> None:
+    """A compacted state's ordered indexes and touches, as kept."""
+    events = state.events
+    count = len(table)
+
+    def relisted(stored: _RefList) -> RowList:
+        refs: array[int] = array("i")
+        refs.frombytes(stored.refs)
+        if byteorder != sys.byteorder:
+            refs.byteswap()
+        objects = [events[event_id] for event_id in stored.objects]
+        if refs and (max(refs) >= count or min(refs) < -len(objects)):
+            raise ValueError("a list refers to an event it does not hold")
+        return RowList(table, refs, objects)
+
+    state.feeds = {owner: Feed(relisted(stored)) for owner, stored in lists.feeds.items()}
+    state.checkins_by_subject = {
+        subject: relisted(stored) for subject, stored in lists.checkins.items()
+    }
+    indicators = state.indicators
+    for indicator, stored in lists.observations.items():
+        indicators[indicator].observations = relisted(stored)
+    state.checkin_touch = {subject: referred(ref) for subject, ref in lists.touches.items()}
+    for body in table.bodies:  # an observation's indicator as the indicator's own id string
+        if type(body) is _OBSERVATION and (node := indicators.get(body.indicator or "")):
+            if node.event is not PLACEHOLDER and node.event.id == body.indicator:
+                force_setattr(body, "indicator", node.event.id)
+
+
+def _derive(
+    state: ProjectionState,
+    accepted: list[Event],
+    get: Callable[[str], Event | None],
+    *,
+    index: bool = True,
+) -> None:
     """The indexes of events, from the accepted events in fold order, as the fold builds
     them: each owner's feed, each subject's check-ins and its latest touch, each
-    indicator's observations, each milestone's completions and reopens, each completion's
-    kudos (all sorted). Rebuilt rather than stored: they hold the events themselves. And,
-    as the fold does, each reference in a body becomes the named event's own id string.
-    Half of all events are check-ins: they are handled first and alone."""
-    get = state.events.get
+    indicator's observations (``index``: a compacted state's are kept, ``_relist``), each
+    milestone's completions and reopens, each completion's kudos (all sorted). Rebuilt
+    rather than stored: they hold the events themselves. And, as the fold does, each
+    reference in a body becomes the named event's own id string (``get``: the events
+    held as objects). Half of all events are check-ins: they are handled first and alone."""
     feeds: dict[str, Feed] = {}
     checkins: dict[str, list[Event]] = {}
     observed: dict[str, list[Event]] = {}
@@ -498,8 +663,9 @@ def _derive(state: ProjectionState, accepted: list[Event]) -> None:
             if ref is not None and (target := get(ref)) is not None and ref is not target.id:
                 force_setattr(body, field, target.id)
         if kind is _CHECKIN:
-            _append_feed(feeds, e)
-            _append(checkins, body.subject, e)
+            if index:
+                _append_feed(feeds, e)
+                _append(checkins, body.subject, e)
             continue
         if kind in _COMPLETION_WRITES:  # every completion and reopen, as _write_completed
             milestone = state.milestones[body.milestone]
@@ -511,13 +677,15 @@ def _derive(state: ProjectionState, accepted: list[Event]) -> None:
             kudos.setdefault(body.completion, []).append(e.id)
         elif kind in _FIXES:
             fixes.append((e, body.target))
-        if kind in _FEED_BODIES:
+        if index and kind in _FEED_BODIES:
             _append_feed(feeds, e)
             if kind is _OBSERVATION and body.indicator is not None:
                 _append(observed, body.indicator, e)
     for given in kudos.values():
         given.sort()
     state.kudos = kudos
+    if not index:
+        return
     for feed in feeds.values():
         cast(list[Event], feed.events).sort(key=feed_key)  # built as a list just above
     touches = state.checkin_touch

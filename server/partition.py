@@ -3,7 +3,6 @@ fold into it, and how it is encoded as a snapshot (``server.working_set`` holds 
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import gc
 from collections.abc import Iterator, Sequence
@@ -12,6 +11,7 @@ from dataclasses import dataclass, field
 from events import AnyEvent, CodecError, Event, decode
 from events import bodies as b
 from projections import persist
+from projections.feed_log import FeedLog
 from projections.state import FEED_TYPES, ProjectionState, apply
 from server.snapshots import service as snapshotting
 from server.store.protocol import StoredEvent
@@ -31,8 +31,7 @@ class Partition:
     key: str
     people: frozenset[str]
     state: ProjectionState = field(default_factory=ProjectionState)
-    feed_positions: list[int] = field(default_factory=list)
-    feed_ids: list[str] = field(default_factory=list)
+    feed: FeedLog = field(default_factory=FeedLog)
     foreign_roots: set[str] = field(default_factory=set)
     """Roots of someone outside the partition that a member's kudos names a completion in:
     their events are folded too (the feed shows a kudos with what it names)."""
@@ -52,21 +51,13 @@ class Partition:
         self.since_snapshot += 1
         self.since_compaction += 1
         if apply(self.state, event) and isinstance(event, Event) and event.type in FEED_TYPES:
-            if self.feed_positions and position < self.feed_positions[-1]:
-                index = bisect.bisect(self.feed_positions, position)  # a foreign root's, late
-                self.feed_positions.insert(index, position)
-                self.feed_ids.insert(index, event.id)
-            else:
-                self.feed_positions.append(position)
-                self.feed_ids.append(event.id)
+            self.feed.add(position, event.id)  # a foreign root's can come late
             if type(event.body) is b.KudosGiven and event.actor in self.people:
                 self.kudos_given = True
 
     def feed_events_after(self, position: int) -> Iterator[tuple[int, str]]:
         """(position, event id) of the feed-type events folded after ``position``, in order."""
-        start = bisect.bisect_right(self.feed_positions, position)
-        for index in range(start, len(self.feed_positions)):
-            yield self.feed_positions[index], self.feed_ids[index]
+        return self.feed.after(position)
 
     @property
     def size(self) -> int:
@@ -124,8 +115,7 @@ async def encoded(partition: Partition, position: int) -> list[bytes]:
     fields = persist.Follower(
         position,
         0,
-        partition.feed_positions,
-        partition.feed_ids,
+        partition.feed,
         sorted(partition.people),
         sorted(partition.foreign_roots),
     )

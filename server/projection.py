@@ -24,7 +24,6 @@ binary search.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import logging
 import time
@@ -33,6 +32,7 @@ from typing import Protocol
 
 from events import AnyEvent, CodecError, Event, decode
 from projections import persist
+from projections.feed_log import FeedLog
 from projections.state import FEED_TYPES, ProjectionState, apply
 from server.partition import Partition, split_key
 from server.snapshots.service import encode_yielding
@@ -87,8 +87,7 @@ class ProjectionFollower:
         self._thawed.set()
         self._wake = asyncio.Event()
         self._advanced = asyncio.Event()
-        self._feed_positions: list[int] = []
-        self._feed_ids: list[str] = []
+        self._feed = FeedLog()
 
     def _fold(
         self, stored: Sequence[StoredEvent], decoded: dict[str, Incoming] | None = None
@@ -101,8 +100,7 @@ class ProjectionFollower:
                 self.position = item.position
             return
         state = self.state
-        feed_positions = self._feed_positions
-        feed_ids = self._feed_ids
+        feed = self._feed
         for item in stored:
             if item.position != self.position + 1:
                 log.warning("position gap: expected %d, got %d", self.position + 1, item.position)
@@ -123,8 +121,7 @@ class ProjectionFollower:
                 and isinstance(event, Event)
                 and event.type in FEED_TYPES
             ):
-                feed_positions.append(item.position)
-                feed_ids.append(event.id)
+                feed.add(item.position, event.id)
             self.position = item.position
 
     def _folded(self) -> None:
@@ -273,15 +270,13 @@ class ProjectionFollower:
 
     def feed_events_after(self, position: int) -> Iterator[tuple[int, str]]:
         """(position, event id) of the feed-type events folded after ``position``, in order."""
-        start = bisect.bisect_right(self._feed_positions, position)
-        for index in range(start, len(self._feed_positions)):
-            yield self._feed_positions[index], self._feed_ids[index]
+        return self._feed.after(position)
 
     def restore(self, state: ProjectionState, follower: persist.Follower) -> None:
         """Start from a snapshot's state (before any fold; then ``catch_up`` folds the tail)."""
         self.state, self.position = state, follower.position
         self.undecodable = follower.undecodable
-        self._feed_positions, self._feed_ids = follower.feed_positions, follower.feed_ids
+        self._feed = follower.feed
 
     async def snapshot(self, pause_every: int = 1) -> tuple[list[bytes], int]:
         """The state encoded at one position (``projections.persist``; the pieces to
@@ -295,9 +290,7 @@ class ProjectionFollower:
             self._snapshots += 1
             self._thawed.clear()
             state = self.state
-            fields = persist.Follower(
-                self.position, self.undecodable, self._feed_positions, self._feed_ids
-            )
+            fields = persist.Follower(self.position, self.undecodable, self._feed)
         try:
             return await encode_yielding(state, fields, pause_every), fields.position
         finally:
@@ -319,6 +312,6 @@ class ProjectionFollower:
         await fresh.catch_up()
         async with self._lock:
             self.state, self.position = fresh.state, fresh.position
-            self._feed_positions, self._feed_ids = fresh._feed_positions, fresh._feed_ids
+            self._feed = fresh._feed
             self.undecodable = fresh.undecodable
         await self.catch_up()

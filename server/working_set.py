@@ -54,7 +54,7 @@ from typing import NamedTuple
 from events import Event
 from events import bodies as b
 from projections import persist
-from projections.compact import held_as_rows
+from projections.compact import compact, held_as_rows
 from projections.state import ProjectionState, apply, vouch
 from server import compaction
 from server.compaction import Compactor
@@ -282,9 +282,7 @@ class WorkingSet:
         info, state, fields = found
         if people != frozenset(fields.partition_people):
             return Partition(key, people), 0  # other people (a member joined since)
-        partition = Partition(
-            key, people, state, fields.feed_positions, fields.feed_ids, set(fields.partition_roots)
-        )
+        partition = Partition(key, people, state, fields.feed, set(fields.partition_roots))
         # As a fold from the start would: look again for the roots its kudos name.
         partition.kudos_given = True
         self.snapshot_loads += 1
@@ -305,6 +303,8 @@ class WorkingSet:
             return Refreshed(None, behind)
         began = time.perf_counter()
         partition, _ = await self._folded(key, people, upto)
+        # Compacted first: its rows are kept as columns, which load without an object each.
+        await asyncio.to_thread(compact, partition.state)
         pieces = await encoded(partition, upto)
         seconds = time.perf_counter() - began
         info = await snapshotting.save(self._store, snapshots, pieces, upto, seconds, key)
