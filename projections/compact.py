@@ -12,9 +12,9 @@ indicators' observations) become ``RowList``s of row numbers, and a task's node 
 row of its latest completion or reopening. An ``Event`` is made again from its row when a
 view reads it (a board reads a few hundred); it equals the one folded, field for field.
 
-Tasks' adding events stay objects: every milestone's view reads each of its tasks, and
-making them again doubled the cost of a board computed from nothing for 12 B an event
-(``bench/compaction.py``, 2026-12-03).
+A task's adding event is a row too (its title kept as its string): every milestone's
+view reads each of its tasks, so a task's node holds its id and title and views never
+make the event again.
 
 What is held elsewhere as an object stays one: a journal entry (``sharing`` keeps it),
 a subject's ``checkin_touch``, a milestone's ``touched``, and everything pending or
@@ -59,6 +59,7 @@ _OBJECT = 0
 _CHECKIN_KIND = 1
 _TASK_COMPLETED_KIND = 2
 _TASK_REOPENED_KIND = 3
+_TASK_ADDED_KIND = 4
 _KIND = 7
 _NUMBER = 8
 _PERCENT = 16
@@ -68,11 +69,12 @@ _CHECKIN = b.CheckInRecorded
 _OBSERVATION = b.ObservationRecorded
 _TASK_COMPLETED = b.TaskCompleted
 _TASK_REOPENED = b.TaskReopened
-_ROW_BODIES = frozenset({_CHECKIN, _TASK_COMPLETED, _TASK_REOPENED})
+_TASK_ADDED = b.TaskAdded
+_ROW_BODIES = frozenset({_CHECKIN, _TASK_COMPLETED, _TASK_REOPENED, _TASK_ADDED})
 
 
 def compactable(event: Event) -> bool:
-    """Whether a folded event is held as a row: a check-in, a task's completion or
+    """Whether a folded event is held as a row: a check-in, a task's adding, completion or
     reopening, or an observation of an indicator (a journal entry stays an object: its
     sharing writes hold it)."""
     body = event.body
@@ -284,6 +286,8 @@ class RowTable:
                     percent=number if percent else None,
                     note=body,
                 )
+            elif kind == _TASK_ADDED_KIND:
+                body = _TASK_ADDED(milestone=named, title=body)
             elif kind == _TASK_COMPLETED_KIND:
                 body = _TASK_COMPLETED(task=named)
             else:
@@ -429,6 +433,8 @@ class RowTable:
                 given = body.value if body.percent is None else body.percent
                 number = 0.0 if given is None else given
                 confidence = tables.confidences[body.confidence]
+        elif kind is _TASK_ADDED:
+            flags, named, held = _TASK_ADDED_KIND, body.milestone, body.title
         elif kind is _TASK_COMPLETED:
             flags, named, held = _TASK_COMPLETED_KIND, body.task, None
         elif kind is _TASK_REOPENED:
@@ -629,7 +635,7 @@ class Compaction:
     checkins: dict[str, MutableSequence[Event]]
     feeds: list[tuple[Feed, RowList]]
     observations: list[tuple[IndicatorNode, RowList]]
-    tasks: list[tuple[TaskNode, Event | int]]
+    tasks: list[tuple[TaskNode, Event | int, Event | int]]
     tasks_by_id: dict[str, TaskNode]
     shared: list[tuple[Any, str, str]]
     moved: int
@@ -644,7 +650,8 @@ class Compaction:
             feed.events = relisted
         for node, relisted in self.observations:
             node.observations = relisted
-        for task, writer in self.tasks:
+        for task, added, writer in self.tasks:
+            task.added = added
             task.writer = writer
             task.rows = table
         state.tasks = self.tasks_by_id
@@ -688,15 +695,21 @@ def prepare(state: ProjectionState, stop: Callable[[], bool] = lambda: False) ->
         if node.observations
     ]
     tasks = [
-        (task, _renumbered(task.writer, old_rows, fresh_rows)) for task in state.tasks.values()
+        (
+            task,
+            _renumbered(task.added, old_rows, fresh_rows),
+            _renumbered(task.writer, old_rows, fresh_rows),
+        )
+        for task in state.tasks.values()
     ]
     # Names held as copies (a snapshot's restore decodes each reference as a string of
     # its own; the fold shares the named event's): the tasks keyed, and the kept bodies
     # naming, by the events' own id strings.
-    tasks_by_id = {task.event.id: task for task in state.tasks.values()}
+    tasks_by_id = {task.id: task for task in state.tasks.values()}
     shared: list[tuple[Any, str, str]] = []
     for task in state.tasks.values():
-        _share(task.event.body, "milestone", state.milestones, shared)
+        if not isinstance(task.added, int) and task.added.id not in fresh_rows:
+            _share(task.added.body, "milestone", state.milestones, shared)
     for row_body in table.bodies:
         if type(row_body) is _OBSERVATION:
             _share(row_body, "indicator", state.indicators, shared)

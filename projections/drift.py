@@ -492,7 +492,7 @@ def _touched(ctx: _Context, milestone_id: str, node: MilestoneNode) -> tuple[dat
     fixed = [milestone_id, touched_id]
     for task in node.tasks:
         related.append(task.done_by)
-        task_id = task.event.id
+        task_id = task.id
         if task_id in corrections or task_id in retracted:
             fixed.append(task_id)
     for target in fixed:

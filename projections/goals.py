@@ -284,12 +284,15 @@ def _compute_milestone_view(ctx: _Context, milestone_id: str) -> MilestoneView:
     # called for the rare task that a retraction or a correction names.
     retracted = state.retracted
     for task in node.tasks:
-        task_id = task.event.id
+        task_id = task.id
         if task_id in retracted and state.is_retracted(task_id):
             continue
-        task_body = state.body(task_id) if task_id in corrections else task.event.body
-        assert isinstance(task_body, b.TaskAdded)
-        tasks.append(TaskView(task_id, task_body.title, task.done))
+        title = task.title
+        if task_id in corrections:
+            task_body = state.body(task_id)
+            assert isinstance(task_body, b.TaskAdded)
+            title = task_body.title
+        tasks.append(TaskView(task_id, title, task.done))
     latest = last_checkins(state, milestone_id)
     last = latest[0] if latest else None
     completion_id = node.completed.value

@@ -45,6 +45,7 @@ from events.bodies import (
     MilestoneReopened,
     ObservationRecorded,
     Retracted,
+    TaskAdded,
 )
 from projections.compact import HeldEvents, RowList, RowTable
 from projections.feed_log import FeedLog
@@ -161,6 +162,7 @@ class _Milestone(msgspec.Struct, array_like=True):
 
 class _Task(msgspec.Struct, array_like=True):
     id: str
+    added: _Ref  # its adding event
     done: bool
     done_by: _Ref  # the event that wrote ``done``
 
@@ -397,9 +399,15 @@ def encode_pieces(state: ProjectionState, follower: Follower) -> Iterator[bytes]
     def row_ref(event: Event) -> _Ref:
         return _row_ref(held, event)
 
-    def writer_ref(task: TaskNode) -> _Ref:
-        writer = task.writer
-        return writer if isinstance(writer, int) else writer.id
+    def task(kv: tuple[str, TaskNode]) -> _Task:
+        node = kv[1]
+        added, writer = node.added, node.writer
+        return _Task(
+            kv[0],
+            added if isinstance(added, int) else added.id,
+            node.done,
+            writer if isinstance(writer, int) else writer.id,
+        )
 
     sections: list[Callable[[], Iterator[bytes]]] = [
         lambda: iter([_encode(FOLD_VERSION)]),
@@ -438,7 +446,7 @@ def encode_pieces(state: ProjectionState, follower: Follower) -> Iterator[bytes]
                 None if kv[1].touched is None else row_ref(kv[1].touched),
             ),
         ),
-        lambda: _list(s.tasks.items(), lambda kv: _Task(kv[0], kv[1].done, writer_ref(kv[1]))),
+        lambda: _list(s.tasks.items(), task),
         lambda: _list(
             s.indicators.items(),
             lambda kv: _Indicator(kv[0], _event_id(kv[1].event)),
@@ -529,22 +537,41 @@ def _restore(doc: Document) -> tuple[ProjectionState, Follower]:
     state.refused = {event.id: (event, reason) for event, reason in doc.refused}
     state.opaque = {event.id: event for event in doc.opaque}
 
+    made: dict[int, Event] = {}  # a milestone's touch is often its subject's too: one object
+
     def referred(ref: _Ref) -> Event:
         if isinstance(ref, str):
             return events[ref]
-        if table is None or not 0 <= ref < len(table):
-            raise ValueError(f"a reference to row {ref}, which is not held")
-        return table.event(ref)
+        found = made.get(ref)
+        if found is None:
+            if table is None or not 0 <= ref < len(table):
+                raise ValueError(f"a reference to row {ref}, which is not held")
+            found = made[ref] = table.event(ref)
+        return found
 
     def event(event_id: str | None) -> Event:
         return PLACEHOLDER if event_id is None else events[event_id]
 
-    def writer(ref: _Ref) -> Event | int:
+    def row_or_event(ref: _Ref) -> Event | int:
         if isinstance(ref, str):
             return events[ref]
         if table is None or not 0 <= ref < len(table):
-            raise ValueError(f"a task's writer is row {ref}, which is not held")
+            raise ValueError(f"a task's event is row {ref}, which is not held")
         return ref
+
+    def task(t: _Task) -> TaskNode:
+        added = row_or_event(t.added)
+        if isinstance(added, int):
+            assert table is not None
+            title = table.bodies[added]
+            if not isinstance(title, str):
+                raise ValueError(f"row {added} is not a task's adding")
+        else:
+            if not isinstance(added.body, TaskAdded) or added.id != t.id:
+                raise ValueError(f"{t.id} is not a task's adding")
+            title = added.body.title
+        task_id = t.id if isinstance(added, int) else added.id  # the event's own string
+        return TaskNode(task_id, title, added, row_or_event(t.done_by), t.done, table)
 
     state.objectives = {
         o.id: ObjectiveNode(event(o.event), o.key_results, set(o.milestones), o.indicators)
@@ -553,11 +580,7 @@ def _restore(doc: Document) -> tuple[ProjectionState, Follower]:
     state.key_results = {
         k.id: KeyResultNode(event(k.event), set(k.milestones)) for k in doc.key_results
     }
-    tasks: dict[str, TaskNode] = {}
-    for t in doc.tasks:
-        added = events[t.id]
-        tasks[added.id] = TaskNode(added, writer(t.done_by), t.done, table)  # the event's id
-    state.tasks = tasks
+    tasks = state.tasks = {node.id: node for node in map(task, doc.tasks)}
     state.milestones = {
         m.id: MilestoneNode(
             event(m.event),
@@ -630,9 +653,9 @@ def _relist(
         indicators[indicator].observations = relisted(stored)
     state.checkin_touch = {subject: referred(ref) for subject, ref in lists.touches.items()}
     for body in table.bodies:  # an observation's indicator as the indicator's own id string
-        if type(body) is _OBSERVATION and (node := indicators.get(body.indicator or "")):
-            if node.event is not PLACEHOLDER and node.event.id == body.indicator:
-                force_setattr(body, "indicator", node.event.id)
+        node = indicators.get(body.indicator or "") if type(body) is _OBSERVATION else None
+        if node is not None and node.event is not PLACEHOLDER and node.event.id == body.indicator:
+            force_setattr(body, "indicator", node.event.id)
 
 
 def _derive(

@@ -159,7 +159,7 @@ def _keep_milestone(state: ProjectionState, ids: set[str], milestone_id: str) ->
         _keep(state, ids, write.id)
     _keep_sharing(state, ids, milestone_id)
     for task in node.tasks:
-        _keep(state, ids, task.event.id)
+        _keep(state, ids, task.id)
         _keep(state, ids, task.done_by.id)
     _keep_checkins(state, ids, milestone_id)
 

@@ -195,14 +195,26 @@ class TaskNode(msgspec.Struct, gc=False):
     """A task and its done flag: a last-writer-wins register held inline (a sixth of all
     events write one), written first by the task's own adding.
 
-    ``writer`` is an event, or in a compacted state (``projections.compact``) a row of
-    ``rows``: read it as ``done_by``.
+    Its id and title are held here: every milestone's view reads them. The adding event
+    (``added``) and the writer are events, or in a compacted state
+    (``projections.compact``) rows of ``rows``: read them as ``event`` and ``done_by``.
     """
 
-    event: Event
+    id: str
+    title: str  # as added (a correction's is read from ``ProjectionState.body``)
+    added: Event | int
     writer: Event | int  # the latest completion or reopen by stamp, or the adding event
     done: bool = False
     rows: EventRows | None = None
+
+    @property
+    def event(self) -> Event:
+        """The task's adding event."""
+        added = self.added
+        if isinstance(added, int):
+            assert self.rows is not None
+            return self.rows.event(added)
+        return added
 
     @property
     def done_by(self) -> Event:
@@ -216,7 +228,7 @@ class TaskNode(msgspec.Struct, gc=False):
 
 def task_id(task: TaskNode) -> str:
     """The order of a milestone's tasks: their ids."""
-    return task.event.id
+    return task.id
 
 
 class MilestoneNode(msgspec.Struct, gc=False):
@@ -711,10 +723,10 @@ def _on_relinked(state: ProjectionState, event: Event, body: b.MilestoneRelinked
 
 def _on_task_added(state: ProjectionState, event: Event, body: b.TaskAdded) -> None:
     node = state.milestones[body.milestone]
-    task = state.tasks[event.id] = TaskNode(event, event)
+    task = state.tasks[event.id] = TaskNode(event.id, body.title, event, event)
     # Views walk a milestone's task nodes directly (no lookup per task).
     tasks = node.tasks
-    if not tasks or event.id > tasks[-1].event.id:
+    if not tasks or event.id > tasks[-1].id:
         tasks.append(task)
     else:
         tasks.insert(bisect.bisect_left(tasks, event.id, key=task_id), task)

@@ -607,9 +607,8 @@ def _item_of(state: ProjectionState, event: Event) -> str | None:
         return body.milestone
     if isinstance(body, b.TaskCompleted | b.TaskReopened):
         task = state.tasks.get(body.task)
-        if task is None or not isinstance(task.event.body, b.TaskAdded):
-            return None
-        return task.event.body.milestone
+        added = task.event.body if task is not None else None
+        return added.milestone if isinstance(added, b.TaskAdded) else None
     if isinstance(body, b.SharingChanged):
         return body.subject
     return None

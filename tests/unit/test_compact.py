@@ -204,11 +204,13 @@ def test_task_nodes_name_their_rows_and_fold_on_after_a_compaction() -> None:
     completed = _task_event(4, b.TaskCompleted(task=task_ids[0]))
     history = [_goal(), *added, completed]
     state = rebuild(history)
-    assert compact(state) == 1  # the completion: tasks' adding events stay objects
+    assert compact(state) == 3  # both addings and the completion
     first, second = state.tasks[task_ids[0]], state.tasks[task_ids[1]]
-    assert isinstance(first.writer, int) and not isinstance(second.writer, int)
+    assert isinstance(first.writer, int) and isinstance(second.writer, int)
+    assert isinstance(first.added, int) and second.writer == second.added  # never written
     assert first.event == added[0] and first.done_by == completed and first.done
     assert second.done_by == added[1] and not second.done
+    assert (second.id, second.title) == (task_ids[1], "Task 3")
     # Folded after: a reopen (an object) wins over the completion (a row); then a late
     # completion with an earlier stamp loses to it, before and after the next compaction.
     reopened = _task_event(6, b.TaskReopened(task=task_ids[0]))
