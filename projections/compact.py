@@ -17,7 +17,8 @@ view reads each of its tasks, so a task's node holds its id and title and views 
 make the event again.
 
 What is held elsewhere as an object stays one: a journal entry (``sharing`` keeps it),
-a subject's ``checkin_touch``, a milestone's ``touched``, and everything pending or
+a subject's ``checkin_touch``, a milestone's ``touch`` (rows when a compacted snapshot
+loaded them), and everything pending or
 refused. Events folded after a compaction are held as objects until the next one, which
 merges them into a new table.
 
@@ -46,7 +47,7 @@ from msgspec.structs import force_setattr
 
 from events import Event
 from events import bodies as b
-from projections.state import Feed, IndicatorNode, ProjectionState, TaskNode
+from projections.state import Feed, IndicatorNode, MilestoneNode, ProjectionState, TaskNode
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -64,6 +65,7 @@ _KIND = 7
 _NUMBER = 8
 _PERCENT = 16
 _INT = 32
+_TEXT = 64  # the row has a text (a check-in's note, a task's title) in ``texts``
 
 _CHECKIN = b.CheckInRecorded
 _OBSERVATION = b.ObservationRecorded
@@ -144,6 +146,7 @@ COLUMNS = (
     "subjects",
     "confidence_of",
     "numbers",
+    "text_ends",
 )
 """A ``RowTable``'s array columns, in the order ``columns`` gives them."""
 
@@ -170,6 +173,8 @@ class RowTable:
         "recorded_zones",
         "schemas",
         "subjects",
+        "text_ends",
+        "texts",
         "words",
         "zones",
     )
@@ -187,11 +192,14 @@ class RowTable:
         self.schemas = array("B")
         self.flags = array("B")
         # A body held as columns: what it names (its subject or task) as an index into
-        # ``words``, a check-in's confidence and number, and in ``bodies`` its note; any
-        # other body is held whole in ``bodies``.
+        # ``words``, a check-in's confidence and number, its note or a task's title as
+        # UTF-8 in ``texts`` (``text_ends``: where each row's text ends; a string costs
+        # 49 B before its first character); any other body is held whole in ``bodies``.
         self.subjects = array("I")
         self.confidence_of = array("B")
         self.numbers = array("d")
+        self.text_ends = array("I")
+        self.texts: bytes | bytearray = bytearray()  # bytes once built
         self.bodies: list[Any] = []
         self.handles: list[str] = []
         self.words: list[str] = []
@@ -204,7 +212,7 @@ class RowTable:
 
     def columns(self) -> list[bytes]:
         """The array columns' bytes (``COLUMNS``' order, this machine's byte order): what a
-        snapshot keeps, with ``bodies``, the small tables and ``zone_offsets``."""
+        snapshot keeps, with ``texts``, ``bodies``, the small tables and ``zone_offsets``."""
         return [getattr(self, name).tobytes() for name in COLUMNS]
 
     def zone_offsets(self) -> list[int]:
@@ -216,13 +224,15 @@ class RowTable:
         cls,
         columns: Sequence[bytes],
         byteorder: str,
+        texts: bytes,
         bodies: list[Any],
         tables: tuple[list[str], list[str], list[str], list[int]],
     ) -> RowTable:
-        """The table ``columns``, ``bodies`` and ``tables`` (handles, words, confidences,
-        zone offsets) describe; ``ValueError`` if they do not hold together. The bodies are
-        taken as given: what a row's kind says it holds (a snapshot is checked whole by its
-        digest; this checks that no index can fall outside what it indexes)."""
+        """The table ``columns``, ``texts``, ``bodies`` and ``tables`` (handles, words,
+        confidences, zone offsets) describe; ``ValueError`` if they do not hold together.
+        The bodies and texts are taken as given: what a row's kind says it holds (a
+        snapshot is checked whole by its digest; this checks that no index can fall
+        outside what it indexes)."""
         table = cls()
         if len(columns) != len(COLUMNS):
             raise ValueError(f"{len(columns)} row columns, not {len(COLUMNS)}")
@@ -250,9 +260,12 @@ class RowTable:
             )
             if any(max(column) >= len(named) for column, named in bounds):
                 raise ValueError("a row names an entry beyond its table")
-            if max(table.flags) > _KIND | _NUMBER | _PERCENT | _INT:
+            if max(table.flags) > _KIND | _NUMBER | _PERCENT | _INT | _TEXT:
                 raise ValueError("a row's flags are not a kind this code reads")
+            if max(table.text_ends) > len(texts):
+                raise ValueError("a row's text ends beyond the texts")
             table.last_id = table.id_of(count - 1)
+        table.texts = texts
         table.bodies = bodies
         return table
 
@@ -272,6 +285,7 @@ class RowTable:
         kind = flags & _KIND
         if kind:
             named = self.words[self.subjects[row]]
+            text = self.text(row) if flags & _TEXT else None
             if kind == _CHECKIN_KIND:
                 number: float | None = None
                 if flags & _NUMBER:
@@ -284,10 +298,10 @@ class RowTable:
                     confidence=self.confidences[self.confidence_of[row]],  # type: ignore[arg-type]
                     value=None if percent else number,
                     percent=number if percent else None,
-                    note=body,
+                    note=text or "",  # every check-in has a note ("" at least)
                 )
             elif kind == _TASK_ADDED_KIND:
-                body = _TASK_ADDED(milestone=named, title=body)
+                body = _TASK_ADDED(milestone=named, title=text or "")
             elif kind == _TASK_COMPLETED_KIND:
                 body = _TASK_COMPLETED(task=named)
             else:
@@ -302,6 +316,17 @@ class RowTable:
             body=body,
             schema=self.schemas[row],
         )
+
+    def text(self, row: int) -> str | None:
+        """The row's text (a check-in's note, a task's title), if it has one."""
+        if not self.flags[row] & _TEXT:
+            return None
+        ends = self.text_ends
+        return str(self.texts[ends[row - 1] if row else 0 : ends[row]], "utf-8")
+
+    def adds_a_task(self, row: int) -> bool:
+        """Whether the row holds a task's adding."""
+        return self.flags[row] & _KIND == _TASK_ADDED_KIND
 
     def id_of(self, row: int) -> str:
         return _id_text(self.high[row], self.low[row])
@@ -377,6 +402,7 @@ class RowTable:
             position += old_count - old_index
         if position:
             table.last_id = table.id_of(position - 1)
+        table.texts = bytes(table.texts)  # read-only from here
         return table, old_rows, fresh_rows
 
     def _fits(self, event: Event, tables: _Tables) -> bool:
@@ -402,8 +428,13 @@ class RowTable:
         self, old: RowTable, start: int, stop: int, old_rows: array[int], position: int
     ) -> None:
         """Append ``old``'s rows ``start:stop``, noting where each went in ``old_rows``."""
-        for name in COLUMNS:
+        for name in COLUMNS[:-1]:
             getattr(self, name).extend(getattr(old, name)[start:stop])
+        ends = old.text_ends
+        first = ends[start - 1] if start else 0
+        shift = len(self.texts) - first
+        self.texts += old.texts[first : ends[stop - 1]]
+        self.text_ends.extend(array("I", [end + shift for end in ends[start:stop]]))
         self.bodies.extend(old.bodies[start:stop])
         old_rows[start:stop] = array("i", range(position, position + stop - start))
 
@@ -426,19 +457,24 @@ class RowTable:
         number = 0.0
         confidence = 0
         held: Any = body
+        text: str | None = None
         if kind is _CHECKIN:
             flags = self._checkin_flags(body, tables)
             if flags:
-                named, held = body.subject, body.note
+                named, held, text = body.subject, None, body.note
                 given = body.value if body.percent is None else body.percent
                 number = 0.0 if given is None else given
                 confidence = tables.confidences[body.confidence]
         elif kind is _TASK_ADDED:
-            flags, named, held = _TASK_ADDED_KIND, body.milestone, body.title
+            flags, named, held, text = _TASK_ADDED_KIND, body.milestone, None, body.title
         elif kind is _TASK_COMPLETED:
             flags, named, held = _TASK_COMPLETED_KIND, body.task, None
         elif kind is _TASK_REOPENED:
             flags, named, held = _TASK_REOPENED_KIND, body.task, None
+        if text is not None:
+            flags |= _TEXT
+            self.texts += text.encode()
+        self.text_ends.append(len(self.texts))
         self.flags.append(flags)
         self.subjects.append(_index(named, tables.words, self.words) if flags else 0)
         self.confidence_of.append(confidence)
@@ -637,6 +673,8 @@ class Compaction:
     observations: list[tuple[IndicatorNode, RowList]]
     tasks: list[tuple[TaskNode, Event | int, Event | int]]
     tasks_by_id: dict[str, TaskNode]
+    touches: dict[str, int]
+    milestone_touches: list[tuple[MilestoneNode, int]]
     shared: list[tuple[Any, str, str]]
     moved: int
     """How many events moved into rows."""
@@ -645,6 +683,11 @@ class Compaction:
         """Put the new table and lists in; return how many events moved into rows."""
         state, table = self.state, self.events.rows
         state.events = self.events
+        state.rows = table
+        state.checkin_touch.update(self.touches)
+        for milestone, touch in self.milestone_touches:
+            milestone.touch = touch
+            milestone.rows = table
         state.checkins_by_subject = self.checkins
         for feed, relisted in self.feeds:
             feed.events = relisted
@@ -706,6 +749,17 @@ def prepare(state: ProjectionState, stop: Callable[[], bool] = lambda: False) ->
     # its own; the fold shares the named event's): the tasks keyed, and the kept bodies
     # naming, by the events' own id strings.
     tasks_by_id = {task.id: task for task in state.tasks.values()}
+    # Touches a compacted snapshot's load left as rows (``projections.persist``).
+    touches = {
+        subject: old_rows[touch]
+        for subject, touch in state.checkin_touch.items()
+        if isinstance(touch, int)
+    }
+    milestone_touches = [
+        (node, old_rows[node.touch])
+        for node in state.milestones.values()
+        if isinstance(node.touch, int)
+    ]
     shared: list[tuple[Any, str, str]] = []
     for task in state.tasks.values():
         if not isinstance(task.added, int) and task.added.id not in fresh_rows:
@@ -722,6 +776,8 @@ def prepare(state: ProjectionState, stop: Callable[[], bool] = lambda: False) ->
         observations,
         tasks,
         tasks_by_id,
+        touches,
+        milestone_touches,
         shared,
         len(fresh_rows),
     )

@@ -486,7 +486,7 @@ def _touched(ctx: _Context, milestone_id: str, node: MilestoneNode) -> tuple[dat
     # milestone can have dozens of tasks. Its check-ins (a year of them, weekly) and
     # their fixes are one event the fold keeps (``checkin_touch``).
     related: list[Event] = []
-    checkin_touch = state.checkin_touch.get(milestone_id)
+    checkin_touch = state.checkin_touched(milestone_id)
     if checkin_touch is not None:
         related.append(checkin_touch)
     fixed = [milestone_id, touched_id]

@@ -190,22 +190,35 @@ class EventRows(Protocol):
 
     def event(self, row: int) -> Event: ...
 
+    def text(self, row: int) -> str | None: ...
+
 
 class TaskNode(msgspec.Struct, gc=False):
     """A task and its done flag: a last-writer-wins register held inline (a sixth of all
     events write one), written first by the task's own adding.
 
-    Its id and title are held here: every milestone's view reads them. The adding event
-    (``added``) and the writer are events, or in a compacted state
-    (``projections.compact``) rows of ``rows``: read them as ``event`` and ``done_by``.
+    Every milestone's view reads its tasks' ids and titles: the id is held here, the title
+    read from where the adding event is held. That event (``added``) and the writer are
+    events, or in a compacted state (``projections.compact``) rows of ``rows``: read them
+    as ``event`` and ``done_by``.
     """
 
     id: str
-    title: str  # as added (a correction's is read from ``ProjectionState.body``)
     added: Event | int
     writer: Event | int  # the latest completion or reopen by stamp, or the adding event
     done: bool = False
     rows: EventRows | None = None
+
+    @property
+    def title(self) -> str:
+        """The title the task was added with (a correction's: ``ProjectionState.body``)."""
+        added = self.added
+        if isinstance(added, int):
+            assert self.rows is not None
+            title = self.rows.text(added)
+            assert title is not None
+            return title
+        return added.body.title  # type: ignore[union-attr]
 
     @property
     def event(self) -> Event:
@@ -239,12 +252,24 @@ class MilestoneNode(msgspec.Struct, gc=False):
     dropped: Register  # value: bool
     tasks: list[TaskNode] = msgspec.field(default_factory=list)  # sorted by ``task_id``
     # Latest event (by stamp) naming this milestone directly; check-ins and task events
-    # are folded in at read time (they may arrive before the milestone does).
-    touched: Event | None = None
+    # are folded in at read time (they may arrive before the milestone does). In a state
+    # loaded compacted (``projections.persist``) it may be a row of ``rows``: read
+    # ``touched``.
+    touch: Event | int | None = None
     # Every completion and reopen applied to ``completed`` (each wrote its
     # ``completion_value``). The register holds the latest *live* one, so retracting a
     # completion (or a reopen) falls back to the write before it.
     completion_writes: list[Event] | None = None
+    rows: EventRows | None = None
+
+    @property
+    def touched(self) -> Event | None:
+        """The latest event (by stamp) naming this milestone directly."""
+        touch = self.touch
+        if isinstance(touch, int):
+            assert self.rows is not None
+            return self.rows.event(touch)
+        return touch
 
 
 class IndicatorNode(msgspec.Struct, gc=False):
@@ -304,6 +329,7 @@ class ProjectionState:
         "people",
         "refused",
         "retracted",
+        "rows",
         "sharing",
         "tasks",
         "team_changes",
@@ -336,7 +362,10 @@ class ProjectionState:
         # subject id -> the latest recorded (by (recorded_at, id)) of its check-ins and of
         # the corrections and retractions naming them: drift's last touch of a milestone
         # reads it instead of walking a year of check-ins.
-        self.checkin_touch: dict[str, Event] = {}
+        # In a state loaded compacted (``projections.persist``) a touch may be a row of
+        # ``rows``: read ``checkin_touched``.
+        self.checkin_touch: dict[str, Event | int] = {}
+        self.rows: EventRows | None = None  # a compacted state's rows
         # target event id -> ids of corrections naming it (order fixed at read time)
         self.corrections: dict[str, list[str]] = {}
         # target event id -> ids of retractions naming it
@@ -471,6 +500,14 @@ class ProjectionState:
         memo[key] = (stamp, value)
         return value
 
+    def checkin_touched(self, subject: str) -> Event | None:
+        """The latest recorded check-in of ``subject`` or fix of one (``checkin_touch``)."""
+        touch = self.checkin_touch.get(subject)
+        if isinstance(touch, int):
+            assert self.rows is not None
+            return self.rows.event(touch)
+        return touch
+
     def person(self, person: str) -> PersonIndex:
         """The index of a person's items (created empty on first use)."""
         index = self.people.get(person)
@@ -543,7 +580,7 @@ def add_sorted(ids: list[str], item: str) -> None:
 def _touch(node: MilestoneNode, event: Event) -> None:
     touched = node.touched
     if touched is None or later(event, touched):
-        node.touched = event
+        node.touch = event
 
 
 def _write_sharing(state: ProjectionState, item_id: str, event: Event) -> None:
@@ -723,7 +760,7 @@ def _on_relinked(state: ProjectionState, event: Event, body: b.MilestoneRelinked
 
 def _on_task_added(state: ProjectionState, event: Event, body: b.TaskAdded) -> None:
     node = state.milestones[body.milestone]
-    task = state.tasks[event.id] = TaskNode(event.id, body.title, event, event)
+    task = state.tasks[event.id] = TaskNode(event.id, event, event)
     # Views walk a milestone's task nodes directly (no lookup per task).
     tasks = node.tasks
     if not tasks or event.id > tasks[-1].id:
@@ -767,7 +804,7 @@ def _on_checkin(state: ProjectionState, event: Event, body: b.CheckInRecorded) -
 def touch_checkin(state: ProjectionState, subject: str, event: Event) -> None:
     """Keep ``event`` (a check-in of ``subject`` or a fix naming one) as the subject's
     ``checkin_touch`` if it was recorded later (ties: the greater id)."""
-    touch = state.checkin_touch.get(subject)
+    touch = state.checkin_touched(subject)
     if touch is None or touch_key(event) > touch_key(touch):
         state.checkin_touch[subject] = event
 

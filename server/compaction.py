@@ -105,6 +105,7 @@ class Compactor:
             return False  # a fold changed a dictionary it was reading
         except Exception:
             log.exception("working set: compacting %s failed; it stays whole", key)
+            working_set.compacted(partition)
             return True
         # The follower's lock only for the swap: a snapshot being encoded ends first.
         async with working_set.lock or contextlib.nullcontext():
@@ -117,6 +118,7 @@ class Compactor:
             self.compactions += 1
             # A load of the same key settling from now on queues its own.
             self._queued.pop(key, None)
+        working_set.compacted(partition)
         log.debug(
             "working set: compacted %s (%d events into rows) in %.2f s",
             key,

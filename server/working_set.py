@@ -247,9 +247,7 @@ class WorkingSet:
             after,
             time.perf_counter() - began,
         )
-        if partition.since_snapshot >= self.snapshot_after:
-            self._snapshot_soon(partition)
-        self.compactor.soon(partition)
+        self.compactor.soon(partition)  # then snapshotted, if one is due (``compacted``)
         return partition
 
     async def _folded(self, key: str, people: frozenset[str], upto: int) -> tuple[Partition, int]:
@@ -333,6 +331,12 @@ class WorkingSet:
         if any(row.team == team and row.type in _TEAM_CHANGES for row in tail):
             return None
         return len(tail)
+
+    def compacted(self, partition: Partition) -> None:
+        """After a held partition's compaction: snapshot it if one is due. Compacted, its
+        snapshot keeps the rows as columns, and it loads without an object per row."""
+        if partition.since_snapshot >= self.snapshot_after:
+            self._snapshot_soon(partition)
 
     def _snapshot_soon(self, partition: Partition) -> None:
         """Snapshot ``partition`` in the background, one at a time (see ``_snapshot``)."""
