@@ -146,9 +146,33 @@ def test_any_history_cut_anywhere_resumes_to_the_same_views(
     assert {s: list(c) for s, c in resumed.checkins_by_subject.items()} == {
         s: list(c) for s, c in full.checkins_by_subject.items()
     }
-    assert resumed.checkin_touch == full.checkin_touch
+    assert touches(resumed) == touches(full)
     assert resumed.pending.keys() == full.pending.keys()
     assert resumed.refused.keys() == full.refused.keys()
+    same_views(full, resumed)
+    if compacted:
+        # The tail compacted into the loaded rows, in the middle of them (shuffled ids):
+        # every row renumbered, the touches loaded as rows too.
+        compact(resumed)
+        assert touches(resumed) == touches(full)
+        same_views(full, resumed)
+
+
+def test_a_tail_compacted_into_loaded_rows_renumbers_what_names_them(
+    history: list[Event],
+) -> None:
+    # Shuffled: the tail's ids fall between the loaded rows', so every row moves.
+    shuffled = list(history)
+    random.Random(7).shuffle(shuffled)
+    resumed = round_trip(rebuild(shuffled[:2000]), 2000, compacted=True)
+    named_by_rows = sum(isinstance(t, int) for t in resumed.checkin_touch.values())
+    named_by_rows += sum(isinstance(m.touch, int) for m in resumed.milestones.values())
+    assert named_by_rows > 20  # the touches loaded as rows
+    for event in shuffled[2000:]:
+        apply(resumed, event)
+    assert compact(resumed) > 500
+    full = rebuild(shuffled)
+    assert touches(resumed) == touches(full)
     same_views(full, resumed)
 
 
