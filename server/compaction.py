@@ -43,7 +43,8 @@ class Compactor:
 
     def __init__(self, working_set: WorkingSet) -> None:
         self._working_set = working_set
-        self._queued: dict[str, asyncio.Task[None]] = {}
+        self._queued: dict[str, asyncio.Task[None]] = {}  # by key: one queued per key
+        self._tasks: set[asyncio.Task[None]] = set()  # every one not done, begun or not
         self._one_at_a_time = asyncio.Lock()
         self._load_moved = 0.0  # when a load last began or ended
         self.compactions = 0
@@ -53,7 +54,9 @@ class Compactor:
         self._load_moved = time.monotonic()
 
     def queued(self) -> list[asyncio.Task[None]]:
-        return list(self._queued.values())
+        """Every compaction not done (one may be past the swap, about to ask for its
+        partition's snapshot: ``WorkingSet.compacted``)."""
+        return list(self._tasks)
 
     def soon(self, partition: Partition) -> None:
         """Compact a held partition in the background (after the answer that loaded it)."""
@@ -62,9 +65,11 @@ class Compactor:
             return  # the one queued compacts whichever partition holds the key then
         task = asyncio.create_task(self.compact(key, after_loads=True))
         self._queued[key] = task
+        self._tasks.add(task)
         task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
         for key, queued in list(self._queued.items()):
             if queued is task:
                 del self._queued[key]

@@ -202,11 +202,26 @@ class WorkingSet:
         self.position = upto
         return upto
 
+    async def settle(self) -> None:
+        """Wait for the compactions and snapshots under way, and those they begin."""
+        while pending := [
+            task
+            for task in (*self.compactor.queued(), *self._snapshotting.values())
+            if not task.done()
+        ]:
+            await asyncio.gather(*pending, return_exceptions=True)
+
     async def close(self) -> None:
-        """Finish the partition snapshots being written and the compactions (at a stop)."""
-        for task in [*self._snapshotting.values(), *self.compactor.queued()]:
-            with contextlib.suppress(Exception):
+        """At a stop: the compactions not done are let go (a stop must not wait minutes
+        for them); the snapshots due are taken as the partitions are, and finished."""
+        for task in self.compactor.queued():
+            task.cancel()
+            with contextlib.suppress(BaseException):
                 await task
+        for partition in list(self._partitions.values()):
+            self.compacted(partition)  # its snapshot, if one is due
+        while pending := [task for task in self._snapshotting.values() if not task.done()]:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def partition(
         self, key: str, people: frozenset[str], position: int, settle: Settle

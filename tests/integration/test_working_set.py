@@ -135,7 +135,7 @@ async def test_every_view_from_a_partition_equals_the_fold_of_everything(
     sizes = [p.size for p in working_set._partitions.values()]
     assert max(sizes) < full.event_count()
     # Each load is compacted after it answered (projections.compact): the same views.
-    await working_set.close()
+    await working_set.settle()
     assert working_set.held_rows > 0
     assert working_set.compactions >= loaded
     assert await differences(follower, full) == []
@@ -147,7 +147,7 @@ async def test_every_view_from_a_partition_equals_the_fold_of_everything(
     await follower.catch_up()
     full = await rebuilt_state(store)
     assert await differences(follower, full) == []
-    await working_set.close()
+    await working_set.settle()
     for partition in working_set._partitions.values():
         state = partition.state
         assert held_as_rows(state) == sum(map(compactable, state.events.values()))
@@ -238,7 +238,7 @@ async def test_partitions_start_from_their_own_snapshots_and_answer_the_same(
     await append(store, shuffled_batches(history[:cut], seed=5))
     first, first_set = await snapshotting_follower(store, snapshots)
     assert await differences(first, await rebuilt_state(store)) == []
-    await first_set.close()  # the snapshots it began are written
+    await first_set.settle()  # the snapshots it began are written
     assert first_set.snapshot_loads == 0
     assert first_set.snapshots_taken == first_set.loaded >= 5
     assert await snapshots.partition_count() == first_set.loaded
@@ -259,7 +259,7 @@ async def test_partitions_start_from_their_own_snapshots_and_answer_the_same(
     full = await rebuilt_state(store)
     assert await differences(second, full) == []
     assert 0 < second_set.snapshot_loads - before < second_set.loads
-    await second_set.close()
+    await second_set.settle()
 
 
 async def test_a_corrupt_partition_snapshot_means_a_fold_from_the_store(
@@ -271,7 +271,7 @@ async def test_a_corrupt_partition_snapshot_means_a_fold_from_the_store(
     _, teams = people_and_teams(full)
     first, first_set = await snapshotting_follower(store, snapshots)
     await first.team_view(teams[0])
-    await first_set.close()
+    await first_set.settle()
     assert await snapshots.partition_count() == 1
     [corrupt] = await snapshots.listing(f"team:{teams[0]}")
     await flip_stored_byte(location, offset=200)
@@ -279,10 +279,29 @@ async def test_a_corrupt_partition_snapshot_means_a_fold_from_the_store(
     state = (await second.team_view(teams[0])).state
     assert dict(team_views(state, teams[0], NOW)) == dict(team_views(full, teams[0], NOW))
     assert second_set.snapshot_loads == 0 and second_set.loads == 1
-    await second_set.close()
+    await second_set.settle()
     # The corrupt one is deleted (never read again); the load took a good one instead.
     [taken] = await snapshots.listing(f"team:{teams[0]}")
     assert taken.id != corrupt.id and taken.position == corrupt.position
+
+
+async def test_a_stop_lets_compactions_go_and_takes_the_snapshots_due(
+    store: ServerStore, snapshots: SnapshotStore
+) -> None:
+    history = history_with_kudos(seed=17)
+    await append(store, shuffled_batches(history, seed=3))
+    _, teams = people_and_teams(await rebuilt_state(store))
+    follower, working_set = await snapshotting_follower(store, snapshots)
+    for team in teams:
+        await follower.team_view(team)
+    # Each load queued its compaction, which waits a quiet second: none has begun.
+    assert working_set.compactor.queued() and working_set.compactions == 0
+    await working_set.close()
+    assert working_set.compactor.queued() == [] and working_set.compactions == 0
+    # Every partition loaded was snapshotted as it was (objects), none is left to write.
+    assert working_set.snapshots_taken == working_set.loaded >= len(teams)
+    assert await snapshots.partition_count() == working_set.loaded
+    assert all(task.done() for task in working_set._snapshotting.values())
 
 
 async def test_partitions_dropped_over_the_budget_come_back_from_their_snapshots(
@@ -296,7 +315,7 @@ async def test_partitions_dropped_over_the_budget_come_back_from_their_snapshots
     follower, working_set = await snapshotting_follower(store, snapshots, budget)
     for team in teams:
         await follower.team_view(team)
-    await working_set.close()
+    await working_set.settle()
     taken = working_set.snapshots_taken
     assert working_set.evictions > 0 and taken >= len(teams)
     # New events after the snapshots: a reload folds them after its snapshot's.
@@ -308,7 +327,7 @@ async def test_partitions_dropped_over_the_budget_come_back_from_their_snapshots
         full = await rebuilt_state(store)
         assert dict(team_views(state, team, NOW)) == dict(team_views(full, team, NOW))
     assert working_set.snapshot_loads > 0
-    await working_set.close()
+    await working_set.settle()
 
 
 async def test_a_partition_dropped_is_snapshotted_at_the_position_it_was_dropped_at(
@@ -327,14 +346,14 @@ async def test_a_partition_dropped_is_snapshotted_at_the_position_it_was_dropped
         assert working_set.evictions == 1
         await append(store, shuffled_batches(history[cut:], seed=10))
         await follower.catch_up()
-    await working_set.close()
+    await working_set.settle()
     working_set.drop(f"team:{teams[1]}")
     loads = working_set.snapshot_loads
     state = (await follower.team_view(teams[0])).state
     assert working_set.snapshot_loads == loads + 1
     full = await rebuilt_state(store)
     assert dict(team_views(state, teams[0], NOW)) == dict(team_views(full, teams[0], NOW))
-    await working_set.close()
+    await working_set.settle()
 
 
 async def test_warming_loads_the_partitions_named_until_the_budget_is_full(
@@ -407,7 +426,7 @@ async def test_snapshot_list_and_check_take_a_partition(
     _, teams = people_and_teams(await rebuilt_state(store))
     follower, working_set = await snapshotting_follower(store, snapshots)
     await follower.team_view(teams[0])
-    await working_set.close()
+    await working_set.settle()
     key = f"team:{teams[0]}"
 
     def run(*args: str) -> tuple[int, str]:
@@ -524,7 +543,7 @@ async def test_a_compaction_built_while_events_folded_is_built_again(
     full = await rebuilt_state(store)
     team = people_and_teams(full)[1][0]
     state = (await follower.team_view(team)).state
-    await working_set.close()
+    await working_set.settle()
     assert len(prepared) == 2 and prepared[1] > prepared[0]  # the first was not swapped in
     assert working_set.compactions == 1
     assert held_as_rows(state) == sum(map(compactable, state.events.values())) > 0
