@@ -54,7 +54,7 @@ from typing import NamedTuple
 from events import Event
 from events import bodies as b
 from projections import persist
-from projections.compact import compact, held_as_rows
+from projections.compact import HeldEvents, compact, held_as_rows
 from projections.state import ProjectionState, apply, vouch
 from server import compaction
 from server.compaction import Compactor
@@ -172,9 +172,20 @@ class WorkingSet:
         """Compactions swapped in (``server.compaction``)."""
         return self.compactor.compactions
 
+    def compaction_due(self, partition: Partition) -> bool:
+        """Whether a held partition is to be compacted: held as objects (folded from the
+        store, or loaded from a snapshot of objects), or having folded ``COMPACT_AFTER``
+        events since. One loaded compacted with a short tail is not: a compaction makes
+        every row and list again, for a few events."""
+        if partition.since_compaction >= compaction.COMPACT_AFTER:
+            return True
+        return partition.size > 0 and not isinstance(partition.state.events, HeldEvents)
+
     async def compact(self, key: str, *, after_loads: bool = False) -> None:
-        """Compact the partition held under ``key`` now (``Compactor.compact``)."""
-        await self.compactor.compact(key, after_loads=after_loads)
+        """Compact the partition held under ``key`` now if it is due (``Compactor.compact``)."""
+        partition = self.held(key)
+        if partition is not None and self.compaction_due(partition):
+            await self.compactor.compact(key, after_loads=after_loads)
 
     @property
     def held_rows(self) -> int:
@@ -262,7 +273,10 @@ class WorkingSet:
             after,
             time.perf_counter() - began,
         )
-        self.compactor.soon(partition)  # then snapshotted, if one is due (``compacted``)
+        if self.compaction_due(partition):
+            self.compactor.soon(partition)  # then snapshotted, if one is due (``compacted``)
+        else:
+            self.compacted(partition)
         return partition
 
     async def _folded(self, key: str, people: frozenset[str], upto: int) -> tuple[Partition, int]:

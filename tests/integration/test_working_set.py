@@ -285,6 +285,27 @@ async def test_a_corrupt_partition_snapshot_means_a_fold_from_the_store(
     assert taken.id != corrupt.id and taken.position == corrupt.position
 
 
+async def test_a_partition_is_snapshotted_compacted_and_loads_compacted(
+    store: ServerStore, snapshots: SnapshotStore
+) -> None:
+    history = history_with_kudos(seed=17)
+    await append(store, shuffled_batches(history, seed=3))
+    full = await rebuilt_state(store)
+    _, teams = people_and_teams(full)
+    first, first_set = await snapshotting_follower(store, snapshots)
+    await first.team_view(teams[0])
+    await first_set.settle()
+    # Folded from the store: compacted, then snapshotted (its rows kept as columns).
+    assert first_set.compactions == 1 and first_set.snapshots_taken == 1
+    second, second_set = await snapshotting_follower(store, snapshots)
+    state = (await second.team_view(teams[0])).state
+    await second_set.settle()
+    # Loaded compacted, with no tail: held as rows at once, never compacted again.
+    assert second_set.snapshot_loads == 1 and second_set.compactions == 0
+    assert second_set.held_rows == first_set.held_rows > 0
+    assert dict(team_views(state, teams[0], NOW)) == dict(team_views(full, teams[0], NOW))
+
+
 async def test_a_stop_lets_compactions_go_and_takes_the_snapshots_due(
     store: ServerStore, snapshots: SnapshotStore
 ) -> None:
