@@ -7,7 +7,9 @@ One run, two passes over the same generated history (1M events; ``--quick``: 100
    and board) and each team's board alone, with the state's events as objects; then
    ``compact``, timed; then the same views again on the compacted state;
 2. the fold again under ``tracemalloc``: the bytes the state holds, before and after
-   ``compact``.
+   ``compact``, and those of the compacted state loaded from its snapshot;
+3. the state's snapshot (``projections.persist``) as objects and compacted (its rows
+   kept as columns): the bytes, and the time to load each.
 
 Prints one ``figure:`` line per figure at the end; the ratios compare the compacted
 state against the same state before its compaction, in the same run.
@@ -29,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import events
 from bench.core import every_view
 from milepost_testkit.history import history_bytes
+from projections import persist
 from projections.compact import HeldEvents, compact, held_as_rows
 from projections.state import ProjectionState, apply
 from projections.team import team_board
@@ -65,6 +68,18 @@ def boards_ms(state: ProjectionState) -> list[float]:
         times.append((time.perf_counter() - began) * 1000)
     state.memo.clear()
     return times
+
+
+def load_seconds(blob: bytes) -> float:
+    """Decoding a snapshot into a state (``persist.decode``), the faster of two."""
+    times = []
+    for _ in range(2):
+        began = time.perf_counter()
+        loaded = persist.decode(blob)
+        times.append(time.perf_counter() - began)
+        del loaded
+        gc.collect()
+    return min(times)
 
 
 def p99(values: list[float]) -> float:
@@ -104,9 +119,16 @@ def main() -> int:
     count = len(state.events)
     views_objects = views_seconds(state)
     boards_objects = boards_ms(state)
+    fields = persist.Follower(count)
+    snapshot_objects = persist.encode(state, fields)
+    load_objects = load_seconds(snapshot_objects)
     began = time.perf_counter()
     moved = compact(state)
     compaction = time.perf_counter() - began
+    snapshot_rows = persist.encode(state, fields)
+    load_rows = load_seconds(snapshot_rows)
+    len_objects = len(snapshot_objects)
+    del snapshot_objects
     views_rows = views_seconds(state)
     boards_rows = boards_ms(state)
     made_us, find_us = read_costs_us(state)
@@ -126,6 +148,13 @@ def main() -> int:
     gc.collect()
     as_rows = tracemalloc.get_traced_memory()[0]
     rows = held_as_rows(state)
+    del state
+    gc.collect()
+    before_load = tracemalloc.get_traced_memory()[0]
+    loaded = persist.decode(snapshot_rows)
+    gc.collect()
+    as_loaded = tracemalloc.get_traced_memory()[0] - before_load
+    del loaded
     tracemalloc.stop()
     gc.enable()
 
@@ -134,6 +163,7 @@ def main() -> int:
     print(f"figure: state_bytes_per_event_as_objects = {as_objects / count:.0f} B")
     print(f"figure: state_bytes_per_event_compacted = {as_rows / count:.0f} B")
     print(f"figure: state_bytes_compacted_vs_objects = {as_rows / as_objects:.3f} ratio")
+    print(f"figure: state_bytes_per_event_loaded_compacted = {as_loaded / count:.0f} B")
     print(f"figure: compaction_seconds = {compaction:.2f} s")
     print(f"figure: compaction_per_event_moved = {compaction / max(1, moved) * 1e6:.2f} us")
     print(f"figure: every_view_seconds_as_objects = {views_objects:.2f} s")
@@ -147,6 +177,11 @@ def main() -> int:
         "figure: board_from_nothing_compacted_vs_objects = "
         f"{statistics.median(boards_rows) / statistics.median(boards_objects):.3f} ratio"
     )
+    print(f"figure: snapshot_mb_as_objects = {len_objects / 1e6:.1f} MB")
+    print(f"figure: snapshot_mb_compacted = {len(snapshot_rows) / 1e6:.1f} MB")
+    print(f"figure: snapshot_load_seconds_as_objects = {load_objects:.2f} s")
+    print(f"figure: snapshot_load_seconds_compacted = {load_rows:.2f} s")
+    print(f"figure: snapshot_load_compacted_vs_objects = {load_rows / load_objects:.3f} ratio")
     print(f"figure: make_one_row_event_again = {made_us:.2f} us")
     print(f"figure: find_one_row_by_id = {find_us:.2f} us")
     return 0

@@ -1,20 +1,20 @@
 """Compaction: a state's bulk events held as rows of columns instead of one object each.
 
-Half of all events are check-ins, a sixth completions or reopenings of tasks, a tenth
-observations of an indicator. Folded, each is an ``Event`` (80 B), its id string
+Half of all events are check-ins, a third a task's adding, completion or reopening, a
+tenth observations of an indicator. Folded, each is an ``Event`` (80 B), its id string
 (85 B), an instant (48 B), a body, an entry in ``ProjectionState.events`` and a slot in
 each list that orders it. ``compact`` moves the folded ones into a ``RowTable``: the id
 as two integers, the handles, offsets and names as indexes into small tables, the
-instants and the clock as integers, and the body of a check-in or a task's completion
-or reopening as columns too (a note is kept as its string; an observation's body is kept
-as it is). The lists that order them (``checkins_by_subject``, the feeds, the
-indicators' observations) become ``RowList``s of row numbers, and a task's node names the
-row of its latest completion or reopening. An ``Event`` is made again from its row when a
-view reads it (a board reads a few hundred); it equals the one folded, field for field.
+instants and the clock as integers, and the body as columns too (a note, a title, an
+observation's text as UTF-8 in one column of texts; a body the columns cannot give back
+exactly is kept whole). The lists that order them (``checkins_by_subject``, the feeds,
+the indicators' observations) become ``RowList``s of row numbers, and a task's node names
+the rows of its adding and its latest completion or reopening. An ``Event`` is made
+again from its row when a view reads it (a board reads a few hundred); it equals the one
+folded, field for field.
 
-A task's adding event is a row too (its title kept as its string): every milestone's
-view reads each of its tasks, so a task's node holds its id and title and views never
-make the event again.
+Every milestone's view reads each of its tasks: a task's node holds its id and reads its
+title from the row, so views never make a task's adding event again.
 
 What is held elsewhere as an object stays one: a journal entry (``sharing`` keeps it),
 a subject's ``checkin_touch``, a milestone's ``touch`` (rows when a compacted snapshot
@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any, overload
 
+import msgspec
 from msgspec.structs import force_setattr
 
 from events import Event
@@ -61,11 +62,16 @@ _CHECKIN_KIND = 1
 _TASK_COMPLETED_KIND = 2
 _TASK_REOPENED_KIND = 3
 _TASK_ADDED_KIND = 4
+_OBSERVATION_KIND = 5
 _KIND = 7
 _NUMBER = 8
 _PERCENT = 16
 _INT = 32
 _TEXT = 64  # the row has a text (a check-in's note, a task's title) in ``texts``
+_PAIR = 128  # an observation's text is its text and impact, as a JSON array
+_ALL_FLAGS = _KIND | _NUMBER | _PERCENT | _INT | _TEXT | _PAIR
+_encode_pair = msgspec.json.Encoder().encode
+_decode_pair = msgspec.json.Decoder(tuple[str, str]).decode
 
 _CHECKIN = b.CheckInRecorded
 _OBSERVATION = b.ObservationRecorded
@@ -191,10 +197,12 @@ class RowTable:
         self.occurred_zones = array("B")
         self.schemas = array("B")
         self.flags = array("B")
-        # A body held as columns: what it names (its subject or task) as an index into
-        # ``words``, a check-in's confidence and number, its note or a task's title as
-        # UTF-8 in ``texts`` (``text_ends``: where each row's text ends; a string costs
-        # 49 B before its first character); any other body is held whole in ``bodies``.
+        # A body held as columns: what it names (its subject, milestone, task or
+        # indicator) as an index into ``words``, a check-in's confidence or an
+        # observation's polarity as an index into ``confidences``, a check-in's number or
+        # an observation's stage, its note, title or text as UTF-8 in ``texts``
+        # (``text_ends``: where each row's text ends; a string costs 49 B before its
+        # first character); any other body is held whole in ``bodies``.
         self.subjects = array("I")
         self.confidence_of = array("B")
         self.numbers = array("d")
@@ -260,7 +268,7 @@ class RowTable:
             )
             if any(max(column) >= len(named) for column, named in bounds):
                 raise ValueError("a row names an entry beyond its table")
-            if max(table.flags) > _KIND | _NUMBER | _PERCENT | _INT | _TEXT:
+            if max(table.flags) > _ALL_FLAGS:
                 raise ValueError("a row's flags are not a kind this code reads")
             if max(table.text_ends) > len(texts):
                 raise ValueError("a row's text ends beyond the texts")
@@ -302,6 +310,17 @@ class RowTable:
                 )
             elif kind == _TASK_ADDED_KIND:
                 body = _TASK_ADDED(milestone=named, title=text or "")
+            elif kind == _OBSERVATION_KIND:
+                impact = ""
+                if flags & _PAIR:
+                    text, impact = _decode_pair(text or "")
+                body = _OBSERVATION(
+                    text=text or "",
+                    polarity=self.confidences[self.confidence_of[row]],  # type: ignore[arg-type]
+                    indicator=named,
+                    stage=int(self.numbers[row]) if flags & _NUMBER else None,
+                    impact=impact,
+                )
             elif kind == _TASK_COMPLETED_KIND:
                 body = _TASK_COMPLETED(task=named)
             else:
@@ -471,6 +490,13 @@ class RowTable:
             flags, named, held = _TASK_COMPLETED_KIND, body.task, None
         elif kind is _TASK_REOPENED:
             flags, named, held = _TASK_REOPENED_KIND, body.task, None
+        elif kind is _OBSERVATION and self._observation_fits(body, tables):
+            flags, named, held, text = _OBSERVATION_KIND, body.indicator, None, body.text
+            confidence = tables.confidences[body.polarity]
+            if body.stage is not None:
+                flags, number = flags | _NUMBER | _INT, float(body.stage)
+            if body.impact:
+                flags, text = flags | _PAIR, _encode_pair((body.text, body.impact)).decode()
         if text is not None:
             flags |= _TEXT
             self.texts += text.encode()
@@ -480,6 +506,17 @@ class RowTable:
         self.confidence_of.append(confidence)
         self.numbers.append(number)
         self.bodies.append(held)
+
+    def _observation_fits(self, body: b.ObservationRecorded, tables: _Tables) -> bool:
+        """Whether an observation of an indicator is held as columns: its sharing is the
+        indicator's (the defaults) and its polarity is named in the table."""
+        if body.visibility != "private" or body.partners or body.indicator is None:
+            return False
+        if body.polarity not in tables.confidences:
+            if len(self.confidences) >= _MAX_SMALL_TABLE:
+                return False
+            _index(body.polarity, tables.confidences, self.confidences)
+        return True
 
     def _checkin_flags(self, body: b.CheckInRecorded, tables: _Tables) -> int:
         """How a check-in's body is held as columns (0: whole, as an object: a number of a

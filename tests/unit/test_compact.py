@@ -137,6 +137,31 @@ def test_a_row_makes_again_the_event_folded_byte_for_byte() -> None:
     assert compact(state) == 0  # nothing new to move
 
 
+def test_an_observation_row_makes_its_body_again_byte_for_byte() -> None:
+    at = datetime(2026, 3, 2, 9, tzinfo=UTC)
+    indicator = _alices(
+        2, at, b.IndicatorDefined(title="Empathy", stages=("a", "b", "c")), occurred=at
+    )
+    bodies = [
+        b.ObservationRecorded(text="Listened first.", indicator=indicator.id),
+        b.ObservationRecorded(text="Again", polarity="negative", indicator=indicator.id, stage=2),
+        b.ObservationRecorded(text='"quoted" ✓', indicator=indicator.id, impact="The team saw it."),
+        b.ObservationRecorded(text="", indicator=indicator.id, stage=0, impact="[1, 2]"),
+        # Shared otherwise than its indicator (the defaults): kept whole.
+        b.ObservationRecorded(text="Shared", indicator=indicator.id, visibility="team"),
+    ]
+    observed = [_alices(10 + n, at, body, occurred=at) for n, body in enumerate(bodies)]
+    state = rebuild([indicator, *observed])
+    assert compact(state) == len(observed)
+    table = state.events.rows  # type: ignore[attr-defined]
+    assert sum(body is not None for body in table.bodies) == 1  # the shared one, whole
+    for event in observed:
+        again = state.events[event.id]
+        assert again == event
+        assert events.encode(again) == events.encode(event)
+    assert list(state.indicators[indicator.id].observations) == observed
+
+
 def test_lookups_by_id_match_only_the_id_itself() -> None:
     checkin = _checkin(2, datetime(2026, 3, 2, tzinfo=UTC))
     state = rebuild([_goal(), checkin])
