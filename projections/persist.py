@@ -458,7 +458,7 @@ def encode_pieces(state: ProjectionState, follower: Follower) -> Iterator[bytes]
                 _link(kv[1].link),
                 _text(kv[1].completed),
                 _flag(kv[1].dropped),
-                [task.event.id for task in kv[1].tasks],
+                [task.id for task in kv[1].tasks],
                 _touch_ref(held, kv[1].touch),
             ),
         ),
@@ -553,25 +553,18 @@ def _restore(doc: Document) -> tuple[ProjectionState, Follower]:
     state.refused = {event.id: (event, reason) for event, reason in doc.refused}
     state.opaque = {event.id: event for event in doc.opaque}
 
-    def touch(ref: _Ref) -> Event | int:
-        """An event a touch names, or its row (made again when read)."""
-        if isinstance(ref, str):
-            return events[ref]
-        if table is None or not 0 <= ref < len(table):
-            raise ValueError(f"a touch is row {ref}, which is not held")
-        return ref
-
     def event(event_id: str | None) -> Event:
         return PLACEHOLDER if event_id is None else events[event_id]
 
+    row_count = 0 if table is None else len(table)
+
     def row_or_event(ref: _Ref) -> Event | int:
+        """The event ``ref`` names, or its row: a task's or a touch's, made again when read."""
         if isinstance(ref, str):
             return events[ref]
         if not 0 <= ref < row_count:
-            raise ValueError(f"a task's event is row {ref}, which is not held")
+            raise ValueError(f"a reference to row {ref}, which is not held")
         return ref
-
-    row_count = 0 if table is None else len(table)
 
     def tasks_of(listed: list[_Task]) -> dict[str, TaskNode]:
         found: dict[str, TaskNode] = {}
@@ -614,7 +607,7 @@ def _restore(doc: Document) -> tuple[ProjectionState, Follower]:
             _register(events, m.completed),
             _register(events, m.dropped),
             [tasks[task] for task in m.tasks],
-            None if m.touched is None else touch(m.touched),
+            None if m.touched is None else row_or_event(m.touched),
             rows=table,
         )
         for m in doc.milestones
@@ -624,7 +617,7 @@ def _restore(doc: Document) -> tuple[ProjectionState, Follower]:
     if doc.lists is not None:
         assert rows is not None and table is not None
         table.words = [same(word) for word in table.words]
-        _relist(state, doc.lists, table, rows.byteorder, touch, same)
+        _relist(state, doc.lists, table, rows.byteorder, row_or_event, same)
     state.corrections = doc.corrections
     state.retracted = doc.retracted
     state.people = doc.people

@@ -45,6 +45,7 @@ class Compactor:
         self._working_set = working_set
         self._queued: dict[str, asyncio.Task[None]] = {}  # by key: one queued per key
         self._tasks: set[asyncio.Task[None]] = set()  # every one not done, begun or not
+        self._awaited = 0  # compactions awaited by their caller (``now``), under way
         self._one_at_a_time = asyncio.Lock()
         self._load_moved = 0.0  # when a load last began or ended
         self.compactions = 0
@@ -52,6 +53,18 @@ class Compactor:
     def load_moved(self) -> None:
         """A load began or ended: compactions wait a second more."""
         self._load_moved = time.monotonic()
+
+    def pending(self) -> int:
+        """Compactions queued or under way, in the background or awaited (a metric)."""
+        return len(self._tasks) + self._awaited
+
+    async def now(self, key: str, *, after_loads: bool = False) -> None:
+        """``compact``, awaited by the caller (the warm-up) and counted as pending."""
+        self._awaited += 1
+        try:
+            await self.compact(key, after_loads=after_loads)
+        finally:
+            self._awaited -= 1
 
     def queued(self) -> list[asyncio.Task[None]]:
         """Every compaction not done (one may be past the swap, about to ask for its

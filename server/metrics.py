@@ -228,8 +228,14 @@ def _working_set_lines(working_set: WorkingSet) -> list[str]:
     lines += _line(
         "milepost_working_set_compactions_total",
         "counter",
-        "Compactions of loaded partitions (after each load, then every 5,000 events).",
+        "Compactions of loaded partitions (after a load as objects, then every 5,000 events).",
         working_set.compactions,
+    )
+    lines += _line(
+        "milepost_working_set_compactions_pending",
+        "gauge",
+        "Compactions queued or under way (each waits for a second without loads).",
+        working_set.compactor.pending(),
     )
     lines += _line(
         "milepost_working_set_loads_total",

@@ -185,7 +185,7 @@ class WorkingSet:
         """Compact the partition held under ``key`` now if it is due (``Compactor.compact``)."""
         partition = self.held(key)
         if partition is not None and self.compaction_due(partition):
-            await self.compactor.compact(key, after_loads=after_loads)
+            await self.compactor.now(key, after_loads=after_loads)
 
     @property
     def held_rows(self) -> int:

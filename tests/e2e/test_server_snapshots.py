@@ -211,6 +211,15 @@ def test_with_a_memory_budget_the_server_folds_teams_on_demand_and_answers_the_s
         assert after["milepost_working_set_snapshot_loads_total"] == 0
         assert 0 < after["milepost_working_set_events"] < len(HISTORY)
         assert "milepost_snapshot_position" not in after  # none of all history: none held
+        # Folded from the store, each is compacted a quiet second after its load, then
+        # snapshotted with its rows as columns.
+        deadline = time.monotonic() + 30
+        while bounded.metrics()["milepost_working_set_compactions_pending"]:
+            assert time.monotonic() < deadline, "the compactions did not end"
+            time.sleep(0.05)
+        compacted = bounded.metrics()
+        assert compacted["milepost_working_set_compactions_total"] == 2
+        assert compacted["milepost_working_set_rows"] > 0
     finally:
         log = bounded.stop()  # the two partitions' snapshots are written by then
     assert "Traceback" not in log
@@ -236,6 +245,9 @@ def test_with_a_memory_budget_the_server_folds_teams_on_demand_and_answers_the_s
         again = restarted.metrics()
         assert again["milepost_working_set_snapshot_loads_total"] == 2
         assert again["milepost_working_set_loads_total"] == 2  # none on demand
+        # Loaded compacted from their snapshots: held as rows at once, not compacted again.
+        assert again["milepost_working_set_rows"] == compacted["milepost_working_set_rows"]
+        assert again["milepost_working_set_compactions_total"] == 0
     finally:
         log = restarted.stop()
     assert "Traceback" not in log

@@ -317,8 +317,10 @@ async def test_a_stop_lets_compactions_go_and_takes_the_snapshots_due(
         await follower.team_view(team)
     # Each load queued its compaction, which waits a quiet second: none has begun.
     assert working_set.compactor.queued() and working_set.compactions == 0
+    assert working_set.compactor.pending() == len(working_set.compactor.queued())
     await working_set.close()
     assert working_set.compactor.queued() == [] and working_set.compactions == 0
+    assert working_set.compactor.pending() == 0
     # Every partition loaded was snapshotted as it was (objects), none is left to write.
     assert working_set.snapshots_taken == working_set.loaded >= len(teams)
     assert await snapshots.partition_count() == working_set.loaded
