@@ -227,7 +227,7 @@ class WorkingSet:
         for them); the snapshots due are taken as the partitions are, and finished."""
         for task in self.compactor.queued():
             task.cancel()
-            with contextlib.suppress(BaseException):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         for partition in list(self._partitions.values()):
             self.compacted(partition)  # its snapshot, if one is due
@@ -362,8 +362,9 @@ class WorkingSet:
         return len(tail)
 
     def compacted(self, partition: Partition) -> None:
-        """After a held partition's compaction: snapshot it if one is due. Compacted, its
-        snapshot keeps the rows as columns, and it loads without an object per row."""
+        """After a held partition's compaction (or its load, when none is due, or at a
+        stop): snapshot it if one is due. Compacted, its snapshot keeps the rows as
+        columns, and it loads without an object per row."""
         if partition.since_snapshot >= self.snapshot_after:
             self._snapshot_soon(partition)
 
