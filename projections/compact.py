@@ -48,6 +48,7 @@ from msgspec.structs import force_setattr
 
 from events import Event
 from events import bodies as b
+from events.ids import id_text
 from projections.state import Feed, IndicatorNode, MilestoneNode, ProjectionState, TaskNode
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -105,8 +106,7 @@ def _id_parts(event_id: str) -> tuple[int, int] | None:
 
 
 def _id_text(high: int, low: int) -> str:
-    digits = ((high << 64) | low).to_bytes(16, "big").hex()  # twice as fast as format()
-    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+    return id_text(((high << 64) | low).to_bytes(16, "big"))
 
 
 def _micros(instant: datetime) -> int:
@@ -720,7 +720,6 @@ class Compaction:
         """Put the new table and lists in; return how many events moved into rows."""
         state, table = self.state, self.events.rows
         state.events = self.events
-        state.rows = table
         state.checkin_touch.update(self.touches)
         for milestone, touch in self.milestone_touches:
             milestone.touch = touch

@@ -16,19 +16,16 @@ import sys
 from array import array
 from collections.abc import Iterator
 
+from events.ids import id_text
+
 _ID_BYTES = 16
 
 
 def _packed(event_id: str) -> bytes:
     packed = bytes.fromhex(event_id.replace("-", ""))
-    if len(packed) != _ID_BYTES or _text(packed) != event_id:
+    if len(packed) != _ID_BYTES or id_text(packed) != event_id:
         raise ValueError(f"not an event id: {event_id!r}")
     return packed
-
-
-def _text(packed: bytes) -> str:
-    digits = packed.hex()
-    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 class FeedLog:
@@ -62,7 +59,7 @@ class FeedLog:
         start = bisect.bisect_right(positions, position)
         for index in range(start, len(positions)):
             at = index * _ID_BYTES
-            yield positions[index], _text(bytes(ids[at : at + _ID_BYTES]))
+            yield positions[index], id_text(bytes(ids[at : at + _ID_BYTES]))
 
     def entries(self) -> list[tuple[int, str]]:
         """Every entry, in order."""

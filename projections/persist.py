@@ -545,7 +545,7 @@ def _restore(doc: Document) -> tuple[ProjectionState, Follower]:
     rows = doc.rows
     if (rows is None) != (doc.lists is None):
         raise ValueError("a compacted state's rows and lists come together")
-    table = state.rows = None if rows is None else _table(rows)
+    table = None if rows is None else _table(rows)
     events: dict[str, Event] = objects if table is None else HeldEvents(objects, table)
     state.events = events
     state.pending = {event.id: event for event in doc.pending}

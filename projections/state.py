@@ -193,6 +193,14 @@ class EventRows(Protocol):
     def text(self, row: int) -> str | None: ...
 
 
+def made_again(rows: EventRows | None, ref: Event | int) -> Event:
+    """The event ``ref`` is: itself, or a row of ``rows`` made again."""
+    if isinstance(ref, int):
+        assert rows is not None
+        return rows.event(ref)
+    return ref
+
+
 class TaskNode(msgspec.Struct, gc=False):
     """A task and its done flag: a last-writer-wins register held inline (a sixth of all
     events write one), written first by the task's own adding.
@@ -223,20 +231,12 @@ class TaskNode(msgspec.Struct, gc=False):
     @property
     def event(self) -> Event:
         """The task's adding event."""
-        added = self.added
-        if isinstance(added, int):
-            assert self.rows is not None
-            return self.rows.event(added)
-        return added
+        return made_again(self.rows, self.added)
 
     @property
     def done_by(self) -> Event:
         """The latest completion or reopen by stamp, or the adding event."""
-        writer = self.writer
-        if isinstance(writer, int):
-            assert self.rows is not None
-            return self.rows.event(writer)
-        return writer
+        return made_again(self.rows, self.writer)
 
 
 def task_id(task: TaskNode) -> str:
@@ -265,11 +265,7 @@ class MilestoneNode(msgspec.Struct, gc=False):
     @property
     def touched(self) -> Event | None:
         """The latest event (by stamp) naming this milestone directly."""
-        touch = self.touch
-        if isinstance(touch, int):
-            assert self.rows is not None
-            return self.rows.event(touch)
-        return touch
+        return None if self.touch is None else made_again(self.rows, self.touch)
 
 
 class IndicatorNode(msgspec.Struct, gc=False):
@@ -329,7 +325,6 @@ class ProjectionState:
         "people",
         "refused",
         "retracted",
-        "rows",
         "sharing",
         "tasks",
         "team_changes",
@@ -363,9 +358,8 @@ class ProjectionState:
         # the corrections and retractions naming them: drift's last touch of a milestone
         # reads it instead of walking a year of check-ins.
         # In a state loaded compacted (``projections.persist``) a touch may be a row of
-        # ``rows``: read ``checkin_touched``.
+        # ``events.rows``: read ``checkin_touched``.
         self.checkin_touch: dict[str, Event | int] = {}
-        self.rows: EventRows | None = None  # a compacted state's rows
         # target event id -> ids of corrections naming it (order fixed at read time)
         self.corrections: dict[str, list[str]] = {}
         # target event id -> ids of retractions naming it
@@ -503,10 +497,10 @@ class ProjectionState:
     def checkin_touched(self, subject: str) -> Event | None:
         """The latest recorded check-in of ``subject`` or fix of one (``checkin_touch``)."""
         touch = self.checkin_touch.get(subject)
-        if isinstance(touch, int):
-            assert self.rows is not None
-            return self.rows.event(touch)
-        return touch
+        if touch is None:
+            return None
+        # Only a compacted state (``events`` a ``HeldEvents``) holds touches as rows.
+        return made_again(getattr(self.events, "rows", None), touch)
 
     def person(self, person: str) -> PersonIndex:
         """The index of a person's items (created empty on first use)."""

@@ -204,6 +204,15 @@ async def snapshots(location: str) -> AsyncIterator[SnapshotStore]:
         await opened.close()
 
 
+async def stored_with_kudos(
+    store: ServerStore, seed: int, order: int
+) -> tuple[ProjectionState, list[str]]:
+    """A history with kudos stored in shuffled batches: the fold of it, and its teams."""
+    await append(store, shuffled_batches(history_with_kudos(seed=seed), seed=order))
+    full = await rebuilt_state(store)
+    return full, people_and_teams(full)[1]
+
+
 async def snapshotting_follower(
     store: ServerStore, snapshots: SnapshotStore, budget_bytes: int = 10**9
 ) -> tuple[ProjectionFollower, WorkingSet]:
@@ -265,10 +274,7 @@ async def test_partitions_start_from_their_own_snapshots_and_answer_the_same(
 async def test_a_corrupt_partition_snapshot_means_a_fold_from_the_store(
     store: ServerStore, snapshots: SnapshotStore, location: str
 ) -> None:
-    history = history_with_kudos(seed=17)
-    await append(store, shuffled_batches(history, seed=7))
-    full = await rebuilt_state(store)
-    _, teams = people_and_teams(full)
+    full, teams = await stored_with_kudos(store, seed=17, order=7)
     first, first_set = await snapshotting_follower(store, snapshots)
     await first.team_view(teams[0])
     await first_set.settle()
@@ -288,10 +294,7 @@ async def test_a_corrupt_partition_snapshot_means_a_fold_from_the_store(
 async def test_a_partition_is_snapshotted_compacted_and_loads_compacted(
     store: ServerStore, snapshots: SnapshotStore
 ) -> None:
-    history = history_with_kudos(seed=17)
-    await append(store, shuffled_batches(history, seed=3))
-    full = await rebuilt_state(store)
-    _, teams = people_and_teams(full)
+    full, teams = await stored_with_kudos(store, seed=17, order=3)
     first, first_set = await snapshotting_follower(store, snapshots)
     await first.team_view(teams[0])
     await first_set.settle()
@@ -309,9 +312,7 @@ async def test_a_partition_is_snapshotted_compacted_and_loads_compacted(
 async def test_a_stop_lets_compactions_go_and_takes_the_snapshots_due(
     store: ServerStore, snapshots: SnapshotStore
 ) -> None:
-    history = history_with_kudos(seed=17)
-    await append(store, shuffled_batches(history, seed=3))
-    _, teams = people_and_teams(await rebuilt_state(store))
+    _, teams = await stored_with_kudos(store, seed=17, order=3)
     follower, working_set = await snapshotting_follower(store, snapshots)
     for team in teams:
         await follower.team_view(team)
