@@ -572,8 +572,13 @@ def add_sorted(ids: list[str], item: str) -> None:
 
 
 def _touch(node: MilestoneNode, event: Event) -> None:
-    touched = node.touched
-    if touched is None or later(event, touched):
+    touch = node.touch
+    if touch is None:
+        node.touch = event
+        return
+    touched = touch if type(touch) is Event else node.touched  # a row, made again
+    assert touched is not None
+    if later(event, touched):
         node.touch = event
 
 
@@ -787,8 +792,18 @@ def _on_checkin(state: ProjectionState, event: Event, body: b.CheckInRecorded) -
         add_in_order(checkins, event, checkin_key)
     # A person's check-ins are the check-ins of their feed (``FEED_TYPES``): no index of
     # their own (half of all events are check-ins; each index costs the fold).
-    touch_checkin(state, subject, event)
     event_id = event.id
+    touch = state.checkin_touch.get(subject)
+    if touch is None:
+        state.checkin_touch[subject] = event
+    elif type(touch) is not Event:
+        touch_checkin(state, subject, event)  # a row: made again to compare
+    else:
+        # ``touch_key`` order, inlined (no tuples): half of all events.
+        recorded_at = event.recorded_at
+        other = touch.recorded_at
+        if recorded_at > other or (recorded_at == other and event_id > touch.id):
+            state.checkin_touch[subject] = event
     # Fixes fold after what they name, unless the server vouched for it (``vouch``).
     if event_id in state.corrections or event_id in state.retracted:
         for fix in (*state.corrections.get(event_id, ()), *state.retracted.get(event_id, ())):
@@ -925,7 +940,7 @@ def apply(state: ProjectionState, event: AnyEvent) -> bool:
     """Judge one event and fold it in if the ownership rule accepts it (see the module
     docstring); a duplicate (same id) changes nothing. Returns whether it was new."""
     event_id = event.id
-    if isinstance(event, OpaqueEvent):
+    if type(event) is not Event and isinstance(event, OpaqueEvent):
         if event_id in state.opaque:
             return False
         state.opaque[event_id] = event
