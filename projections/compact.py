@@ -54,6 +54,7 @@ from projections.state import Feed, IndicatorNode, MilestoneNode, ProjectionStat
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _MAX_SMALL_TABLE = 255
+_MAX_HANDLES = 65_535  # actors and devices are named by two bytes a row
 
 # A row's body: kept as it is (``OBJECT``), or as columns, by kind (the low bits of a
 # row's ``flags``); a check-in's number (its value or its percent: never both) in
@@ -70,7 +71,6 @@ _PERCENT = 16
 _INT = 32
 _TEXT = 64  # the row has a text (a check-in's note, a task's title) in ``texts``
 _PAIR = 128  # an observation's text is its text and impact, as a JSON array
-_ALL_FLAGS = _KIND | _NUMBER | _PERCENT | _INT | _TEXT | _PAIR
 _encode_pair = msgspec.json.Encoder().encode
 _decode_pair = msgspec.json.Decoder(tuple[str, str]).decode
 
@@ -137,6 +137,9 @@ def _index(value: Any, indexes: dict[Any, int], table: list[Any]) -> int:
     return index
 
 
+_KINDS_OF_FLAGS = bytes(flags & _KIND for flags in range(256))
+"""``bytes.translate`` table: a row's flags to its kind."""
+
 COLUMNS = (
     "high",
     "low",
@@ -188,8 +191,8 @@ class RowTable:
     def __init__(self) -> None:
         self.high = array("Q")
         self.low = array("Q")
-        self.actors = array("I")
-        self.devices = array("I")
+        self.actors = array("H")
+        self.devices = array("H")
         self.clocks = array("q")
         self.recorded = array("q")
         self.occurred = array("q")
@@ -208,7 +211,7 @@ class RowTable:
         self.numbers = array("d")
         self.text_ends = array("I")
         self.texts: bytes | bytearray = bytearray()  # bytes once built
-        self.bodies: list[Any] = []
+        self.bodies: dict[int, Any] = {}
         self.handles: list[str] = []
         self.words: list[str] = []
         self.confidences: list[str] = []
@@ -233,7 +236,7 @@ class RowTable:
         columns: Sequence[bytes],
         byteorder: str,
         texts: bytes,
-        bodies: list[Any],
+        bodies: dict[int, Any],
         tables: tuple[list[str], list[str], list[str], list[int]],
     ) -> RowTable:
         """The table ``columns``, ``texts``, ``bodies`` and ``tables`` (handles, words,
@@ -250,11 +253,21 @@ class RowTable:
             if byteorder != sys.byteorder:
                 column.byteswap()
         count = len(table.high)
-        if any(len(getattr(table, name)) != count for name in COLUMNS) or len(bodies) != count:
+        if any(len(getattr(table, name)) != count for name in COLUMNS):
             raise ValueError("the row columns differ in length")
+        kinds = bytes(table.flags).translate(_KINDS_OF_FLAGS)
+        if kinds and max(kinds) > _OBSERVATION_KIND:
+            raise ValueError("a row's flags are not a kind this code reads")
+        # Each row held whole has its body, and only those: a body per row of kind 0.
+        if len(bodies) != kinds.count(_OBJECT) or any(
+            not 0 <= row < count or kinds[row] != _OBJECT for row in bodies
+        ):
+            raise ValueError("the bodies held whole are not those of the rows held whole")
         handles, words, confidences, offsets = tables
         if len(offsets) > _MAX_SMALL_TABLE or len(confidences) > _MAX_SMALL_TABLE:
             raise ValueError("a small table holds more than a byte indexes")
+        if len(handles) > _MAX_HANDLES:
+            raise ValueError("the table of handles holds more than two bytes index")
         table.handles, table.words, table.confidences = handles, words, confidences
         table.zones = [timezone(offset * _MICROSECOND) for offset in offsets]
         if count:
@@ -268,8 +281,6 @@ class RowTable:
             )
             if any(max(column) >= len(named) for column, named in bounds):
                 raise ValueError("a row names an entry beyond its table")
-            if max(table.flags) > _ALL_FLAGS:
-                raise ValueError("a row's flags are not a kind this code reads")
             if max(table.text_ends) > len(texts):
                 raise ValueError("a row's text ends beyond the texts")
             table.last_id = table.id_of(count - 1)
@@ -289,9 +300,10 @@ class RowTable:
         else:
             occurred = (_EPOCH + occurred_micros * _MICROSECOND).astimezone(occurred_zone)
         flags = self.flags[row]
-        body = self.bodies[row]
         kind = flags & _KIND
-        if kind:
+        if not kind:
+            body = self.bodies[row]
+        else:
             named = self.words[self.subjects[row]]
             text = self.text(row) if flags & _TEXT else None
             if kind == _CHECKIN_KIND:
@@ -419,6 +431,8 @@ class RowTable:
         if old is not None and old_index < old_count:
             table._copy_rows(old, old_index, old_count, old_rows, position)
             position += old_count - old_index
+        if old is not None:
+            table.bodies.update((old_rows[row], body) for row, body in old.bodies.items())
         if position:
             table.last_id = table.id_of(position - 1)
         table.texts = bytes(table.texts)  # read-only from here
@@ -433,6 +447,12 @@ class RowTable:
                 if len(self.zones) >= _MAX_SMALL_TABLE:
                     return False
                 _index(zone, tables.zones, self.zones)
+        new_handles = {event.actor, event.device} - tables.handles.keys()
+        if new_handles:
+            if len(self.handles) + len(new_handles) > _MAX_HANDLES:
+                return False
+            for handle in sorted(new_handles):
+                _index(handle, tables.handles, self.handles)
         return True
 
     def before(self, high: int, low: int, start: int) -> int:
@@ -454,7 +474,6 @@ class RowTable:
         shift = len(self.texts) - first
         self.texts += old.texts[first : ends[stop - 1]]
         self.text_ends.extend(array("I", [end + shift for end in ends[start:stop]]))
-        self.bodies.extend(old.bodies[start:stop])
         old_rows[start:stop] = array("i", range(position, position + stop - start))
 
     def _add(self, high: int, low: int, event: Event, tables: _Tables) -> None:
@@ -505,7 +524,8 @@ class RowTable:
         self.subjects.append(_index(named, tables.words, self.words) if flags else 0)
         self.confidence_of.append(confidence)
         self.numbers.append(number)
-        self.bodies.append(held)
+        if not flags:
+            self.bodies[len(self.flags) - 1] = held
 
     def _observation_fits(self, body: b.ObservationRecorded, tables: _Tables) -> bool:
         """Whether an observation of an indicator is held as columns: its sharing is the
@@ -800,7 +820,7 @@ def prepare(state: ProjectionState, stop: Callable[[], bool] = lambda: False) ->
     for task in state.tasks.values():
         if not isinstance(task.added, int) and task.added.id not in fresh_rows:
             _share(task.added.body, "milestone", state.milestones, shared)
-    for row_body in table.bodies:
+    for row_body in table.bodies.values():
         if type(row_body) is _OBSERVATION:
             _share(row_body, "indicator", state.indicators, shared)
     events = HeldEvents(remaining, table)

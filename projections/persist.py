@@ -184,7 +184,7 @@ class _Rows(msgspec.Struct, array_like=True):
     byteorder: str
     columns: list[bytes]
     texts: bytes
-    bodies: list[KnownBody | None]
+    bodies: dict[int, KnownBody]  # by row: the rows held whole
     handles: list[str]
     words: list[str]
     confidences: list[str]
@@ -253,6 +253,7 @@ class Follower(msgspec.Struct, frozen=True):
 
 
 _T = TypeVar("_T")
+_K = TypeVar("_K", str, int)
 _FEED_BODIES = frozenset(BODY_TYPES[tag] for tag in FEED_TYPES)
 _CHECKIN = CheckInRecorded
 _COMPLETION_WRITES = frozenset({MilestoneCompleted, MilestoneReopened})
@@ -293,11 +294,11 @@ def _list(items: Iterable[_T], convert: Callable[[_T], Any] | None = None) -> It
     yield b"]"
 
 
-def _dict(items: dict[str, _T], convert: Callable[[_T], Any] | None = None) -> Iterator[bytes]:
-    """A JSON object encoded ``CHUNK`` entries at a time."""
+def _dict(items: dict[_K, _T], convert: Callable[[_T], Any] | None = None) -> Iterator[bytes]:
+    """A JSON object encoded ``CHUNK`` entries at a time (int keys as strings)."""
     yield b"{"
     first = True
-    chunk: dict[str, Any] = {}
+    chunk: dict[_K, Any] = {}
     for key, value in items.items():
         chunk[key] = convert(value) if convert is not None else value
         if len(chunk) >= CHUNK:
@@ -380,7 +381,7 @@ def _rows_pieces(table: RowTable) -> Iterator[bytes]:
     """``_Rows`` of ``table``, its bodies ``CHUNK`` at a time."""
     yield b"[" + _encode(sys.byteorder) + b"," + _encode(table.columns()) + b","
     yield _encode(bytes(table.texts)) + b","
-    yield from _list(table.bodies)
+    yield from _dict(table.bodies)
     tables = (table.handles, table.words, table.confidences, table.zone_offsets())
     yield b"," + _encode(tables)[1:-1] + b"]"
 
@@ -692,7 +693,8 @@ def _relist(
         indicators[indicator].observations = relisted(stored)
     # Touches are kept as rows: read rarely (a drift signal), made again when read.
     state.checkin_touch = {same(subject): touch(ref) for subject, ref in lists.touches.items()}
-    for body in table.bodies:  # an observation's indicator as the indicator's own id string
+    # An observation's indicator as the indicator's own id string.
+    for body in table.bodies.values():
         node = indicators.get(body.indicator or "") if type(body) is _OBSERVATION else None
         if node is not None and node.event is not PLACEHOLDER and node.event.id == body.indicator:
             force_setattr(body, "indicator", node.event.id)

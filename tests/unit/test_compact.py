@@ -8,9 +8,12 @@ folded ones byte for byte, as the codec writes them.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,9 +22,11 @@ import events
 from events import bodies as b
 from events.envelope import Event
 from milepost_testkit.strategies import histories
+from projections import compact as compact_module
 from projections.compact import (
     HeldEvents,
     RowList,
+    RowTable,
     Stopped,
     compact,
     compactable,
@@ -154,7 +159,7 @@ def test_an_observation_row_makes_its_body_again_byte_for_byte() -> None:
     state = rebuild([indicator, *observed])
     assert compact(state) == len(observed)
     table = state.events.rows  # type: ignore[attr-defined]
-    assert sum(body is not None for body in table.bodies) == 1  # the shared one, whole
+    assert len(table.bodies) == 1  # the shared one, whole
     for event in observed:
         again = state.events[event.id]
         assert again == event
@@ -193,6 +198,65 @@ def test_instants_the_table_cannot_name_stay_objects() -> None:
     assert list(state.checkins_by_subject[ALICE_GOAL]) == list(
         expected.checkins_by_subject[ALICE_GOAL]
     )
+
+
+def test_handles_beyond_what_two_bytes_name_stay_objects(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Rows name actors and devices by two bytes: a table of four handles here, as if
+    # 65,535 were already named. Alice and three devices fill it; the fourth device's
+    # event stays an object, and a later event of named handles is a row again.
+    monkeypatch.setattr(compact_module, "_MAX_HANDLES", 4)
+    at = datetime(2026, 3, 2, tzinfo=UTC)
+    checkins = [
+        msgspec.structs.replace(_checkin(n, at + timedelta(hours=n)), device=f"phone-{n % 5}")
+        for n in range(2, 9)
+    ]
+    history = [_goal(), *checkins]
+    state = rebuild(history)
+    expected = rebuild(history)
+    compact(state)
+    table = state.events.rows  # type: ignore[attr-defined]
+    assert len(table.handles) == 4
+    objects = state.events.objects()  # type: ignore[attr-defined]
+    beyond = {c.id for c in checkins if c.device not in table.handles}
+    assert beyond and all(event_id in objects for event_id in beyond)
+    assert len(table) == len(checkins) - len(beyond)
+    assert _sorted_events(state) == _sorted_events(expected)
+    assert all_views(state, history) == all_views(expected, history)
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda t: t.bodies.update({0: t.bodies[1]}), "bodies held whole"),  # a row of columns
+        (lambda t: t.bodies.pop(1), "bodies held whole"),  # a row held whole without one
+        (lambda t: t.bodies.update({9: t.bodies.pop(1)}), "bodies held whole"),  # beyond
+        (lambda t: t.handles.extend(["x"] * 4), "two bytes"),
+        (lambda t: t.handles.pop(), "beyond its table"),
+        (lambda t: t.flags.__setitem__(0, 255), "kind this code reads"),
+    ],
+)
+def test_columns_that_do_not_hold_together_are_refused(
+    monkeypatch: pytest.MonkeyPatch, damage: Callable[[RowTable], object], reason: str
+) -> None:
+    monkeypatch.setattr(compact_module, "_MAX_HANDLES", 5)
+    at = datetime(2026, 3, 2, tzinfo=UTC)
+    whole = _checkin(3, at, body=b.CheckInRecorded(subject=ALICE_GOAL, confidence="on-track"))
+    state = rebuild([_goal(), _checkin(2, at), whole])
+    whole_body = b.CheckInRecorded(subject=ALICE_GOAL, confidence="on-track", value=2**60)
+    held = rebuild([_goal(), _checkin(2, at), msgspec.structs.replace(whole, body=whole_body)])
+    compact(state)
+    compact(held)
+    table = held.events.rows  # type: ignore[attr-defined]
+    assert table.bodies == {1: whole_body}  # the row whose number columns cannot hold
+    columns = table.columns()
+    tables = (table.handles, table.words, table.confidences, table.zone_offsets())
+    again = RowTable.from_columns(columns, sys.byteorder, table.texts, dict(table.bodies), tables)
+    assert list(again.rows()) == list(table.rows())
+    damage(table)
+    tables = (table.handles, table.words, table.confidences, table.zone_offsets())
+    with pytest.raises(ValueError, match=reason):
+        RowTable.from_columns(table.columns(), sys.byteorder, table.texts, table.bodies, tables)
+    assert state.events  # the other state is untouched
 
 
 def test_events_folded_after_a_compaction_join_the_next_one() -> None:
