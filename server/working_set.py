@@ -55,6 +55,7 @@ from events import Event
 from events import bodies as b
 from projections import persist
 from projections.compact import HeldEvents, compact, held_as_rows
+from projections.directory import share_team_changes
 from projections.state import ProjectionState, apply, vouch
 from server import compaction
 from server.compaction import Compactor
@@ -292,6 +293,8 @@ class WorkingSet:
             del stored
         await self.vouch_waiting([partition], upto)
         await self.adopt_foreign(partition, upto)
+        # Before anything else reads it: one copy of the team changes in the process.
+        share_team_changes(partition.state, self.directory)
         return partition, after
 
     async def _restored(self, key: str, people: frozenset[str], upto: int) -> tuple[Partition, int]:

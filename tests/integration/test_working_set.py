@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 
 from events import Event, new_event_id
-from events.bodies import KudosGiven, MilestoneCompleted, TeamMemberJoined
+from events.bodies import KudosGiven, MilestoneCompleted, TeamMemberJoined, TeamMemberLeft
 from milepost_testkit.history import generate_history
 from projections.compact import Compaction, compactable, folded, held_as_rows, prepare
 from projections.goals import goal_tree
@@ -307,6 +307,28 @@ async def test_a_partition_is_snapshotted_compacted_and_loads_compacted(
     assert second_set.snapshot_loads == 1 and second_set.compactions == 0
     assert second_set.held_rows == first_set.held_rows > 0
     assert dict(team_views(state, teams[0], NOW)) == dict(team_views(full, teams[0], NOW))
+    # Folded or loaded, a partition holds the directory's own team changes (one copy).
+    for working_set in (first_set, second_set):
+        [partition] = working_set._partitions.values()
+        directory = working_set.directory
+        changes = sum(isinstance(e.body, TEAM_CHANGES) for e in directory.events.values())
+        assert shares_the_directory(partition.state, directory) == changes > 0
+
+
+TEAM_CHANGES = (TeamMemberJoined, TeamMemberLeft)
+
+
+def shares_the_directory(state: ProjectionState, directory: ProjectionState) -> int:
+    """How many team changes ``state`` holds as the directory's own objects; asserting that
+    it holds no other copy of one, of a membership key or of a person's teams."""
+    changes = [e for e in directory.events.values() if isinstance(e.body, TEAM_CHANGES)]
+    ours = [dict.get(state.events, e.id) for e in changes]
+    assert all(event is None or event is e for event, e in zip(ours, changes, strict=True))
+    keys = {id(key) for key in directory.memberships}
+    assert all(id(key) in keys for key in state.memberships)
+    theirs = directory.teams_by_person
+    assert all(teams is theirs[p] for p, teams in state.teams_by_person.items())
+    return sum(event is not None for event in ours)
 
 
 async def test_a_stop_lets_compactions_go_and_takes_the_snapshots_due(
