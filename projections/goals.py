@@ -279,20 +279,23 @@ def _compute_milestone_view(ctx: _Context, milestone_id: str) -> MilestoneView:
     corrections = state.corrections
     body = state.body(milestone_id) if milestone_id in corrections else event.body
     assert isinstance(body, b.MilestonePlanned)
-    tasks = []
+    tasks: list[TaskView] = []
     # The hot loop of every goal view: ``is_retracted`` and ``body`` are only
     # called for the rare task that a retraction or a correction names.
     retracted = state.retracted
+    add_task = tasks.append
     for task in node.tasks:
         task_id = task.id
         if task_id in retracted and state.is_retracted(task_id):
             continue
-        title = task.title
         if task_id in corrections:
             task_body = state.body(task_id)
             assert isinstance(task_body, b.TaskAdded)
             title = task_body.title
-        tasks.append(TaskView(task_id, title, task.done))
+        else:
+            added = task.added  # ``TaskNode.title``, inlined for an event: every task
+            title = added.body.title if type(added) is Event else task.title  # type: ignore[union-attr]
+        add_task(TaskView(task_id, title, task.done))
     latest = last_checkins(state, milestone_id)
     last = latest[0] if latest else None
     completion_id = node.completed.value
